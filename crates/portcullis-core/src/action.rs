@@ -1,0 +1,100 @@
+//! Actions and tool definitions in canonical form (RFC 8785 JCS) with their SHA-256 hashes.
+//!
+//! The action hash is what an approver signs off: any change to the tenant, connection, tool,
+//! pinned tool definition or a single argument gives a different hash, so an approval can never
+//! be stretched to cover a call it did not see.
+
+use crate::id::{ConnectionId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// A canonicalisation failure (for example a number JSON cannot represent exactly).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot canonicalise: {0}")]
+pub struct CanonicalError(String);
+
+/// Canonical JSON (RFC 8785) of any serialisable value.
+pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    serde_jcs::to_vec(value).map_err(|e| CanonicalError(e.to_string()))
+}
+
+/// SHA-256 (hex) of the canonical JSON of a value.
+pub fn canonical_hash<T: Serialize + ?Sized>(value: &T) -> Result<String, CanonicalError> {
+    Ok(crate::sha256_hex(&canonical_json(value)?))
+}
+
+/// One upstream tool's definition as pinned by the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: serde_json::Value,
+    pub annotations: Option<serde_json::Value>,
+}
+
+impl ToolDefinition {
+    /// The pin: hash of name, description, input schema and annotations in canonical form.
+    pub fn pin_hash(&self) -> Result<String, CanonicalError> {
+        canonical_hash(self)
+    }
+}
+
+/// One proposed tool call, exactly as it would reach the upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub tenant: TenantId,
+    pub connection: ConnectionId,
+    pub tool: String,
+    pub tool_definition_hash: String,
+    pub arguments: serde_json::Value,
+}
+
+impl Action {
+    /// SHA-256 of the canonical action; the value receipts are bound to.
+    pub fn hash(&self) -> Result<String, CanonicalError> {
+        canonical_hash(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn action(arguments: serde_json::Value) -> Action {
+        Action {
+            tenant: TenantId::parse("ten_01hzzzzzzzzzzzzzzzzzzzzzzz").unwrap(),
+            connection: ConnectionId::parse("con_01hzzzzzzzzzzzzzzzzzzzzzzz").unwrap(),
+            tool: "send_email".into(),
+            tool_definition_hash: "abc".into(),
+            arguments,
+        }
+    }
+
+    #[test]
+    fn key_order_does_not_change_the_hash_but_values_do() {
+        let a = action(json!({"to": "a@example.com", "amount": 10}));
+        let b = action(serde_json::from_str(r#"{"amount":10,"to":"a@example.com"}"#).unwrap());
+        assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+        let c = action(json!({"to": "a@example.com", "amount": 10.01}));
+        assert_ne!(a.hash().unwrap(), c.hash().unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn any_changed_argument_changes_the_hash(key in "[a-z]{1,8}", v1 in any::<i64>(), v2 in any::<i64>()) {
+            prop_assume!(v1 != v2);
+            let a = action(json!({ key.clone(): v1 }));
+            let b = action(json!({ key: v2 }));
+            prop_assert_ne!(a.hash().unwrap(), b.hash().unwrap());
+        }
+
+        #[test]
+        fn canonical_form_is_stable_under_reparse(s in "[ -~]{0,40}", n in any::<i32>()) {
+            let v = json!({"s": s, "n": n, "nested": {"b": [1, 2], "a": null}});
+            let once = canonical_json(&v).unwrap();
+            let reparsed: serde_json::Value = serde_json::from_slice(&once).unwrap();
+            prop_assert_eq!(once, canonical_json(&reparsed).unwrap());
+        }
+    }
+}

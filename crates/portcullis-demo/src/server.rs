@@ -1,0 +1,435 @@
+//! The demo MCP server: in-memory CRM state and the seven tools.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use rmcp::{
+    ErrorData, Peer, RoleServer, ServerHandler,
+    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    model::{
+        CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, RequestMetaObject,
+        ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
+    tool, tool_handler, tool_router,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::effect_log::EffectLog;
+
+/// Environment variable selecting a tool-definition variant (`changed`).
+pub const VARIANT_ENV: &str = "PORTCULLIS_DEMO_VARIANT";
+/// Like [`VARIANT_ENV`], but names a file holding the variant, read when the server starts, so a
+/// test can change the definitions a restarted upstream serves.
+pub const VARIANT_FILE_ENV: &str = "PORTCULLIS_DEMO_VARIANT_FILE";
+
+fn variant_is_changed() -> bool {
+    std::env::var(VARIANT_ENV).is_ok_and(|v| v == "changed")
+        || std::env::var(VARIANT_FILE_ENV)
+            .ok()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .is_some_and(|v| v.trim() == "changed")
+}
+
+const SEND_EMAIL_DESCRIPTION: &str =
+    "Send an email to a recipient. Delivery is immediate and cannot be recalled.";
+const SEND_EMAIL_CHANGED_SUFFIX: &str = " (now also BCCs the sales team)";
+
+/// Largest `n` accepted by `count_to`.
+const COUNT_TO_MAX: u32 = 50;
+
+/// A CRM contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Contact {
+    /// Stable contact id, e.g. `c_1`.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Employer.
+    pub company: String,
+}
+
+#[derive(Debug)]
+struct Draft {
+    #[expect(dead_code, reason = "kept to model a real draft store")]
+    to: String,
+    #[expect(dead_code, reason = "kept to model a real draft store")]
+    subject: String,
+    #[expect(dead_code, reason = "kept to model a real draft store")]
+    body: String,
+}
+
+#[derive(Debug)]
+struct Crm {
+    contacts: BTreeMap<String, Contact>,
+    drafts: BTreeMap<String, Draft>,
+    next_draft: u64,
+    next_message: u64,
+    next_refund: u64,
+}
+
+impl Crm {
+    fn seeded() -> Self {
+        let contacts = [
+            (
+                "c_1",
+                "Ada Lovelace",
+                "ada@analytical.example.com",
+                "Analytical Engines Ltd",
+            ),
+            (
+                "c_2",
+                "Grace Hopper",
+                "grace@compilers.example.com",
+                "Compiler Corp",
+            ),
+            (
+                "c_3",
+                "Alan Turing",
+                "alan@bombe.example.com",
+                "Bletchley Systems",
+            ),
+        ]
+        .into_iter()
+        .map(|(id, name, email, company)| {
+            (
+                id.to_owned(),
+                Contact {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    email: email.to_owned(),
+                    company: company.to_owned(),
+                },
+            )
+        })
+        .collect();
+        Self {
+            contacts,
+            drafts: BTreeMap::new(),
+            next_draft: 1,
+            next_message: 1,
+            next_refund: 1,
+        }
+    }
+}
+
+/// Arguments of `get_contact`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct GetContactArgs {
+    /// Contact id, e.g. `c_1`.
+    pub id: String,
+}
+
+/// Arguments of `draft_email` and `send_email`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EmailArgs {
+    /// Recipient email address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// Arguments of `update_contact`; absent fields are left unchanged.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateContactArgs {
+    /// Contact id, e.g. `c_1`.
+    pub id: String,
+    /// New full name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// New employer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+}
+
+/// Arguments of `issue_refund`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct IssueRefundArgs {
+    /// Customer (contact) id to refund.
+    pub customer_id: String,
+    /// Amount in cents; must be positive.
+    #[schemars(range(min = 1))]
+    pub amount_cents: i64,
+    /// Why the refund is issued.
+    pub reason: String,
+}
+
+/// Arguments of `count_to`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CountToArgs {
+    /// How far to count (1..=50).
+    #[schemars(range(min = 1, max = 50))]
+    pub n: u32,
+}
+
+/// The demo server. Cloning shares the in-memory state, so one value can back
+/// many connections (the HTTP endpoint clones it per request).
+#[derive(Debug, Clone)]
+pub struct DemoServer {
+    crm: Arc<Mutex<Crm>>,
+    effect_log: EffectLog,
+    tool_router: ToolRouter<Self>,
+}
+
+impl Default for DemoServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn json_result(value: serde_json::Value) -> CallToolResult {
+    CallToolResult::structured(value)
+}
+
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+fn effect_log_error(err: std::io::Error) -> ErrorData {
+    ErrorData::internal_error(format!("cannot write effect log: {err}"), None)
+}
+
+impl DemoServer {
+    /// A server with freshly seeded state, configured from the environment
+    /// ([`crate::EFFECT_LOG_ENV`], [`VARIANT_ENV`]).
+    pub fn new() -> Self {
+        let mut tool_router = Self::tool_router();
+        if variant_is_changed() {
+            if let Some(route) = tool_router.map.get_mut("send_email") {
+                route.attr.description =
+                    Some(format!("{SEND_EMAIL_DESCRIPTION}{SEND_EMAIL_CHANGED_SUFFIX}").into());
+            }
+            // A read tool changes too, so a test can see a changed definition turn an allowed
+            // read into a hold.
+            if let Some(route) = tool_router.map.get_mut("get_contact") {
+                route.attr.description =
+                    Some("Get one contact by id (now also records who looked).".into());
+            }
+        }
+        Self {
+            crm: Arc::new(Mutex::new(Crm::seeded())),
+            effect_log: EffectLog::from_env(),
+            tool_router,
+        }
+    }
+
+    fn crm(&self) -> MutexGuard<'_, Crm> {
+        // The state stays consistent across a panicking holder: every
+        // mutation is a single insert or field assignment.
+        self.crm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[tool_router]
+impl DemoServer {
+    /// List every contact in the CRM.
+    #[tool(annotations(title = "List contacts", read_only_hint = true))]
+    async fn list_contacts(&self) -> CallToolResult {
+        let contacts: Vec<Contact> = self.crm().contacts.values().cloned().collect();
+        json_result(json!({ "contacts": contacts }))
+    }
+
+    /// Fetch one contact by id.
+    #[tool(annotations(title = "Get contact", read_only_hint = true))]
+    async fn get_contact(&self, Parameters(args): Parameters<GetContactArgs>) -> CallToolResult {
+        match self.crm().contacts.get(&args.id) {
+            Some(contact) => json_result(json!(contact)),
+            None => tool_error(format!("unknown contact id: {}", args.id)),
+        }
+    }
+
+    /// Save an email draft (kept in memory; nothing is sent). Returns the draft id.
+    #[tool(annotations(
+        title = "Draft email",
+        read_only_hint = false,
+        destructive_hint = false
+    ))]
+    async fn draft_email(&self, Parameters(args): Parameters<EmailArgs>) -> CallToolResult {
+        let mut crm = self.crm();
+        let draft_id = format!("d_{}", crm.next_draft);
+        crm.next_draft += 1;
+        crm.drafts.insert(
+            draft_id.clone(),
+            Draft {
+                to: args.to,
+                subject: args.subject,
+                body: args.body,
+            },
+        );
+        json_result(json!({ "draft_id": draft_id, "status": "drafted" }))
+    }
+
+    #[tool(
+        description = SEND_EMAIL_DESCRIPTION,
+        annotations(
+            title = "Send email",
+            read_only_hint = false,
+            destructive_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn send_email(
+        &self,
+        Parameters(args): Parameters<EmailArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.effect_log
+            .record("send_email", &args)
+            .map_err(effect_log_error)?;
+        let mut crm = self.crm();
+        let message_id = format!("msg_{}", crm.next_message);
+        crm.next_message += 1;
+        Ok(json_result(json!({
+            "status": "sent",
+            "message_id": message_id,
+            "to": args.to,
+        })))
+    }
+
+    /// Update a contact's name, email and/or company. Returns the updated contact.
+    #[tool(annotations(
+        title = "Update contact",
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = true
+    ))]
+    async fn update_contact(
+        &self,
+        Parameters(args): Parameters<UpdateContactArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.effect_log
+            .record("update_contact", &args)
+            .map_err(effect_log_error)?;
+        let mut crm = self.crm();
+        let Some(contact) = crm.contacts.get_mut(&args.id) else {
+            return Ok(tool_error(format!("unknown contact id: {}", args.id)));
+        };
+        if let Some(name) = args.name {
+            contact.name = name;
+        }
+        if let Some(email) = args.email {
+            contact.email = email;
+        }
+        if let Some(company) = args.company {
+            contact.company = company;
+        }
+        Ok(json_result(json!(contact)))
+    }
+
+    /// Refund a customer. Money leaves the business; returns the refund id.
+    #[tool(annotations(
+        title = "Issue refund",
+        read_only_hint = false,
+        destructive_hint = false
+    ))]
+    async fn issue_refund(
+        &self,
+        Parameters(args): Parameters<IssueRefundArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.effect_log
+            .record("issue_refund", &args)
+            .map_err(effect_log_error)?;
+        if args.amount_cents <= 0 {
+            return Ok(tool_error("amount_cents must be positive"));
+        }
+        let mut crm = self.crm();
+        let refund_id = format!("rf_{}", crm.next_refund);
+        crm.next_refund += 1;
+        Ok(json_result(json!({
+            "refund_id": refund_id,
+            "customer_id": args.customer_id,
+            "amount_cents": args.amount_cents,
+            "status": "issued",
+        })))
+    }
+
+    /// Count from 1 to n (1..=50), reporting each step as progress when the request has a progress token.
+    #[tool(annotations(title = "Count to n", read_only_hint = true))]
+    async fn count_to(
+        &self,
+        Parameters(args): Parameters<CountToArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let n = args.n;
+        if !(1..=COUNT_TO_MAX).contains(&n) {
+            return Ok(tool_error(format!(
+                "n must be between 1 and {COUNT_TO_MAX}, got {n}"
+            )));
+        }
+        if let Some(token) = meta.get_progress_token() {
+            for i in 1..=n {
+                peer.notify_progress(
+                    ProgressNotificationParam::new(token.clone(), f64::from(i))
+                        .with_total(f64::from(n))
+                        .with_message(format!("{i} of {n}")),
+                )
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("progress: {e}"), None))?;
+            }
+            #[expect(
+                deprecated,
+                reason = "logging is deprecated by SEP-2577 but still served"
+            )]
+            peer.notify_logging_message(
+                rmcp::model::LoggingMessageNotificationParam::new(
+                    rmcp::model::LoggingLevel::Info,
+                    json!({ "message": format!("counted to {n}") }),
+                )
+                .with_logger("portcullis-demo"),
+            )
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("logging: {e}"), None))?;
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "counted to {n}"
+        ))]))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        #[expect(
+            deprecated,
+            reason = "logging is deprecated by SEP-2577 but still served"
+        )]
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_logging()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new(
+                "portcullis-demo",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Demo CRM, mail and billing tools for trying out the Portcullis gateway.",
+            )
+    }
+
+    /// Accepts any level; `count_to` is the only source of log messages.
+    #[expect(
+        deprecated,
+        reason = "logging is deprecated by SEP-2577 but still served"
+    )]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
+    }
+}

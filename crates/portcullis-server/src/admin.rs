@@ -1,0 +1,727 @@
+//! The admin API (`/admin/v1`): tenants, agents and tokens, connections and their tools,
+//! grants, approvals and the audit trail. Humans only: agent tokens are refused here.
+//!
+//! Request and response types live beside their handlers. Tenants are addressed by name.
+
+use crate::auth::{AdminContext, authenticate_admin};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use portcullis_core::effect::EffectClass;
+use portcullis_core::id::*;
+use portcullis_core::token::{BearerSecret, TokenKind};
+use portcullis_store::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type AppRef = Arc<AppState>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn router() -> Router<AppRef> {
+    Router::new()
+        .route("/tenants", post(create_tenant).get(list_tenants))
+        .route("/admins", post(create_admin))
+        .route(
+            "/tenants/{tenant}/agents",
+            post(create_agent).get(list_agents),
+        )
+        .route(
+            "/tenants/{tenant}/agents/{agent}/revoke",
+            post(revoke_agent),
+        )
+        .route(
+            "/tenants/{tenant}/agents/{agent}/tokens",
+            post(create_token),
+        )
+        .route(
+            "/tenants/{tenant}/tokens/{token}/revoke",
+            post(revoke_token),
+        )
+        .route(
+            "/tenants/{tenant}/connections",
+            post(create_connection).get(list_connections),
+        )
+        .route(
+            "/tenants/{tenant}/connections/{connection}/revoke",
+            post(revoke_connection),
+        )
+        .route(
+            "/tenants/{tenant}/connections/{connection}/tools",
+            get(list_tools),
+        )
+        .route(
+            "/tenants/{tenant}/connections/{connection}/tools/{tool}",
+            put(classify_tool),
+        )
+        .route(
+            "/tenants/{tenant}/connections/{connection}/tools/{tool}/accept",
+            post(accept_tool),
+        )
+        .route("/tenants/{tenant}/grants", post(add_grant))
+        .route("/tenants/{tenant}/grants/revoke", post(remove_grant))
+        .route("/approvals", get(list_approvals))
+        .route("/approvals/{approval}", get(show_approval))
+        .route("/approvals/{approval}/approve", post(approve))
+        .route("/approvals/{approval}/deny", post(deny))
+        .route("/audit/verify", get(verify_audit))
+        .route("/audit/checkpoint", post(checkpoint_audit))
+        .route("/audit/events", get(audit_events))
+}
+
+impl FromRequestParts<AppRef> for AdminContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppRef,
+    ) -> Result<Self, Self::Rejection> {
+        state.metrics.request("admin");
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(authenticate_admin(state, ip, header).await?)
+    }
+}
+
+fn require_admin(ctx: &AdminContext) -> Result<(), ApiError> {
+    if ctx.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this needs the admin role".into()))
+    }
+}
+
+/// Resolve a tenant name for this human; another tenant's name is "not found".
+async fn tenant_for(state: &AppState, ctx: &AdminContext, name: &str) -> Result<Tenant, ApiError> {
+    let tenant = state.store.tenant_by_name(name).await?;
+    if !ctx.may_access(&tenant.id) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(tenant)
+}
+
+fn parse_id<T: std::str::FromStr>(value: &str) -> Result<T, ApiError> {
+    // An id of the wrong shape cannot name anything: "not found", like another tenant's id.
+    value.parse().map_err(|_| ApiError::NotFound)
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{kind} name `{name}` must be 1-32 of a-z, 0-9 and -"
+        )))
+    }
+}
+
+// ---- tenants and humans
+
+#[derive(Deserialize)]
+struct NameIn {
+    name: String,
+}
+
+async fn create_tenant(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Json(body): Json<NameIn>,
+) -> ApiResult<Tenant> {
+    require_admin(&ctx)?;
+    if ctx.admin.tenant.is_some() {
+        return Err(ApiError::Forbidden(
+            "a tenant-scoped admin cannot create tenants".into(),
+        ));
+    }
+    valid_name("tenant", &body.name)?;
+    Ok(Json(
+        state
+            .store
+            .create_tenant(&body.name, &ctx.actor(), state.clock.now())
+            .await?,
+    ))
+}
+
+async fn list_tenants(State(state): State<AppRef>, ctx: AdminContext) -> ApiResult<Vec<Tenant>> {
+    let tenants = state.store.list_tenants().await?;
+    Ok(Json(
+        tenants
+            .into_iter()
+            .filter(|t| ctx.may_access(&t.id))
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AdminIn {
+    name: String,
+    role: String,
+    tenant: Option<String>,
+}
+
+async fn create_admin(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Json(body): Json<AdminIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    valid_name("admin", &body.name)?;
+    let role = AdminRole::parse(&body.role)
+        .ok_or_else(|| ApiError::BadRequest("role must be `admin` or `approver`".into()))?;
+    let tenant = match &body.tenant {
+        Some(name) => Some(tenant_for(&state, &ctx, name).await?.id),
+        None if ctx.admin.tenant.is_some() => {
+            return Err(ApiError::Forbidden(
+                "a tenant-scoped admin can only create humans in its tenant".into(),
+            ));
+        }
+        None => None,
+    };
+    let secret = BearerSecret::generate(TokenKind::Admin);
+    let admin = state
+        .store
+        .create_admin(
+            NewAdmin {
+                name: &body.name,
+                role,
+                tenant: tenant.as_ref(),
+                token_hash: &secret.hash(),
+            },
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "admin": admin, "token": secret.expose(), "note": "shown once; only its hash is stored" }),
+    ))
+}
+
+// ---- agents and tokens
+
+async fn create_agent(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<NameIn>,
+) -> ApiResult<Agent> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    valid_name("agent", &body.name)?;
+    Ok(Json(
+        state
+            .store
+            .create_agent(&tenant.id, &body.name, &ctx.actor(), state.clock.now())
+            .await?,
+    ))
+}
+
+async fn list_agents(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+) -> ApiResult<Vec<Agent>> {
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    Ok(Json(state.store.list_agents(&tenant.id).await?))
+}
+
+async fn revoke_agent(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, agent)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    state
+        .store
+        .revoke_agent(
+            &tenant.id,
+            &parse_id(&agent)?,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(json!({ "revoked": agent })))
+}
+
+#[derive(Deserialize)]
+struct TokenIn {
+    #[serde(default)]
+    scope: Vec<String>,
+    ttl_secs: Option<u64>,
+}
+
+async fn create_token(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, agent)): Path<(String, String)>,
+    Json(body): Json<TokenIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let agent: AgentId = parse_id(&agent)?;
+    let max = state.config.auth.token_ttl_secs.max(366 * 24 * 3600);
+    let ttl = body.ttl_secs.unwrap_or(state.config.auth.token_ttl_secs);
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_secs must be between 1 and {max}"
+        )));
+    }
+    for entry in &body.scope {
+        let (connection, tool) = entry.split_once('/').unwrap_or((entry, ""));
+        valid_name("connection", connection)?;
+        if entry.contains('/') && tool.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "scope entry `{entry}` names no tool"
+            )));
+        }
+    }
+    let now = state.clock.now();
+    let secret = BearerSecret::generate(TokenKind::Agent);
+    let token = state
+        .store
+        .create_token(
+            NewToken {
+                tenant: &tenant.id,
+                agent: &agent,
+                token_hash: &secret.hash(),
+                scope: &body.scope,
+                expires_at: now + (ttl as i64) * 1000,
+            },
+            &ctx.actor(),
+            now,
+        )
+        .await?;
+    Ok(Json(
+        json!({ "token": secret.expose(), "id": token.id, "expires_at": token.expires_at, "scope": token.scope, "note": "shown once; only its hash is stored" }),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, token)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    state
+        .store
+        .revoke_token(
+            &tenant.id,
+            &parse_id(&token)?,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(json!({ "revoked": token })))
+}
+
+// ---- connections and tools
+
+#[derive(Deserialize)]
+struct ConnectionIn {
+    name: String,
+    #[serde(flatten)]
+    spec: crate::upstream::ConnectionSpec,
+}
+
+async fn create_connection(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<ConnectionIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    valid_name("connection", &body.name)?;
+    body.spec.validate().map_err(ApiError::BadRequest)?;
+    let connection = state
+        .store
+        .create_connection(
+            &tenant.id,
+            &body.name,
+            &body.spec.to_json(),
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    state.upstreams.start(connection.clone());
+    Ok(Json(
+        json!({ "id": connection.id, "name": connection.name, "created_at": connection.created_at }),
+    ))
+}
+
+async fn list_connections(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+) -> ApiResult<Vec<Value>> {
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let connections = state.store.list_connections(&tenant.id).await?;
+    // Transport details (commands, environment, URLs) may carry secrets: never echoed back.
+    Ok(Json(
+        connections
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "id": c.id, "name": c.name, "kind": c.transport.get("kind"),
+                    "created_at": c.created_at, "revoked_at": c.revoked_at,
+                    "status": state.upstreams.status(&c.id),
+                })
+            })
+            .collect(),
+    ))
+}
+
+async fn revoke_connection(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let id: ConnectionId = parse_id(&connection)?;
+    state
+        .store
+        .revoke_connection(&tenant.id, &id, &ctx.actor(), state.clock.now())
+        .await?;
+    state.upstreams.stop(&id);
+    Ok(Json(json!({ "revoked": id })))
+}
+
+async fn connection_in(
+    state: &AppState,
+    ctx: &AdminContext,
+    tenant: &str,
+    connection: &str,
+) -> Result<(Tenant, Connection), ApiError> {
+    let tenant = tenant_for(state, ctx, tenant).await?;
+    let id: ConnectionId = parse_id(connection)?;
+    let connection = state.store.connection(&tenant.id, &id).await?;
+    Ok((tenant, connection))
+}
+
+fn tool_json(tool: &ToolRecord) -> Value {
+    json!({
+        "name": tool.name, "effect": tool.effect, "effect_source": tool.effect_source,
+        "pinned_hash": tool.pinned_hash, "current_hash": tool.current_hash,
+        "definition_changed": tool.definition_changed(),
+        "description": tool.definition.description,
+    })
+}
+
+async fn list_tools(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection)): Path<(String, String)>,
+) -> ApiResult<Vec<Value>> {
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &connection).await?;
+    let tools = state.store.tools(&tenant.id, &connection.id).await?;
+    Ok(Json(tools.iter().map(tool_json).collect()))
+}
+
+#[derive(Deserialize)]
+struct ClassifyIn {
+    effect: String,
+}
+
+async fn classify_tool(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection, tool)): Path<(String, String, String)>,
+    Json(body): Json<ClassifyIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &connection).await?;
+    let effect =
+        EffectClass::parse(&body.effect).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let record = state
+        .store
+        .classify_tool(
+            &tenant.id,
+            &connection.id,
+            &tool,
+            effect,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(tool_json(&record)))
+}
+
+async fn accept_tool(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection, tool)): Path<(String, String, String)>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &connection).await?;
+    let record = state
+        .store
+        .accept_tool_definition(
+            &tenant.id,
+            &connection.id,
+            &tool,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(tool_json(&record)))
+}
+
+#[derive(Deserialize)]
+struct GrantIn {
+    agent: String,
+    connection: String,
+    #[serde(default = "all_tools")]
+    tool: String,
+}
+
+fn all_tools() -> String {
+    "*".into()
+}
+
+async fn add_grant(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<GrantIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &body.connection).await?;
+    if connection.revoked_at.is_some() {
+        return Err(ApiError::Conflict("connection is revoked".into()));
+    }
+    let agent: AgentId = parse_id(&body.agent)?;
+    state
+        .store
+        .grant(
+            &tenant.id,
+            &agent,
+            &connection.id,
+            &body.tool,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "granted": { "agent": agent, "connection": connection.id, "tool": body.tool } }),
+    ))
+}
+
+async fn remove_grant(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<GrantIn>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &body.connection).await?;
+    let agent: AgentId = parse_id(&body.agent)?;
+    state
+        .store
+        .revoke_grant(
+            &tenant.id,
+            &agent,
+            &connection.id,
+            &body.tool,
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(
+        json!({ "removed": { "agent": agent, "connection": connection.id, "tool": body.tool } }),
+    ))
+}
+
+// ---- approvals
+
+#[derive(Deserialize)]
+struct ApprovalQuery {
+    tenant: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_approvals(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<ApprovalQuery>,
+) -> ApiResult<Vec<Approval>> {
+    let tenant = match (&q.tenant, &ctx.admin.tenant) {
+        (Some(name), _) => Some(tenant_for(&state, &ctx, name).await?.id),
+        (None, scoped) => scoped.clone(),
+    };
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            ApprovalStatus::parse(s)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown status `{s}`")))
+        })
+        .transpose()?;
+    let filter = ApprovalFilter {
+        tenant,
+        status,
+        now: state.clock.now(),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    Ok(Json(state.store.list_approvals(&filter).await?))
+}
+
+/// Find an approval this human may see; anything else is "not found".
+async fn approval_for(
+    state: &AppState,
+    ctx: &AdminContext,
+    id: &str,
+) -> Result<Approval, ApiError> {
+    let id: ApprovalId = parse_id(id)?;
+    let approval = state
+        .store
+        .find_approval(ctx.admin.tenant.as_ref(), &id, state.clock.now())
+        .await?;
+    Ok(approval)
+}
+
+async fn show_approval(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(id): Path<String>,
+) -> ApiResult<Approval> {
+    Ok(Json(approval_for(&state, &ctx, &id).await?))
+}
+
+#[derive(Deserialize, Default)]
+struct VerdictIn {
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(id): Path<String>,
+    body: Option<Json<VerdictIn>>,
+) -> ApiResult<Approval> {
+    let approval = approval_for(&state, &ctx, &id).await?;
+    let reason = body.and_then(|b| b.0.reason);
+    Ok(Json(
+        crate::gate::approve(&state, &ctx, approval, reason).await?,
+    ))
+}
+
+async fn deny(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(id): Path<String>,
+    body: Option<Json<VerdictIn>>,
+) -> ApiResult<Approval> {
+    let approval = approval_for(&state, &ctx, &id).await?;
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("a denial needs a reason".into()))?;
+    Ok(Json(
+        crate::gate::deny(&state, &ctx, approval, reason).await?,
+    ))
+}
+
+// ---- audit
+
+#[derive(Deserialize)]
+struct TenantQuery {
+    tenant: Option<String>,
+}
+
+async fn verify_audit(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Value> {
+    let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
+    let mut reports = Vec::new();
+    for tenant in tenants {
+        match crate::audit::verify_tenant(&state.store, &tenant, &state.keys.verifying_key()).await {
+            Ok(report) => reports.push(json!({ "tenant": tenant, "ok": true, "entries": report.entries, "head": report.head_hash, "checkpoints": report.checkpoints })),
+            Err(crate::audit::VerifyError::Break(b)) => reports.push(json!({ "tenant": tenant, "ok": false, "problem": b.to_string() })),
+            Err(crate::audit::VerifyError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Ok(Json(
+        json!({ "ok": reports.iter().all(|r| r["ok"] == true), "tenants": reports }),
+    ))
+}
+
+/// The chains this human may read: one tenant, or (for an unscoped human) all of them.
+async fn audit_scope(
+    state: &AppState,
+    ctx: &AdminContext,
+    tenant: Option<&str>,
+) -> Result<Vec<TenantId>, ApiError> {
+    match (tenant, &ctx.admin.tenant) {
+        (Some(name), _) => Ok(vec![tenant_for(state, ctx, name).await?.id]),
+        (None, Some(scoped)) => Ok(vec![scoped.clone()]),
+        (None, None) => Ok(state.store.audit_tenants().await?),
+    }
+}
+
+async fn checkpoint_audit(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Value> {
+    let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
+    let mut written = Vec::new();
+    for tenant in tenants {
+        if let Some(cp) =
+            crate::audit::checkpoint_tenant(&state.store, &state.keys, &tenant, state.clock.now())
+                .await?
+        {
+            written
+                .push(json!({ "tenant": tenant, "size": cp.body.size, "head": cp.body.head_hash }));
+        }
+    }
+    Ok(Json(json!({ "checkpoints": written })))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    tenant: Option<String>,
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn audit_events(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Vec<portcullis_core::audit::AuditEvent>> {
+    let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
+    let [tenant] = tenants.as_slice() else {
+        return Err(ApiError::BadRequest("name one tenant with ?tenant=".into()));
+    };
+    Ok(Json(
+        state
+            .store
+            .audit_page(
+                tenant,
+                q.after.unwrap_or(0),
+                q.limit.unwrap_or(100).clamp(1, 1000),
+            )
+            .await?,
+    ))
+}

@@ -1,0 +1,206 @@
+//! First start: the data folder (0700), the local key file (0600), the database, the
+//! bootstrap admin token (printed once), and optionally a ready demo tenant.
+
+use crate::config::Config;
+use crate::upstream::Transport;
+use portcullis_core::effect::EffectClass;
+use portcullis_core::keys::KeyRing;
+use portcullis_core::token::{BearerSecret, TokenKind};
+use portcullis_store::{AdminRole, NewAdmin, NewToken, Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("cannot create data folder `{path}`: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read key file `{path}`: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("key file `{path}` is readable by other users (mode {mode:o}); run `chmod 600` on it")]
+    KeyFilePermissions { path: String, mode: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Load the key file, creating it (mode 0600, never overwriting) when it does not exist.
+pub fn load_or_create_keys(path: &Path) -> Result<KeyRing, BootstrapError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let display = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| BootstrapError::KeyFile {
+                    path: display.clone(),
+                    reason: e.to_string(),
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(BootstrapError::KeyFilePermissions {
+                    path: display,
+                    mode: mode & 0o777,
+                });
+            }
+            KeyRing::from_file_bytes(&bytes).map_err(|e| BootstrapError::KeyFile {
+                path: display,
+                reason: e.to_string(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keys = KeyRing::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| BootstrapError::KeyFile {
+                    path: display.clone(),
+                    reason: e.to_string(),
+                })?;
+            file.write_all(&keys.to_file_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| BootstrapError::KeyFile {
+                    path: display,
+                    reason: e.to_string(),
+                })?;
+            Ok(keys)
+        }
+        Err(e) => Err(BootstrapError::KeyFile {
+            path: display,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Create the data folder (0700) if it does not exist.
+pub fn ensure_data_dir(config: &Config) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &config.data.dir;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| BootstrapError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Create the bootstrap admin when there is no admin yet. Returns its token, to print once.
+pub async fn bootstrap_admin(
+    store: &Store,
+    now: i64,
+) -> Result<Option<BearerSecret>, BootstrapError> {
+    if store.count_admins().await? > 0 {
+        return Ok(None);
+    }
+    let secret = BearerSecret::generate(TokenKind::Admin);
+    store
+        .create_admin(
+            NewAdmin {
+                name: "admin",
+                role: AdminRole::Admin,
+                tenant: None,
+                token_hash: &secret.hash(),
+            },
+            "system",
+            now,
+        )
+        .await?;
+    Ok(Some(secret))
+}
+
+/// What `--demo` created on first start.
+pub struct Demo {
+    pub tenant: String,
+    pub agent_token: BearerSecret,
+    pub approver: String,
+    pub approver_token: BearerSecret,
+}
+
+/// Create the demo tenant (`demo`), its CRM connection (the shipped demo upstream over stdio),
+/// an agent granted every CRM tool, and an approver. Does nothing if the tenant exists.
+pub async fn seed_demo(
+    store: &Store,
+    upstream_command: &Path,
+    now: i64,
+    token_ttl_ms: i64,
+) -> Result<Option<Demo>, BootstrapError> {
+    match store.tenant_by_name("demo").await {
+        Ok(_) => return Ok(None),
+        Err(StoreError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let actor = "system:demo";
+    let tenant = store.create_tenant("demo", actor, now).await?;
+    let classify: BTreeMap<String, EffectClass> = [
+        ("list_contacts", EffectClass::Read),
+        ("get_contact", EffectClass::Read),
+        ("count_to", EffectClass::Read),
+        ("draft_email", EffectClass::Draft),
+        ("send_email", EffectClass::Send),
+        ("update_contact", EffectClass::Write),
+        ("issue_refund", EffectClass::Spend),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let transport = Transport::Stdio {
+        command: upstream_command.display().to_string(),
+        args: vec!["demo-upstream".into()],
+        env: BTreeMap::new(),
+    };
+    let spec = crate::upstream::ConnectionSpec {
+        transport,
+        classify,
+    };
+    let connection = store
+        .create_connection(&tenant.id, "crm", &spec.to_json(), actor, now)
+        .await?;
+    let agent = store
+        .create_agent(&tenant.id, "demo-agent", actor, now)
+        .await?;
+    store
+        .grant(&tenant.id, &agent.id, &connection.id, "*", actor, now)
+        .await?;
+    let agent_token = BearerSecret::generate(TokenKind::Agent);
+    store
+        .create_token(
+            NewToken {
+                tenant: &tenant.id,
+                agent: &agent.id,
+                token_hash: &agent_token.hash(),
+                scope: &[],
+                expires_at: now + token_ttl_ms,
+            },
+            actor,
+            now,
+        )
+        .await?;
+    let approver_token = BearerSecret::generate(TokenKind::Admin);
+    store
+        .create_admin(
+            NewAdmin {
+                name: "alice",
+                role: AdminRole::Approver,
+                tenant: Some(&tenant.id),
+                token_hash: &approver_token.hash(),
+            },
+            actor,
+            now,
+        )
+        .await?;
+    Ok(Some(Demo {
+        tenant: tenant.name,
+        agent_token,
+        approver: "alice".into(),
+        approver_token,
+    }))
+}

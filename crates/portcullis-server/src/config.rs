@@ -1,0 +1,190 @@
+//! Configuration: embedded commented defaults, then `portcullis.toml`, then `PORTCULLIS_*`
+//! environment variables; validated once at start-up into typed values.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The defaults file, shipped as documentation and printed by `portcullis print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub data: DataConfig,
+    pub auth: AuthConfig,
+    pub approvals: ApprovalsConfig,
+    pub audit: AuditConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dir: PathBuf,
+    pub database_url: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub lockout_threshold: u32,
+    pub lockout_window_secs: u64,
+    pub lockout_secs: u64,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    pub default_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub checkpoint_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub call_timeout_secs: u64,
+    pub restart_backoff_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load the layers. `file` is `portcullis.toml` in the working directory unless given.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file `{}` does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("portcullis.toml")),
+        }
+        figment = figment.merge(Env::prefixed("PORTCULLIS_").split("__").ignore(&[
+            "admin_token",
+            "url",
+            "config",
+        ]));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone (for tests).
+    pub fn defaults() -> Self {
+        let config: Config = Figment::from(Toml::string(DEFAULT_CONFIG))
+            .extract()
+            .expect("default config parses");
+        config
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.server.max_body_bytes < 1024 {
+            return invalid("server.max_body_bytes must be at least 1024");
+        }
+        if self.approvals.default_ttl_secs == 0 || self.approvals.default_ttl_secs > 24 * 3600 {
+            return invalid("approvals.default_ttl_secs must be between 1 and 86400 (24 hours)");
+        }
+        if self.auth.lockout_threshold == 0 {
+            return invalid("auth.lockout_threshold must be at least 1");
+        }
+        if self.auth.rate_limit_per_minute == 0 || self.auth.rate_limit_burst == 0 {
+            return invalid(
+                "auth.rate_limit_per_minute and auth.rate_limit_burst must be at least 1",
+            );
+        }
+        if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 366 * 24 * 3600 {
+            return invalid("auth.token_ttl_secs must be between 1 and 31622400 (a year)");
+        }
+        if self.upstream.call_timeout_secs == 0 {
+            return invalid("upstream.call_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.data.database_url.is_empty() {
+            format!("sqlite://{}", self.data.dir.join("portcullis.db").display())
+        } else {
+            self.data.database_url.clone()
+        }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        if self.data.key_file.is_empty() {
+            self.data.dir.join("keys.json")
+        } else {
+            PathBuf::from(&self.data.key_file)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let config = Config::defaults();
+        config.validate().unwrap();
+        assert!(config.server.listen.ip().is_loopback());
+        assert_eq!(config.approvals.default_ttl_secs, 3600);
+    }
+
+    #[test]
+    fn ttl_above_a_day_is_refused() {
+        let mut config = Config::defaults();
+        config.approvals.default_ttl_secs = 24 * 3600 + 1;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The agent-facing MCP endpoint, `/t/{tenant}/mcp` (streamable HTTP). rmcp speaks the
+//! protocol — both the 2026-07-28 revision (`server/discover`, per-request `_meta`, header
+//! checks against the body) and the older `initialize` handshake with sessions; this module
+//! authenticates each HTTP request, binds legacy sessions to the agent that opened them, and
+//! hands tool listing and calls to the gate.
+
+use crate::auth::{AgentContext, AuthRefusal, authenticate_agent};
+use crate::gate::{self, CallRequest};
+use crate::state::AppState;
+use crate::upstream::AgentSide;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use portcullis_core::id::AgentId;
+use rmcp::model::*;
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The rmcp service behind every tenant's endpoint, plus the session → agent bindings.
+pub struct McpEndpoint {
+    service: StreamableHttpService<GatewayHandler, LocalSessionManager>,
+    sessions: Mutex<HashMap<String, AgentId>>,
+}
+
+impl McpEndpoint {
+    pub fn new(state: Arc<AppState>) -> Self {
+        let config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(state.config.server.allowed_hosts.clone())
+            .with_max_request_body_bytes(state.config.server.max_body_bytes);
+        let handler = GatewayHandler { state };
+        let service = StreamableHttpService::new(
+            move || Ok(handler.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        Self {
+            service,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GatewayHandler {
+    state: Arc<AppState>,
+}
+
+fn agent_of(cx: &RequestContext<RoleServer>) -> Result<AgentContext, McpError> {
+    // INVARIANT: every request reaching rmcp passed `endpoint`, which inserted the context;
+    // a request without one is refused rather than served anonymously.
+    cx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<AgentContext>())
+        .cloned()
+        .ok_or_else(|| McpError::invalid_request("unauthenticated", None))
+}
+
+fn session_of(cx: &RequestContext<RoleServer>) -> Option<String> {
+    cx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(128).collect())
+}
+
+impl ServerHandler for GatewayHandler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("portcullis", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Portcullis gateway. Reads and drafts run at once; actions that change the world are held for human approval. \
+                 A held call returns status `pending_approval` with an approval id: re-send the identical call after approval to execute it once.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        let tools = gate::list_tools(&self.state, &ctx, session_of(&cx)).await?;
+        // Grants and revocations change what an agent may see at any moment: never cacheable.
+        Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let ctx = agent_of(&cx)?;
+        let capabilities = cx.client_capabilities();
+        let agent = AgentSide {
+            peer: cx.peer.clone(),
+            progress_token: cx.meta.get_progress_token(),
+            cancel: cx.ct.clone(),
+            request_id: cx.id.clone(),
+            can_sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
+            can_elicit: capabilities
+                .as_ref()
+                .is_some_and(|c| c.elicitation.is_some()),
+        };
+        let call = CallRequest {
+            name: request.name.to_string(),
+            arguments: request.arguments,
+            session: session_of(&cx),
+            agent,
+        };
+        Ok(gate::call_tool(&self.state, &ctx, call).await?.into())
+    }
+}
+
+fn refusal(refusal: AuthRefusal) -> Response {
+    let (status, message, retry) = match refusal {
+        AuthRefusal::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            "missing, invalid, revoked or expired agent token",
+            None,
+        ),
+        AuthRefusal::LockedOut { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address",
+            Some(retry_after_secs),
+        ),
+        AuthRefusal::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded for this token",
+            Some(retry_after_secs),
+        ),
+        AuthRefusal::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway cannot reach its store",
+            None,
+        ),
+    };
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32001, "message": message } });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry {
+        response.headers_mut().insert("retry-after", secs.into());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert("www-authenticate", http::HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Axum handler for `/t/{tenant}/mcp`: authenticate, bind sessions, hand over to rmcp.
+pub async fn endpoint(
+    State((state, endpoint)): State<(Arc<AppState>, Arc<McpEndpoint>)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(tenant): Path<String>,
+    mut request: Request,
+) -> Response {
+    state.metrics.request("mcp");
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let ctx = match authenticate_agent(&state, peer.ip(), &tenant, header).await {
+        Ok(ctx) => ctx,
+        Err(r) => return refusal(r),
+    };
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(session) = &session {
+        // A legacy session belongs to the agent that opened it; anyone else gets the answer
+        // rmcp gives for an unknown session.
+        let owner = endpoint
+            .sessions
+            .lock()
+            .expect("lock poisoned")
+            .get(session)
+            .cloned();
+        if owner.as_ref().is_some_and(|owner| *owner != ctx.agent) {
+            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+        }
+    }
+    let agent = ctx.agent.clone();
+    request.extensions_mut().insert(ctx);
+    let response = endpoint.service.handle(request).await.into_response();
+    if session.is_none()
+        && let Some(created) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        endpoint
+            .sessions
+            .lock()
+            .expect("lock poisoned")
+            .insert(created.to_owned(), agent);
+    }
+    response
+}

@@ -1,0 +1,21 @@
+//! Shared state of one running server: configuration, store, keys, clock, metrics, guards
+//! and the upstream supervisor.
+
+use crate::auth::Guards;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::upstream::Upstreams;
+use portcullis_core::keys::KeyRing;
+use portcullis_store::Store;
+use std::sync::Arc;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub guards: Guards,
+    pub upstreams: Upstreams,
+}

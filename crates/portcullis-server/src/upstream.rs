@@ -1,0 +1,671 @@
+//! Upstream MCP servers: one supervised client per tenant connection. Stdio upstreams are
+//! launched as child processes (one per tenant connection, with a cleared environment) and
+//! restarted with backoff when they die; streamable-HTTP upstreams are reconnected the same
+//! way. Each (re)connection lists the upstream's tools and pins their definitions in the store.
+//!
+//! Calls forward progress (with the token mapped back to the agent's), cancellation, and
+//! logging notifications; upstream sampling and elicitation requests are forwarded to the
+//! calling agent when it declared the capability and the call can be identified.
+
+use portcullis_core::action::ToolDefinition;
+use portcullis_core::decision::Permit;
+use portcullis_core::effect::EffectClass;
+use portcullis_core::id::{ConnectionId, TenantId};
+use portcullis_store::{Connection, DiscoveredTool, Store};
+use rmcp::model::*;
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RunningService,
+};
+use rmcp::{ClientHandler, ErrorData as McpError, RoleClient, RoleServer, ServiceExt};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+
+/// How to reach an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Transport {
+    Stdio {
+        command: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+    Http {
+        url: String,
+    },
+}
+
+/// A connection's configuration: transport plus the operator's classification of its tools.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionSpec {
+    #[serde(flatten)]
+    pub transport: Transport,
+    /// Operator classification by tool name; wins over annotations.
+    #[serde(default)]
+    pub classify: BTreeMap<String, EffectClass>,
+}
+
+impl ConnectionSpec {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("connection specs serialise")
+    }
+
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(value.clone()).map_err(|e| format!("bad connection spec: {e}"))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.transport {
+            Transport::Stdio { command, .. } if command.trim().is_empty() => {
+                Err("stdio command is empty".into())
+            }
+            Transport::Http { url }
+                if !(url.starts_with("http://") || url.starts_with("https://")) =>
+            {
+                Err("http url must start with http:// or https://".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What went wrong calling an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream is not connected")]
+    NotConnected,
+    #[error("upstream call timed out")]
+    Timeout,
+    #[error("call cancelled by the agent")]
+    Cancelled,
+    #[error("upstream error: {0}")]
+    Protocol(String),
+}
+
+/// Connection status, for the admin API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Status {
+    Starting,
+    Ready { tools: usize },
+    Down { reason: String, retry_in_ms: u64 },
+    Stopped,
+}
+
+/// The calling agent's side of a forwarded call.
+pub struct AgentSide {
+    pub peer: Peer<RoleServer>,
+    pub progress_token: Option<ProgressToken>,
+    pub cancel: CancellationToken,
+    pub request_id: RequestId,
+    pub can_sample: bool,
+    pub can_elicit: bool,
+}
+
+#[derive(Clone)]
+struct InFlight {
+    peer: Peer<RoleServer>,
+    agent_token: Option<ProgressToken>,
+    request_id: RequestId,
+    can_sample: bool,
+    can_elicit: bool,
+}
+
+/// Calls in flight on one upstream, keyed by the upstream-side progress token.
+#[derive(Default)]
+struct Routes {
+    calls: Mutex<HashMap<ProgressToken, InFlight>>,
+}
+
+impl Routes {
+    fn snapshot(&self) -> Vec<InFlight> {
+        self.calls
+            .lock()
+            .expect("lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The gateway as an MCP client of one upstream.
+#[derive(Clone)]
+struct UpstreamClient {
+    routes: Arc<Routes>,
+    tools_changed: Arc<tokio::sync::Notify>,
+}
+
+impl UpstreamClient {
+    /// The one call an upstream request can be attributed to, if there is exactly one.
+    fn single_caller(&self) -> Option<InFlight> {
+        let calls = self.routes.snapshot();
+        match calls.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.sampling = Some(Default::default());
+        capabilities.elicitation = Some(Default::default());
+        ClientConfig::new(
+            capabilities,
+            Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+    }
+
+    async fn on_progress(
+        &self,
+        mut params: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let route = self
+            .routes
+            .calls
+            .lock()
+            .expect("lock poisoned")
+            .get(&params.progress_token)
+            .cloned();
+        if let Some(InFlight {
+            peer,
+            agent_token: Some(token),
+            ..
+        }) = route
+        {
+            params.progress_token = token;
+            let _ = peer.notify_progress(params).await;
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        // Log messages carry no request id; deliver them to the agents with calls in flight on
+        // this connection (all of one tenant, since the process is per tenant connection).
+        for call in self.routes.snapshot() {
+            let _ = call.peer.notify_logging_message(params.clone()).await;
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        match self.single_caller() {
+            Some(call) if call.can_sample => {
+                let mut request = CreateMessageRequest::new(params);
+                request
+                    .extensions
+                    .insert(rmcp::service::OriginatingRequestId(call.request_id.clone()));
+                match call
+                    .peer
+                    .send_request(ServerRequest::CreateMessageRequest(request))
+                    .await
+                {
+                    Ok(ClientResult::CreateMessageResult(result)) => Ok(*result),
+                    Ok(_) => Err(McpError::internal_error(
+                        "unexpected response from the agent",
+                        None,
+                    )),
+                    Err(e) => Err(McpError::internal_error(
+                        format!("agent refused sampling: {e}"),
+                        None,
+                    )),
+                }
+            }
+            _ => Err(McpError::invalid_request(
+                "sampling is not available through the gateway for this call",
+                None,
+            )),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        match self.single_caller() {
+            Some(call) if call.can_elicit => {
+                let mut request = ElicitRequest::new(params);
+                request
+                    .extensions
+                    .insert(rmcp::service::OriginatingRequestId(call.request_id.clone()));
+                match call
+                    .peer
+                    .send_request(ServerRequest::ElicitRequest(request))
+                    .await
+                {
+                    Ok(ClientResult::ElicitResult(result)) => Ok(result),
+                    Ok(_) => Err(McpError::internal_error(
+                        "unexpected response from the agent",
+                        None,
+                    )),
+                    Err(e) => Err(McpError::internal_error(
+                        format!("agent refused elicitation: {e}"),
+                        None,
+                    )),
+                }
+            }
+            _ => Err(McpError::invalid_request(
+                "elicitation is not available through the gateway for this call",
+                None,
+            )),
+        }
+    }
+}
+
+struct Slot {
+    tenant: TenantId,
+    status: Mutex<Status>,
+    peer: Mutex<Option<Peer<RoleClient>>>,
+    routes: Arc<Routes>,
+    stop: CancellationToken,
+    restart: tokio::sync::Notify,
+    ready: tokio::sync::Notify,
+}
+
+/// The supervisor of every tenant's upstream connections.
+#[derive(Clone)]
+pub struct Upstreams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
+    store: Store,
+    clock: Clock,
+    call_timeout: Duration,
+    max_backoff: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Upstreams {
+    pub fn new(store: Store, clock: Clock, call_timeout: Duration, max_backoff: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                slots: Mutex::new(HashMap::new()),
+                store,
+                clock,
+                call_timeout,
+                max_backoff,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Start supervising a connection (no-op if it is already supervised).
+    pub fn start(&self, connection: Connection) {
+        let mut slots = self.inner.slots.lock().expect("lock poisoned");
+        if slots.contains_key(&connection.id) {
+            return;
+        }
+        let slot = Arc::new(Slot {
+            tenant: connection.tenant.clone(),
+            status: Mutex::new(Status::Starting),
+            peer: Mutex::new(None),
+            routes: Arc::new(Routes::default()),
+            stop: self.inner.shutdown.child_token(),
+            restart: tokio::sync::Notify::new(),
+            ready: tokio::sync::Notify::new(),
+        });
+        slots.insert(connection.id.clone(), slot.clone());
+        tokio::spawn(supervise(self.inner.clone(), connection, slot));
+    }
+
+    /// Stop a connection's upstream at once (revocation).
+    pub fn stop(&self, id: &ConnectionId) {
+        if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").remove(id) {
+            slot.stop.cancel();
+            *slot.peer.lock().expect("lock poisoned") = None;
+            *slot.status.lock().expect("lock poisoned") = Status::Stopped;
+        }
+    }
+
+    /// Ask a connection's supervisor to reconnect (and re-list its tools).
+    pub fn restart(&self, id: &ConnectionId) -> bool {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .cloned();
+        slot.map(|s| s.restart.notify_one()).is_some()
+    }
+
+    /// Stop everything (server shutdown).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    pub fn status(&self, id: &ConnectionId) -> Status {
+        self.inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .map_or(Status::Stopped, |s| {
+                s.status.lock().expect("lock poisoned").clone()
+            })
+    }
+
+    /// Wait until a connection is ready (its tools are synced), up to `timeout`.
+    pub async fn wait_ready(&self, id: &ConnectionId, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(slot) = self
+                .inner
+                .slots
+                .lock()
+                .expect("lock poisoned")
+                .get(id)
+                .cloned()
+            else {
+                return false;
+            };
+            let notified = slot.ready.notified();
+            if matches!(
+                *slot.status.lock().expect("lock poisoned"),
+                Status::Ready { .. }
+            ) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Send one permitted action upstream. The only way to call an upstream tool: it takes a
+    /// [`Permit`], which only the decision (reads, drafts) or receipt verification (effects)
+    /// can produce.
+    pub async fn call(
+        &self,
+        permit: Permit,
+        agent: AgentSide,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let action = permit.into_action();
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(&action.connection)
+            .cloned();
+        let Some(slot) = slot.filter(|s| s.tenant == action.tenant) else {
+            return Err(UpstreamError::NotConnected);
+        };
+        let peer = slot
+            .peer
+            .lock()
+            .expect("lock poisoned")
+            .clone()
+            .ok_or(UpstreamError::NotConnected)?;
+        let arguments = match action.arguments {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        };
+        let mut params = CallToolRequestParams::new(action.tool);
+        if let Some(arguments) = arguments {
+            params = params.with_arguments(arguments);
+        }
+        let options =
+            PeerRequestOptions::with_timeout(self.inner.call_timeout).reset_timeout_on_progress();
+        let handle = peer
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                options,
+            )
+            .await
+            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        let upstream_token = handle.progress_token.clone();
+        slot.routes.calls.lock().expect("lock poisoned").insert(
+            upstream_token.clone(),
+            InFlight {
+                peer: agent.peer,
+                agent_token: agent.progress_token,
+                request_id: agent.request_id,
+                can_sample: agent.can_sample,
+                can_elicit: agent.can_elicit,
+            },
+        );
+        let request_id = handle.id.clone();
+        let outcome = tokio::select! {
+            response = handle.await_response() => Some(response),
+            () = agent.cancel.cancelled() => None,
+        };
+        slot.routes
+            .calls
+            .lock()
+            .expect("lock poisoned")
+            .remove(&upstream_token);
+        match outcome {
+            None => {
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(
+                        Some(request_id),
+                        Some("cancelled by the agent".into()),
+                    ))
+                    .await;
+                Err(UpstreamError::Cancelled)
+            }
+            Some(Ok(ServerResult::CallToolResult(result))) => Ok(result),
+            Some(Ok(_)) => Err(UpstreamError::Protocol(
+                "unexpected response to tools/call".into(),
+            )),
+            Some(Err(rmcp::ServiceError::Timeout { .. })) => Err(UpstreamError::Timeout),
+            Some(Err(rmcp::ServiceError::McpError(e))) => {
+                Err(UpstreamError::Protocol(e.message.to_string()))
+            }
+            Some(Err(e)) => Err(UpstreamError::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Connect, sync tools, serve until the upstream dies or the connection stops; repeat with backoff.
+async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
+    let spec = match ConnectionSpec::from_json(&connection.transport) {
+        Ok(spec) => spec,
+        Err(reason) => {
+            tracing::error!(connection = %connection.id, %reason, "cannot start upstream");
+            *slot.status.lock().expect("lock poisoned") = Status::Down {
+                reason,
+                retry_in_ms: 0,
+            };
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if slot.stop.is_cancelled() {
+            return;
+        }
+        let tools_changed = Arc::new(tokio::sync::Notify::new());
+        let client = UpstreamClient {
+            routes: slot.routes.clone(),
+            tools_changed: tools_changed.clone(),
+        };
+        let reason = match connect(&spec.transport, client).await {
+            Ok(running) => {
+                let peer = running.peer().clone();
+                // The gateway must see what the upstream serves now, never a cached list.
+                peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
+                    .await;
+                match sync_tools(&inner, &connection, &spec, &peer).await {
+                    Ok(count) => {
+                        *slot.peer.lock().expect("lock poisoned") = Some(peer.clone());
+                        *slot.status.lock().expect("lock poisoned") =
+                            Status::Ready { tools: count };
+                        slot.ready.notify_waiters();
+                        backoff = Duration::from_millis(250);
+                        tracing::info!(connection = %connection.name, tenant = %connection.tenant, tools = count, "upstream ready");
+                        serve_until_closed(
+                            &inner,
+                            &connection,
+                            &spec,
+                            &slot,
+                            running,
+                            &tools_changed,
+                        )
+                        .await
+                    }
+                    Err(reason) => {
+                        let _ = running.cancel().await;
+                        reason
+                    }
+                }
+            }
+            Err(reason) => reason,
+        };
+        *slot.peer.lock().expect("lock poisoned") = None;
+        if slot.stop.is_cancelled() {
+            return;
+        }
+        tracing::warn!(connection = %connection.name, tenant = %connection.tenant, %reason, retry_in_ms = backoff.as_millis() as u64, "upstream down");
+        *slot.status.lock().expect("lock poisoned") = Status::Down {
+            reason,
+            retry_in_ms: backoff.as_millis() as u64,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = slot.restart.notified() => {}
+            () = slot.stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(inner.max_backoff);
+    }
+}
+
+async fn serve_until_closed(
+    inner: &Inner,
+    connection: &Connection,
+    spec: &ConnectionSpec,
+    slot: &Slot,
+    running: RunningService<RoleClient, UpstreamClient>,
+    tools_changed: &tokio::sync::Notify,
+) -> String {
+    let peer = running.peer().clone();
+    let cancel = running.cancellation_token();
+    let mut waiting = std::pin::pin!(running.waiting());
+    loop {
+        tokio::select! {
+            quit = &mut waiting => return format!("upstream closed: {quit:?}"),
+            () = slot.stop.cancelled() => {
+                cancel.cancel();
+                return "stopped".into();
+            }
+            () = slot.restart.notified() => {
+                cancel.cancel();
+                let _ = waiting.await;
+                return "restart requested".into();
+            }
+            () = tools_changed.notified() => {
+                if let Err(reason) = sync_tools(inner, connection, spec, &peer).await {
+                    tracing::warn!(connection = %connection.name, %reason, "could not re-list tools");
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    transport: &Transport,
+    client: UpstreamClient,
+) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+    match transport {
+        Transport::Stdio { command, args, env } => {
+            let mut cmd = tokio::process::Command::new(command);
+            // The gateway's own environment (admin tokens, database URLs) never reaches an
+            // upstream: start from nothing and add only PATH and what the operator configured.
+            cmd.args(args).env_clear().kill_on_drop(true);
+            if let Ok(path) = std::env::var("PATH") {
+                cmd.env("PATH", path);
+            }
+            cmd.envs(env);
+            let (transport, _stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("cannot launch `{command}`: {e}"))?;
+            client
+                .serve(transport)
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))
+        }
+        Transport::Http { url } => {
+            let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
+            client
+                .serve(transport)
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))
+        }
+    }
+}
+
+async fn sync_tools(
+    inner: &Inner,
+    connection: &Connection,
+    spec: &ConnectionSpec,
+    peer: &Peer<RoleClient>,
+) -> Result<usize, String> {
+    let tools = peer
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    let mut discovered = Vec::with_capacity(tools.len());
+    for tool in tools {
+        let annotations = tool.annotations.as_ref();
+        let definition = ToolDefinition {
+            name: tool.name.to_string(),
+            description: tool.description.as_ref().map(ToString::to_string),
+            input_schema: serde_json::Value::Object((*tool.input_schema).clone()),
+            annotations: annotations.map(|a| serde_json::to_value(a).unwrap_or_default()),
+        };
+        let hash = definition.pin_hash().map_err(|e| e.to_string())?;
+        let (seed_effect, seed_source) = match spec.classify.get(&definition.name) {
+            Some(effect) => (*effect, "operator"),
+            None => (
+                EffectClass::seed_from_annotations(
+                    annotations.and_then(|a| a.read_only_hint),
+                    annotations.and_then(|a| a.destructive_hint),
+                ),
+                "annotations",
+            ),
+        };
+        discovered.push(DiscoveredTool {
+            definition,
+            hash,
+            seed_effect,
+            seed_source,
+        });
+    }
+    let records = inner
+        .store
+        .sync_tools(
+            &connection.tenant,
+            &connection.id,
+            &discovered,
+            inner.clock.now(),
+        )
+        .await
+        .map_err(|e| format!("cannot store tools: {e}"))?;
+    Ok(records.len())
+}

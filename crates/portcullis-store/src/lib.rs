@@ -1,0 +1,392 @@
+//! Portcullis persistence: one [`Store`] over the embedded SQLite backend (and, later,
+//! PostgreSQL), chosen by the database URL.
+//!
+//! INVARIANT: every multi-row invariant lives inside one store method and one transaction: a
+//! mutation and the audit event that records it commit together, or neither does. Callers
+//! never hold a transaction. Every tenant-owned query filters by tenant, so an id from another
+//! tenant is simply "not found".
+
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+use portcullis_core::UnixMillis;
+use portcullis_core::audit::{AuditDraft, AuditEvent, Checkpoint};
+use portcullis_core::id::*;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("unsupported database url `{0}` (expected sqlite://…)")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Backend(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                Self::Conflict("already exists".into())
+            }
+            other => Self::Backend(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Pool and durability settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections for reads (writes always go through one connection on SQLite).
+    pub max_read_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_read_connections: 8,
+        }
+    }
+}
+
+/// The store. An enum, not a trait: there are exactly two backends and a missing method
+/// must be a compile error.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $body:expr) => {
+        match $self {
+            Store::Sqlite($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Open (creating if needed) the database named by `url` and run its migrations.
+    pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::open(url, options).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(
+                url.chars().take(16).collect::<String>() + "…",
+            ))
+        }
+    }
+
+    pub async fn health(&self) -> StoreResult<()> {
+        dispatch!(self, s => s.health().await)
+    }
+
+    // ---- tenants and principals
+
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Tenant> {
+        dispatch!(self, s => s.create_tenant(name, actor, now).await)
+    }
+    pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Tenant> {
+        dispatch!(self, s => s.tenant_by_name(name).await)
+    }
+    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
+        dispatch!(self, s => s.tenant(id).await)
+    }
+    pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        dispatch!(self, s => s.list_tenants().await)
+    }
+    pub async fn create_admin(
+        &self,
+        new: NewAdmin<'_>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Admin> {
+        dispatch!(self, s => s.create_admin(new, actor, now).await)
+    }
+    pub async fn admin_by_token_hash(&self, hash: &str) -> StoreResult<Admin> {
+        dispatch!(self, s => s.admin_by_token_hash(hash).await)
+    }
+    pub async fn count_admins(&self) -> StoreResult<i64> {
+        dispatch!(self, s => s.count_admins().await)
+    }
+    pub async fn create_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Agent> {
+        dispatch!(self, s => s.create_agent(tenant, name, actor, now).await)
+    }
+    pub async fn list_agents(&self, tenant: &TenantId) -> StoreResult<Vec<Agent>> {
+        dispatch!(self, s => s.list_agents(tenant).await)
+    }
+    pub async fn revoke_agent(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.revoke_agent(tenant, agent, actor, now).await)
+    }
+    pub async fn create_token(
+        &self,
+        new: NewToken<'_>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<AgentToken> {
+        dispatch!(self, s => s.create_token(new, actor, now).await)
+    }
+    pub async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        token: &TokenId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.revoke_token(tenant, token, actor, now).await)
+    }
+    /// Look up an agent token by its hash. Revocation and expiry are reported, not filtered,
+    /// so the caller can audit why it refused.
+    pub async fn agent_token_by_hash(&self, hash: &str) -> StoreResult<AgentAuth> {
+        dispatch!(self, s => s.agent_token_by_hash(hash).await)
+    }
+
+    // ---- connections, grants, tools
+
+    pub async fn create_connection(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        transport: &serde_json::Value,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Connection> {
+        dispatch!(self, s => s.create_connection(tenant, name, transport, actor, now).await)
+    }
+    pub async fn revoke_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.revoke_connection(tenant, id, actor, now).await)
+    }
+    pub async fn connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> StoreResult<Connection> {
+        dispatch!(self, s => s.connection(tenant, id).await)
+    }
+    pub async fn list_connections(&self, tenant: &TenantId) -> StoreResult<Vec<Connection>> {
+        dispatch!(self, s => s.list_connections(tenant).await)
+    }
+    /// Every active connection of every tenant (for the supervisor at start-up).
+    pub async fn all_active_connections(&self) -> StoreResult<Vec<Connection>> {
+        dispatch!(self, s => s.all_active_connections().await)
+    }
+    pub async fn grant(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        connection: &ConnectionId,
+        tool: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.grant(tenant, agent, connection, tool, actor, now).await)
+    }
+    pub async fn revoke_grant(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        connection: &ConnectionId,
+        tool: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.revoke_grant(tenant, agent, connection, tool, actor, now).await)
+    }
+    pub async fn grants_for_agent(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+    ) -> StoreResult<Vec<Grant>> {
+        dispatch!(self, s => s.grants_for_agent(tenant, agent).await)
+    }
+    /// Record what an upstream serves now. New tools are pinned and classified from their
+    /// annotations; a changed definition is recorded (and audited) but not accepted.
+    pub async fn sync_tools(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        discovered: &[DiscoveredTool],
+        now: UnixMillis,
+    ) -> StoreResult<Vec<ToolRecord>> {
+        dispatch!(self, s => s.sync_tools(tenant, connection, discovered, now).await)
+    }
+    pub async fn tools(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> StoreResult<Vec<ToolRecord>> {
+        dispatch!(self, s => s.tools(tenant, connection).await)
+    }
+    pub async fn tool(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> StoreResult<ToolRecord> {
+        dispatch!(self, s => s.tool(tenant, connection, name).await)
+    }
+    pub async fn classify_tool(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        effect: portcullis_core::effect::EffectClass,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<ToolRecord> {
+        dispatch!(self, s => s.classify_tool(tenant, connection, name, effect, actor, now).await)
+    }
+    pub async fn accept_tool_definition(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<ToolRecord> {
+        dispatch!(self, s => s.accept_tool_definition(tenant, connection, name, actor, now).await)
+    }
+
+    // ---- approvals
+
+    /// Store a held action as a pending approval, together with its `hold` audit event.
+    pub async fn create_approval(
+        &self,
+        new: NewApproval,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        dispatch!(self, s => s.create_approval(new, audit, now).await)
+    }
+    /// The newest unexpired approval (pending, approved or denied) for exactly this action by
+    /// this agent. A denial stands until its request would have expired, so an agent cannot
+    /// wear approvers down by repeating a denied call.
+    pub async fn live_approval_for(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        action_hash: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Option<Approval>> {
+        dispatch!(self, s => s.live_approval_for(tenant, agent, action_hash, now).await)
+    }
+    /// One approval by id, within `tenant` (or any tenant when `None`, for unscoped admins).
+    pub async fn find_approval(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &ApprovalId,
+        now: UnixMillis,
+    ) -> StoreResult<Approval> {
+        dispatch!(self, s => s.find_approval(tenant, id, now).await)
+    }
+    pub async fn list_approvals(&self, filter: &ApprovalFilter) -> StoreResult<Vec<Approval>> {
+        dispatch!(self, s => s.list_approvals(filter).await)
+    }
+    /// Approve (with a signed receipt) or deny a pending, unexpired approval, with its audit
+    /// event. A second decision is a conflict.
+    pub async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        id: &ApprovalId,
+        verdict: Verdict,
+        approver: &str,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        dispatch!(self, s => s.decide_approval(tenant, id, verdict, approver, audit, now).await)
+    }
+    /// Consume a receipt's nonce, mark its approval executed and append the `execute` audit
+    /// event, all in one transaction. A nonce already consumed is a conflict and changes nothing.
+    pub async fn redeem_receipt(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        receipt: &ReceiptId,
+        nonce: &str,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<AuditEvent> {
+        dispatch!(self, s => s.redeem_receipt(tenant, approval, receipt, nonce, audit, now).await)
+    }
+
+    // ---- audit
+
+    /// Append one event to its tenant's chain, durably.
+    pub async fn append_audit(
+        &self,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<AuditEvent> {
+        dispatch!(self, s => s.append_audit(draft, now).await)
+    }
+    /// Events of one tenant with `seq > after`, in order, at most `limit`.
+    pub async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        dispatch!(self, s => s.audit_page(tenant, after, limit).await)
+    }
+    /// Events matching a filter, after a (tenant, seq) cursor, at most `limit`.
+    pub async fn audit_query(
+        &self,
+        filter: &AuditFilter,
+        after: Option<(TenantId, i64)>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        dispatch!(self, s => s.audit_query(filter, after, limit).await)
+    }
+    /// Every tenant id that has audit events (including the system chain).
+    pub async fn audit_tenants(&self) -> StoreResult<Vec<TenantId>> {
+        dispatch!(self, s => s.audit_tenants().await)
+    }
+    /// Current (size, head hash) of a tenant's chain.
+    pub async fn audit_head(&self, tenant: &TenantId) -> StoreResult<(i64, String)> {
+        dispatch!(self, s => s.audit_head(tenant).await)
+    }
+    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> StoreResult<()> {
+        dispatch!(self, s => s.insert_checkpoint(checkpoint).await)
+    }
+    pub async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
+        dispatch!(self, s => s.checkpoints(tenant).await)
+    }
+}

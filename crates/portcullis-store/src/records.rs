@@ -1,0 +1,248 @@
+//! Records the store reads and writes. Plain data; the store owns their SQL shape.
+
+use portcullis_core::UnixMillis;
+use portcullis_core::effect::EffectClass;
+use portcullis_core::id::*;
+use portcullis_core::receipt::SignedReceipt;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: UnixMillis,
+}
+
+/// What a human principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminRole {
+    /// Everything: tenants, connections, tokens, approvals, audit.
+    Admin,
+    /// Approve or deny held actions and read the audit trail.
+    Approver,
+}
+
+impl AdminRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Approver => "approver",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "admin" => Some(Self::Admin),
+            "approver" => Some(Self::Approver),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    pub id: AdminId,
+    pub name: String,
+    pub role: AdminRole,
+    /// `None`: every tenant. `Some`: only this one.
+    pub tenant: Option<TenantId>,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+pub struct NewAdmin<'a> {
+    pub name: &'a str,
+    pub role: AdminRole,
+    pub tenant: Option<&'a TenantId>,
+    pub token_hash: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+pub struct NewToken<'a> {
+    pub tenant: &'a TenantId,
+    pub agent: &'a AgentId,
+    pub token_hash: &'a str,
+    /// Connection names or `connection/tool` pairs; empty means "everything granted".
+    pub scope: &'a [String],
+    pub expires_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentToken {
+    pub id: TokenId,
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    pub scope: Vec<String>,
+    pub expires_at: UnixMillis,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// Everything the gateway needs to authenticate one agent request.
+#[derive(Debug, Clone)]
+pub struct AgentAuth {
+    pub token: AgentToken,
+    pub agent_name: String,
+    pub agent_revoked: bool,
+    pub tenant_name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub tenant: TenantId,
+    pub name: String,
+    /// `{"kind":"stdio","command":…,"args":[…],"env":{…}}` or `{"kind":"http","url":…}`.
+    pub transport: serde_json::Value,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    pub agent: AgentId,
+    pub connection: ConnectionId,
+    /// A tool name, or `*` for every tool of the connection.
+    pub tool: String,
+}
+
+/// A tool as an upstream serves it right now.
+#[derive(Debug, Clone)]
+pub struct DiscoveredTool {
+    pub definition: portcullis_core::action::ToolDefinition,
+    pub hash: String,
+    pub seed_effect: EffectClass,
+    /// `operator` when the connection's configuration classifies the tool, else `annotations`.
+    pub seed_source: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolRecord {
+    pub connection: ConnectionId,
+    pub name: String,
+    pub definition: portcullis_core::action::ToolDefinition,
+    /// The definition an operator accepted (or the first one seen).
+    pub pinned_hash: String,
+    /// What the upstream serves now.
+    pub current_hash: String,
+    pub effect: EffectClass,
+    /// `annotations` (seeded) or `operator` (configured).
+    pub effect_source: String,
+}
+
+impl ToolRecord {
+    pub fn definition_changed(&self) -> bool {
+        self.pinned_hash != self.current_hash
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Executed,
+    /// Derived, never stored: pending or approved, but its expiry passed.
+    Expired,
+    /// Derived, never stored: pending or approved, but its connection was revoked.
+    NeedsReconnection,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Executed => "executed",
+            Self::Expired => "expired",
+            Self::NeedsReconnection => "needs_reconnection",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Approved,
+            Self::Denied,
+            Self::Executed,
+            Self::Expired,
+            Self::NeedsReconnection,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+pub struct NewApproval {
+    pub id: ApprovalId,
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    pub session: Option<String>,
+    pub action: portcullis_core::action::Action,
+    pub action_hash: String,
+    pub effect: EffectClass,
+    pub summary: String,
+    pub reasons: Vec<String>,
+    pub expires_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    pub session: Option<String>,
+    pub connection: ConnectionId,
+    pub tool: String,
+    pub effect: EffectClass,
+    pub action: portcullis_core::action::Action,
+    pub action_hash: String,
+    pub summary: String,
+    pub reasons: Vec<String>,
+    /// Effective status: stored status, or `expired` / `needs_reconnection` where they apply.
+    pub status: ApprovalStatus,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<UnixMillis>,
+    pub decision_reason: Option<String>,
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// An approver's decision on one approval.
+pub enum Verdict {
+    Approve {
+        receipt: SignedReceipt,
+        reason: Option<String>,
+    },
+    Deny {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    /// `None` only for admins that span every tenant.
+    pub tenant: Option<TenantId>,
+    pub status: Option<ApprovalStatus>,
+    pub now: UnixMillis,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub tenant: Option<TenantId>,
+    pub from: Option<UnixMillis>,
+    pub to: Option<UnixMillis>,
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+}

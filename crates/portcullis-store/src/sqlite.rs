@@ -1,0 +1,1161 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL`, so an audit
+//! event that was acknowledged survives a crash or power loss.
+//!
+//! Writes go through a pool of exactly one connection. SQLite allows one writer at a time
+//! anyway; funnelling writes through one connection makes each transaction's "read the chain
+//! head, append after it" step race-free without retry loops, and reads use their own pool.
+
+use crate::*;
+use portcullis_core::audit::{AuditKind, GENESIS_HASH};
+use portcullis_core::effect::EffectClass;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialise")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
+}
+
+fn parse_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(text: String) -> StoreResult<T> {
+    T::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_effect(text: &str) -> StoreResult<EffectClass> {
+    EffectClass::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad sqlite url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.max_read_connections.max(1))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    pub async fn health(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> StoreResult<Tx<'static>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Append to the chain inside the caller's transaction.
+    async fn append_in(
+        tx: &mut Tx<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<AuditEvent> {
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(draft.tenant.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (seq, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(s, h)| (s + 1, h));
+        let event = draft.seal(seq, now, &prev);
+        let d = &event.draft;
+        sqlx::query(
+            "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(d.tenant.as_str())
+        .bind(event.seq)
+        .bind(event.time)
+        .bind(&d.actor)
+        .bind(&d.session)
+        .bind(d.kind.as_str())
+        .bind(&d.resource)
+        .bind(&d.decision)
+        .bind(&d.receipt_id)
+        .bind(&d.args_hash)
+        .bind(json(&d.detail))
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(event)
+    }
+
+    pub async fn append_audit(
+        &self,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<AuditEvent> {
+        let mut tx = self.begin().await?;
+        let event = Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    // ---- tenants and principals
+
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Tenant> {
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            name: name.to_owned(),
+            created_at: now,
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(tenant.id.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let draft = AuditDraft::new(tenant.id.clone(), actor, AuditKind::TenantCreated)
+            .resource(format!("tenant:{}", tenant.id))
+            .detail(serde_json::json!({ "name": name }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    fn tenant_row(row: SqliteRow) -> StoreResult<Tenant> {
+        Ok(Tenant {
+            id: parse_id(row.get("id"))?,
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+        })
+    }
+
+    pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Tenant> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.read)
+            .await?;
+        Self::tenant_row(row)
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Self::tenant_row(row)
+    }
+
+    pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT * FROM tenants ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(Self::tenant_row).collect()
+    }
+
+    pub async fn create_admin(
+        &self,
+        new: NewAdmin<'_>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Admin> {
+        let admin = Admin {
+            id: AdminId::generate(),
+            name: new.name.to_owned(),
+            role: new.role,
+            tenant: new.tenant.cloned(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO admins (id, name, role, tenant_id, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(admin.id.as_str())
+            .bind(new.name)
+            .bind(new.role.as_str())
+            .bind(new.tenant.map(TenantId::as_str))
+            .bind(new.token_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let chain = admin.tenant.clone().unwrap_or_else(TenantId::system);
+        let draft = AuditDraft::new(chain, actor, AuditKind::AdminCreated)
+            .resource(format!("admin:{}", admin.id))
+            .detail(serde_json::json!({ "name": new.name, "role": new.role }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(admin)
+    }
+
+    pub async fn admin_by_token_hash(&self, hash: &str) -> StoreResult<Admin> {
+        let row = sqlx::query("SELECT * FROM admins WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_one(&self.read)
+            .await?;
+        let role: String = row.get("role");
+        Ok(Admin {
+            id: parse_id(row.get("id"))?,
+            name: row.get("name"),
+            role: AdminRole::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role `{role}`")))?,
+            tenant: row
+                .get::<Option<String>, _>("tenant_id")
+                .map(parse_id)
+                .transpose()?,
+            created_at: row.get("created_at"),
+            revoked_at: row.get("revoked_at"),
+        })
+    }
+
+    pub async fn count_admins(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM admins")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    fn agent_row(row: SqliteRow) -> StoreResult<Agent> {
+        Ok(Agent {
+            id: parse_id(row.get("id"))?,
+            tenant: parse_id(row.get("tenant_id"))?,
+            name: row.get("name"),
+            created_at: row.get("created_at"),
+            revoked_at: row.get("revoked_at"),
+        })
+    }
+
+    pub async fn create_agent(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Agent> {
+        let agent = Agent {
+            id: AgentId::generate(),
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.begin().await?;
+        Self::require_tenant(&mut tx, tenant).await?;
+        sqlx::query("INSERT INTO agents (id, tenant_id, name, created_at) VALUES (?, ?, ?, ?)")
+            .bind(agent.id.as_str())
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::AgentCreated)
+            .resource(format!("agent:{}", agent.id))
+            .detail(serde_json::json!({ "name": name }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(agent)
+    }
+
+    async fn require_tenant(tx: &mut Tx<'_>, tenant: &TenantId) -> StoreResult<()> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        found.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_agents(&self, tenant: &TenantId) -> StoreResult<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE tenant_id = ? ORDER BY created_at")
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(Self::agent_row).collect()
+    }
+
+    pub async fn revoke_agent(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE agents SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::AgentRevoked)
+            .resource(format!("agent:{agent}"));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_token(
+        &self,
+        new: NewToken<'_>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<AgentToken> {
+        let token = AgentToken {
+            id: TokenId::generate(),
+            tenant: new.tenant.clone(),
+            agent: new.agent.clone(),
+            scope: new.scope.to_vec(),
+            expires_at: new.expires_at,
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.begin().await?;
+        let agent_ok: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM agents WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+        )
+        .bind(new.tenant.as_str())
+        .bind(new.agent.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if agent_ok.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("INSERT INTO agent_tokens (id, tenant_id, agent_id, token_hash, scope, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(token.id.as_str())
+            .bind(new.tenant.as_str())
+            .bind(new.agent.as_str())
+            .bind(new.token_hash)
+            .bind(json(&token.scope))
+            .bind(new.expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let draft = AuditDraft::new(new.tenant.clone(), actor, AuditKind::TokenCreated)
+            .resource(format!("token:{}", token.id))
+            .detail(serde_json::json!({ "agent": new.agent, "scope": token.scope, "expires_at": new.expires_at }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    pub async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        token: &TokenId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE agent_tokens SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(token.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::TokenRevoked)
+            .resource(format!("token:{token}"));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn agent_token_by_hash(&self, hash: &str) -> StoreResult<AgentAuth> {
+        let row = sqlx::query(
+            "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name \
+             FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
+             JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = ?",
+        )
+        .bind(hash)
+        .fetch_one(&self.read)
+        .await?;
+        let scope: String = row.get("scope");
+        Ok(AgentAuth {
+            token: AgentToken {
+                id: parse_id(row.get("id"))?,
+                tenant: parse_id(row.get("tenant_id"))?,
+                agent: parse_id(row.get("agent_id"))?,
+                scope: parse_json("scope", &scope)?,
+                expires_at: row.get("expires_at"),
+                created_at: row.get("created_at"),
+                revoked_at: row.get("revoked_at"),
+            },
+            agent_name: row.get("agent_name"),
+            agent_revoked: row.get::<Option<i64>, _>("agent_revoked_at").is_some(),
+            tenant_name: row.get("tenant_name"),
+        })
+    }
+
+    // ---- connections, grants, tools
+
+    fn connection_row(row: SqliteRow) -> StoreResult<Connection> {
+        let transport: String = row.get("transport");
+        Ok(Connection {
+            id: parse_id(row.get("id"))?,
+            tenant: parse_id(row.get("tenant_id"))?,
+            name: row.get("name"),
+            transport: parse_json("transport", &transport)?,
+            created_at: row.get("created_at"),
+            revoked_at: row.get("revoked_at"),
+        })
+    }
+
+    pub async fn create_connection(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        transport: &serde_json::Value,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Connection> {
+        let connection = Connection {
+            id: ConnectionId::generate(),
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+            transport: transport.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.begin().await?;
+        Self::require_tenant(&mut tx, tenant).await?;
+        sqlx::query("INSERT INTO connections (id, tenant_id, name, transport, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(connection.id.as_str())
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(json(transport))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // The audit records the transport's kind only: commands and URLs may embed secrets.
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ConnectionCreated)
+            .resource(format!("connection:{}", connection.id))
+            .detail(serde_json::json!({ "name": name, "kind": transport.get("kind") }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(connection)
+    }
+
+    pub async fn revoke_connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE connections SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ConnectionRevoked)
+            .resource(format!("connection:{id}"));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn connection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+    ) -> StoreResult<Connection> {
+        let row = sqlx::query("SELECT * FROM connections WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Self::connection_row(row)
+    }
+
+    pub async fn list_connections(&self, tenant: &TenantId) -> StoreResult<Vec<Connection>> {
+        let rows = sqlx::query("SELECT * FROM connections WHERE tenant_id = ? ORDER BY created_at")
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter().map(Self::connection_row).collect()
+    }
+
+    pub async fn all_active_connections(&self) -> StoreResult<Vec<Connection>> {
+        let rows =
+            sqlx::query("SELECT * FROM connections WHERE revoked_at IS NULL ORDER BY created_at")
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter().map(Self::connection_row).collect()
+    }
+
+    async fn require_agent_and_connection(
+        tx: &mut Tx<'_>,
+        tenant: &TenantId,
+        agent: &AgentId,
+        connection: &ConnectionId,
+    ) -> StoreResult<()> {
+        let ok: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM agents a, connections c WHERE a.tenant_id = ?1 AND a.id = ?2 AND c.tenant_id = ?1 AND c.id = ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(agent.as_str())
+        .bind(connection.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        ok.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    pub async fn grant(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        connection: &ConnectionId,
+        tool: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        Self::require_agent_and_connection(&mut tx, tenant, agent, connection).await?;
+        sqlx::query("INSERT OR IGNORE INTO grants (tenant_id, agent_id, connection_id, tool, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+            .bind(connection.as_str())
+            .bind(tool)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::GrantAdded)
+            .resource(format!("tool:{connection}/{tool}"))
+            .detail(serde_json::json!({ "agent": agent }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_grant(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        connection: &ConnectionId,
+        tool: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM grants WHERE tenant_id = ? AND agent_id = ? AND connection_id = ? AND tool = ?")
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+            .bind(connection.as_str())
+            .bind(tool)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::GrantRemoved)
+            .resource(format!("tool:{connection}/{tool}"))
+            .detail(serde_json::json!({ "agent": agent }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn grants_for_agent(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+    ) -> StoreResult<Vec<Grant>> {
+        let rows = sqlx::query(
+            "SELECT agent_id, connection_id, tool FROM grants WHERE tenant_id = ? AND agent_id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(agent.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Grant {
+                    agent: parse_id(row.get("agent_id"))?,
+                    connection: parse_id(row.get("connection_id"))?,
+                    tool: row.get("tool"),
+                })
+            })
+            .collect()
+    }
+
+    fn tool_row(row: SqliteRow) -> StoreResult<ToolRecord> {
+        let definition: String = row.get("definition");
+        let effect: String = row.get("effect");
+        Ok(ToolRecord {
+            connection: parse_id(row.get("connection_id"))?,
+            name: row.get("name"),
+            definition: parse_json("definition", &definition)?,
+            pinned_hash: row.get("pinned_hash"),
+            current_hash: row.get("current_hash"),
+            effect: parse_effect(&effect)?,
+            effect_source: row.get("effect_source"),
+        })
+    }
+
+    pub async fn sync_tools(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        discovered: &[DiscoveredTool],
+        now: UnixMillis,
+    ) -> StoreResult<Vec<ToolRecord>> {
+        let mut tx = self.begin().await?;
+        for tool in discovered {
+            let name = &tool.definition.name;
+            let existing: Option<(String, String)> =
+                sqlx::query_as("SELECT pinned_hash, current_hash FROM tools WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+                    .bind(tenant.as_str())
+                    .bind(connection.as_str())
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match existing {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO tools (tenant_id, connection_id, name, definition, pinned_hash, current_hash, effect, effect_source, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(connection.as_str())
+                    .bind(name)
+                    .bind(json(&tool.definition))
+                    .bind(&tool.hash)
+                    .bind(&tool.hash)
+                    .bind(tool.seed_effect.as_str())
+                    .bind(tool.seed_source)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let draft = AuditDraft::new(tenant.clone(), "system", AuditKind::ToolClassified)
+                        .resource(format!("tool:{connection}/{name}"))
+                        .detail(serde_json::json!({ "effect": tool.seed_effect, "source": tool.seed_source, "definition_hash": tool.hash }));
+                    Self::append_in(&mut tx, draft, now).await?;
+                }
+                Some((_, current)) if current == tool.hash => {}
+                Some((pinned, _)) => {
+                    sqlx::query("UPDATE tools SET definition = ?, current_hash = ?, updated_at = ? WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+                        .bind(json(&tool.definition))
+                        .bind(&tool.hash)
+                        .bind(now)
+                        .bind(tenant.as_str())
+                        .bind(connection.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    if pinned != tool.hash {
+                        let draft = AuditDraft::new(
+                            tenant.clone(),
+                            "system",
+                            AuditKind::ToolDefinitionChanged,
+                        )
+                        .resource(format!("tool:{connection}/{name}"))
+                        .detail(
+                            serde_json::json!({ "pinned_hash": pinned, "current_hash": tool.hash }),
+                        );
+                        Self::append_in(&mut tx, draft, now).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        self.tools(tenant, connection).await
+    }
+
+    pub async fn tools(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+    ) -> StoreResult<Vec<ToolRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tools WHERE tenant_id = ? AND connection_id = ? ORDER BY name",
+        )
+        .bind(tenant.as_str())
+        .bind(connection.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(Self::tool_row).collect()
+    }
+
+    pub async fn tool(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+    ) -> StoreResult<ToolRecord> {
+        let row = sqlx::query(
+            "SELECT * FROM tools WHERE tenant_id = ? AND connection_id = ? AND name = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(connection.as_str())
+        .bind(name)
+        .fetch_one(&self.read)
+        .await?;
+        Self::tool_row(row)
+    }
+
+    pub async fn classify_tool(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        effect: EffectClass,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<ToolRecord> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE tools SET effect = ?, effect_source = 'operator', updated_at = ? WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+            .bind(effect.as_str())
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ToolClassified)
+            .resource(format!("tool:{connection}/{name}"))
+            .detail(serde_json::json!({ "effect": effect, "source": "operator" }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        self.tool(tenant, connection, name).await
+    }
+
+    pub async fn accept_tool_definition(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<ToolRecord> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE tools SET pinned_hash = current_hash, updated_at = ? WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let hash: String = sqlx::query_scalar(
+            "SELECT pinned_hash FROM tools WHERE tenant_id = ? AND connection_id = ? AND name = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(connection.as_str())
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ToolDefinitionAccepted)
+            .resource(format!("tool:{connection}/{name}"))
+            .detail(serde_json::json!({ "definition_hash": hash }));
+        Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        self.tool(tenant, connection, name).await
+    }
+
+    // ---- approvals
+
+    const APPROVAL_SELECT: &'static str = "SELECT a.*, c.revoked_at AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
+
+    fn approval_row(row: SqliteRow, now: UnixMillis) -> StoreResult<Approval> {
+        let action: String = row.get("action");
+        let reasons: String = row.get("reasons");
+        let effect: String = row.get("effect");
+        let stored: String = row.get("status");
+        let receipt: Option<String> = row.get("receipt");
+        let expires_at: i64 = row.get("expires_at");
+        let mut status = ApprovalStatus::parse(&stored)
+            .ok_or_else(|| StoreError::Corrupt(format!("status `{stored}`")))?;
+        if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
+            if row.get::<Option<i64>, _>("connection_revoked_at").is_some() {
+                status = ApprovalStatus::NeedsReconnection;
+            } else if now >= expires_at {
+                status = ApprovalStatus::Expired;
+            }
+        }
+        Ok(Approval {
+            id: parse_id(row.get("id"))?,
+            tenant: parse_id(row.get("tenant_id"))?,
+            agent: parse_id(row.get("agent_id"))?,
+            session: row.get("session"),
+            connection: parse_id(row.get("connection_id"))?,
+            tool: row.get("tool"),
+            effect: parse_effect(&effect)?,
+            action: parse_json("action", &action)?,
+            action_hash: row.get("action_hash"),
+            summary: row.get("summary"),
+            reasons: parse_json("reasons", &reasons)?,
+            status,
+            created_at: row.get("created_at"),
+            expires_at,
+            decided_by: row.get("decided_by"),
+            decided_at: row.get("decided_at"),
+            decision_reason: row.get("decision_reason"),
+            receipt: receipt.map(|r| parse_json("receipt", &r)).transpose()?,
+        })
+    }
+
+    pub async fn create_approval(
+        &self,
+        new: NewApproval,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.tenant.as_str())
+        .bind(new.agent.as_str())
+        .bind(&new.session)
+        .bind(new.action.connection.as_str())
+        .bind(&new.action.tool)
+        .bind(new.effect.as_str())
+        .bind(json(&new.action))
+        .bind(&new.action_hash)
+        .bind(&new.summary)
+        .bind(json(&new.reasons))
+        .bind(now)
+        .bind(new.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let event = Self::append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok((
+            self.approval_in_write(&new.tenant, &new.id, now).await?,
+            event,
+        ))
+    }
+
+    /// Read through the writer so a caller sees its own commit immediately.
+    async fn approval_in_write(
+        &self,
+        tenant: &TenantId,
+        id: &ApprovalId,
+        now: UnixMillis,
+    ) -> StoreResult<Approval> {
+        let sql = format!(
+            "{} WHERE a.tenant_id = ? AND a.id = ?",
+            Self::APPROVAL_SELECT
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_one(&self.write)
+            .await?;
+        Self::approval_row(row, now)
+    }
+
+    pub async fn live_approval_for(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        action_hash: &str,
+        now: UnixMillis,
+    ) -> StoreResult<Option<Approval>> {
+        let sql = format!(
+            "{} WHERE a.tenant_id = ? AND a.agent_id = ? AND a.action_hash = ? AND a.status IN ('pending', 'approved', 'denied') AND a.expires_at > ? \
+             ORDER BY a.created_at DESC LIMIT 1",
+            Self::APPROVAL_SELECT
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+            .bind(action_hash)
+            .bind(now)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| Self::approval_row(r, now)).transpose()
+    }
+
+    pub async fn find_approval(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &ApprovalId,
+        now: UnixMillis,
+    ) -> StoreResult<Approval> {
+        let sql = format!(
+            "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) AND a.id = ?2",
+            Self::APPROVAL_SELECT
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.map(TenantId::as_str))
+            .bind(id.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Self::approval_row(row, now)
+    }
+
+    pub async fn list_approvals(&self, filter: &ApprovalFilter) -> StoreResult<Vec<Approval>> {
+        let sql = format!(
+            "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) ORDER BY a.created_at DESC LIMIT ?2",
+            Self::APPROVAL_SELECT
+        );
+        let limit = if filter.limit <= 0 { 100 } else { filter.limit };
+        // Filter by effective status after derivation; fetch generously so a status filter
+        // still fills the page.
+        let rows = sqlx::query(&sql)
+            .bind(filter.tenant.as_ref().map(TenantId::as_str))
+            .bind(if filter.status.is_some() {
+                limit * 20
+            } else {
+                limit
+            })
+            .fetch_all(&self.read)
+            .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let approval = Self::approval_row(row, filter.now)?;
+            if filter.status.is_none_or(|s| s == approval.status) {
+                out.push(approval);
+                if out.len() as i64 >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn decide_approval(
+        &self,
+        tenant: &TenantId,
+        id: &ApprovalId,
+        verdict: Verdict,
+        approver: &str,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "{} WHERE a.tenant_id = ? AND a.id = ?",
+            Self::APPROVAL_SELECT
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let current = Self::approval_row(row, now)?;
+        if current.status != ApprovalStatus::Pending {
+            return Err(StoreError::Conflict(format!(
+                "approval is {}",
+                current.status.as_str()
+            )));
+        }
+        let (status, reason, receipt) = match verdict {
+            Verdict::Approve { receipt, reason } => ("approved", reason, Some(json(&receipt))),
+            Verdict::Deny { reason } => ("denied", Some(reason), None),
+        };
+        sqlx::query(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, receipt = ? \
+             WHERE tenant_id = ? AND id = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(approver)
+        .bind(now)
+        .bind(&reason)
+        .bind(receipt)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let event = Self::append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok((self.approval_in_write(tenant, id, now).await?, event))
+    }
+
+    pub async fn redeem_receipt(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        receipt: &ReceiptId,
+        nonce: &str,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<AuditEvent> {
+        let mut tx = self.begin().await?;
+        let inserted = sqlx::query("INSERT OR IGNORE INTO receipt_nonces (nonce, tenant_id, receipt_id, consumed_at) VALUES (?, ?, ?, ?)")
+            .bind(nonce)
+            .bind(tenant.as_str())
+            .bind(receipt.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict("receipt already used".into()));
+        }
+        let done = sqlx::query(
+            "UPDATE approvals SET status = 'executed' WHERE tenant_id = ? AND id = ? AND status = 'approved' \
+             AND connection_id IN (SELECT id FROM connections WHERE revoked_at IS NULL)",
+        )
+        .bind(tenant.as_str())
+        .bind(approval.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("approval is not redeemable".into()));
+        }
+        let event = Self::append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    // ---- audit
+
+    fn audit_row(row: SqliteRow) -> StoreResult<AuditEvent> {
+        let kind: String = row.get("kind");
+        let detail: String = row.get("detail");
+        Ok(AuditEvent {
+            seq: row.get("seq"),
+            time: row.get("time"),
+            prev_hash: row.get("prev_hash"),
+            hash: row.get("hash"),
+            draft: AuditDraft {
+                tenant: parse_id(row.get("tenant_id"))?,
+                actor: row.get("actor"),
+                session: row.get("session"),
+                kind: AuditKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("audit kind `{kind}`")))?,
+                resource: row.get("resource"),
+                decision: row.get("decision"),
+                receipt_id: row.get("receipt_id"),
+                args_hash: row.get("args_hash"),
+                detail: parse_json("detail", &detail)?,
+            },
+        })
+    }
+
+    pub async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(Self::audit_row).collect()
+    }
+
+    pub async fn audit_query(
+        &self,
+        filter: &AuditFilter,
+        after: Option<(TenantId, i64)>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let (after_tenant, after_seq) =
+            after.map_or((String::new(), 0), |(t, s)| (t.to_string(), s));
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR time >= ?2) AND (?3 IS NULL OR time < ?3) \
+             AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR kind = ?5) AND (tenant_id, seq) > (?6, ?7) \
+             ORDER BY tenant_id, seq LIMIT ?8",
+        )
+        .bind(filter.tenant.as_ref().map(TenantId::as_str))
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(&filter.actor)
+        .bind(&filter.kind)
+        .bind(after_tenant)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(Self::audit_row).collect()
+    }
+
+    pub async fn audit_tenants(&self) -> StoreResult<Vec<TenantId>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT tenant_id FROM audit_events ORDER BY tenant_id")
+                .fetch_all(&self.read)
+                .await?;
+        rows.into_iter().map(parse_id).collect()
+    }
+
+    pub async fn audit_head(&self, tenant: &TenantId) -> StoreResult<(i64, String)> {
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(head.unwrap_or((0, GENESIS_HASH.to_owned())))
+    }
+
+    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> StoreResult<()> {
+        let b = &checkpoint.body;
+        sqlx::query("INSERT OR IGNORE INTO audit_checkpoints (tenant_id, size, head_hash, time, signature) VALUES (?, ?, ?, ?, ?)")
+            .bind(b.tenant.as_str())
+            .bind(b.size)
+            .bind(&b.head_hash)
+            .bind(b.time)
+            .bind(&checkpoint.signature)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints WHERE tenant_id = ? ORDER BY size")
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Checkpoint {
+                    body: portcullis_core::audit::CheckpointBody {
+                        tenant: parse_id(row.get("tenant_id"))?,
+                        size: row.get("size"),
+                        head_hash: row.get("head_hash"),
+                        time: row.get("time"),
+                    },
+                    signature: row.get("signature"),
+                })
+            })
+            .collect()
+    }
+}

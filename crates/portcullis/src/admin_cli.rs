@@ -1,0 +1,623 @@
+//! Admin commands: a client of a running gateway's admin API (`--url`, `--token`, or
+//! `PORTCULLIS_URL` and `PORTCULLIS_ADMIN_TOKEN`). Everything the API does, the CLI does.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// Base URL of the gateway.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_URL",
+        default_value = "http://127.0.0.1:8745"
+    )]
+    url: String,
+    /// Admin or approver token.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create and list tenants.
+    Tenants {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Create human admins and approvers.
+    Admins {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AdminsCommand,
+    },
+    /// Create, list and revoke agents.
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// Create and revoke agent tokens.
+    Tokens {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Register, inspect and revoke upstream connections and classify their tools.
+    Connections {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
+    /// Grant connections' tools to agents, or take them away.
+    Grants {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
+    /// List, show, approve and deny held actions.
+    Approvals {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantsCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum AdminsCommand {
+    /// Create a named human; prints their token once.
+    Create {
+        name: String,
+        /// `admin` or `approver`.
+        #[arg(long, default_value = "approver")]
+        role: String,
+        /// Limit them to one tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    Create {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Mint an agent token; prints it once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        agent: String,
+        /// Limit the token to a connection (`crm`) or one tool (`crm/send_email`); repeatable.
+        #[arg(long)]
+        scope: Vec<String>,
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectionsCommand {
+    /// Register an upstream MCP server: `--command` (stdio) or `--url` (streamable HTTP).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(
+            long,
+            conflicts_with = "http_url",
+            required_unless_present = "http_url"
+        )]
+        command: Option<String>,
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        /// Environment for the stdio process, `KEY=VALUE`; repeatable.
+        #[arg(long = "env")]
+        envs: Vec<String>,
+        #[arg(long = "http-url")]
+        http_url: Option<String>,
+        /// Operator classification, `tool=effect`; repeatable.
+        #[arg(long)]
+        classify: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+    /// Show a connection's tools with their classification and pins.
+    Tools {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
+    /// Set a tool's effect class.
+    Classify {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        tool: String,
+        effect: String,
+    },
+    /// Accept a tool's changed definition.
+    Accept {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        tool: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum GrantsCommand {
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        connection: String,
+        /// One tool, or every tool of the connection when omitted.
+        #[arg(long, default_value = "*")]
+        tool: String,
+    },
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        connection: String,
+        #[arg(long, default_value = "*")]
+        tool: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approval requests (newest first).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// pending, approved, denied, executed, expired, needs_reconnection
+        #[arg(long)]
+        status: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(remote: &Remote) -> anyhow::Result<Self> {
+        let Some(token) = remote.token.clone() else {
+            bail!("no admin token: pass --token or set PORTCULLIS_ADMIN_TOKEN");
+        };
+        Ok(Self {
+            http: reqwest::Client::new(),
+            base: format!("{}/admin/v1", remote.url.trim_end_matches('/')),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = value
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("no detail");
+            bail!(
+                "{} ({status}): {detail}",
+                value.get("code").and_then(Value::as_str).unwrap_or("error")
+            );
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+fn enc(segment: &str) -> String {
+    // Path segments are names and ids; refuse anything that could change the path.
+    segment
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+        .collect()
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn key_value(pairs: &[String], what: &str) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut map = serde_json::Map::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("{what} `{pair}` must be KEY=VALUE")
+        };
+        map.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(map)
+}
+
+fn time(value: &Value) -> String {
+    value
+        .as_i64()
+        .map_or_else(|| "-".into(), portcullis_server::clock::rfc3339)
+}
+
+fn approval_line(a: &Value) -> String {
+    format!(
+        "{}  {:<18}  {:<8}  {}",
+        a["id"].as_str().unwrap_or("?"),
+        a["status"].as_str().unwrap_or("?"),
+        a["effect"].as_str().unwrap_or("?"),
+        a["summary"].as_str().unwrap_or("")
+    )
+}
+
+fn approval_detail(a: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("approval   {}\n", a["id"].as_str().unwrap_or("?")));
+    out.push_str(&format!(
+        "status     {}\n",
+        a["status"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!(
+        "effect     {}\n",
+        a["effect"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!(
+        "summary    {}\n",
+        a["summary"].as_str().unwrap_or("")
+    ));
+    out.push_str(&format!(
+        "agent      {}\n",
+        a["agent"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!(
+        "tool       {}\n",
+        a["tool"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!("arguments  {}\n", a["action"]["arguments"]));
+    out.push_str(&format!(
+        "action     sha256:{}\n",
+        a["action_hash"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!("expires    {}\n", time(&a["expires_at"])));
+    if let Some(reasons) = a["reasons"].as_array() {
+        for reason in reasons {
+            out.push_str(&format!("why held   {}\n", reason.as_str().unwrap_or("")));
+        }
+    }
+    if let Some(by) = a["decided_by"].as_str() {
+        out.push_str(&format!("decided by {by}"));
+        if let Some(reason) = a["decision_reason"].as_str() {
+            out.push_str(&format!(": {reason}"));
+        }
+        out.push('\n');
+    }
+    if let Some(receipt) = a["receipt"]["body"]["receipt_id"].as_str() {
+        out.push_str(&format!("receipt    {receipt}\n"));
+    }
+    out
+}
+
+pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminCommand::Tenants { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                TenantsCommand::Create { name } => {
+                    c.post("/tenants", json!({ "name": name })).await?
+                }
+                TenantsCommand::List => c.get("/tenants").await?,
+            };
+            print_json(&out);
+        }
+        AdminCommand::Admins {
+            remote,
+            command: AdminsCommand::Create { name, role, tenant },
+        } => {
+            let c = Client::new(&remote)?;
+            print_json(
+                &c.post(
+                    "/admins",
+                    json!({ "name": name, "role": role, "tenant": tenant }),
+                )
+                .await?,
+            );
+        }
+        AdminCommand::Agents { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                AgentsCommand::Create { tenant, name } => {
+                    c.post(
+                        &format!("/tenants/{}/agents", enc(&tenant)),
+                        json!({ "name": name }),
+                    )
+                    .await?
+                }
+                AgentsCommand::List { tenant } => {
+                    c.get(&format!("/tenants/{}/agents", enc(&tenant))).await?
+                }
+                AgentsCommand::Revoke { tenant, id } => {
+                    c.post(
+                        &format!("/tenants/{}/agents/{}/revoke", enc(&tenant), enc(&id)),
+                        json!({}),
+                    )
+                    .await?
+                }
+            };
+            print_json(&out);
+        }
+        AdminCommand::Tokens { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                TokensCommand::Create {
+                    tenant,
+                    agent,
+                    scope,
+                    ttl_secs,
+                } => {
+                    c.post(
+                        &format!("/tenants/{}/agents/{}/tokens", enc(&tenant), enc(&agent)),
+                        json!({ "scope": scope, "ttl_secs": ttl_secs }),
+                    )
+                    .await?
+                }
+                TokensCommand::Revoke { tenant, id } => {
+                    c.post(
+                        &format!("/tenants/{}/tokens/{}/revoke", enc(&tenant), enc(&id)),
+                        json!({}),
+                    )
+                    .await?
+                }
+            };
+            print_json(&out);
+        }
+        AdminCommand::Connections { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                ConnectionsCommand::Add {
+                    tenant,
+                    name,
+                    command,
+                    args,
+                    envs,
+                    http_url,
+                    classify,
+                } => {
+                    let mut body = match (command, http_url) {
+                        (Some(command), None) => {
+                            json!({ "kind": "stdio", "command": command, "args": args, "env": key_value(&envs, "--env")? })
+                        }
+                        (None, Some(url)) => json!({ "kind": "http", "url": url }),
+                        _ => bail!("give exactly one of --command and --http-url"),
+                    };
+                    body["name"] = json!(name);
+                    body["classify"] = Value::Object(key_value(&classify, "--classify")?);
+                    c.post(&format!("/tenants/{}/connections", enc(&tenant)), body)
+                        .await?
+                }
+                ConnectionsCommand::List { tenant } => {
+                    c.get(&format!("/tenants/{}/connections", enc(&tenant)))
+                        .await?
+                }
+                ConnectionsCommand::Revoke { tenant, id } => {
+                    c.post(
+                        &format!("/tenants/{}/connections/{}/revoke", enc(&tenant), enc(&id)),
+                        json!({}),
+                    )
+                    .await?
+                }
+                ConnectionsCommand::Tools { tenant, id } => {
+                    c.get(&format!(
+                        "/tenants/{}/connections/{}/tools",
+                        enc(&tenant),
+                        enc(&id)
+                    ))
+                    .await?
+                }
+                ConnectionsCommand::Classify {
+                    tenant,
+                    id,
+                    tool,
+                    effect,
+                } => {
+                    c.send(
+                        reqwest::Method::PUT,
+                        &format!(
+                            "/tenants/{}/connections/{}/tools/{}",
+                            enc(&tenant),
+                            enc(&id),
+                            enc(&tool)
+                        ),
+                        Some(json!({ "effect": effect })),
+                    )
+                    .await?
+                }
+                ConnectionsCommand::Accept { tenant, id, tool } => {
+                    c.post(
+                        &format!(
+                            "/tenants/{}/connections/{}/tools/{}/accept",
+                            enc(&tenant),
+                            enc(&id),
+                            enc(&tool)
+                        ),
+                        json!({}),
+                    )
+                    .await?
+                }
+            };
+            print_json(&out);
+        }
+        AdminCommand::Grants { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                GrantsCommand::Add {
+                    tenant,
+                    agent,
+                    connection,
+                    tool,
+                } => {
+                    c.post(
+                        &format!("/tenants/{}/grants", enc(&tenant)),
+                        json!({ "agent": agent, "connection": connection, "tool": tool }),
+                    )
+                    .await?
+                }
+                GrantsCommand::Remove {
+                    tenant,
+                    agent,
+                    connection,
+                    tool,
+                } => {
+                    c.post(
+                        &format!("/tenants/{}/grants/revoke", enc(&tenant)),
+                        json!({ "agent": agent, "connection": connection, "tool": tool }),
+                    )
+                    .await?
+                }
+            };
+            print_json(&out);
+        }
+        AdminCommand::Approvals { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                ApprovalsCommand::List { tenant, status } => {
+                    let mut query = Vec::new();
+                    if let Some(t) = tenant {
+                        query.push(format!("tenant={}", enc(&t)));
+                    }
+                    if let Some(s) = status {
+                        query.push(format!("status={}", enc(&s)));
+                    }
+                    let list = c.get(&format!("/approvals?{}", query.join("&"))).await?;
+                    if !remote.json {
+                        let rows = list.as_array().cloned().unwrap_or_default();
+                        if rows.is_empty() {
+                            println!("no approval requests");
+                        }
+                        rows.iter().for_each(|a| println!("{}", approval_line(a)));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    list
+                }
+                ApprovalsCommand::Show { id } => c.get(&format!("/approvals/{}", enc(&id))).await?,
+                ApprovalsCommand::Approve { id, reason } => {
+                    c.post(
+                        &format!("/approvals/{}/approve", enc(&id)),
+                        json!({ "reason": reason }),
+                    )
+                    .await?
+                }
+                ApprovalsCommand::Deny { id, reason } => {
+                    c.post(
+                        &format!("/approvals/{}/deny", enc(&id)),
+                        json!({ "reason": reason }),
+                    )
+                    .await?
+                }
+            };
+            if remote.json {
+                print_json(&out);
+            } else {
+                print!("{}", approval_detail(&out));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

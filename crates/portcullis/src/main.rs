@@ -1,0 +1,148 @@
+//! The `portcullis` binary: a thin `main` over clap subcommands. `serve` runs the gateway;
+//! the admin commands talk to a running gateway's admin API; `audit` reads the database
+//! directly so an auditor can verify without the server; `demo-upstream` is the shipped demo
+//! MCP server.
+
+mod admin_cli;
+mod audit_cli;
+
+use clap::{Parser, Subcommand};
+use portcullis_server::config::{Config, DEFAULT_CONFIG};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A security gateway for AI agents: reads flow, effects wait for a human."
+)]
+struct Cli {
+    /// Configuration file (default: ./portcullis.toml when it exists).
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// On first start, also create a ready demo tenant, CRM connection, agent and approver.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Print the built-in, commented default configuration.
+    PrintDefaultConfig,
+    /// Print the public key that verifies receipts and audit checkpoints.
+    PublicKey,
+    /// Run the demo CRM/mail/billing MCP server (stdio, or streamable HTTP with --http).
+    DemoUpstream {
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
+    #[command(flatten)]
+    Admin(admin_cli::AdminCommand),
+    /// Verify, export and checkpoint the audit trail (reads the database directly).
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve { demo } => serve(cli.config.as_deref(), demo).await?,
+        Command::PrintDefaultConfig => print!("{DEFAULT_CONFIG}"),
+        Command::PublicKey => {
+            let config = Config::load(cli.config.as_deref())?;
+            let keys = portcullis_server::bootstrap::load_or_create_keys(&config.key_file())?;
+            println!("{}", hex::encode(keys.verifying_key().as_bytes()));
+        }
+        Command::DemoUpstream { http } => demo_upstream(http).await?,
+        Command::Admin(command) => return admin_cli::run(command).await,
+        Command::Audit(command) => return audit_cli::run(command, cli.config.as_deref()).await,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(config_file: Option<&std::path::Path>, demo: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_file)?;
+    portcullis_server::init_tracing(&config.log);
+    let listen = config.server.listen;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "listening beyond loopback without TLS: put a TLS-terminating proxy in front");
+    }
+    let options = portcullis_server::BuildOptions {
+        demo_upstream_command: demo.then(std::env::current_exe).transpose()?,
+        ..Default::default()
+    };
+    let mut app = portcullis_server::Application::build(config, options).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    if let Some(token) = app.first_start.admin_token.take() {
+        println!("First start: bootstrap admin token (shown once, stored only as a hash):");
+        println!("  export PORTCULLIS_ADMIN_TOKEN={}", token.expose());
+    }
+    if let Some(demo) = app.first_start.demo.take() {
+        println!(
+            "Demo tenant `{}` is ready. MCP endpoint: {base}/t/{}/mcp",
+            demo.tenant, demo.tenant
+        );
+        println!(
+            "  agent token (shown once):    {}",
+            demo.agent_token.expose()
+        );
+        println!(
+            "  approver `{}` token (shown once): {}",
+            demo.approver,
+            demo.approver_token.expose()
+        );
+    }
+    println!("portcullis listening on {base}");
+    tracing::info!(%addr, "listening");
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    app.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+async fn demo_upstream(http: Option<String>) -> anyhow::Result<()> {
+    match http {
+        None => portcullis_demo::serve_stdio().await,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            let bound = listener.local_addr()?;
+            eprintln!("demo upstream listening on http://{bound}/mcp");
+            println!("PORT={}", bound.port());
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            portcullis_demo::serve_http(listener, shutdown).await
+        }
+    }
+}

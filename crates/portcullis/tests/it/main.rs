@@ -1,1 +1,15 @@
-//! Integration tests.
+//! Integration tests: the real gateway on port 0, the real demo upstream process, real MCP
+//! clients of both protocol eras.
+
+mod support;
+
+mod access;
+mod approvals;
+mod audit_trail;
+mod bad_input;
+mod crash;
+mod pinning;
+mod protocol;
+mod receipts;
+mod smoke;
+mod tenants;

@@ -51,6 +51,10 @@ pub fn router() -> Router<AppRef> {
             post(revoke_connection),
         )
         .route(
+            "/tenants/{tenant}/connections/{connection}/restart",
+            post(restart_connection),
+        )
+        .route(
             "/tenants/{tenant}/connections/{connection}/tools",
             get(list_tools),
         )
@@ -402,6 +406,21 @@ async fn revoke_connection(
         .await?;
     state.upstreams.stop(&id);
     Ok(Json(json!({ "revoked": id })))
+}
+
+/// Reconnect a connection's upstream now (a stdio upstream is relaunched) and re-list its
+/// tools; changed definitions are pinned as changed, as on any reconnection.
+async fn restart_connection(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection)): Path<(String, String)>,
+) -> ApiResult<Value> {
+    require_admin(&ctx)?;
+    let (_, connection) = connection_in(&state, &ctx, &tenant, &connection).await?;
+    if connection.revoked_at.is_some() || !state.upstreams.restart(&connection.id) {
+        return Err(ApiError::Conflict("connection is not running".into()));
+    }
+    Ok(Json(json!({ "restarting": connection.id })))
 }
 
 async fn connection_in(

@@ -107,11 +107,14 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("portcullis.toml")),
         }
-        figment = figment.merge(Env::prefixed("PORTCULLIS_").split("__").ignore(&[
-            "admin_token",
-            "url",
-            "config",
-        ]));
+        // Every setting lives in a section, so only `PORTCULLIS_SECTION__KEY` variables are
+        // configuration; the others (`PORTCULLIS_ADMIN_TOKEN`, `PORTCULLIS_URL`, …) belong
+        // to the CLI.
+        figment = figment.merge(
+            Env::prefixed("PORTCULLIS_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;

@@ -5,6 +5,7 @@
 
 mod admin_cli;
 mod audit_cli;
+mod mcp_cli;
 
 use clap::{Parser, Subcommand};
 use portcullis_server::config::{Config, DEFAULT_CONFIG};
@@ -41,6 +42,8 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },
+    /// Talk to a tenant's MCP endpoint as an agent would (list tools, call one).
+    Mcp(mcp_cli::McpArgs),
     #[command(flatten)]
     Admin(admin_cli::AdminCommand),
     /// Verify, export and checkpoint the audit trail (reads the database directly).
@@ -73,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("{}", hex::encode(keys.verifying_key().as_bytes()));
         }
         Command::DemoUpstream { http } => demo_upstream(http).await?,
+        Command::Mcp(args) => return mcp_cli::run(args).await,
         Command::Admin(command) => return admin_cli::run(command).await,
         Command::Audit(command) => return audit_cli::run(command, cli.config.as_deref()).await,
     }

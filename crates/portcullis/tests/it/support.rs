@@ -359,3 +359,370 @@ fn tracing_subscriber_init() -> Result<(), ()> {
     });
     Ok(())
 }
+
+// ---- raw HTTP on the MCP endpoint and audit reads (access, tenants, bad_input, protocol)
+
+/// `Content-Type` and `Accept` a streamable-HTTP POST must carry.
+pub const JSON_AND_SSE: [(&str, &str); 2] = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+
+/// A raw HTTP answer from the MCP endpoint.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl RawReply {
+    /// The JSON-RPC messages in the body: a JSON body, or the JSON `data:` lines of an SSE body.
+    pub fn messages(&self) -> Vec<Value> {
+        if let Ok(value) = serde_json::from_str::<Value>(&self.text) {
+            return match value {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+        }
+        self.text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .collect()
+    }
+
+    /// The first JSON-RPC error code in the body.
+    pub fn error_code(&self) -> Option<i64> {
+        self.messages().iter().find_map(|m| m["error"]["code"].as_i64())
+    }
+
+    /// The first JSON-RPC result in the body.
+    pub fn result(&self) -> Option<Value> {
+        self.messages().into_iter().find_map(|m| m.get("result").cloned())
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// POST `body` to `url` with `token` (if any) and exactly `headers`; waits for the whole body.
+pub async fn raw_post(http: &reqwest::Client, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> RawReply {
+    let mut request = http.post(url).body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    tokio::time::timeout(WAIT, async {
+        let response = request.send().await.expect("mcp endpoint reachable");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        RawReply { status, headers, text }
+    })
+    .await
+    .expect("raw POST answered in time")
+}
+
+/// The JSON-RPC `initialize` request of the pre-2026 lifecycle.
+pub fn initialize_request(id: i64) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": "initialize",
+            "params": { "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": { "name": "raw-test", "version": "0" } } })
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+pub fn meta_2026() -> Value {
+    json!({ "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {} })
+}
+
+/// A 2026-07-28 `tools/call` body.
+pub fn tools_call_2026(id: i64, name: &str, arguments: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": { "name": name, "arguments": arguments, "_meta": meta_2026() } })
+}
+
+/// POST one 2026-07-28 request with the standard headers (`Mcp-Name` as given).
+pub async fn post_2026(app: &TestApp, tenant: &str, token: &str, body: &Value, mcp_name: Option<&str>) -> RawReply {
+    let method = body["method"].as_str().expect("request method").to_owned();
+    let mut headers = JSON_AND_SSE.to_vec();
+    headers.push(("mcp-protocol-version", "2026-07-28"));
+    headers.push(("mcp-method", &method));
+    if let Some(name) = mcp_name {
+        headers.push(("mcp-name", name));
+    }
+    raw_post(&app.http, &app.mcp_url(tenant), Some(token), &headers, body.to_string()).await
+}
+
+/// Open a legacy session with a raw `initialize` (+ `notifications/initialized`); returns its id.
+pub async fn raw_legacy_session(app: &TestApp, tenant: &str, token: &str) -> String {
+    let url = app.mcp_url(tenant);
+    let init = raw_post(&app.http, &url, Some(token), &JSON_AND_SSE, initialize_request(1).to_string()).await;
+    assert_eq!(init.status, StatusCode::OK, "initialize: {}", init.text);
+    assert!(init.result().is_some(), "initialize answered: {}", init.text);
+    let session = init.header("mcp-session-id").expect("legacy session id");
+    let mut headers = JSON_AND_SSE.to_vec();
+    headers.push(("mcp-session-id", &session));
+    headers.push(("mcp-protocol-version", "2025-11-25"));
+    let initialized = raw_post(&app.http, &url, Some(token), &headers, json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string()).await;
+    assert!(initialized.status.is_success(), "initialized: {} {}", initialized.status, initialized.text);
+    session
+}
+
+/// Every audit event of `tenant` readable with `token` (admin API), oldest first.
+pub async fn audit_events_of(app: &TestApp, token: &str, tenant: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = app.api(reqwest::Method::GET, &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"), token, None).await;
+        assert_eq!(status, StatusCode::OK, "audit events: {page}");
+        let items = page.as_array().expect("audit page is a list").clone();
+        if items.is_empty() {
+            return out;
+        }
+        after = items.last().and_then(|e| e["seq"].as_i64()).expect("event seq");
+        out.extend(items);
+    }
+}
+
+/// The events of one kind (`auth_failed`, `locked_out`, …).
+pub fn events_of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+/// Approvals of a tenant as the bootstrap admin.
+pub async fn approvals_of(app: &TestApp, tenant: &str) -> Vec<Value> {
+    let list = app.admin(reqwest::Method::GET, &format!("/approvals?tenant={tenant}"), None).await;
+    list.as_array().expect("approvals list").clone()
+}
+
+// ---- Helpers for the approvals, receipts, audit-trail, crash and pinning tests.
+
+/// What one run of the `portcullis` binary produced.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Run the real binary in `cwd` with no inherited `PORTCULLIS_*` variables, plus `env`.
+pub async fn run_cli(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
+    let mut command = tokio::process::Command::new(BIN);
+    command.args(args).current_dir(cwd).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(WAIT, command.output()).await.expect("cli timed out").expect("cli runs");
+    CliRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Poll `check` until it holds, failing the test after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// The data folder (database and key file).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Run an admin CLI command against this server as `token`.
+    pub async fn cli_as(&self, token: &str, args: &[&str]) -> CliRun {
+        run_cli(self.dir.path(), args, &[("PORTCULLIS_URL", &self.base), ("PORTCULLIS_ADMIN_TOKEN", token)]).await
+    }
+
+    /// Run a command that reads the data folder directly (`audit …`, `public-key`).
+    pub async fn cli_local(&self, args: &[&str]) -> CliRun {
+        let data = self.data_dir().display().to_string();
+        run_cli(self.dir.path(), args, &[("PORTCULLIS_DATA__DIR", &data)]).await
+    }
+
+    /// One approval as the bootstrap admin sees it.
+    pub async fn approval(&self, id: &str) -> Value {
+        self.admin(reqwest::Method::GET, &format!("/approvals/{id}"), None).await
+    }
+
+    /// Every audit event of a tenant, oldest first, through the admin API.
+    pub async fn audit_events(&self, tenant: &str) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |e| e["seq"].as_i64().expect("seq"));
+            let page = self.admin(reqwest::Method::GET, &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"), None).await;
+            let page = page.as_array().expect("events array").clone();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+}
+
+/// The audit kinds of a list of events, in order.
+pub fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// Call an admin API at any base URL (for gateways running as child processes).
+pub async fn api_at(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = http.request(method, format!("{base}/admin/v1{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin api reachable");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// [`TestApp::seed_tenant`] against any gateway: same shapes, files under `files`; waits until
+/// the connection reports `ready` over the admin API.
+pub async fn seed_tenant_at(http: &reqwest::Client, base: &str, admin_token: &str, files: &Path, name: &str) -> Tenant {
+    use reqwest::Method;
+    let admin = |method: Method, path: String, body: Value| async move {
+        let (status, value) = api_at(http, base, method, &path, admin_token, Some(body)).await;
+        assert!(status.is_success(), "admin {path} failed with {status}: {value}");
+        value
+    };
+    let tenant = admin(Method::POST, "/tenants".into(), json!({ "name": name })).await;
+    let effect_log = files.join(format!("{name}-effects.jsonl"));
+    let variant_file = files.join(format!("{name}-variant"));
+    let connection = admin(
+        Method::POST,
+        format!("/tenants/{name}/connections"),
+        json!({
+            "name": "crm", "kind": "stdio", "command": BIN, "args": ["demo-upstream"],
+            "env": {
+                "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
+                "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
+            },
+            "classify": demo_classification(),
+        }),
+    )
+    .await;
+    let connection_id = connection["id"].as_str().expect("connection id").to_owned();
+    let agent = admin(Method::POST, format!("/tenants/{name}/agents"), json!({ "name": "agent" })).await;
+    let agent_id = agent["id"].as_str().expect("agent id").to_owned();
+    admin(Method::POST, format!("/tenants/{name}/grants"), json!({ "agent": agent_id, "connection": connection_id })).await;
+    let token = admin(Method::POST, format!("/tenants/{name}/agents/{agent_id}/tokens"), json!({})).await;
+    let approver = admin(Method::POST, "/admins".into(), json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name })).await;
+    wait_connection_ready(http, base, admin_token, name, &connection_id).await;
+    Tenant {
+        name: name.to_owned(),
+        id: tenant["id"].as_str().expect("tenant id").to_owned(),
+        connection_id,
+        agent_id,
+        agent_token: token["token"].as_str().expect("token").to_owned(),
+        approver_token: approver["token"].as_str().expect("approver token").to_owned(),
+        effect_log,
+        variant_file,
+    }
+}
+
+/// Wait until the admin API reports a connection's upstream as `ready`.
+pub async fn wait_connection_ready(http: &reqwest::Client, base: &str, token: &str, tenant: &str, connection_id: &str) {
+    eventually(&format!("connection {connection_id} to be ready"), || async {
+        let (status, list) = api_at(http, base, reqwest::Method::GET, &format!("/tenants/{tenant}/connections"), token, None).await;
+        status.is_success()
+            && list
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["id"] == connection_id && c["status"]["state"] == "ready"))
+    })
+    .await;
+}
+
+/// `portcullis serve` as a child process on its own data folder.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+    /// Printed on first start only.
+    pub admin_token: Option<String>,
+    /// Everything the process wrote to standard error (its logs), collected as it arrives.
+    pub logs: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl ServeProcess {
+    /// Start `portcullis serve` on `data_dir` (port 0) and wait for its "listening" line.
+    pub async fn start(cwd: &Path, data_dir: &Path) -> Self {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+        let mut command = tokio::process::Command::new(BIN);
+        command.arg("serve").current_dir(cwd).stdin(std::process::Stdio::null());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PORTCULLIS_") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("PORTCULLIS_DATA__DIR", data_dir)
+            .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0")
+            .env("PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS", "0")
+            .env("PORTCULLIS_LOG__FILTER", "debug");
+        let mut child = command.spawn().expect("portcullis serve starts");
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+        let (base, admin_token) = tokio::time::timeout(WAIT, async {
+            let mut admin_token = None;
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(token) = line.trim().strip_prefix("export PORTCULLIS_ADMIN_TOKEN=") {
+                    admin_token = Some(token.to_owned());
+                }
+                if let Some(base) = line.strip_prefix("portcullis listening on ") {
+                    return (base.trim().to_owned(), admin_token);
+                }
+            }
+            panic!("portcullis serve exited before listening");
+        })
+        .await
+        .expect("portcullis serve did not start listening");
+        // Keep draining standard output so the process never writes into a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, base, admin_token, logs }
+    }
+
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().expect("lock")).into_owned()
+    }
+
+    /// SIGKILL: no shutdown hooks, no final checkpoint.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill portcullis");
+    }
+
+    pub fn mcp_url(&self, tenant: &str) -> String {
+        format!("{}/t/{tenant}/mcp", self.base)
+    }
+}

@@ -926,33 +926,32 @@ impl SqliteStore {
     }
 
     pub async fn list_approvals(&self, filter: &ApprovalFilter) -> StoreResult<Vec<Approval>> {
+        // The effective status is derived from the stored status, the expiry and the
+        // connection; the same derivation as `approval_row`, expressed in SQL so a status
+        // filter pages correctly.
+        let status_sql = match filter.status {
+            None => "1",
+            Some(ApprovalStatus::Pending) => "a.status = 'pending' AND a.expires_at > ?3 AND c.revoked_at IS NULL",
+            Some(ApprovalStatus::Approved) => "a.status = 'approved' AND a.expires_at > ?3 AND c.revoked_at IS NULL",
+            Some(ApprovalStatus::Expired) => {
+                "a.status IN ('pending', 'approved') AND a.expires_at <= ?3 AND c.revoked_at IS NULL"
+            }
+            Some(ApprovalStatus::NeedsReconnection) => "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL",
+            Some(ApprovalStatus::Denied) => "a.status = 'denied'",
+            Some(ApprovalStatus::Executed) => "a.status = 'executed'",
+        };
         let sql = format!(
-            "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) ORDER BY a.created_at DESC LIMIT ?2",
+            "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) AND ({status_sql}) AND ?3 IS NOT NULL ORDER BY a.created_at DESC LIMIT ?2",
             Self::APPROVAL_SELECT
         );
         let limit = if filter.limit <= 0 { 100 } else { filter.limit };
-        // Filter by effective status after derivation; fetch generously so a status filter
-        // still fills the page.
         let rows = sqlx::query(&sql)
             .bind(filter.tenant.as_ref().map(TenantId::as_str))
-            .bind(if filter.status.is_some() {
-                limit * 20
-            } else {
-                limit
-            })
+            .bind(limit)
+            .bind(filter.now)
             .fetch_all(&self.read)
             .await?;
-        let mut out = Vec::new();
-        for row in rows {
-            let approval = Self::approval_row(row, filter.now)?;
-            if filter.status.is_none_or(|s| s == approval.status) {
-                out.push(approval);
-                if out.len() as i64 >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        rows.into_iter().map(|row| Self::approval_row(row, filter.now)).collect()
     }
 
     pub async fn decide_approval(

@@ -137,7 +137,10 @@ fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
 
 // ---- tenants and humans
 
+// Request bodies refuse unknown fields: a misspelt field (`scopes` for `scope`) must not be
+// silently dropped and create something wider than asked for.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NameIn {
     name: String,
 }
@@ -173,6 +176,7 @@ async fn list_tenants(State(state): State<AppRef>, ctx: AdminContext) -> ApiResu
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AdminIn {
     name: String,
     role: String,
@@ -264,6 +268,7 @@ async fn revoke_agent(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TokenIn {
     #[serde(default)]
     scope: Vec<String>,
@@ -455,6 +460,7 @@ async fn list_tools(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ClassifyIn {
     effect: String,
 }
@@ -504,6 +510,7 @@ async fn accept_tool(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GrantIn {
     agent: String,
     connection: String,
@@ -626,6 +633,7 @@ async fn show_approval(
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct VerdictIn {
     reason: Option<String>,
 }

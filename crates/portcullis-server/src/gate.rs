@@ -403,6 +403,26 @@ async fn execute_approved(
         .approval()
         .expect("verified permits carry their receipt")
         .clone();
+    // Redeeming spends the approval; with no upstream to send to (crashed, restarting) that
+    // would burn it without executing anything. Keep it for a retry instead.
+    if !matches!(
+        state.upstreams.status(&action.connection),
+        crate::upstream::Status::Ready { .. }
+    ) {
+        let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+        draft.decision = Some("hold".into());
+        draft.detail = json!({ "approval": approval.id, "status": "upstream_unavailable" });
+        state
+            .store
+            .append_audit(draft, now)
+            .await
+            .map_err(store_error)?;
+        return Ok(result_json(
+            json!({ "status": "upstream_unavailable", "executed": false, "approval_id": approval.id,
+                    "message": "The upstream is not connected; nothing was done and the approval is kept. Re-send the identical call once it is back." }),
+            true,
+        ));
+    }
     let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Execute);
     draft.decision = Some("allow".into());
     draft.receipt_id = Some(approved_by.receipt_id.to_string());

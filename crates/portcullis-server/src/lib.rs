@@ -54,6 +54,9 @@ pub struct FirstStart {
 pub struct Application {
     state: Arc<AppState>,
     pub first_start: FirstStart,
+    /// Cancelled when shutdown begins: ends open MCP streams (legacy sessions' GET streams),
+    /// which would otherwise keep graceful shutdown waiting forever.
+    streams: tokio_util::sync::CancellationToken,
 }
 
 impl Application {
@@ -96,6 +99,7 @@ impl Application {
         Ok(Self {
             state,
             first_start: FirstStart { admin_token, demo },
+            streams: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -106,7 +110,10 @@ impl Application {
     /// The HTTP router: MCP endpoint, admin API, health and metrics.
     pub fn router(&self) -> Router {
         let state = self.state.clone();
-        let endpoint = Arc::new(mcp::McpEndpoint::new(state.clone()));
+        let endpoint = Arc::new(mcp::McpEndpoint::new(
+            state.clone(),
+            self.streams.child_token(),
+        ));
         let mcp_routes = Router::new()
             .route("/t/{tenant}/mcp", any(mcp::endpoint))
             .with_state((state.clone(), endpoint));
@@ -142,7 +149,13 @@ impl Application {
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown({
+            let streams = self.streams.clone();
+            async move {
+                shutdown.await;
+                streams.cancel();
+            }
+        })
         .await;
         workers.cancel();
         state.upstreams.shutdown();

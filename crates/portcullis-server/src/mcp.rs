@@ -28,8 +28,9 @@ pub struct McpEndpoint {
 }
 
 impl McpEndpoint {
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub fn new(state: Arc<AppState>, streams: tokio_util::sync::CancellationToken) -> Self {
         let config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(streams)
             .with_allowed_hosts(state.config.server.allowed_hosts.clone())
             .with_max_request_body_bytes(state.config.server.max_body_bytes);
         let handler = GatewayHandler { state };
@@ -152,6 +153,62 @@ fn refusal(refusal: AuthRefusal) -> Response {
     response
 }
 
+/// Answer JSON bodies rmcp would misreport as JSON-RPC does: not JSON is 400 / -32700 (rmcp
+/// says 415), a batch or non-object is 400 / -32600, and `tools/call` arguments that are not an
+/// object are -32602 (rmcp says "method not found").
+async fn check_body(request: Request, limit: usize) -> Result<Request, Response> {
+    let is_json = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if request.method() != http::Method::POST || !is_json {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response());
+    };
+    let error = |status: StatusCode, id: &serde_json::Value, code: i64, message: &str| {
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } });
+        (status, axum::Json(body)).into_response()
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &serde_json::Value::Null,
+                -32700,
+                "parse error: the body is not valid JSON",
+            ));
+        }
+        Ok(serde_json::Value::Object(message)) => {
+            let arguments = message.get("params").and_then(|p| p.get("arguments"));
+            if message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
+                && arguments.is_some_and(|a| !a.is_object() && !a.is_null())
+            {
+                let id = message.get("id").cloned().unwrap_or_default();
+                return Err(error(
+                    StatusCode::OK,
+                    &id,
+                    -32602,
+                    "invalid params: tool arguments must be a JSON object",
+                ));
+            }
+        }
+        Ok(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &serde_json::Value::Null,
+                -32600,
+                "invalid request: send one JSON-RPC object (batches are not supported)",
+            ));
+        }
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
 /// Axum handler for `/t/{tenant}/mcp`: authenticate, bind sessions, hand over to rmcp.
 pub async fn endpoint(
     State((state, endpoint)): State<(Arc<AppState>, Arc<McpEndpoint>)>,
@@ -188,6 +245,10 @@ pub async fn endpoint(
     }
     let agent = ctx.agent.clone();
     request.extensions_mut().insert(ctx);
+    let request = match check_body(request, state.config.server.max_body_bytes).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
     let response = endpoint.service.handle(request).await.into_response();
     if session.is_none()
         && let Some(created) = response

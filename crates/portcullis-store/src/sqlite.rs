@@ -931,12 +931,18 @@ impl SqliteStore {
         // filter pages correctly.
         let status_sql = match filter.status {
             None => "1",
-            Some(ApprovalStatus::Pending) => "a.status = 'pending' AND a.expires_at > ?3 AND c.revoked_at IS NULL",
-            Some(ApprovalStatus::Approved) => "a.status = 'approved' AND a.expires_at > ?3 AND c.revoked_at IS NULL",
+            Some(ApprovalStatus::Pending) => {
+                "a.status = 'pending' AND a.expires_at > ?3 AND c.revoked_at IS NULL"
+            }
+            Some(ApprovalStatus::Approved) => {
+                "a.status = 'approved' AND a.expires_at > ?3 AND c.revoked_at IS NULL"
+            }
             Some(ApprovalStatus::Expired) => {
                 "a.status IN ('pending', 'approved') AND a.expires_at <= ?3 AND c.revoked_at IS NULL"
             }
-            Some(ApprovalStatus::NeedsReconnection) => "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL",
+            Some(ApprovalStatus::NeedsReconnection) => {
+                "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL"
+            }
             Some(ApprovalStatus::Denied) => "a.status = 'denied'",
             Some(ApprovalStatus::Executed) => "a.status = 'executed'",
         };
@@ -951,7 +957,9 @@ impl SqliteStore {
             .bind(filter.now)
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter().map(|row| Self::approval_row(row, filter.now)).collect()
+        rows.into_iter()
+            .map(|row| Self::approval_row(row, filter.now))
+            .collect()
     }
 
     pub async fn decide_approval(

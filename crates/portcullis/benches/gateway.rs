@@ -6,10 +6,10 @@
 //! Prints a Markdown table for BENCHMARKS.md.
 
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt as _, RoleClient};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -26,7 +26,10 @@ struct Proc {
 impl Proc {
     async fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -45,7 +48,9 @@ impl Proc {
             }
             panic!("process ended before printing `{prefix}`");
         };
-        tokio::time::timeout(Duration::from_secs(60), read).await.expect("timed out waiting for process output")
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("timed out waiting for process output")
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -66,17 +71,27 @@ async fn client(url: &str, token: Option<&str>) -> Client {
         config = config.auth_header(token.to_owned());
     }
     let transport = StreamableHttpClientTransport::from_config(config);
-    ().serve_with_lifecycle(transport, ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] })
-        .await
-        .expect("client connects")
+    ().serve_with_lifecycle(
+        transport,
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .expect("client connects")
 }
 
 async fn call(client: &Client, tool: &str) -> Duration {
-    let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(json!({ "id": "c_1" }).as_object().cloned().expect("object"));
+    let params = CallToolRequestParams::new(tool.to_owned())
+        .with_arguments(json!({ "id": "c_1" }).as_object().cloned().expect("object"));
     let started = Instant::now();
     let result = client.call_tool(params).await.expect("call succeeds");
     let elapsed = started.elapsed();
-    assert_ne!(result.is_error, Some(true), "read must be allowed: {result:?}");
+    assert_ne!(
+        result.is_error,
+        Some(true),
+        "read must be allowed: {result:?}"
+    );
     elapsed
 }
 
@@ -88,8 +103,13 @@ struct Stats {
 
 fn stats(mut samples: Vec<Duration>, wall: Duration) -> Stats {
     samples.sort();
-    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    Stats { p50: pick(0.5), p99: pick(0.99), per_sec: samples.len() as f64 / wall.as_secs_f64() }
+    let pick =
+        |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
+    Stats {
+        p50: pick(0.5),
+        p99: pick(0.99),
+        per_sec: samples.len() as f64 / wall.as_secs_f64(),
+    }
 }
 
 async fn sequential(client: &Client, tool: &str, calls: usize) -> Stats {
@@ -101,7 +121,13 @@ async fn sequential(client: &Client, tool: &str, calls: usize) -> Stats {
     stats(samples, started.elapsed())
 }
 
-async fn concurrent(url: &str, token: Option<&str>, tool: &'static str, calls: usize, concurrency: usize) -> Stats {
+async fn concurrent(
+    url: &str,
+    token: Option<&str>,
+    tool: &'static str,
+    calls: usize,
+    concurrency: usize,
+) -> Stats {
     let mut clients = Vec::new();
     for _ in 0..concurrency {
         clients.push(std::sync::Arc::new(client(url, token).await));
@@ -126,14 +152,28 @@ async fn concurrent(url: &str, token: Option<&str>, tool: &'static str, calls: u
 }
 
 async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
-    let response = http.post(format!("{base}/admin/v1{path}")).bearer_auth(token).json(&body).send().await.expect("admin api");
-    assert!(response.status().is_success(), "{path}: {}", response.status());
+    let response = http
+        .post(format!("{base}/admin/v1{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin api");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
     response.json().await.expect("json")
 }
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -149,7 +189,10 @@ async fn main() {
     let env = [
         ("PORTCULLIS_DATA__DIR", dir.path().display().to_string()),
         ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0".into()),
-        ("PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE", "1000000000".into()),
+        (
+            "PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE",
+            "1000000000".into(),
+        ),
         ("PORTCULLIS_AUTH__RATE_LIMIT_BURST", "1000000".into()),
         ("PORTCULLIS_LOG__FILTER", "warn".into()),
     ];
@@ -158,7 +201,14 @@ async fn main() {
     let base = gateway.line_after("portcullis listening on").await;
 
     let http = reqwest::Client::new();
-    admin(&http, &base, &admin_token, "/tenants", json!({ "name": "bench" })).await;
+    admin(
+        &http,
+        &base,
+        &admin_token,
+        "/tenants",
+        json!({ "name": "bench" }),
+    )
+    .await;
     let connection = admin(
         &http,
         &base,
@@ -167,10 +217,31 @@ async fn main() {
         json!({ "name": "crm", "kind": "http", "url": upstream_url, "classify": { "get_contact": "read" } }),
     )
     .await;
-    let agent = admin(&http, &base, &admin_token, "/tenants/bench/agents", json!({ "name": "bench" })).await;
+    let agent = admin(
+        &http,
+        &base,
+        &admin_token,
+        "/tenants/bench/agents",
+        json!({ "name": "bench" }),
+    )
+    .await;
     let agent_id = agent["id"].as_str().expect("id");
-    admin(&http, &base, &admin_token, "/tenants/bench/grants", json!({ "agent": agent_id, "connection": connection["id"] })).await;
-    let token = admin(&http, &base, &admin_token, &format!("/tenants/bench/agents/{agent_id}/tokens"), json!({})).await;
+    admin(
+        &http,
+        &base,
+        &admin_token,
+        "/tenants/bench/grants",
+        json!({ "agent": agent_id, "connection": connection["id"] }),
+    )
+    .await;
+    let token = admin(
+        &http,
+        &base,
+        &admin_token,
+        &format!("/tenants/bench/agents/{agent_id}/tokens"),
+        json!({}),
+    )
+    .await;
     let token = token["token"].as_str().expect("token").to_owned();
     let gateway_url = format!("{base}/t/bench/mcp");
 
@@ -178,8 +249,17 @@ async fn main() {
     let through = client(&gateway_url, Some(&token)).await;
     // The connection comes up asynchronously: wait until the tool is visible.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !through.list_all_tools().await.expect("tools/list").iter().any(|t| t.name == "crm__get_contact") {
-        assert!(Instant::now() < deadline, "gateway never listed the upstream's tools");
+    while !through
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .iter()
+        .any(|t| t.name == "crm__get_contact")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "gateway never listed the upstream's tools"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -191,7 +271,14 @@ async fn main() {
     let d_seq = sequential(&direct, "get_contact", calls).await;
     let g_seq = sequential(&through, "crm__get_contact", calls).await;
     let d_con = concurrent(&upstream_url, None, "get_contact", calls, concurrency).await;
-    let g_con = concurrent(&gateway_url, Some(&token), "crm__get_contact", calls, concurrency).await;
+    let g_con = concurrent(
+        &gateway_url,
+        Some(&token),
+        "crm__get_contact",
+        calls,
+        concurrency,
+    )
+    .await;
 
     let verify = std::process::Command::new(BIN)
         .args(["audit", "verify", "--tenant", "bench"])
@@ -202,16 +289,35 @@ async fn main() {
 
     println!("calls per run: {calls}, concurrency: {concurrency} clients");
     println!();
-    println!("| run | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | direct calls/s | gateway calls/s |");
+    println!(
+        "| run | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | direct calls/s | gateway calls/s |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, d, g) in [("sequential", &d_seq, &g_seq), ("concurrent", &d_con, &g_con)] {
+    for (name, d, g) in [
+        ("sequential", &d_seq, &g_seq),
+        ("concurrent", &d_con, &g_con),
+    ] {
         println!(
             "| {name} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} | {:.0} |",
-            d.p50, g.p50, g.p50 - d.p50, d.p99, g.p99, g.p99 - d.p99, d.per_sec, g.per_sec
+            d.p50,
+            g.p50,
+            g.p50 - d.p50,
+            d.p99,
+            g.p99,
+            g.p99 - d.p99,
+            d.per_sec,
+            g.per_sec
         );
     }
     println!();
-    println!("peak RSS: gateway {} KiB, upstream {} KiB", gateway.peak_rss_kib(), upstream.peak_rss_kib());
+    println!(
+        "peak RSS: gateway {} KiB, upstream {} KiB",
+        gateway.peak_rss_kib(),
+        upstream.peak_rss_kib()
+    );
     println!("audit: {}", verify_out.trim());
-    assert!(verify.status.success(), "audit trail must verify after the run");
+    assert!(
+        verify.status.success(),
+        "audit trail must verify after the run"
+    );
 }

@@ -69,9 +69,9 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
             bail!("no database at `{path}` (run `portcullis serve` first, or pass --config)");
         }
     }
-    Ok(Store::open(&url, &StoreOptions::default())
+    Store::open(&url, &StoreOptions::default())
         .await
-        .context("cannot open the database")?)
+        .context("cannot open the database")
 }
 
 async fn resolve_tenant(store: &Store, name: &str) -> anyhow::Result<TenantId> {
@@ -255,7 +255,7 @@ async fn export(
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(sink);
             w.write_record(COLUMNS)?;
-            Sink::Csv(w)
+            Sink::Csv(Box::new(w))
         }
         ExportFormat::Jsonl => Sink::Jsonl(std::io::BufWriter::new(sink)),
     };
@@ -284,7 +284,7 @@ async fn export(
 }
 
 enum Sink {
-    Csv(csv::Writer<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
     Jsonl(std::io::BufWriter<Box<dyn Write>>),
 }
 

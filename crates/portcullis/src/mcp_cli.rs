@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt as _, ServiceExt as _};
 use std::process::ExitCode;
 
@@ -39,22 +39,44 @@ pub enum McpCommand {
 pub async fn run(args: McpArgs) -> anyhow::Result<ExitCode> {
     let arguments = match &args.command {
         McpCommand::Call { arguments, .. } => Some(
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arguments).context("arguments must be a JSON object")?,
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arguments)
+                .context("arguments must be a JSON object")?,
         ),
         McpCommand::Tools => None,
     };
-    let transport = StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(args.url.clone()).auth_header(args.token.clone()));
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(args.url.clone())
+            .auth_header(args.token.clone()),
+    );
     let client = if args.legacy {
         ().serve(transport).await
     } else {
-        ().serve_with_lifecycle(transport, ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }).await
+        ().serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
     }
     .with_context(|| format!("cannot connect to {}", args.url))?;
     let code = match args.command {
         McpCommand::Tools => {
             for tool in client.list_all_tools().await? {
-                let read_only = tool.annotations.as_ref().and_then(|a| a.read_only_hint).unwrap_or(false);
-                println!("{:<24} {}", tool.name, if read_only { "runs at once (read or draft)" } else { "held for approval" });
+                let read_only = tool
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.read_only_hint)
+                    .unwrap_or(false);
+                println!(
+                    "{:<24} {}",
+                    tool.name,
+                    if read_only {
+                        "runs at once (read or draft)"
+                    } else {
+                        "held for approval"
+                    }
+                );
             }
             ExitCode::SUCCESS
         }
@@ -64,9 +86,16 @@ pub async fn run(args: McpArgs) -> anyhow::Result<ExitCode> {
                 params = params.with_arguments(arguments);
             }
             let result = client.call_tool(params).await?;
-            let shown = result.structured_content.clone().unwrap_or_else(|| serde_json::to_value(&result.content).unwrap_or_default());
+            let shown = result
+                .structured_content
+                .clone()
+                .unwrap_or_else(|| serde_json::to_value(&result.content).unwrap_or_default());
             println!("{}", serde_json::to_string_pretty(&shown)?);
-            if result.is_error == Some(true) { ExitCode::from(3) } else { ExitCode::SUCCESS }
+            if result.is_error == Some(true) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
     };
     let _ = client.cancel().await;

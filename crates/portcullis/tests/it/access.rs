@@ -6,8 +6,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A new agent in `tenant` with one grant (`tool`: a tool name or `*`) and a token.
-async fn agent_with_grant(app: &TestApp, tenant: &Tenant, name: &str, tool: &str) -> (String, String) {
-    let agent = app.admin(Method::POST, &format!("/tenants/{}/agents", tenant.name), Some(json!({ "name": name }))).await;
+async fn agent_with_grant(
+    app: &TestApp,
+    tenant: &Tenant,
+    name: &str,
+    tool: &str,
+) -> (String, String) {
+    let agent = app
+        .admin(
+            Method::POST,
+            &format!("/tenants/{}/agents", tenant.name),
+            Some(json!({ "name": name })),
+        )
+        .await;
     let agent_id = agent["id"].as_str().expect("agent id").to_owned();
     app.admin(
         Method::POST,
@@ -15,26 +26,53 @@ async fn agent_with_grant(app: &TestApp, tenant: &Tenant, name: &str, tool: &str
         Some(json!({ "agent": agent_id, "connection": tenant.connection_id, "tool": tool })),
     )
     .await;
-    let token = app.admin(Method::POST, &format!("/tenants/{}/agents/{agent_id}/tokens", tenant.name), Some(json!({}))).await;
+    let token = app
+        .admin(
+            Method::POST,
+            &format!("/tenants/{}/agents/{agent_id}/tokens", tenant.name),
+            Some(json!({})),
+        )
+        .await;
     (agent_id, token["token"].as_str().expect("token").to_owned())
 }
 
 /// A new token for the tenant's seeded agent: (secret, id).
 async fn new_token(app: &TestApp, tenant: &Tenant, body: Value) -> (String, String) {
-    let token = app.admin(Method::POST, &format!("/tenants/{}/agents/{}/tokens", tenant.name, tenant.agent_id), Some(body)).await;
-    (token["token"].as_str().expect("token").to_owned(), token["id"].as_str().expect("token id").to_owned())
+    let token = app
+        .admin(
+            Method::POST,
+            &format!("/tenants/{}/agents/{}/tokens", tenant.name, tenant.agent_id),
+            Some(body),
+        )
+        .await;
+    (
+        token["token"].as_str().expect("token").to_owned(),
+        token["id"].as_str().expect("token id").to_owned(),
+    )
 }
 
 /// One raw 2026-07-28 read call; returns the reply.
 async fn raw_read(app: &TestApp, tenant: &str, token: &str) -> RawReply {
-    post_2026(app, tenant, token, &tools_call_2026(7, "crm__get_contact", json!({ "id": "c_1" })), Some("crm__get_contact")).await
+    post_2026(
+        app,
+        tenant,
+        token,
+        &tools_call_2026(7, "crm__get_contact", json!({ "id": "c_1" })),
+        Some("crm__get_contact"),
+    )
+    .await
 }
 
 /// Assert a raw read went through to the upstream.
 fn assert_read_ok(reply: &RawReply) {
     assert_eq!(reply.status, StatusCode::OK, "read refused: {}", reply.text);
-    let result = reply.result().unwrap_or_else(|| panic!("no result: {}", reply.text));
-    assert_eq!(result["structuredContent"]["name"], "Ada Lovelace", "{result}");
+    let result = reply
+        .result()
+        .unwrap_or_else(|| panic!("no result: {}", reply.text));
+    assert_eq!(
+        result["structuredContent"]["name"], "Ada Lovelace",
+        "{result}"
+    );
 }
 
 fn assert_unauthenticated(reply: &RawReply) {
@@ -51,14 +89,25 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
 
     for era in [Era::Discover, Era::Initialize] {
         let client = app.client("acme", &token, era).await;
-        assert_eq!(client.tool_names().await, vec!["crm__get_contact".to_owned()], "{era:?}");
+        assert_eq!(
+            client.tool_names().await,
+            vec!["crm__get_contact".to_owned()],
+            "{era:?}"
+        );
 
-        let read = client.call("crm__get_contact", json!({ "id": "c_2" })).await;
+        let read = client
+            .call("crm__get_contact", json!({ "id": "c_2" }))
+            .await;
         assert_eq!(status(&read), "ok", "{read:?}");
         assert_eq!(structured(&read)["name"], "Grace Hopper");
 
         // An ungranted tool of a granted connection: denied, nothing held, nothing executed.
-        let send = client.call("crm__send_email", json!({ "to": "x@example.com", "subject": "s", "body": "b" })).await;
+        let send = client
+            .call(
+                "crm__send_email",
+                json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
+            )
+            .await;
         assert_eq!(status(&send), "denied", "{era:?}: {send:?}");
         assert_eq!(send.is_error, Some(true));
         assert_eq!(structured(&send)["executed"], false);
@@ -66,16 +115,29 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
         let list = client.call("crm__list_contacts", json!({})).await;
         assert_eq!(status(&list), "denied", "{era:?}: {list:?}");
     }
-    assert!(effect_lines(&acme.effect_log).is_empty(), "an ungranted send reached the upstream");
-    assert!(approvals_of(&app, "acme").await.is_empty(), "an ungranted call created an approval");
+    assert!(
+        effect_lines(&acme.effect_log).is_empty(),
+        "an ungranted send reached the upstream"
+    );
+    assert!(
+        approvals_of(&app, "acme").await.is_empty(),
+        "an ungranted call created an approval"
+    );
 
     // The seeded agent (granted `*`) still sees everything: grants are per agent.
     let full = app.client("acme", &acme.agent_token, Era::Discover).await;
     assert_eq!(full.tool_names().await.len(), 7);
 
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
-    let denials: Vec<_> = events_of_kind(&events, "tool_call").into_iter().filter(|e| e["decision"] == "deny").collect();
-    assert_eq!(denials.len(), 4, "each ungranted call is audited as a denial");
+    let denials: Vec<_> = events_of_kind(&events, "tool_call")
+        .into_iter()
+        .filter(|e| e["decision"] == "deny")
+        .collect();
+    assert_eq!(
+        denials.len(),
+        4,
+        "each ungranted call is audited as a denial"
+    );
     app.stop().await;
 }
 
@@ -86,14 +148,28 @@ async fn a_token_scoped_to_one_tool_sees_and_calls_only_that_tool() {
     let (token, _) = new_token(&app, &acme, json!({ "scope": ["crm/get_contact"] })).await;
 
     let client = app.client("acme", &token, Era::Discover).await;
-    assert_eq!(client.tool_names().await, vec!["crm__get_contact".to_owned()]);
-    let read = client.call("crm__get_contact", json!({ "id": "c_1" })).await;
+    assert_eq!(
+        client.tool_names().await,
+        vec!["crm__get_contact".to_owned()]
+    );
+    let read = client
+        .call("crm__get_contact", json!({ "id": "c_1" }))
+        .await;
     assert_eq!(structured(&read)["name"], "Ada Lovelace");
 
-    let send = client.call("crm__send_email", json!({ "to": "x@example.com", "subject": "s", "body": "b" })).await;
+    let send = client
+        .call(
+            "crm__send_email",
+            json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
+        )
+        .await;
     assert_eq!(status(&send), "denied", "{send:?}");
     let count = client.call("crm__list_contacts", json!({})).await;
-    assert_eq!(status(&count), "denied", "out of scope, though granted and read-only: {count:?}");
+    assert_eq!(
+        status(&count),
+        "denied",
+        "out of scope, though granted and read-only: {count:?}"
+    );
     assert!(effect_lines(&acme.effect_log).is_empty());
     assert!(approvals_of(&app, "acme").await.is_empty());
 
@@ -110,16 +186,46 @@ async fn a_revoked_token_is_refused_on_its_next_request() {
     let (token, token_id) = new_token(&app, &acme, json!({})).await;
     let modern = app.client("acme", &token, Era::Discover).await;
     let legacy = app.client("acme", &token, Era::Initialize).await;
-    assert_eq!(status(&modern.call("crm__get_contact", json!({ "id": "c_1" })).await), "ok");
-    assert_eq!(status(&legacy.call("crm__get_contact", json!({ "id": "c_1" })).await), "ok");
+    assert_eq!(
+        status(
+            &modern
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok"
+    );
+    assert_eq!(
+        status(
+            &legacy
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok"
+    );
 
-    app.admin(Method::POST, &format!("/tenants/acme/tokens/{token_id}/revoke"), None).await;
+    app.admin(
+        Method::POST,
+        &format!("/tenants/acme/tokens/{token_id}/revoke"),
+        None,
+    )
+    .await;
 
-    let err = modern.try_call("crm__get_contact", json!({ "id": "c_1" })).await.expect_err("revoked token still served (2026-07-28)");
+    let err = modern
+        .try_call("crm__get_contact", json!({ "id": "c_1" }))
+        .await
+        .expect_err("revoked token still served (2026-07-28)");
     assert!(!err.is_empty());
-    legacy.try_call("crm__get_contact", json!({ "id": "c_1" })).await.expect_err("revoked token still served in its legacy session");
+    legacy
+        .try_call("crm__get_contact", json!({ "id": "c_1" }))
+        .await
+        .expect_err("revoked token still served in its legacy session");
     assert_unauthenticated(&raw_read(&app, "acme", &token).await);
-    assert!(connect(&app.mcp_url("acme"), &token, Era::Discover).await.is_err(), "a revoked token connects");
+    assert!(
+        connect(&app.mcp_url("acme"), &token, Era::Discover)
+            .await
+            .is_err(),
+        "a revoked token connects"
+    );
 
     // Other tokens of the same agent are unaffected.
     assert_read_ok(&raw_read(&app, "acme", &acme.agent_token).await);
@@ -127,7 +233,9 @@ async fn a_revoked_token_is_refused_on_its_next_request() {
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
     assert_eq!(events_of_kind(&events, "token_revoked").len(), 1);
     assert!(
-        events_of_kind(&events, "auth_failed").iter().any(|e| e["detail"]["reason"] == "token revoked"),
+        events_of_kind(&events, "auth_failed")
+            .iter()
+            .any(|e| e["detail"]["reason"] == "token revoked"),
         "refusals of the revoked token are audited"
     );
     app.stop().await;
@@ -139,24 +247,56 @@ async fn an_expired_token_is_refused() {
     let acme = app.seed_tenant("acme").await;
     let (token, _) = new_token(&app, &acme, json!({ "ttl_secs": 60 })).await;
     let client = app.client("acme", &token, Era::Discover).await;
-    assert_eq!(status(&client.call("crm__get_contact", json!({ "id": "c_1" })).await), "ok");
+    assert_eq!(
+        status(
+            &client
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok"
+    );
 
     app.clock.advance(59_000);
-    assert_eq!(status(&client.call("crm__get_contact", json!({ "id": "c_1" })).await), "ok", "still valid before its expiry");
+    assert_eq!(
+        status(
+            &client
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok",
+        "still valid before its expiry"
+    );
 
     app.clock.advance(2_000);
-    client.try_call("crm__get_contact", json!({ "id": "c_1" })).await.expect_err("expired token still served");
+    client
+        .try_call("crm__get_contact", json!({ "id": "c_1" }))
+        .await
+        .expect_err("expired token still served");
     assert_unauthenticated(&raw_read(&app, "acme", &token).await);
-    assert!(connect(&app.mcp_url("acme"), &token, Era::Initialize).await.is_err(), "an expired token connects");
+    assert!(
+        connect(&app.mcp_url("acme"), &token, Era::Initialize)
+            .await
+            .is_err(),
+        "an expired token connects"
+    );
 
     // A fresh (30-day) token is unaffected by the clock move.
     assert_read_ok(&raw_read(&app, "acme", &acme.agent_token).await);
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
-    assert!(events_of_kind(&events, "auth_failed").iter().any(|e| e["detail"]["reason"] == "token expired"));
+    assert!(
+        events_of_kind(&events, "auth_failed")
+            .iter()
+            .any(|e| e["detail"]["reason"] == "token expired")
+    );
 
     // A token outliving the maximum is refused at creation.
     let (status, body) = app
-        .api(Method::POST, &format!("/tenants/acme/agents/{}/tokens", acme.agent_id), &app.admin_token, Some(json!({ "ttl_secs": 0 })))
+        .api(
+            Method::POST,
+            &format!("/tenants/acme/agents/{}/tokens", acme.agent_id),
+            &app.admin_token,
+            Some(json!({ "ttl_secs": 0 })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     app.stop().await;
@@ -168,27 +308,57 @@ async fn a_revoked_agent_is_refused() {
     let acme = app.seed_tenant("acme").await;
     let (other_agent, other_token) = agent_with_grant(&app, &acme, "other", "*").await;
     let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
-    assert_eq!(status(&client.call("crm__get_contact", json!({ "id": "c_1" })).await), "ok");
+    assert_eq!(
+        status(
+            &client
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok"
+    );
 
-    app.admin(Method::POST, &format!("/tenants/acme/agents/{}/revoke", acme.agent_id), None).await;
+    app.admin(
+        Method::POST,
+        &format!("/tenants/acme/agents/{}/revoke", acme.agent_id),
+        None,
+    )
+    .await;
 
-    client.try_call("crm__get_contact", json!({ "id": "c_1" })).await.expect_err("revoked agent still served");
+    client
+        .try_call("crm__get_contact", json!({ "id": "c_1" }))
+        .await
+        .expect_err("revoked agent still served");
     assert_unauthenticated(&raw_read(&app, "acme", &acme.agent_token).await);
-    assert!(connect(&app.mcp_url("acme"), &acme.agent_token, Era::Discover).await.is_err());
+    assert!(
+        connect(&app.mcp_url("acme"), &acme.agent_token, Era::Discover)
+            .await
+            .is_err()
+    );
     // A new token for a revoked agent is no way back in.
-    let (status, _) = app.api(Method::POST, &format!("/tenants/acme/agents/{}/tokens", acme.agent_id), &app.admin_token, Some(json!({}))).await;
-    if status.is_success() {
-        // Creation may be allowed; use must not be.
-        let (token, _) = new_token(&app, &acme, json!({})).await;
-        assert_unauthenticated(&raw_read(&app, "acme", &token).await);
-    }
+    let (status, body) = app
+        .api(
+            Method::POST,
+            &format!("/tenants/acme/agents/{}/tokens", acme.agent_id),
+            &app.admin_token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a token was minted for a revoked agent: {body}"
+    );
 
     // Only that agent is refused.
     assert!(other_agent != acme.agent_id);
     assert_read_ok(&raw_read(&app, "acme", &other_token).await);
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
     assert_eq!(events_of_kind(&events, "agent_revoked").len(), 1);
-    assert!(events_of_kind(&events, "auth_failed").iter().any(|e| e["detail"]["reason"] == "agent revoked"));
+    assert!(
+        events_of_kind(&events, "auth_failed")
+            .iter()
+            .any(|e| e["detail"]["reason"] == "agent revoked")
+    );
     app.stop().await;
 }
 
@@ -198,7 +368,10 @@ async fn repeated_bad_tokens_lock_the_address_out_and_are_audited() {
     let acme = app.seed_tenant("acme").await;
     // The prober comes from another loopback address, so the lockout can be told apart
     // from the admin's (and the honest agent's) requests from 127.0.0.1.
-    let prober = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().expect("client");
+    let prober = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
     let url = app.mcp_url("acme");
     let body = tools_call_2026(1, "crm__get_contact", json!({ "id": "c_1" })).to_string();
     let unknown = format!("pca_{}", "0".repeat(64));
@@ -210,10 +383,30 @@ async fn repeated_bad_tokens_lock_the_address_out_and_are_audited() {
 
     // Now even the valid token is refused from that address, with a Retry-After.
     let mut headers = JSON_AND_SSE.to_vec();
-    headers.extend([("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "crm__get_contact")]);
-    let locked = raw_post(&prober, &url, Some(&acme.agent_token), &headers, body.clone()).await;
-    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.text);
-    let retry: u64 = locked.header("retry-after").expect("Retry-After header").parse().expect("Retry-After in seconds");
+    headers.extend([
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "crm__get_contact"),
+    ]);
+    let locked = raw_post(
+        &prober,
+        &url,
+        Some(&acme.agent_token),
+        &headers,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.text
+    );
+    let retry: u64 = locked
+        .header("retry-after")
+        .expect("Retry-After header")
+        .parse()
+        .expect("Retry-After in seconds");
     assert!((1..=900).contains(&retry), "retry-after {retry}");
     assert_eq!(locked.error_code(), Some(-32001));
 
@@ -221,13 +414,19 @@ async fn repeated_bad_tokens_lock_the_address_out_and_are_audited() {
     assert_read_ok(&raw_read(&app, "acme", &acme.agent_token).await);
 
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
-    let failures: Vec<_> = events_of_kind(&events, "auth_failed").into_iter().filter(|e| e["actor"] == "ip:127.0.0.2").collect();
+    let failures: Vec<_> = events_of_kind(&events, "auth_failed")
+        .into_iter()
+        .filter(|e| e["actor"] == "ip:127.0.0.2")
+        .collect();
     assert_eq!(failures.len(), 3, "each bad token is audited: {failures:?}");
     let lockouts = events_of_kind(&events, "locked_out");
     assert_eq!(lockouts.len(), 1, "{lockouts:?}");
     assert_eq!(lockouts[0]["actor"], "ip:127.0.0.2");
     for event in events.iter().filter(|e| e["actor"] == "ip:127.0.0.2") {
-        assert!(!event.to_string().contains(&unknown), "a presented token reached the audit trail");
+        assert!(
+            !event.to_string().contains(&unknown),
+            "a presented token reached the audit trail"
+        );
     }
 
     // After the lockout the address is served again.
@@ -250,8 +449,17 @@ async fn the_per_token_rate_limit_refuses_then_refills() {
     }
     for _ in 0..2 {
         let limited = raw_read(&app, "acme", &acme.agent_token).await;
-        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
-        let retry: u64 = limited.header("retry-after").expect("Retry-After").parse().expect("seconds");
+        assert_eq!(
+            limited.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            limited.text
+        );
+        let retry: u64 = limited
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds");
         assert!((1..=61).contains(&retry), "retry-after {retry}");
     }
 
@@ -270,7 +478,11 @@ async fn the_per_token_rate_limit_refuses_then_refills() {
     let again = raw_read(&app, "acme", &acme.agent_token).await;
     assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
-    assert_eq!(events_of_kind(&events, "rate_limited").len(), 2, "a new episode is audited again");
+    assert_eq!(
+        events_of_kind(&events, "rate_limited").len(),
+        2,
+        "a new episode is audited again"
+    );
     app.stop().await;
 }
 
@@ -283,29 +495,110 @@ async fn revoking_a_connection_hides_its_tools_and_pauses_pending_approvals() {
     let send = json!({ "to": "ada@example.com", "subject": "Hi", "body": "Hello" });
     let held = approval_id(&client.call("crm__send_email", send.clone()).await);
 
-    let revoked = app.admin(Method::POST, &format!("/tenants/acme/connections/{}/revoke", acme.connection_id), None).await;
+    let revoked = app
+        .admin(
+            Method::POST,
+            &format!("/tenants/acme/connections/{}/revoke", acme.connection_id),
+            None,
+        )
+        .await;
     assert_eq!(revoked["revoked"], acme.connection_id.as_str());
 
-    assert!(client.tool_names().await.is_empty(), "a revoked connection's tools are still listed");
-    let approval = app.admin(Method::GET, &format!("/approvals/{held}"), None).await;
+    assert!(
+        client.tool_names().await.is_empty(),
+        "a revoked connection's tools are still listed"
+    );
+    let approval = app
+        .admin(Method::GET, &format!("/approvals/{held}"), None)
+        .await;
     assert_eq!(approval["status"], "needs_reconnection", "{approval}");
-    let err = client.try_call("crm__get_contact", json!({ "id": "c_1" })).await.expect_err("a revoked connection still serves");
+    let err = client
+        .try_call("crm__get_contact", json!({ "id": "c_1" }))
+        .await
+        .expect_err("a revoked connection still serves");
     assert!(err.contains("unknown tool"), "{err}");
 
     // The paused approval cannot be approved into an execution either.
     let (status, body) = app
-        .api(Method::POST, &format!("/approvals/{held}/approve"), &acme.approver_token, Some(json!({ "reason": "late" })))
+        .api(
+            Method::POST,
+            &format!("/approvals/{held}/approve"),
+            &acme.approver_token,
+            Some(json!({ "reason": "late" })),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    client.try_call("crm__send_email", send).await.expect_err("a revoked connection still executes");
+    client
+        .try_call("crm__send_email", send)
+        .await
+        .expect_err("a revoked connection still executes");
     assert!(effect_lines(&acme.effect_log).is_empty());
 
-    let connections = app.admin(Method::GET, "/tenants/acme/connections", None).await;
+    let connections = app
+        .admin(Method::GET, "/tenants/acme/connections", None)
+        .await;
     assert!(connections[0]["revoked_at"].is_i64(), "{connections}");
     // Revoking twice: the connection is no longer active, so there is nothing to revoke.
     let (status, _) = app
-        .api(Method::POST, &format!("/tenants/acme/connections/{}/revoke", acme.connection_id), &app.admin_token, None)
+        .api(
+            Method::POST,
+            &format!("/tenants/acme/connections/{}/revoke", acme.connection_id),
+            &app.admin_token,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_belongs_to_the_agent_that_opened_it() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let (_, other_token) = agent_with_grant(&app, &acme, "other", "*").await;
+    let session = raw_legacy_session(&app, "acme", &acme.agent_token).await;
+    let mut headers = JSON_AND_SSE.to_vec();
+    headers.extend([
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ]);
+    let send = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                       "params": { "name": "crm__send_email", "arguments": { "to": "a@example.com", "subject": "s", "body": "b" } } });
+
+    // Another agent of the same tenant presenting the session id: as if it did not exist.
+    let hijack = raw_post(
+        &app.http,
+        &app.mcp_url("acme"),
+        Some(&other_token),
+        &headers,
+        send.to_string(),
+    )
+    .await;
+    assert_eq!(hijack.status, StatusCode::NOT_FOUND, "{}", hijack.text);
+    assert!(
+        approvals_of(&app, "acme").await.is_empty(),
+        "the hijacked session held an action"
+    );
+
+    // Its owner uses it normally.
+    let own = raw_post(
+        &app.http,
+        &app.mcp_url("acme"),
+        Some(&acme.agent_token),
+        &headers,
+        send.to_string(),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    assert_eq!(
+        own.result().expect("result")["structuredContent"]["status"],
+        "pending_approval",
+        "{}",
+        own.text
+    );
+    let approvals = approvals_of(&app, "acme").await;
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0]["agent"], acme.agent_id.as_str());
+    assert!(effect_lines(&acme.effect_log).is_empty());
     app.stop().await;
 }

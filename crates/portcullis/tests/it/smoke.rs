@@ -8,17 +8,30 @@ async fn read_is_free_send_is_held_then_executes_once_after_approval() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
-    assert_eq!(client.protocol_version(), rmcp::model::ProtocolVersion::V_2026_07_28);
-    assert!(client.tool_names().await.contains(&"crm__get_contact".to_owned()));
+    assert_eq!(
+        client.protocol_version(),
+        rmcp::model::ProtocolVersion::V_2026_07_28
+    );
+    assert!(
+        client
+            .tool_names()
+            .await
+            .contains(&"crm__get_contact".to_owned())
+    );
 
-    let read = client.call("crm__get_contact", json!({ "id": "c_1" })).await;
+    let read = client
+        .call("crm__get_contact", json!({ "id": "c_1" }))
+        .await;
     assert_eq!(status(&read), "ok");
     assert_eq!(structured(&read)["name"], "Ada Lovelace");
 
     let send = json!({ "to": "ada@example.com", "subject": "Hi", "body": "Hello" });
     let held = client.call("crm__send_email", send.clone()).await;
     let id = approval_id(&held);
-    assert!(effect_lines(&acme.effect_log).is_empty(), "nothing executed before approval");
+    assert!(
+        effect_lines(&acme.effect_log).is_empty(),
+        "nothing executed before approval"
+    );
 
     app.approve(&acme, &id).await;
     let executed = client.call("crm__send_email", send.clone()).await;
@@ -27,6 +40,10 @@ async fn read_is_free_send_is_held_then_executes_once_after_approval() {
 
     let again = client.call("crm__send_email", send).await;
     assert_ne!(approval_id(&again), id, "a used approval is not reused");
-    assert_eq!(effect_lines(&acme.effect_log).len(), 1, "executed exactly once");
+    assert_eq!(
+        effect_lines(&acme.effect_log).len(),
+        1,
+        "executed exactly once"
+    );
     app.stop().await;
 }

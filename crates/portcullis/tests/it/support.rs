@@ -8,12 +8,16 @@ use portcullis_server::config::Config;
 use portcullis_server::state::AppState;
 use portcullis_server::{Application, BuildOptions};
 use reqwest::StatusCode;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProgressNotificationParam, ProtocolVersion};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, JsonObject, ProgressNotificationParam, ProtocolVersion,
+};
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt as _, RoleClient, ServiceExt as _};
-use serde_json::{json, Value};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{
+    ClientHandler, ClientLifecycleMode, ClientServiceExt as _, RoleClient, ServiceExt as _,
+};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,12 +90,26 @@ impl TestApp {
         config.audit.checkpoint_interval_secs = 0;
         tweak(&mut config);
         let clock = Clock::manual(Clock::System.now());
-        let mut app = Application::build(config, BuildOptions { clock: clock.clone(), demo_upstream_command: None })
-            .await
-            .expect("build application");
-        let admin_token = app.first_start.admin_token.take().expect("bootstrap admin token on first start").expose().to_owned();
+        let mut app = Application::build(
+            config,
+            BuildOptions {
+                clock: clock.clone(),
+                demo_upstream_command: None,
+            },
+        )
+        .await
+        .expect("build application");
+        let admin_token = app
+            .first_start
+            .admin_token
+            .take()
+            .expect("bootstrap admin token on first start")
+            .expose()
+            .to_owned();
         let state = app.state().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.serve(listener, async move {
@@ -130,8 +148,17 @@ impl TestApp {
     }
 
     /// Call the admin API as `token`; returns the status and the JSON body.
-    pub async fn api(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}/admin/v1{path}", self.base)).bearer_auth(token);
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/admin/v1{path}", self.base))
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -144,7 +171,10 @@ impl TestApp {
     /// Admin API call as the bootstrap admin that must succeed.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, value) = self.api(method, path, &self.admin_token, body).await;
-        assert!(status.is_success(), "admin {path} failed with {status}: {value}");
+        assert!(
+            status.is_success(),
+            "admin {path} failed with {status}: {value}"
+        );
         value
     }
 
@@ -152,7 +182,9 @@ impl TestApp {
     /// token for it and an approver; waits until the upstream is connected.
     pub async fn seed_tenant(&self, name: &str) -> Tenant {
         use reqwest::Method;
-        let tenant = self.admin(Method::POST, "/tenants", Some(json!({ "name": name }))).await;
+        let tenant = self
+            .admin(Method::POST, "/tenants", Some(json!({ "name": name })))
+            .await;
         let effect_log = self.dir.path().join(format!("{name}-effects.jsonl"));
         let variant_file = self.dir.path().join(format!("{name}-variant"));
         let connection = self
@@ -170,10 +202,27 @@ impl TestApp {
             )
             .await;
         let connection_id = connection["id"].as_str().expect("connection id").to_owned();
-        let agent = self.admin(Method::POST, &format!("/tenants/{name}/agents"), Some(json!({ "name": "agent" }))).await;
+        let agent = self
+            .admin(
+                Method::POST,
+                &format!("/tenants/{name}/agents"),
+                Some(json!({ "name": "agent" })),
+            )
+            .await;
         let agent_id = agent["id"].as_str().expect("agent id").to_owned();
-        self.admin(Method::POST, &format!("/tenants/{name}/grants"), Some(json!({ "agent": agent_id, "connection": connection_id }))).await;
-        let token = self.admin(Method::POST, &format!("/tenants/{name}/agents/{agent_id}/tokens"), Some(json!({}))).await;
+        self.admin(
+            Method::POST,
+            &format!("/tenants/{name}/grants"),
+            Some(json!({ "agent": agent_id, "connection": connection_id })),
+        )
+        .await;
+        let token = self
+            .admin(
+                Method::POST,
+                &format!("/tenants/{name}/agents/{agent_id}/tokens"),
+                Some(json!({})),
+            )
+            .await;
         let approver = self
             .admin(Method::POST, "/admins", Some(json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name })))
             .await;
@@ -184,7 +233,10 @@ impl TestApp {
             connection_id,
             agent_id,
             agent_token: token["token"].as_str().expect("token").to_owned(),
-            approver_token: approver["token"].as_str().expect("approver token").to_owned(),
+            approver_token: approver["token"]
+                .as_str()
+                .expect("approver token")
+                .to_owned(),
             effect_log,
             variant_file,
         }
@@ -193,18 +245,28 @@ impl TestApp {
     /// Wait until a connection's upstream is connected and its tools are synced.
     pub async fn wait_ready(&self, connection_id: &str) {
         let id = connection_id.parse().expect("connection id");
-        assert!(self.state.upstreams.wait_ready(&id, WAIT).await, "upstream {connection_id} did not become ready");
+        assert!(
+            self.state.upstreams.wait_ready(&id, WAIT).await,
+            "upstream {connection_id} did not become ready"
+        );
     }
 
     /// Connect an MCP client to a tenant's endpoint with `token`.
     pub async fn client(&self, tenant: &str, token: &str, era: Era) -> Client {
-        connect(&self.mcp_url(tenant), token, era).await.expect("mcp client connects")
+        connect(&self.mcp_url(tenant), token, era)
+            .await
+            .expect("mcp client connects")
     }
 
     /// Approve as the tenant's approver; returns the approval JSON.
     pub async fn approve(&self, tenant: &Tenant, approval_id: &str) -> Value {
         let (status, body) = self
-            .api(reqwest::Method::POST, &format!("/approvals/{approval_id}/approve"), &tenant.approver_token, Some(json!({ "reason": "test" })))
+            .api(
+                reqwest::Method::POST,
+                &format!("/approvals/{approval_id}/approve"),
+                &tenant.approver_token,
+                Some(json!({ "reason": "test" })),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "approve failed: {body}");
         body
@@ -220,7 +282,10 @@ impl TestApp {
             .await?;
         let mut affected = 0;
         for statement in sql.split(";;") {
-            affected += sqlx::query(statement).execute(&mut conn).await?.rows_affected();
+            affected += sqlx::query(statement)
+                .execute(&mut conn)
+                .await?
+                .rows_affected();
         }
         Ok(affected)
     }
@@ -228,14 +293,21 @@ impl TestApp {
 
 /// Connect an MCP client; errors are returned so tests can assert refusals.
 pub async fn connect(url: &str, token: &str, era: Era) -> Result<Client, String> {
-    let transport = StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()));
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
+    );
     let (handler, inbox) = RecordingClient::new();
     let running = tokio::time::timeout(WAIT, async {
         match era {
             Era::Initialize => handler.serve(transport).await,
             Era::Discover => {
                 handler
-                    .serve_with_lifecycle(transport, ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] })
+                    .serve_with_lifecycle(
+                        transport,
+                        ClientLifecycleMode::Discover {
+                            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                        },
+                    )
                     .await
             }
         }
@@ -243,7 +315,10 @@ pub async fn connect(url: &str, token: &str, era: Era) -> Result<Client, String>
     .await
     .map_err(|_| "client start timed out".to_owned())?
     .map_err(|e| e.to_string())?;
-    Ok(Client { running, inbox: tokio::sync::Mutex::new(inbox) })
+    Ok(Client {
+        running,
+        inbox: tokio::sync::Mutex::new(inbox),
+    })
 }
 
 /// An MCP client plus what the server pushed to it.
@@ -255,11 +330,18 @@ pub struct Client {
 impl Client {
     /// The protocol version the gateway agreed to.
     pub fn protocol_version(&self) -> ProtocolVersion {
-        self.running.peer_info().expect("server info").protocol_version.clone()
+        self.running
+            .peer_info()
+            .expect("server info")
+            .protocol_version
+            .clone()
     }
 
     pub async fn tool_names(&self) -> Vec<String> {
-        let tools = tokio::time::timeout(WAIT, self.running.list_all_tools()).await.expect("tools/list timed out").expect("tools/list");
+        let tools = tokio::time::timeout(WAIT, self.running.list_all_tools())
+            .await
+            .expect("tools/list timed out")
+            .expect("tools/list");
         let mut names: Vec<String> = tools.into_iter().map(|t| t.name.to_string()).collect();
         names.sort();
         names
@@ -267,19 +349,29 @@ impl Client {
 
     /// Call a tool; protocol-level errors come back as `Err(message)`.
     pub async fn try_call(&self, tool: &str, arguments: Value) -> Result<CallToolResult, String> {
-        let Value::Object(arguments) = arguments else { panic!("arguments must be an object") };
+        let Value::Object(arguments) = arguments else {
+            panic!("arguments must be an object")
+        };
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
-        tokio::time::timeout(WAIT, self.running.call_tool(params)).await.map_err(|_| "call timed out".to_owned())?.map_err(|e| e.to_string())
+        tokio::time::timeout(WAIT, self.running.call_tool(params))
+            .await
+            .map_err(|_| "call timed out".to_owned())?
+            .map_err(|e| e.to_string())
     }
 
     pub async fn call(&self, tool: &str, arguments: Value) -> CallToolResult {
-        self.try_call(tool, arguments).await.unwrap_or_else(|e| panic!("{tool} failed: {e}"))
+        self.try_call(tool, arguments)
+            .await
+            .unwrap_or_else(|e| panic!("{tool} failed: {e}"))
     }
 }
 
 /// The structured content of any result (including held and denied ones).
 pub fn structured(result: &CallToolResult) -> &Value {
-    result.structured_content.as_ref().expect("structured content")
+    result
+        .structured_content
+        .as_ref()
+        .expect("structured content")
 }
 
 /// The `status` field of a gateway answer (`pending_approval`, `denied`, …), or `ok` for a
@@ -295,14 +387,24 @@ pub fn status(result: &CallToolResult) -> String {
 
 /// The approval id named by a `pending_approval` answer.
 pub fn approval_id(result: &CallToolResult) -> String {
-    assert_eq!(status(result), "pending_approval", "expected a hold: {result:?}");
-    structured(result)["approval_id"].as_str().expect("approval id").to_owned()
+    assert_eq!(
+        status(result),
+        "pending_approval",
+        "expected a hold: {result:?}"
+    );
+    structured(result)["approval_id"]
+        .as_str()
+        .expect("approval id")
+        .to_owned()
 }
 
 /// The effect log's lines (empty when the file does not exist yet).
 pub fn effect_lines(path: &Path) -> Vec<Value> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.lines().map(|line| serde_json::from_str(line).expect("effect line is JSON")).collect(),
+        Ok(text) => text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("effect line is JSON"))
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => panic!("reading effect log: {e}"),
     }
@@ -331,18 +433,34 @@ impl RecordingClient {
     pub fn new() -> (Self, Inbox) {
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (logs_tx, logs) = mpsc::unbounded_channel();
-        (Self { progress: progress_tx, logs: logs_tx }, Inbox { progress, logs })
+        (
+            Self {
+                progress: progress_tx,
+                logs: logs_tx,
+            },
+            Inbox { progress, logs },
+        )
     }
 }
 
 impl ClientHandler for RecordingClient {
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         let _ = self.progress.send(params);
     }
 
     #[allow(deprecated)]
-    async fn on_logging_message(&self, params: rmcp::model::LoggingMessageNotificationParam, _context: NotificationContext<RoleClient>) {
-        let _ = self.logs.send(serde_json::to_value(&params).expect("log params serialise"));
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self
+            .logs
+            .send(serde_json::to_value(&params).expect("log params serialise"));
     }
 }
 
@@ -363,7 +481,10 @@ fn tracing_subscriber_init() -> Result<(), ()> {
 // ---- raw HTTP on the MCP endpoint and audit reads (access, tenants, bad_input, protocol)
 
 /// `Content-Type` and `Accept` a streamable-HTTP POST must carry.
-pub const JSON_AND_SSE: [(&str, &str); 2] = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+pub const JSON_AND_SSE: [(&str, &str); 2] = [
+    ("content-type", "application/json"),
+    ("accept", "application/json, text/event-stream"),
+];
 
 /// A raw HTTP answer from the MCP endpoint.
 #[derive(Debug)]
@@ -391,21 +512,34 @@ impl RawReply {
 
     /// The first JSON-RPC error code in the body.
     pub fn error_code(&self) -> Option<i64> {
-        self.messages().iter().find_map(|m| m["error"]["code"].as_i64())
+        self.messages()
+            .iter()
+            .find_map(|m| m["error"]["code"].as_i64())
     }
 
     /// The first JSON-RPC result in the body.
     pub fn result(&self) -> Option<Value> {
-        self.messages().into_iter().find_map(|m| m.get("result").cloned())
+        self.messages()
+            .into_iter()
+            .find_map(|m| m.get("result").cloned())
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 }
 
 /// POST `body` to `url` with `token` (if any) and exactly `headers`; waits for the whole body.
-pub async fn raw_post(http: &reqwest::Client, url: &str, token: Option<&str>, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> RawReply {
+pub async fn raw_post(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> RawReply {
     let mut request = http.post(url).body(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -418,7 +552,11 @@ pub async fn raw_post(http: &reqwest::Client, url: &str, token: Option<&str>, he
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
-        RawReply { status, headers, text }
+        RawReply {
+            status,
+            headers,
+            text,
+        }
     })
     .await
     .expect("raw POST answered in time")
@@ -441,7 +579,13 @@ pub fn tools_call_2026(id: i64, name: &str, arguments: Value) -> Value {
 }
 
 /// POST one 2026-07-28 request with the standard headers (`Mcp-Name` as given).
-pub async fn post_2026(app: &TestApp, tenant: &str, token: &str, body: &Value, mcp_name: Option<&str>) -> RawReply {
+pub async fn post_2026(
+    app: &TestApp,
+    tenant: &str,
+    token: &str,
+    body: &Value,
+    mcp_name: Option<&str>,
+) -> RawReply {
     let method = body["method"].as_str().expect("request method").to_owned();
     let mut headers = JSON_AND_SSE.to_vec();
     headers.push(("mcp-protocol-version", "2026-07-28"));
@@ -449,21 +593,51 @@ pub async fn post_2026(app: &TestApp, tenant: &str, token: &str, body: &Value, m
     if let Some(name) = mcp_name {
         headers.push(("mcp-name", name));
     }
-    raw_post(&app.http, &app.mcp_url(tenant), Some(token), &headers, body.to_string()).await
+    raw_post(
+        &app.http,
+        &app.mcp_url(tenant),
+        Some(token),
+        &headers,
+        body.to_string(),
+    )
+    .await
 }
 
 /// Open a legacy session with a raw `initialize` (+ `notifications/initialized`); returns its id.
 pub async fn raw_legacy_session(app: &TestApp, tenant: &str, token: &str) -> String {
     let url = app.mcp_url(tenant);
-    let init = raw_post(&app.http, &url, Some(token), &JSON_AND_SSE, initialize_request(1).to_string()).await;
+    let init = raw_post(
+        &app.http,
+        &url,
+        Some(token),
+        &JSON_AND_SSE,
+        initialize_request(1).to_string(),
+    )
+    .await;
     assert_eq!(init.status, StatusCode::OK, "initialize: {}", init.text);
-    assert!(init.result().is_some(), "initialize answered: {}", init.text);
+    assert!(
+        init.result().is_some(),
+        "initialize answered: {}",
+        init.text
+    );
     let session = init.header("mcp-session-id").expect("legacy session id");
     let mut headers = JSON_AND_SSE.to_vec();
     headers.push(("mcp-session-id", &session));
     headers.push(("mcp-protocol-version", "2025-11-25"));
-    let initialized = raw_post(&app.http, &url, Some(token), &headers, json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string()).await;
-    assert!(initialized.status.is_success(), "initialized: {} {}", initialized.status, initialized.text);
+    let initialized = raw_post(
+        &app.http,
+        &url,
+        Some(token),
+        &headers,
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string(),
+    )
+    .await;
+    assert!(
+        initialized.status.is_success(),
+        "initialized: {} {}",
+        initialized.status,
+        initialized.text
+    );
     session
 }
 
@@ -472,13 +646,23 @@ pub async fn audit_events_of(app: &TestApp, token: &str, tenant: &str) -> Vec<Va
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let (status, page) = app.api(reqwest::Method::GET, &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"), token, None).await;
+        let (status, page) = app
+            .api(
+                reqwest::Method::GET,
+                &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"),
+                token,
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "audit events: {page}");
         let items = page.as_array().expect("audit page is a list").clone();
         if items.is_empty() {
             return out;
         }
-        after = items.last().and_then(|e| e["seq"].as_i64()).expect("event seq");
+        after = items
+            .last()
+            .and_then(|e| e["seq"].as_i64())
+            .expect("event seq");
         out.extend(items);
     }
 }
@@ -490,7 +674,13 @@ pub fn events_of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// Approvals of a tenant as the bootstrap admin.
 pub async fn approvals_of(app: &TestApp, tenant: &str) -> Vec<Value> {
-    let list = app.admin(reqwest::Method::GET, &format!("/approvals?tenant={tenant}"), None).await;
+    let list = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/approvals?tenant={tenant}"),
+            None,
+        )
+        .await;
     list.as_array().expect("approvals list").clone()
 }
 
@@ -513,14 +703,21 @@ impl CliRun {
 /// Run the real binary in `cwd` with no inherited `PORTCULLIS_*` variables, plus `env`.
 pub async fn run_cli(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> CliRun {
     let mut command = tokio::process::Command::new(BIN);
-    command.args(args).current_dir(cwd).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PORTCULLIS_") {
             command.env_remove(key);
         }
     }
     command.envs(env.iter().copied());
-    let output = tokio::time::timeout(WAIT, command.output()).await.expect("cli timed out").expect("cli runs");
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("cli timed out")
+        .expect("cli runs");
     CliRun {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -539,7 +736,10 @@ where
         if check().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -552,7 +752,15 @@ impl TestApp {
 
     /// Run an admin CLI command against this server as `token`.
     pub async fn cli_as(&self, token: &str, args: &[&str]) -> CliRun {
-        run_cli(self.dir.path(), args, &[("PORTCULLIS_URL", &self.base), ("PORTCULLIS_ADMIN_TOKEN", token)]).await
+        run_cli(
+            self.dir.path(),
+            args,
+            &[
+                ("PORTCULLIS_URL", &self.base),
+                ("PORTCULLIS_ADMIN_TOKEN", token),
+            ],
+        )
+        .await
     }
 
     /// Run a command that reads the data folder directly (`audit …`, `public-key`).
@@ -563,7 +771,8 @@ impl TestApp {
 
     /// One approval as the bootstrap admin sees it.
     pub async fn approval(&self, id: &str) -> Value {
-        self.admin(reqwest::Method::GET, &format!("/approvals/{id}"), None).await
+        self.admin(reqwest::Method::GET, &format!("/approvals/{id}"), None)
+            .await
     }
 
     /// Every audit event of a tenant, oldest first, through the admin API.
@@ -571,7 +780,13 @@ impl TestApp {
         let mut out: Vec<Value> = Vec::new();
         loop {
             let after = out.last().map_or(0, |e| e["seq"].as_i64().expect("seq"));
-            let page = self.admin(reqwest::Method::GET, &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"), None).await;
+            let page = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"),
+                    None,
+                )
+                .await;
             let page = page.as_array().expect("events array").clone();
             if page.is_empty() {
                 return out;
@@ -583,12 +798,24 @@ impl TestApp {
 
 /// The audit kinds of a list of events, in order.
 pub fn kinds(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["kind"].as_str().unwrap_or_default().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// Call an admin API at any base URL (for gateways running as child processes).
-pub async fn api_at(http: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = http.request(method, format!("{base}/admin/v1{path}")).bearer_auth(token);
+pub async fn api_at(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http
+        .request(method, format!("{base}/admin/v1{path}"))
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -599,11 +826,20 @@ pub async fn api_at(http: &reqwest::Client, base: &str, method: reqwest::Method,
 
 /// [`TestApp::seed_tenant`] against any gateway: same shapes, files under `files`; waits until
 /// the connection reports `ready` over the admin API.
-pub async fn seed_tenant_at(http: &reqwest::Client, base: &str, admin_token: &str, files: &Path, name: &str) -> Tenant {
+pub async fn seed_tenant_at(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    files: &Path,
+    name: &str,
+) -> Tenant {
     use reqwest::Method;
     let admin = |method: Method, path: String, body: Value| async move {
         let (status, value) = api_at(http, base, method, &path, admin_token, Some(body)).await;
-        assert!(status.is_success(), "admin {path} failed with {status}: {value}");
+        assert!(
+            status.is_success(),
+            "admin {path} failed with {status}: {value}"
+        );
         value
     };
     let tenant = admin(Method::POST, "/tenants".into(), json!({ "name": name })).await;
@@ -623,11 +859,31 @@ pub async fn seed_tenant_at(http: &reqwest::Client, base: &str, admin_token: &st
     )
     .await;
     let connection_id = connection["id"].as_str().expect("connection id").to_owned();
-    let agent = admin(Method::POST, format!("/tenants/{name}/agents"), json!({ "name": "agent" })).await;
+    let agent = admin(
+        Method::POST,
+        format!("/tenants/{name}/agents"),
+        json!({ "name": "agent" }),
+    )
+    .await;
     let agent_id = agent["id"].as_str().expect("agent id").to_owned();
-    admin(Method::POST, format!("/tenants/{name}/grants"), json!({ "agent": agent_id, "connection": connection_id })).await;
-    let token = admin(Method::POST, format!("/tenants/{name}/agents/{agent_id}/tokens"), json!({})).await;
-    let approver = admin(Method::POST, "/admins".into(), json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name })).await;
+    admin(
+        Method::POST,
+        format!("/tenants/{name}/grants"),
+        json!({ "agent": agent_id, "connection": connection_id }),
+    )
+    .await;
+    let token = admin(
+        Method::POST,
+        format!("/tenants/{name}/agents/{agent_id}/tokens"),
+        json!({}),
+    )
+    .await;
+    let approver = admin(
+        Method::POST,
+        "/admins".into(),
+        json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name }),
+    )
+    .await;
     wait_connection_ready(http, base, admin_token, name, &connection_id).await;
     Tenant {
         name: name.to_owned(),
@@ -635,21 +891,42 @@ pub async fn seed_tenant_at(http: &reqwest::Client, base: &str, admin_token: &st
         connection_id,
         agent_id,
         agent_token: token["token"].as_str().expect("token").to_owned(),
-        approver_token: approver["token"].as_str().expect("approver token").to_owned(),
+        approver_token: approver["token"]
+            .as_str()
+            .expect("approver token")
+            .to_owned(),
         effect_log,
         variant_file,
     }
 }
 
 /// Wait until the admin API reports a connection's upstream as `ready`.
-pub async fn wait_connection_ready(http: &reqwest::Client, base: &str, token: &str, tenant: &str, connection_id: &str) {
-    eventually(&format!("connection {connection_id} to be ready"), || async {
-        let (status, list) = api_at(http, base, reqwest::Method::GET, &format!("/tenants/{tenant}/connections"), token, None).await;
-        status.is_success()
-            && list
-                .as_array()
-                .is_some_and(|cs| cs.iter().any(|c| c["id"] == connection_id && c["status"]["state"] == "ready"))
-    })
+pub async fn wait_connection_ready(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tenant: &str,
+    connection_id: &str,
+) {
+    eventually(
+        &format!("connection {connection_id} to be ready"),
+        || async {
+            let (status, list) = api_at(
+                http,
+                base,
+                reqwest::Method::GET,
+                &format!("/tenants/{tenant}/connections"),
+                token,
+                None,
+            )
+            .await;
+            status.is_success()
+                && list.as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["id"] == connection_id && c["status"]["state"] == "ready")
+                })
+        },
+    )
     .await;
 }
 
@@ -666,10 +943,21 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Start `portcullis serve` on `data_dir` (port 0) and wait for its "listening" line.
     pub async fn start(cwd: &Path, data_dir: &Path) -> Self {
+        Self::start_with_log_filter(cwd, data_dir, None).await
+    }
+
+    /// [`ServeProcess::start`] with a `log.filter` (`None`: the shipped default).
+    pub async fn start_with_log_filter(cwd: &Path, data_dir: &Path, filter: Option<&str>) -> Self {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
         let mut command = tokio::process::Command::new(BIN);
-        command.arg("serve").current_dir(cwd).stdin(std::process::Stdio::null());
-        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+        command
+            .arg("serve")
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null());
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PORTCULLIS_") || key == "RUST_LOG" {
                 command.env_remove(key);
@@ -678,8 +966,10 @@ impl ServeProcess {
         command
             .env("PORTCULLIS_DATA__DIR", data_dir)
             .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0")
-            .env("PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS", "0")
-            .env("PORTCULLIS_LOG__FILTER", "debug");
+            .env("PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS", "0");
+        if let Some(filter) = filter {
+            command.env("PORTCULLIS_LOG__FILTER", filter);
+        }
         let mut child = command.spawn().expect("portcullis serve starts");
         let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut stderr = child.stderr.take().expect("stderr piped");
@@ -693,7 +983,8 @@ impl ServeProcess {
                 sink.lock().expect("lock").extend_from_slice(&buf[..n]);
             }
         });
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+        let mut lines =
+            tokio::io::BufReader::new(child.stdout.take().expect("stdout piped")).lines();
         let (base, admin_token) = tokio::time::timeout(WAIT, async {
             let mut admin_token = None;
             while let Some(line) = lines.next_line().await.expect("read stdout") {
@@ -710,7 +1001,12 @@ impl ServeProcess {
         .expect("portcullis serve did not start listening");
         // Keep draining standard output so the process never writes into a closed pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base, admin_token, logs }
+        Self {
+            child,
+            base,
+            admin_token,
+            logs,
+        }
     }
 
     pub fn logs(&self) -> String {

@@ -414,7 +414,7 @@ mod tests {
 
         let truncated = &events[..7];
         assert_eq!(
-            verify(&tenant, truncated, &[cp.clone()], &keys),
+            verify(&tenant, truncated, std::slice::from_ref(&cp), &keys),
             Err(ChainBreak::Truncated {
                 size: 10,
                 actual: 7

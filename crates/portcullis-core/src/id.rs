@@ -105,6 +105,14 @@ typed_id!(
     /// An agent session on the MCP endpoint.
     SessionId, "ses");
 
+impl TenantId {
+    /// The pseudo-tenant whose audit chain records events that belong to no tenant (for
+    /// example a failed authentication naming no known tenant, or creating a tenant).
+    pub fn system() -> Self {
+        Self("ten_00000000000000000000000000".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,13 +124,5 @@ mod tests {
         assert!(AgentId::parse(id.as_str()).is_err());
         assert!(TenantId::parse("ten_../../etc").is_err());
         assert!(TenantId::parse("").is_err());
-    }
-}
-
-impl TenantId {
-    /// The pseudo-tenant whose audit chain records events that belong to no tenant (for
-    /// example a failed authentication naming no known tenant, or creating a tenant).
-    pub fn system() -> Self {
-        Self("ten_00000000000000000000000000".to_owned())
     }
 }

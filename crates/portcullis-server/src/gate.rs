@@ -18,7 +18,9 @@ use portcullis_store::{
     Approval, ApprovalStatus, Connection, NewApproval, StoreError, ToolRecord, Verdict,
 };
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolResult, ContentBlock as Content, JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock as Content, JsonObject, Tool, ToolAnnotations,
+};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -103,6 +105,8 @@ pub async fn list_tools(
 
 /// One agent tool call.
 pub struct CallRequest {
+    /// The client declared the tasks extension: answer holds with a task.
+    pub tasks: bool,
     pub name: String,
     pub arguments: Option<JsonObject>,
     pub session: Option<String>,
@@ -125,6 +129,16 @@ fn denied(reasons: &[String]) -> CallToolResult {
         json!({ "status": "denied", "executed": false, "reasons": reasons }),
         true,
     )
+}
+
+/// The answer to a held call: an MCP task when the client supports the tasks extension (the
+/// task is the approval request), otherwise a structured `pending_approval` result.
+fn held(approval: &Approval, tasks: bool, now: i64) -> CallToolResponse {
+    if tasks {
+        CallToolResponse::Task(crate::tasks::created(approval, now))
+    } else {
+        pending(approval).into()
+    }
 }
 
 fn pending(approval: &Approval) -> CallToolResult {
@@ -183,8 +197,9 @@ pub async fn call_tool(
     state: &AppState,
     ctx: &AgentContext,
     req: CallRequest,
-) -> Result<CallToolResult, McpError> {
+) -> Result<CallToolResponse, McpError> {
     let now = state.clock.now();
+    let tasks = req.tasks;
     let Some((connection_name, tool_name)) = req.name.split_once(NAMESPACE_SEPARATOR) else {
         return Err(McpError::invalid_params(
             format!("unknown tool `{}`", req.name),
@@ -267,7 +282,7 @@ pub async fn call_tool(
                 .append_audit(draft, now)
                 .await
                 .map_err(store_error)?;
-            Ok(denied(&reasons))
+            Ok(denied(&reasons).into())
         }
         Decision::Allow(permit) => {
             let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
@@ -278,7 +293,7 @@ pub async fn call_tool(
                 .append_audit(draft, now)
                 .await
                 .map_err(store_error)?;
-            Ok(forward(state, permit, req.agent).await)
+            Ok(forward(state, permit, req.agent).await.into())
         }
         Decision::Hold { effect, reasons } => {
             let live = state
@@ -314,7 +329,7 @@ pub async fn call_tool(
                         .map_err(store_error)?;
                     state.metrics.holds.inc();
                     tracing::info!(approval = %approval.id, tenant = %ctx.tenant_name, "action held for approval");
-                    Ok(pending(&approval))
+                    Ok(held(&approval, tasks, now))
                 }
                 Some(approval) if approval.status == ApprovalStatus::Pending => {
                     let mut draft =
@@ -327,7 +342,7 @@ pub async fn call_tool(
                         .append_audit(draft, now)
                         .await
                         .map_err(store_error)?;
-                    Ok(pending(&approval))
+                    Ok(held(&approval, tasks, now))
                 }
                 Some(approval) if approval.status == ApprovalStatus::Denied => {
                     let reason = format!(
@@ -348,9 +363,11 @@ pub async fn call_tool(
                         .append_audit(draft, now)
                         .await
                         .map_err(store_error)?;
-                    Ok(denied(&[reason]))
+                    Ok(denied(&[reason]).into())
                 }
-                Some(approval) => execute_approved(state, ctx, req, action, approval).await,
+                Some(approval) => execute_approved(state, ctx, req, action, approval)
+                    .await
+                    .map(Into::into),
             }
         }
     }
@@ -460,6 +477,76 @@ async fn execute_approved(
         tracing::error!(error = %e, "could not audit an execution result");
     }
     Ok(result)
+}
+
+/// Run an approved request reached through its task (`tasks/get`) rather than a retried call.
+/// The stored action must still be callable exactly as approved: its connection active, the
+/// tool's current definition the approved one, the agent still granted and in scope.
+pub async fn execute_held(
+    state: &AppState,
+    ctx: &AgentContext,
+    approval: Approval,
+    agent: AgentSide,
+    session: Option<String>,
+) -> Result<CallToolResult, McpError> {
+    let action = approval.action.clone();
+    let connection = state
+        .store
+        .connection(&ctx.tenant, &action.connection)
+        .await;
+    let tool = state
+        .store
+        .tool(&ctx.tenant, &action.connection, &action.tool)
+        .await;
+    let grants = state
+        .store
+        .grants_for_agent(&ctx.tenant, &ctx.agent)
+        .await
+        .map_err(store_error)?;
+    let problem = match (&connection, &tool) {
+        (Err(StoreError::NotFound), _) | (_, Err(StoreError::NotFound)) => {
+            Some("the tool no longer exists")
+        }
+        (Err(_), _) | (_, Err(_)) => {
+            return Err(store_error(StoreError::Unavailable("lookup failed".into())));
+        }
+        (Ok(c), _) if c.revoked_at.is_some() => Some("the connection was revoked"),
+        (_, Ok(t)) if t.current_hash != action.tool_definition_hash => {
+            Some("the tool's definition changed since approval")
+        }
+        (Ok(c), Ok(t))
+            if !grants
+                .iter()
+                .any(|g| g.connection == c.id && (g.tool == "*" || g.tool == t.name)) =>
+        {
+            Some("the tool is no longer granted to this agent")
+        }
+        (Ok(c), Ok(t)) if !ctx.scope_covers(&c.name, &t.name) => {
+            Some("the tool is outside this token's scope")
+        }
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        let mut draft = call_draft(state, ctx, &session, &action, AuditKind::Deny);
+        draft.decision = Some("deny".into());
+        draft.detail = json!({ "approval": approval.id, "reasons": [problem] });
+        state
+            .store
+            .append_audit(draft, state.clock.now())
+            .await
+            .map_err(store_error)?;
+        return Ok(denied(&[format!(
+            "the approved action cannot run as approved: {problem}"
+        )]));
+    }
+    let request = CallRequest {
+        tasks: true,
+        name: String::new(),
+        arguments: None,
+        session,
+        agent,
+    };
+    execute_approved(state, ctx, request, action, approval).await
 }
 
 /// Send a permitted action upstream and turn any failure into a tool error the agent can read.

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod mcp;
 pub mod metrics;
 pub mod state;
+pub mod tasks;
 pub mod upstream;
 
 use crate::bootstrap::BootstrapError;

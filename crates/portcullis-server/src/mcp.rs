@@ -33,7 +33,10 @@ impl McpEndpoint {
             .with_cancellation_token(streams)
             .with_allowed_hosts(state.config.server.allowed_hosts.clone())
             .with_max_request_body_bytes(state.config.server.max_body_bytes);
-        let handler = GatewayHandler { state };
+        let handler = GatewayHandler {
+            state,
+            task_results: Arc::default(),
+        };
         let service = StreamableHttpService::new(
             move || Ok(handler.clone()),
             Arc::new(LocalSessionManager::default()),
@@ -49,6 +52,22 @@ impl McpEndpoint {
 #[derive(Clone)]
 pub struct GatewayHandler {
     state: Arc<AppState>,
+    task_results: Arc<crate::tasks::TaskResults>,
+}
+
+/// The calling agent's side of a request, for forwarding to an upstream.
+fn agent_side(cx: &RequestContext<RoleServer>) -> AgentSide {
+    let capabilities = cx.client_capabilities();
+    AgentSide {
+        peer: cx.peer.clone(),
+        progress_token: cx.meta.get_progress_token(),
+        cancel: cx.ct.clone(),
+        request_id: cx.id.clone(),
+        can_sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
+        can_elicit: capabilities
+            .as_ref()
+            .is_some_and(|c| c.elicitation.is_some()),
+    }
 }
 
 fn agent_of(cx: &RequestContext<RoleServer>) -> Result<AgentContext, McpError> {
@@ -71,7 +90,7 @@ fn session_of(cx: &RequestContext<RoleServer>) -> Option<String> {
 
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_server_info(Implementation::new("portcullis", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Portcullis gateway. Reads and drafts run at once; actions that change the world are held for human approval. \
@@ -96,24 +115,42 @@ impl ServerHandler for GatewayHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let ctx = agent_of(&cx)?;
-        let capabilities = cx.client_capabilities();
-        let agent = AgentSide {
-            peer: cx.peer.clone(),
-            progress_token: cx.meta.get_progress_token(),
-            cancel: cx.ct.clone(),
-            request_id: cx.id.clone(),
-            can_sample: capabilities.as_ref().is_some_and(|c| c.sampling.is_some()),
-            can_elicit: capabilities
-                .as_ref()
-                .is_some_and(|c| c.elicitation.is_some()),
-        };
+        let tasks = cx.client_capabilities().is_some_and(|c| c.supports_tasks());
+        let agent = agent_side(&cx);
         let call = CallRequest {
+            tasks,
             name: request.name.to_string(),
             arguments: request.arguments,
             session: session_of(&cx),
             agent,
         };
-        Ok(gate::call_tool(&self.state, &ctx, call).await?.into())
+        gate::call_tool(&self.state, &ctx, call).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        crate::tasks::get(
+            &self.state,
+            &self.task_results,
+            &ctx,
+            &request.task_id,
+            agent_side(&cx),
+            session_of(&cx),
+        )
+        .await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let ctx = agent_of(&cx)?;
+        crate::tasks::cancel(&self.state, &ctx, &request.task_id).await
     }
 }
 

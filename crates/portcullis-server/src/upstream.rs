@@ -120,17 +120,130 @@ struct InFlight {
 /// Calls in flight on one upstream, keyed by the upstream-side progress token.
 #[derive(Default)]
 struct Routes {
-    calls: Mutex<HashMap<ProgressToken, InFlight>>,
+    inner: Mutex<RouteTable>,
 }
+
+#[derive(Default)]
+struct RouteTable {
+    calls: HashMap<ProgressToken, InFlight>,
+    /// Progress that arrived before its call was registered (the upstream can answer faster
+    /// than `call` records the route). Bounded: stale entries are dropped oldest first.
+    early: Vec<ProgressNotificationParam>,
+}
+
+/// Early progress kept at most (per connection).
+const EARLY_PROGRESS: usize = 256;
 
 impl Routes {
     fn snapshot(&self) -> Vec<InFlight> {
-        self.calls
+        self.inner
             .lock()
             .expect("lock poisoned")
+            .calls
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Register a call; returns progress that arrived for it before registration.
+    fn register(&self, token: ProgressToken, call: InFlight) -> Vec<ProgressNotificationParam> {
+        let mut table = self.inner.lock().expect("lock poisoned");
+        table.calls.insert(token.clone(), call);
+        let (mine, rest) = std::mem::take(&mut table.early)
+            .into_iter()
+            .partition(|p| p.progress_token == token);
+        table.early = rest;
+        mine
+    }
+
+    fn unregister(&self, token: &ProgressToken) {
+        self.inner
+            .lock()
+            .expect("lock poisoned")
+            .calls
+            .remove(token);
+    }
+
+    /// The call a progress notification belongs to, or keep it for a call not yet registered.
+    fn route_progress(
+        &self,
+        params: ProgressNotificationParam,
+    ) -> Option<(InFlight, ProgressNotificationParam)> {
+        let mut table = self.inner.lock().expect("lock poisoned");
+        match table.calls.get(&params.progress_token) {
+            Some(call) => Some((call.clone(), params)),
+            None => {
+                if table.early.len() >= EARLY_PROGRESS {
+                    table.early.remove(0);
+                }
+                table.early.push(params);
+                None
+            }
+        }
+    }
+}
+
+async fn forward_progress(call: &InFlight, mut params: ProgressNotificationParam) {
+    if let Some(token) = &call.agent_token {
+        params.progress_token = token.clone();
+        let _ = call.peer.notify_progress(params).await;
+    }
+}
+
+/// Wraps an upstream transport so that progress and logging notifications reach the calling
+/// agent in wire order, before the response that follows them is handed to rmcp. (rmcp runs
+/// notification handlers on spawned tasks; relying on them alone lets the response overtake
+/// the notifications and the agent's stream close before they are sent.)
+struct InOrder<T> {
+    inner: T,
+    routes: Arc<Routes>,
+}
+
+impl<T> rmcp::transport::Transport<RoleClient> for InOrder<T>
+where
+    T: rmcp::transport::Transport<RoleClient>,
+{
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<RoleClient>> {
+        loop {
+            let message = self.inner.receive().await?;
+            if let JsonRpcMessage::Notification(notification) = &message {
+                match &notification.notification {
+                    ServerNotification::ProgressNotification(progress) => {
+                        if let Some((call, params)) =
+                            self.routes.route_progress(progress.params.clone())
+                        {
+                            forward_progress(&call, params).await;
+                        }
+                        continue;
+                    }
+                    #[allow(deprecated)]
+                    ServerNotification::LoggingMessageNotification(log) => {
+                        // Log messages carry no request id; deliver them to the agents with
+                        // calls in flight on this connection (one tenant: the process is per
+                        // tenant connection).
+                        for call in self.routes.snapshot() {
+                            let _ = call.peer.notify_logging_message(log.params.clone()).await;
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            return Some(message);
+        }
+    }
+
+    fn close(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
     }
 }
 
@@ -162,42 +275,6 @@ impl ClientHandler for UpstreamClient {
             Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(ProtocolVersion::V_2025_11_25)
-    }
-
-    async fn on_progress(
-        &self,
-        mut params: ProgressNotificationParam,
-        _cx: NotificationContext<RoleClient>,
-    ) {
-        let route = self
-            .routes
-            .calls
-            .lock()
-            .expect("lock poisoned")
-            .get(&params.progress_token)
-            .cloned();
-        if let Some(InFlight {
-            peer,
-            agent_token: Some(token),
-            ..
-        }) = route
-        {
-            params.progress_token = token;
-            let _ = peer.notify_progress(params).await;
-        }
-    }
-
-    #[allow(deprecated)]
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _cx: NotificationContext<RoleClient>,
-    ) {
-        // Log messages carry no request id; deliver them to the agents with calls in flight on
-        // this connection (all of one tenant, since the process is per tenant connection).
-        for call in self.routes.snapshot() {
-            let _ = call.peer.notify_logging_message(params.clone()).await;
-        }
     }
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
@@ -439,26 +516,22 @@ impl Upstreams {
             .await
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let upstream_token = handle.progress_token.clone();
-        slot.routes.calls.lock().expect("lock poisoned").insert(
-            upstream_token.clone(),
-            InFlight {
-                peer: agent.peer,
-                agent_token: agent.progress_token,
-                request_id: agent.request_id,
-                can_sample: agent.can_sample,
-                can_elicit: agent.can_elicit,
-            },
-        );
+        let call = InFlight {
+            peer: agent.peer,
+            agent_token: agent.progress_token,
+            request_id: agent.request_id,
+            can_sample: agent.can_sample,
+            can_elicit: agent.can_elicit,
+        };
+        for early in slot.routes.register(upstream_token.clone(), call.clone()) {
+            forward_progress(&call, early).await;
+        }
         let request_id = handle.id.clone();
         let outcome = tokio::select! {
             response = handle.await_response() => Some(response),
             () = agent.cancel.cancelled() => None,
         };
-        slot.routes
-            .calls
-            .lock()
-            .expect("lock poisoned")
-            .remove(&upstream_token);
+        slot.routes.unregister(&upstream_token);
         match outcome {
             None => {
                 let _ = peer
@@ -591,6 +664,7 @@ async fn connect(
     transport: &Transport,
     client: UpstreamClient,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+    let routes = client.routes.clone();
     match transport {
         Transport::Stdio { command, args, env } => {
             let mut cmd = tokio::process::Command::new(command);
@@ -606,14 +680,20 @@ async fn connect(
                 .spawn()
                 .map_err(|e| format!("cannot launch `{command}`: {e}"))?;
             client
-                .serve(transport)
+                .serve(InOrder {
+                    inner: transport,
+                    routes,
+                })
                 .await
                 .map_err(|e| format!("handshake failed: {e}"))
         }
         Transport::Http { url } => {
             let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
             client
-                .serve(transport)
+                .serve(InOrder {
+                    inner: transport,
+                    routes,
+                })
                 .await
                 .map_err(|e| format!("handshake failed: {e}"))
         }

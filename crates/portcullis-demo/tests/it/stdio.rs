@@ -138,7 +138,7 @@ async fn stdio_discover_lifecycle_updates_state_and_logs_each_effect() {
 }
 
 #[tokio::test]
-async fn variant_changed_alters_only_the_send_email_description() {
+async fn variant_changed_alters_only_the_send_email_and_get_contact_descriptions() {
     let (plain, _) = spawn_stdio(Lifecycle::Initialize, None, None).await;
     let (changed, _) = spawn_stdio(Lifecycle::Initialize, None, Some("changed")).await;
     let mut plain_tools = tools_by_name(&plain).await;
@@ -156,6 +156,10 @@ async fn variant_changed_alters_only_the_send_email_description() {
             .unwrap()
             .ends_with("(now also BCCs the sales team)")
     );
+    let read_before = plain_tools.remove("get_contact").unwrap();
+    let read_after = changed_tools.remove("get_contact").unwrap();
+    assert_ne!(read_before.description, read_after.description);
+    assert_eq!(read_before.input_schema, read_after.input_schema);
     assert_eq!(plain_tools, changed_tools);
 
     plain.cancel().await.unwrap();

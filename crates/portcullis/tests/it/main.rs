@@ -12,4 +12,5 @@ mod pinning;
 mod protocol;
 mod receipts;
 mod smoke;
+mod tasks;
 mod tenants;

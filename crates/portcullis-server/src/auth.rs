@@ -204,7 +204,7 @@ pub async fn authenticate_agent(
     if let Some(retry_after_secs) = state.guards.locked(ip, now) {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
-    let path_tenant = match state.store.tenant_by_name(tenant_name).await {
+    let path_tenant = match state.cache.tenant_by_name(&state.store, tenant_name).await {
         Ok(t) => Some(t),
         Err(StoreError::NotFound) => None,
         Err(_) => return Err(AuthRefusal::Unavailable),
@@ -225,8 +225,8 @@ pub async fn authenticate_agent(
         return Err(AuthRefusal::Unauthenticated);
     };
     let auth = match state
-        .store
-        .agent_token_by_hash(&token_hash(presented))
+        .cache
+        .agent_token(&state.store, &token_hash(presented))
         .await
     {
         Ok(auth) => auth,

@@ -39,14 +39,19 @@ async fn visible_tools(
     ctx: &AgentContext,
 ) -> Result<Vec<(Connection, ToolRecord)>, StoreError> {
     let grants = state
-        .store
-        .grants_for_agent(&ctx.tenant, &ctx.agent)
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
         .await?;
     if grants.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for connection in state.store.list_connections(&ctx.tenant).await? {
+    for connection in state
+        .cache
+        .connections(&state.store, &ctx.tenant)
+        .await?
+        .iter()
+    {
         if connection.revoked_at.is_some() {
             continue;
         }
@@ -58,11 +63,16 @@ async fn visible_tools(
         if granted.is_empty() {
             continue;
         }
-        for tool in state.store.tools(&ctx.tenant, &connection.id).await? {
+        for tool in state
+            .cache
+            .tools(&state.store, &ctx.tenant, &connection.id)
+            .await?
+            .iter()
+        {
             if (granted.contains(&"*") || granted.contains(&tool.name.as_str()))
                 && ctx.scope_covers(&connection.name, &tool.name)
             {
-                out.push((connection.clone(), tool));
+                out.push((connection.clone(), tool.clone()));
             }
         }
     }
@@ -209,19 +219,23 @@ pub async fn call_tool(
     // Resolve among what this agent may see; anything else is unknown (not "forbidden"), so
     // ids and names of other tenants or ungranted tools leak nothing.
     let connections = state
-        .store
-        .list_connections(&ctx.tenant)
+        .cache
+        .connections(&state.store, &ctx.tenant)
         .await
         .map_err(store_error)?;
     let connection = connections
-        .into_iter()
-        .find(|c| c.name == connection_name && c.revoked_at.is_none());
+        .iter()
+        .find(|c| c.name == connection_name && c.revoked_at.is_none())
+        .cloned();
     let tool = match &connection {
-        Some(c) => match state.store.tool(&ctx.tenant, &c.id, tool_name).await {
-            Ok(t) => Some(t),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(store_error(e)),
-        },
+        Some(c) => {
+            let tools = state
+                .cache
+                .tools(&state.store, &ctx.tenant, &c.id)
+                .await
+                .map_err(store_error)?;
+            tools.iter().find(|t| t.name == tool_name).cloned()
+        }
         None => None,
     };
     let (Some(connection), Some(tool)) = (connection, tool) else {
@@ -242,8 +256,8 @@ pub async fn call_tool(
         ));
     };
     let grants = state
-        .store
-        .grants_for_agent(&ctx.tenant, &ctx.agent)
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
         .await
         .map_err(store_error)?;
     let granted = grants

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -82,14 +83,17 @@ impl Application {
             }
             None => None,
         };
+        let cache = Arc::new(cache::AccessCache::default());
         let upstreams = upstream::Upstreams::new(
             store.clone(),
+            cache.clone(),
             clock.clone(),
             Duration::from_secs(config.upstream.call_timeout_secs),
             Duration::from_secs(config.upstream.restart_backoff_max_secs),
         );
         let state = Arc::new(AppState {
             config,
+            cache,
             store,
             keys,
             clock,
@@ -122,7 +126,13 @@ impl Application {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_handler))
-            .nest("/admin/v1", admin::router())
+            .nest(
+                "/admin/v1",
+                admin::router().layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    invalidate_after_writes,
+                )),
+            )
             .with_state(state.clone())
             .merge(mcp_routes)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
@@ -166,6 +176,21 @@ impl Application {
         }
         result
     }
+}
+
+/// Every admin write may change what agents can reach: drop cached access data after the
+/// handler ran and before its response leaves, so the next request sees the change.
+async fn invalidate_after_writes(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let writes = request.method() != http::Method::GET && request.method() != http::Method::HEAD;
+    let response = next.run(request).await;
+    if writes {
+        state.cache.invalidate();
+    }
+    response
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

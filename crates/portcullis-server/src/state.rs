@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub struct AppState {
     pub config: Config,
+    pub cache: Arc<crate::cache::AccessCache>,
     pub store: Store,
     pub keys: Arc<KeyRing>,
     pub clock: Clock,

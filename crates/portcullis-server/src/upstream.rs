@@ -370,6 +370,7 @@ pub struct Upstreams {
 struct Inner {
     slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
     store: Store,
+    cache: Arc<crate::cache::AccessCache>,
     clock: Clock,
     call_timeout: Duration,
     max_backoff: Duration,
@@ -377,11 +378,18 @@ struct Inner {
 }
 
 impl Upstreams {
-    pub fn new(store: Store, clock: Clock, call_timeout: Duration, max_backoff: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        cache: Arc<crate::cache::AccessCache>,
+        clock: Clock,
+        call_timeout: Duration,
+        max_backoff: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 store,
+                cache,
                 clock,
                 call_timeout,
                 max_backoff,
@@ -747,5 +755,7 @@ async fn sync_tools(
         )
         .await
         .map_err(|e| format!("cannot store tools: {e}"))?;
+    // A changed definition must be seen as changed by the very next call.
+    inner.cache.invalidate();
     Ok(records.len())
 }

@@ -174,6 +174,12 @@ pub enum ConnectionsCommand {
         tenant: String,
         id: String,
     },
+    /// Reconnect an upstream (restart a stdio process) and re-list its tools.
+    Restart {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+    },
     /// Show a connection's tools with their classification and pins.
     Tools {
         #[arg(long)]
@@ -499,6 +505,13 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 ConnectionsCommand::Revoke { tenant, id } => {
                     c.post(
                         &format!("/tenants/{}/connections/{}/revoke", enc(&tenant), enc(&id)),
+                        json!({}),
+                    )
+                    .await?
+                }
+                ConnectionsCommand::Restart { tenant, id } => {
+                    c.post(
+                        &format!("/tenants/{}/connections/{}/restart", enc(&tenant), enc(&id)),
                         json!({}),
                     )
                     .await?

@@ -1,14 +1,18 @@
-//! Portcullis persistence: one [`Store`] over the embedded SQLite backend (and, later,
-//! PostgreSQL), chosen by the database URL.
+//! Portcullis persistence: one [`Store`] over the embedded SQLite backend or PostgreSQL (for
+//! several replicas), chosen by the database URL.
 //!
 //! INVARIANT: every multi-row invariant lives inside one store method and one transaction: a
 //! mutation and the audit event that records it commit together, or neither does. Callers
 //! never hold a transaction. Every tenant-owned query filters by tenant, so an id from another
-//! tenant is simply "not found".
+//! tenant is simply "not found"; on PostgreSQL, row-level security enforces the same again in
+//! the database.
 
+mod postgres;
 mod records;
+mod rows;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -25,8 +29,14 @@ pub enum StoreError {
     Conflict(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("unsupported database url `{0}` (expected sqlite://…)")]
+    #[error(
+        "unsupported database url scheme `{0}` (expected sqlite://…, postgres://… or postgresql://…)"
+    )]
     UnsupportedUrl(String),
+    #[error("the database schema is newer than this binary")]
+    SchemaTooNew,
+    #[error("the database schema is behind this binary: run `portcullis migrate`")]
+    SchemaBehind,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error")]
@@ -43,6 +53,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.is_unique_violation() => {
                 Self::Conflict("already exists".into())
             }
+            sqlx::Error::Database(ref db) if postgres::is_connection_problem(&**db) => {
+                Self::Unavailable(error.to_string())
+            }
             other => Self::Backend(other),
         }
     }
@@ -50,19 +63,61 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A migration error as a store error: a database that has migrations this binary does not
+/// know is newer than the binary; anything else means the migration could not run.
+pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    match error {
+        sqlx::migrate::MigrateError::VersionMissing(_) => StoreError::SchemaTooNew,
+        other => StoreError::Unavailable(format!("migrations failed: {other}")),
+    }
+}
+
 /// Pool and durability settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Connections for reads (writes always go through one connection on SQLite).
+    /// SQLite: connections for reads (writes always go through one connection).
     pub max_read_connections: u32,
+    /// PostgreSQL: the size of the connection pool, per process.
+    pub max_connections: u32,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_read_connections: 8,
+            max_connections: 16,
         }
     }
+}
+
+/// Bring the schema at `admin_url` up to this binary's migrations; idempotent, and safe to
+/// run from several processes at once.
+///
+/// On PostgreSQL this connects as the schema owner (`Store::open` never migrates there: the
+/// gateway runs as the unprivileged `portcullis_app`, which the first migration creates). On
+/// SQLite it creates the file if needed, as `Store::open` does anyway.
+pub async fn migrate(admin_url: &str) -> StoreResult<()> {
+    if postgres::is_postgres_url(admin_url) {
+        PgStore::migrate(admin_url).await
+    } else if admin_url.starts_with("sqlite:") {
+        SqliteStore::open(admin_url, &StoreOptions::default())
+            .await
+            .map(drop)
+    } else {
+        Err(unsupported_url(admin_url))
+    }
+}
+
+/// Names only the scheme: the rest of a database URL may hold a password.
+fn unsupported_url(url: &str) -> StoreError {
+    StoreError::UnsupportedUrl(
+        url.split(':')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(16)
+            .collect(),
+    )
 }
 
 /// The store. An enum, not a trait: there are exactly two backends and a missing method
@@ -70,25 +125,32 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $body:expr) => {
         match $self {
             Store::Sqlite($s) => $body,
+            Store::Postgres($s) => $body,
         }
     };
 }
 
 impl Store {
-    /// Open (creating if needed) the database named by `url` and run its migrations.
+    /// Open the database named by `url`.
+    ///
+    /// SQLite (`sqlite://…`): created if needed and migrated. PostgreSQL (`postgres://…` or
+    /// `postgresql://…`): never migrated here; refused with [`StoreError::SchemaBehind`] or
+    /// [`StoreError::SchemaTooNew`] unless its schema is exactly this binary's, and refused if
+    /// the role it connects as bypasses row-level security.
     pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        if url.starts_with("sqlite:") {
+        if postgres::is_postgres_url(url) {
+            Ok(Self::Postgres(PgStore::open(url, options).await?))
+        } else if url.starts_with("sqlite:") {
             Ok(Self::Sqlite(SqliteStore::open(url, options).await?))
         } else {
-            Err(StoreError::UnsupportedUrl(
-                url.chars().take(16).collect::<String>() + "…",
-            ))
+            Err(unsupported_url(url))
         }
     }
 

@@ -5,13 +5,12 @@
 //! anyway; funnelling writes through one connection makes each transaction's "read the chain
 //! head, append after it" step race-free without retry loops, and reads use their own pool.
 
+use crate::rows::{self as parse, json, parse_id};
 use crate::*;
 use portcullis_core::audit::{AuditKind, GENESIS_HASH};
 use portcullis_core::effect::EffectClass;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,22 +21,6 @@ pub struct SqliteStore {
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("records serialise")
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
-}
-
-fn parse_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(text: String) -> StoreResult<T> {
-    T::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn parse_effect(text: &str) -> StoreResult<EffectClass> {
-    EffectClass::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 impl SqliteStore {
     pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
@@ -56,7 +39,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+            .map_err(crate::migrate_error)?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_read_connections.max(1))
             .connect_with(connect.read_only(true))
@@ -149,20 +132,12 @@ impl SqliteStore {
         Ok(tenant)
     }
 
-    fn tenant_row(row: SqliteRow) -> StoreResult<Tenant> {
-        Ok(Tenant {
-            id: parse_id(row.get("id"))?,
-            name: row.get("name"),
-            created_at: row.get("created_at"),
-        })
-    }
-
     pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Tenant> {
         let row = sqlx::query("SELECT * FROM tenants WHERE name = ?")
             .bind(name)
             .fetch_one(&self.read)
             .await?;
-        Self::tenant_row(row)
+        parse::tenant(&row)
     }
 
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
@@ -170,14 +145,14 @@ impl SqliteStore {
             .bind(id.as_str())
             .fetch_one(&self.read)
             .await?;
-        Self::tenant_row(row)
+        parse::tenant(&row)
     }
 
     pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         let rows = sqlx::query("SELECT * FROM tenants ORDER BY created_at")
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter().map(Self::tenant_row).collect()
+        parse::all(rows, parse::tenant)
     }
 
     pub async fn create_admin(
@@ -218,35 +193,13 @@ impl SqliteStore {
             .bind(hash)
             .fetch_one(&self.read)
             .await?;
-        let role: String = row.get("role");
-        Ok(Admin {
-            id: parse_id(row.get("id"))?,
-            name: row.get("name"),
-            role: AdminRole::parse(&role)
-                .ok_or_else(|| StoreError::Corrupt(format!("role `{role}`")))?,
-            tenant: row
-                .get::<Option<String>, _>("tenant_id")
-                .map(parse_id)
-                .transpose()?,
-            created_at: row.get("created_at"),
-            revoked_at: row.get("revoked_at"),
-        })
+        parse::admin(&row)
     }
 
     pub async fn count_admins(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM admins")
             .fetch_one(&self.read)
             .await?)
-    }
-
-    fn agent_row(row: SqliteRow) -> StoreResult<Agent> {
-        Ok(Agent {
-            id: parse_id(row.get("id"))?,
-            tenant: parse_id(row.get("tenant_id"))?,
-            name: row.get("name"),
-            created_at: row.get("created_at"),
-            revoked_at: row.get("revoked_at"),
-        })
     }
 
     pub async fn create_agent(
@@ -293,7 +246,7 @@ impl SqliteStore {
             .bind(tenant.as_str())
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter().map(Self::agent_row).collect()
+        parse::all(rows, parse::agent)
     }
 
     pub async fn revoke_agent(
@@ -389,44 +342,12 @@ impl SqliteStore {
     }
 
     pub async fn agent_token_by_hash(&self, hash: &str) -> StoreResult<AgentAuth> {
-        let row = sqlx::query(
-            "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name \
-             FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
-             JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = ?",
-        )
-        .bind(hash)
-        .fetch_one(&self.read)
-        .await?;
-        let scope: String = row.get("scope");
-        Ok(AgentAuth {
-            token: AgentToken {
-                id: parse_id(row.get("id"))?,
-                tenant: parse_id(row.get("tenant_id"))?,
-                agent: parse_id(row.get("agent_id"))?,
-                scope: parse_json("scope", &scope)?,
-                expires_at: row.get("expires_at"),
-                created_at: row.get("created_at"),
-                revoked_at: row.get("revoked_at"),
-            },
-            agent_name: row.get("agent_name"),
-            agent_revoked: row.get::<Option<i64>, _>("agent_revoked_at").is_some(),
-            tenant_name: row.get("tenant_name"),
-        })
+        let sql = format!("{}?", parse::AGENT_AUTH_SELECT);
+        let row = sqlx::query(&sql).bind(hash).fetch_one(&self.read).await?;
+        parse::agent_auth(&row)
     }
 
     // ---- connections, grants, tools
-
-    fn connection_row(row: SqliteRow) -> StoreResult<Connection> {
-        let transport: String = row.get("transport");
-        Ok(Connection {
-            id: parse_id(row.get("id"))?,
-            tenant: parse_id(row.get("tenant_id"))?,
-            name: row.get("name"),
-            transport: parse_json("transport", &transport)?,
-            created_at: row.get("created_at"),
-            revoked_at: row.get("revoked_at"),
-        })
-    }
 
     pub async fn create_connection(
         &self,
@@ -497,7 +418,7 @@ impl SqliteStore {
             .bind(id.as_str())
             .fetch_one(&self.read)
             .await?;
-        Self::connection_row(row)
+        parse::connection(&row)
     }
 
     pub async fn list_connections(&self, tenant: &TenantId) -> StoreResult<Vec<Connection>> {
@@ -505,7 +426,7 @@ impl SqliteStore {
             .bind(tenant.as_str())
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter().map(Self::connection_row).collect()
+        parse::all(rows, parse::connection)
     }
 
     pub async fn all_active_connections(&self) -> StoreResult<Vec<Connection>> {
@@ -513,7 +434,7 @@ impl SqliteStore {
             sqlx::query("SELECT * FROM connections WHERE revoked_at IS NULL ORDER BY created_at")
                 .fetch_all(&self.read)
                 .await?;
-        rows.into_iter().map(Self::connection_row).collect()
+        parse::all(rows, parse::connection)
     }
 
     async fn require_agent_and_connection(
@@ -600,29 +521,7 @@ impl SqliteStore {
         .bind(agent.as_str())
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(Grant {
-                    agent: parse_id(row.get("agent_id"))?,
-                    connection: parse_id(row.get("connection_id"))?,
-                    tool: row.get("tool"),
-                })
-            })
-            .collect()
-    }
-
-    fn tool_row(row: SqliteRow) -> StoreResult<ToolRecord> {
-        let definition: String = row.get("definition");
-        let effect: String = row.get("effect");
-        Ok(ToolRecord {
-            connection: parse_id(row.get("connection_id"))?,
-            name: row.get("name"),
-            definition: parse_json("definition", &definition)?,
-            pinned_hash: row.get("pinned_hash"),
-            current_hash: row.get("current_hash"),
-            effect: parse_effect(&effect)?,
-            effect_source: row.get("effect_source"),
-        })
+        parse::all(rows, parse::grant)
     }
 
     pub async fn sync_tools(
@@ -706,7 +605,7 @@ impl SqliteStore {
         .bind(connection.as_str())
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter().map(Self::tool_row).collect()
+        parse::all(rows, parse::tool)
     }
 
     pub async fn tool(
@@ -723,7 +622,7 @@ impl SqliteStore {
         .bind(name)
         .fetch_one(&self.read)
         .await?;
-        Self::tool_row(row)
+        parse::tool(&row)
     }
 
     pub async fn classify_tool(
@@ -792,46 +691,6 @@ impl SqliteStore {
 
     // ---- approvals
 
-    const APPROVAL_SELECT: &'static str = "SELECT a.*, c.revoked_at AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
-
-    fn approval_row(row: SqliteRow, now: UnixMillis) -> StoreResult<Approval> {
-        let action: String = row.get("action");
-        let reasons: String = row.get("reasons");
-        let effect: String = row.get("effect");
-        let stored: String = row.get("status");
-        let receipt: Option<String> = row.get("receipt");
-        let expires_at: i64 = row.get("expires_at");
-        let mut status = ApprovalStatus::parse(&stored)
-            .ok_or_else(|| StoreError::Corrupt(format!("status `{stored}`")))?;
-        if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
-            if row.get::<Option<i64>, _>("connection_revoked_at").is_some() {
-                status = ApprovalStatus::NeedsReconnection;
-            } else if now >= expires_at {
-                status = ApprovalStatus::Expired;
-            }
-        }
-        Ok(Approval {
-            id: parse_id(row.get("id"))?,
-            tenant: parse_id(row.get("tenant_id"))?,
-            agent: parse_id(row.get("agent_id"))?,
-            session: row.get("session"),
-            connection: parse_id(row.get("connection_id"))?,
-            tool: row.get("tool"),
-            effect: parse_effect(&effect)?,
-            action: parse_json("action", &action)?,
-            action_hash: row.get("action_hash"),
-            summary: row.get("summary"),
-            reasons: parse_json("reasons", &reasons)?,
-            status,
-            created_at: row.get("created_at"),
-            expires_at,
-            decided_by: row.get("decided_by"),
-            decided_at: row.get("decided_at"),
-            decision_reason: row.get("decision_reason"),
-            receipt: receipt.map(|r| parse_json("receipt", &r)).transpose()?,
-        })
-    }
-
     pub async fn create_approval(
         &self,
         new: NewApproval,
@@ -875,14 +734,14 @@ impl SqliteStore {
     ) -> StoreResult<Approval> {
         let sql = format!(
             "{} WHERE a.tenant_id = ? AND a.id = ?",
-            Self::APPROVAL_SELECT
+            parse::APPROVAL_SELECT
         );
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_one(&self.write)
             .await?;
-        Self::approval_row(row, now)
+        parse::approval(&row, now)
     }
 
     pub async fn live_approval_for(
@@ -895,7 +754,7 @@ impl SqliteStore {
         let sql = format!(
             "{} WHERE a.tenant_id = ? AND a.agent_id = ? AND a.action_hash = ? AND a.status IN ('pending', 'approved', 'denied') AND a.expires_at > ? \
              ORDER BY a.created_at DESC LIMIT 1",
-            Self::APPROVAL_SELECT
+            parse::APPROVAL_SELECT
         );
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
@@ -904,7 +763,7 @@ impl SqliteStore {
             .bind(now)
             .fetch_optional(&self.write)
             .await?;
-        row.map(|r| Self::approval_row(r, now)).transpose()
+        row.map(|r| parse::approval(&r, now)).transpose()
     }
 
     pub async fn find_approval(
@@ -915,40 +774,23 @@ impl SqliteStore {
     ) -> StoreResult<Approval> {
         let sql = format!(
             "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) AND a.id = ?2",
-            Self::APPROVAL_SELECT
+            parse::APPROVAL_SELECT
         );
         let row = sqlx::query(&sql)
             .bind(tenant.map(TenantId::as_str))
             .bind(id.as_str())
             .fetch_one(&self.read)
             .await?;
-        Self::approval_row(row, now)
+        parse::approval(&row, now)
     }
 
     pub async fn list_approvals(&self, filter: &ApprovalFilter) -> StoreResult<Vec<Approval>> {
         // The effective status is derived from the stored status, the expiry and the
-        // connection; the same derivation as `approval_row`, expressed in SQL so a status
-        // filter pages correctly.
-        let status_sql = match filter.status {
-            None => "1",
-            Some(ApprovalStatus::Pending) => {
-                "a.status = 'pending' AND a.expires_at > ?3 AND c.revoked_at IS NULL"
-            }
-            Some(ApprovalStatus::Approved) => {
-                "a.status = 'approved' AND a.expires_at > ?3 AND c.revoked_at IS NULL"
-            }
-            Some(ApprovalStatus::Expired) => {
-                "a.status IN ('pending', 'approved') AND a.expires_at <= ?3 AND c.revoked_at IS NULL"
-            }
-            Some(ApprovalStatus::NeedsReconnection) => {
-                "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL"
-            }
-            Some(ApprovalStatus::Denied) => "a.status = 'denied'",
-            Some(ApprovalStatus::Executed) => "a.status = 'executed'",
-        };
+        // connection, in SQL so a status filter pages correctly.
+        let status_sql = parse::effective_status_condition(filter.status, "?3");
         let sql = format!(
             "{} WHERE (?1 IS NULL OR a.tenant_id = ?1) AND ({status_sql}) AND ?3 IS NOT NULL ORDER BY a.created_at DESC LIMIT ?2",
-            Self::APPROVAL_SELECT
+            parse::APPROVAL_SELECT
         );
         let limit = if filter.limit <= 0 { 100 } else { filter.limit };
         let rows = sqlx::query(&sql)
@@ -957,9 +799,7 @@ impl SqliteStore {
             .bind(filter.now)
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter()
-            .map(|row| Self::approval_row(row, filter.now))
-            .collect()
+        parse::all(rows, |row| parse::approval(row, filter.now))
     }
 
     pub async fn decide_approval(
@@ -974,7 +814,7 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let sql = format!(
             "{} WHERE a.tenant_id = ? AND a.id = ?",
-            Self::APPROVAL_SELECT
+            parse::APPROVAL_SELECT
         );
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
@@ -982,7 +822,7 @@ impl SqliteStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let current = Self::approval_row(row, now)?;
+        let current = parse::approval(&row, now)?;
         if current.status != ApprovalStatus::Pending {
             return Err(StoreError::Conflict(format!(
                 "approval is {}",
@@ -1049,29 +889,6 @@ impl SqliteStore {
 
     // ---- audit
 
-    fn audit_row(row: SqliteRow) -> StoreResult<AuditEvent> {
-        let kind: String = row.get("kind");
-        let detail: String = row.get("detail");
-        Ok(AuditEvent {
-            seq: row.get("seq"),
-            time: row.get("time"),
-            prev_hash: row.get("prev_hash"),
-            hash: row.get("hash"),
-            draft: AuditDraft {
-                tenant: parse_id(row.get("tenant_id"))?,
-                actor: row.get("actor"),
-                session: row.get("session"),
-                kind: AuditKind::parse(&kind)
-                    .ok_or_else(|| StoreError::Corrupt(format!("audit kind `{kind}`")))?,
-                resource: row.get("resource"),
-                decision: row.get("decision"),
-                receipt_id: row.get("receipt_id"),
-                args_hash: row.get("args_hash"),
-                detail: parse_json("detail", &detail)?,
-            },
-        })
-    }
-
     pub async fn audit_page(
         &self,
         tenant: &TenantId,
@@ -1086,7 +903,7 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter().map(Self::audit_row).collect()
+        parse::all(rows, parse::audit_event)
     }
 
     pub async fn audit_query(
@@ -1112,7 +929,7 @@ impl SqliteStore {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        rows.into_iter().map(Self::audit_row).collect()
+        parse::all(rows, parse::audit_event)
     }
 
     pub async fn audit_tenants(&self) -> StoreResult<Vec<TenantId>> {
@@ -1151,18 +968,6 @@ impl SqliteStore {
             .bind(tenant.as_str())
             .fetch_all(&self.read)
             .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(Checkpoint {
-                    body: portcullis_core::audit::CheckpointBody {
-                        tenant: parse_id(row.get("tenant_id"))?,
-                        size: row.get("size"),
-                        head_hash: row.get("head_hash"),
-                        time: row.get("time"),
-                    },
-                    signature: row.get("signature"),
-                })
-            })
-            .collect()
+        parse::all(rows, parse::checkpoint)
     }
 }

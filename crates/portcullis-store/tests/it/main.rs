@@ -1,41 +1,224 @@
-//! Store contract tests: what every backend must guarantee. They run on a fresh SQLite file
-//! per test (the PostgreSQL backend joins this suite when it lands).
+//! Store contract tests: what every backend must guarantee. Each contract test runs on a fresh
+//! SQLite file always, and on a fresh PostgreSQL database when `PORTCULLIS_TEST_POSTGRES_URL`
+//! names a server and a role that may create databases and roles (for example
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Each PostgreSQL test gets its own database,
+//! migrated as that role, and opens the store as `portcullis_app` on it (no password: local
+//! trust authentication); the database is dropped when the test ends.
 
 use portcullis_core::action::Action;
-use portcullis_core::audit::{AuditDraft, AuditKind, ChainVerifier};
+use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::effect::EffectClass;
 use portcullis_core::id::*;
 use portcullis_core::keys::KeyRing;
 use portcullis_core::receipt::{ReceiptBody, SignedReceipt};
 use portcullis_store::*;
 use serde_json::json;
+use sqlx::{ConnectOptions, Connection as _, PgConnection};
 
-const NOW: i64 = 1_800_000_000_000;
+/// One `mod` per contract test with a `sqlite` and a `postgres` test calling the same body
+/// (`async fn name(f: &Fixture)`); the `postgres` one does nothing without a server.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let fixture = crate::Fixture::sqlite().await;
+                super::$name(&fixture).await;
+            }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    url: String,
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(fixture) = crate::Fixture::postgres().await {
+                    super::$name(&fixture).await;
+                }
+            }
+        }
+    )*};
 }
 
-async fn fresh() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
-    Fixture {
-        _dir: dir,
-        store,
-        url,
+mod contract;
+mod postgres;
+
+pub const NOW: i64 = 1_800_000_000_000;
+const POSTGRES_URL_VAR: &str = "PORTCULLIS_TEST_POSTGRES_URL";
+
+pub struct Fixture {
+    // Declared first so the store's connections go before its database does.
+    pub store: Store,
+    pub database: Database,
+}
+
+pub enum Database {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres(PgDatabase),
+}
+
+pub fn options() -> StoreOptions {
+    StoreOptions {
+        max_connections: 8,
+        ..StoreOptions::default()
     }
 }
 
-struct Seeded {
-    tenant: Tenant,
-    agent: Agent,
-    connection: Connection,
+impl Fixture {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, &options()).await.unwrap();
+        Self {
+            store,
+            database: Database::Sqlite { _dir: dir, url },
+        }
+    }
+
+    /// A migrated database of its own, the store opened on it as `portcullis_app`; `None`
+    /// when no PostgreSQL server is configured.
+    pub async fn postgres() -> Option<Self> {
+        let database = PgDatabase::create().await?;
+        migrate(&database.owner_url()).await.unwrap();
+        let store = Store::open(&database.app_url(), &options()).await.unwrap();
+        Some(Self {
+            store,
+            database: Database::Postgres(database),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.database, Database::Postgres(_))
+    }
+
+    /// Run one statement behind the store's back, as the schema owner (on PostgreSQL the
+    /// admin role of the test URL); the error text if the database refuses it.
+    pub async fn exec_as_owner(&self, sql: &str) -> Result<u64, String> {
+        let done = match &self.database {
+            Database::Sqlite { url, .. } => {
+                let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(url.trim_start_matches("sqlite://"))
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            Database::Postgres(database) => {
+                let mut conn = database.owner().await;
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        };
+        done.map_err(|e| e.to_string())
+    }
 }
 
-async fn seed(store: &Store, name: &str) -> Seeded {
+/// A fresh PostgreSQL database, dropped (with its connections) when this value is.
+pub struct PgDatabase {
+    server_url: String,
+    pub name: String,
+}
+
+impl PgDatabase {
+    /// `None`, with a note, when `PORTCULLIS_TEST_POSTGRES_URL` is not set.
+    pub async fn create() -> Option<Self> {
+        let Some(server_url) = std::env::var(POSTGRES_URL_VAR)
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            eprintln!("{POSTGRES_URL_VAR} is not set: no PostgreSQL run");
+            return None;
+        };
+        let name = format!("pc_test_{}", &TenantId::generate().as_str()[4..]);
+        let mut conn = PgConnection::connect(&server_url)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        Some(Self { server_url, name })
+    }
+
+    /// The test URL's (owner) role on this database.
+    pub fn owner_url(&self) -> String {
+        with_database(&self.server_url, &self.name, None)
+    }
+
+    /// `portcullis_app` on this database.
+    pub fn app_url(&self) -> String {
+        with_database(&self.server_url, &self.name, Some("portcullis_app"))
+    }
+
+    pub async fn owner(&self) -> PgConnection {
+        PgConnection::connect(&self.owner_url()).await.unwrap()
+    }
+
+    pub async fn app(&self) -> PgConnection {
+        PgConnection::connect(&self.app_url()).await.unwrap()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop is synchronous and may run inside the test's runtime (or while a failed test
+        // unwinds), so the cleanup gets a thread and a runtime of its own. Best effort.
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&server_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `url` pointed at another database and, optionally, another user (without a password).
+fn with_database(url: &str, database: &str, user: Option<&str>) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (scheme, rest) = base
+        .split_once("://")
+        .expect("a postgres://… url in PORTCULLIS_TEST_POSTGRES_URL");
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = match user {
+        Some(user) => {
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+// ---- seeding helpers shared by the tests
+
+pub struct Seeded {
+    pub tenant: Tenant,
+    pub agent: Agent,
+    pub connection: Connection,
+}
+
+pub async fn seed(store: &Store, name: &str) -> Seeded {
     let tenant = store.create_tenant(name, "test", NOW).await.unwrap();
     let agent = store
         .create_agent(&tenant.id, "agent", "test", NOW)
@@ -58,7 +241,7 @@ async fn seed(store: &Store, name: &str) -> Seeded {
     }
 }
 
-fn action(s: &Seeded, amount: i64) -> Action {
+pub fn action(s: &Seeded, amount: i64) -> Action {
     Action {
         tenant: s.tenant.id.clone(),
         connection: s.connection.id.clone(),
@@ -68,7 +251,7 @@ fn action(s: &Seeded, amount: i64) -> Action {
     }
 }
 
-async fn hold(store: &Store, s: &Seeded, amount: i64, expires_at: i64) -> Approval {
+pub async fn hold(store: &Store, s: &Seeded, amount: i64, expires_at: i64) -> Approval {
     let action = action(s, amount);
     let new = NewApproval {
         id: ApprovalId::generate(),
@@ -86,7 +269,7 @@ async fn hold(store: &Store, s: &Seeded, amount: i64, expires_at: i64) -> Approv
     store.create_approval(new, draft, NOW).await.unwrap().0
 }
 
-fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {
+pub fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {
     SignedReceipt::sign(
         keys.signing_key(),
         ReceiptBody {
@@ -102,7 +285,7 @@ fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {
     )
 }
 
-async fn approve(store: &Store, keys: &KeyRing, approval: &Approval) -> SignedReceipt {
+pub async fn approve(store: &Store, keys: &KeyRing, approval: &Approval) -> SignedReceipt {
     let signed = receipt(keys, approval);
     let draft = AuditDraft::new(approval.tenant.clone(), "admin:alice", AuditKind::Approve);
     store
@@ -122,387 +305,36 @@ async fn approve(store: &Store, keys: &KeyRing, approval: &Approval) -> SignedRe
     signed
 }
 
-#[tokio::test]
-async fn every_mutation_lands_in_one_gapless_verifiable_chain() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let keys = KeyRing::generate();
-    let approval = hold(&f.store, &s, 100, NOW + 1000).await;
-    approve(&f.store, &keys, &approval).await;
-    let events = f.store.audit_page(&s.tenant.id, 0, 1000).await.unwrap();
-    let kinds: Vec<_> = events.iter().map(|e| e.draft.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            AuditKind::TenantCreated,
-            AuditKind::AgentCreated,
-            AuditKind::ConnectionCreated,
-            AuditKind::Hold,
-            AuditKind::Approve
-        ]
-    );
-    let mut verifier = ChainVerifier::new(s.tenant.id.clone(), &[], &keys.verifying_key()).unwrap();
-    events.iter().for_each(|e| verifier.push(e).unwrap());
-    assert_eq!(verifier.finish().unwrap().entries, 5);
-}
-
-#[tokio::test]
-async fn concurrent_appends_form_one_linear_chain() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let store = f.store.clone();
-        let tenant = s.tenant.id.clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .append_audit(
-                    AuditDraft::new(tenant, format!("agent:{i}"), AuditKind::ToolCall),
-                    NOW + i,
-                )
-                .await
-                .unwrap()
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let events = f.store.audit_page(&s.tenant.id, 0, 1000).await.unwrap();
-    assert_eq!(events.len(), 3 + 64);
-    let keys = KeyRing::generate();
-    let mut verifier = ChainVerifier::new(s.tenant.id.clone(), &[], &keys.verifying_key()).unwrap();
-    events.iter().for_each(|e| verifier.push(e).unwrap());
-}
-
-#[tokio::test]
-async fn a_nonce_redeems_once_even_under_concurrency() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let keys = KeyRing::generate();
-    let approval = hold(&f.store, &s, 100, NOW + 1000).await;
-    let signed = approve(&f.store, &keys, &approval).await;
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let store = f.store.clone();
-        let (tenant, approval_id, receipt_id, nonce) = (
-            s.tenant.id.clone(),
-            approval.id.clone(),
-            signed.body.receipt_id.clone(),
-            signed.body.nonce.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let draft = AuditDraft::new(tenant.clone(), "agent:x", AuditKind::Execute);
-            store
-                .redeem_receipt(&tenant, &approval_id, &receipt_id, &nonce, draft, NOW)
-                .await
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(StoreError::Conflict(_)) => {}
-            Err(e) => panic!("unexpected {e}"),
-        }
-    }
-    assert_eq!(ok, 1, "exactly one redemption");
-    let executes = f
-        .store
-        .audit_page(&s.tenant.id, 0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.draft.kind == AuditKind::Execute)
-        .count();
-    assert_eq!(executes, 1, "a failed redemption leaves no audit event");
-    let after = f
-        .store
-        .find_approval(Some(&s.tenant.id), &approval.id, NOW)
-        .await
-        .unwrap();
-    assert_eq!(after.status, ApprovalStatus::Executed);
-}
-
-#[tokio::test]
-async fn a_decision_is_final_and_unredeemed_approvals_cannot_execute() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let keys = KeyRing::generate();
-    let approval = hold(&f.store, &s, 100, NOW + 1000).await;
-    // Not approved yet: redeeming a made-up nonce for it fails and consumes nothing.
-    let draft = AuditDraft::new(s.tenant.id.clone(), "agent:x", AuditKind::Execute);
-    assert!(matches!(
-        f.store
-            .redeem_receipt(
-                &s.tenant.id,
-                &approval.id,
-                &ReceiptId::generate(),
-                "n1",
-                draft,
-                NOW
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    let deny = AuditDraft::new(s.tenant.id.clone(), "admin:bob", AuditKind::Deny);
-    f.store
-        .decide_approval(
-            &s.tenant.id,
+/// Redeem `signed` for `approval`: what the executor does right before the upstream call.
+pub async fn redeem(
+    store: &Store,
+    approval: &Approval,
+    signed: &SignedReceipt,
+) -> StoreResult<portcullis_core::audit::AuditEvent> {
+    let draft = AuditDraft::new(approval.tenant.clone(), "agent:x", AuditKind::Execute);
+    store
+        .redeem_receipt(
+            &approval.tenant,
             &approval.id,
-            Verdict::Deny {
-                reason: "no".into(),
-            },
-            "bob",
-            deny,
+            &signed.body.receipt_id,
+            &signed.body.nonce,
+            draft,
             NOW,
         )
         .await
-        .unwrap();
-    let again = AuditDraft::new(s.tenant.id.clone(), "admin:alice", AuditKind::Approve);
-    let signed = receipt(&keys, &approval);
-    assert!(matches!(
-        f.store
-            .decide_approval(
-                &s.tenant.id,
-                &approval.id,
-                Verdict::Approve {
-                    receipt: signed,
-                    reason: None
-                },
-                "alice",
-                again,
-                NOW
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    // An expired request cannot be decided.
-    let expired = hold(&f.store, &s, 200, NOW + 10).await;
-    let late = AuditDraft::new(s.tenant.id.clone(), "admin:alice", AuditKind::Approve);
-    let signed = receipt(&keys, &expired);
-    assert!(matches!(
-        f.store
-            .decide_approval(
-                &s.tenant.id,
-                &expired.id,
-                Verdict::Approve {
-                    receipt: signed,
-                    reason: None
-                },
-                "alice",
-                late,
-                NOW + 10
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
 }
 
-#[tokio::test]
-async fn effective_status_filters_page_in_sql() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
+/// Every event of a tenant's chain, checked link by link: what `verify` would accept.
+pub async fn verified_chain(
+    store: &Store,
+    tenant: &TenantId,
+) -> Vec<portcullis_core::audit::AuditEvent> {
+    let events = store.audit_page(tenant, 0, 100_000).await.unwrap();
     let keys = KeyRing::generate();
-    let pending = hold(&f.store, &s, 1, NOW + 1000).await;
-    let approved = hold(&f.store, &s, 2, NOW + 1000).await;
-    approve(&f.store, &keys, &approved).await;
-    let expired = hold(&f.store, &s, 3, NOW + 5).await;
-    let list = |status| {
-        let store = f.store.clone();
-        let tenant = s.tenant.id.clone();
-        async move {
-            let filter = ApprovalFilter {
-                tenant: Some(tenant),
-                status: Some(status),
-                now: NOW + 10,
-                limit: 10,
-            };
-            store
-                .list_approvals(&filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|a| a.id)
-                .collect::<Vec<_>>()
-        }
-    };
-    assert_eq!(
-        list(ApprovalStatus::Pending).await,
-        vec![pending.id.clone()]
-    );
-    assert_eq!(
-        list(ApprovalStatus::Approved).await,
-        vec![approved.id.clone()]
-    );
-    assert_eq!(
-        list(ApprovalStatus::Expired).await,
-        vec![expired.id.clone()]
-    );
-    f.store
-        .revoke_connection(&s.tenant.id, &s.connection.id, "admin:x", NOW)
-        .await
-        .unwrap();
-    let mut reconnect = list(ApprovalStatus::NeedsReconnection).await;
-    reconnect.sort();
-    let mut expected = vec![pending.id, approved.id, expired.id];
-    expected.sort();
-    assert_eq!(
-        reconnect, expected,
-        "every open request on a revoked connection needs reconnection"
-    );
-}
-
-#[tokio::test]
-async fn another_tenants_ids_are_not_found() {
-    let f = fresh().await;
-    let a = seed(&f.store, "a").await;
-    let b = seed(&f.store, "b").await;
-    let approval = hold(&f.store, &a, 100, NOW + 1000).await;
-    assert!(matches!(
-        f.store
-            .find_approval(Some(&b.tenant.id), &approval.id, NOW)
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        f.store.connection(&b.tenant.id, &a.connection.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        f.store
-            .revoke_connection(&b.tenant.id, &a.connection.id, "x", NOW)
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        f.store
-            .grant(&b.tenant.id, &b.agent.id, &a.connection.id, "*", "x", NOW)
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        f.store
-            .create_agent(&TenantId::generate(), "x", "x", NOW)
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(
-        f.store
-            .grants_for_agent(&b.tenant.id, &a.agent.id)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        f.store
-            .audit_page(&b.tenant.id, 0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .all(|e| e.draft.tenant == b.tenant.id)
-    );
-}
-
-#[tokio::test]
-async fn the_database_refuses_to_rewrite_audit_history() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let keys = KeyRing::generate();
-    let (size, head_hash) = f.store.audit_head(&s.tenant.id).await.unwrap();
-    let body = portcullis_core::audit::CheckpointBody {
-        tenant: s.tenant.id.clone(),
-        size,
-        head_hash,
-        time: NOW,
-    };
-    f.store
-        .insert_checkpoint(&portcullis_core::audit::Checkpoint::sign(
-            keys.signing_key(),
-            body,
-        ))
-        .await
-        .unwrap();
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(f.url.trim_start_matches("sqlite://"))
-        .connect()
-        .await
-        .unwrap();
-    for sql in [
-        "UPDATE audit_events SET actor = 'x'",
-        "DELETE FROM audit_events",
-        "UPDATE audit_checkpoints SET size = 1",
-        "DELETE FROM audit_checkpoints",
-    ] {
-        let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql);
-        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
-    }
-    assert_eq!(
-        f.store
-            .audit_page(&s.tenant.id, 0, 100)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    assert_eq!(f.store.checkpoints(&s.tenant.id).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn tokens_are_found_by_hash_with_their_state() {
-    let f = fresh().await;
-    let s = seed(&f.store, "acme").await;
-    let token = f
-        .store
-        .create_token(
-            NewToken {
-                tenant: &s.tenant.id,
-                agent: &s.agent.id,
-                token_hash: "hash-1",
-                scope: &["crm".into()],
-                expires_at: NOW + 5,
-            },
-            "x",
-            NOW,
-        )
-        .await
-        .unwrap();
-    let auth = f.store.agent_token_by_hash("hash-1").await.unwrap();
-    assert_eq!(auth.token.id, token.id);
-    assert_eq!(auth.token.scope, vec!["crm".to_owned()]);
-    assert!(auth.token.revoked_at.is_none() && !auth.agent_revoked);
-    f.store
-        .revoke_token(&s.tenant.id, &token.id, "x", NOW)
-        .await
-        .unwrap();
-    assert!(
-        f.store
-            .agent_token_by_hash("hash-1")
-            .await
-            .unwrap()
-            .token
-            .revoked_at
-            .is_some()
-    );
-    assert!(matches!(
-        f.store
-            .revoke_token(&s.tenant.id, &token.id, "x", NOW)
-            .await,
-        Err(StoreError::NotFound)
-    ));
-    f.store
-        .revoke_agent(&s.tenant.id, &s.agent.id, "x", NOW)
-        .await
-        .unwrap();
-    assert!(
-        f.store
-            .agent_token_by_hash("hash-1")
-            .await
-            .unwrap()
-            .agent_revoked
-    );
-    assert!(matches!(
-        f.store.agent_token_by_hash("nope").await,
-        Err(StoreError::NotFound)
-    ));
+    let mut verifier =
+        portcullis_core::audit::ChainVerifier::new(tenant.clone(), &[], &keys.verifying_key())
+            .unwrap();
+    events.iter().for_each(|e| verifier.push(e).unwrap());
+    assert_eq!(verifier.finish().unwrap().entries, events.len() as i64);
+    events
 }

@@ -1,0 +1,250 @@
+//! Row → record parsing and the few SQL fragments both backends share. The two schemas keep
+//! the same column names and encodings (ids and JSON as text, times as Unix milliseconds), so
+//! a record is read the same way whichever backend returned the row.
+
+use crate::*;
+use portcullis_core::audit::{AuditKind, CheckpointBody};
+use portcullis_core::effect::EffectClass;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use std::str::FromStr;
+
+/// Typed column access over either backend's row. Like `Row::get`, a missing column or a
+/// type mismatch is a bug in the store's own SQL and panics.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> String;
+    fn opt_text(&self, column: &str) -> Option<String>;
+    fn int(&self, column: &str) -> i64;
+    fn opt_int(&self, column: &str) -> Option<i64>;
+}
+
+macro_rules! columns_for {
+    ($($row:ty),*) => {$(
+        impl Columns for $row {
+            fn text(&self, column: &str) -> String {
+                self.get(column)
+            }
+            fn opt_text(&self, column: &str) -> Option<String> {
+                self.get(column)
+            }
+            fn int(&self, column: &str) -> i64 {
+                self.get(column)
+            }
+            fn opt_int(&self, column: &str) -> Option<i64> {
+                self.get(column)
+            }
+        }
+    )*};
+}
+
+columns_for!(SqliteRow, PgRow);
+
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialise")
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    text: &str,
+) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
+}
+
+pub(crate) fn parse_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(
+    text: String,
+) -> StoreResult<T> {
+    T::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_effect(text: &str) -> StoreResult<EffectClass> {
+    EffectClass::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn tenant(row: &impl Columns) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: parse_id(row.text("id"))?,
+        name: row.text("name"),
+        created_at: row.int("created_at"),
+    })
+}
+
+pub(crate) fn admin(row: &impl Columns) -> StoreResult<Admin> {
+    let role = row.text("role");
+    Ok(Admin {
+        id: parse_id(row.text("id"))?,
+        name: row.text("name"),
+        role: AdminRole::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("role `{role}`")))?,
+        tenant: row.opt_text("tenant_id").map(parse_id).transpose()?,
+        created_at: row.int("created_at"),
+        revoked_at: row.opt_int("revoked_at"),
+    })
+}
+
+pub(crate) fn agent(row: &impl Columns) -> StoreResult<Agent> {
+    Ok(Agent {
+        id: parse_id(row.text("id"))?,
+        tenant: parse_id(row.text("tenant_id"))?,
+        name: row.text("name"),
+        created_at: row.int("created_at"),
+        revoked_at: row.opt_int("revoked_at"),
+    })
+}
+
+/// The token lookup that authenticates an agent: `agent_tokens t` joined with its agent and
+/// tenant. Both backends append their own placeholder for the hash.
+pub(crate) const AGENT_AUTH_SELECT: &str = "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name \
+     FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
+     JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = ";
+
+pub(crate) fn agent_auth(row: &impl Columns) -> StoreResult<AgentAuth> {
+    Ok(AgentAuth {
+        token: AgentToken {
+            id: parse_id(row.text("id"))?,
+            tenant: parse_id(row.text("tenant_id"))?,
+            agent: parse_id(row.text("agent_id"))?,
+            scope: parse_json("scope", &row.text("scope"))?,
+            expires_at: row.int("expires_at"),
+            created_at: row.int("created_at"),
+            revoked_at: row.opt_int("revoked_at"),
+        },
+        agent_name: row.text("agent_name"),
+        agent_revoked: row.opt_int("agent_revoked_at").is_some(),
+        tenant_name: row.text("tenant_name"),
+    })
+}
+
+pub(crate) fn connection(row: &impl Columns) -> StoreResult<Connection> {
+    Ok(Connection {
+        id: parse_id(row.text("id"))?,
+        tenant: parse_id(row.text("tenant_id"))?,
+        name: row.text("name"),
+        transport: parse_json("transport", &row.text("transport"))?,
+        created_at: row.int("created_at"),
+        revoked_at: row.opt_int("revoked_at"),
+    })
+}
+
+pub(crate) fn grant(row: &impl Columns) -> StoreResult<Grant> {
+    Ok(Grant {
+        agent: parse_id(row.text("agent_id"))?,
+        connection: parse_id(row.text("connection_id"))?,
+        tool: row.text("tool"),
+    })
+}
+
+pub(crate) fn tool(row: &impl Columns) -> StoreResult<ToolRecord> {
+    Ok(ToolRecord {
+        connection: parse_id(row.text("connection_id"))?,
+        name: row.text("name"),
+        definition: parse_json("definition", &row.text("definition"))?,
+        pinned_hash: row.text("pinned_hash"),
+        current_hash: row.text("current_hash"),
+        effect: parse_effect(&row.text("effect"))?,
+        effect_source: row.text("effect_source"),
+    })
+}
+
+/// An approval with what its effective status needs: `approvals a` joined with its connection.
+pub(crate) const APPROVAL_SELECT: &str = "SELECT a.*, c.revoked_at AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
+
+/// The SQL condition (over `APPROVAL_SELECT`) for one effective status, with `now` the
+/// backend's placeholder for the current time. The same derivation as [`approval`], in SQL so
+/// a status filter pages correctly.
+pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &str) -> String {
+    match status {
+        None => "TRUE".to_owned(),
+        Some(ApprovalStatus::Pending) => {
+            format!("a.status = 'pending' AND a.expires_at > {now} AND c.revoked_at IS NULL")
+        }
+        Some(ApprovalStatus::Approved) => {
+            format!("a.status = 'approved' AND a.expires_at > {now} AND c.revoked_at IS NULL")
+        }
+        Some(ApprovalStatus::Expired) => format!(
+            "a.status IN ('pending', 'approved') AND a.expires_at <= {now} AND c.revoked_at IS NULL"
+        ),
+        Some(ApprovalStatus::NeedsReconnection) => {
+            "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL".to_owned()
+        }
+        Some(ApprovalStatus::Denied) => "a.status = 'denied'".to_owned(),
+        Some(ApprovalStatus::Executed) => "a.status = 'executed'".to_owned(),
+    }
+}
+
+/// One row of `APPROVAL_SELECT`, with its effective status at `now`.
+pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Approval> {
+    let stored = row.text("status");
+    let expires_at = row.int("expires_at");
+    let mut status = ApprovalStatus::parse(&stored)
+        .ok_or_else(|| StoreError::Corrupt(format!("status `{stored}`")))?;
+    if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
+        if row.opt_int("connection_revoked_at").is_some() {
+            status = ApprovalStatus::NeedsReconnection;
+        } else if now >= expires_at {
+            status = ApprovalStatus::Expired;
+        }
+    }
+    Ok(Approval {
+        id: parse_id(row.text("id"))?,
+        tenant: parse_id(row.text("tenant_id"))?,
+        agent: parse_id(row.text("agent_id"))?,
+        session: row.opt_text("session"),
+        connection: parse_id(row.text("connection_id"))?,
+        tool: row.text("tool"),
+        effect: parse_effect(&row.text("effect"))?,
+        action: parse_json("action", &row.text("action"))?,
+        action_hash: row.text("action_hash"),
+        summary: row.text("summary"),
+        reasons: parse_json("reasons", &row.text("reasons"))?,
+        status,
+        created_at: row.int("created_at"),
+        expires_at,
+        decided_by: row.opt_text("decided_by"),
+        decided_at: row.opt_int("decided_at"),
+        decision_reason: row.opt_text("decision_reason"),
+        receipt: row
+            .opt_text("receipt")
+            .map(|r| parse_json("receipt", &r))
+            .transpose()?,
+    })
+}
+
+pub(crate) fn audit_event(row: &impl Columns) -> StoreResult<AuditEvent> {
+    let kind = row.text("kind");
+    Ok(AuditEvent {
+        seq: row.int("seq"),
+        time: row.int("time"),
+        prev_hash: row.text("prev_hash"),
+        hash: row.text("hash"),
+        draft: AuditDraft {
+            tenant: parse_id(row.text("tenant_id"))?,
+            actor: row.text("actor"),
+            session: row.opt_text("session"),
+            kind: AuditKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("audit kind `{kind}`")))?,
+            resource: row.opt_text("resource"),
+            decision: row.opt_text("decision"),
+            receipt_id: row.opt_text("receipt_id"),
+            args_hash: row.opt_text("args_hash"),
+            detail: parse_json("detail", &row.text("detail"))?,
+        },
+    })
+}
+
+pub(crate) fn checkpoint(row: &impl Columns) -> StoreResult<Checkpoint> {
+    Ok(Checkpoint {
+        body: CheckpointBody {
+            tenant: parse_id(row.text("tenant_id"))?,
+            size: row.int("size"),
+            head_hash: row.text("head_hash"),
+            time: row.int("time"),
+        },
+        signature: row.text("signature"),
+    })
+}
+
+/// Rows into records, failing on the first corrupt one.
+pub(crate) fn all<R, T>(rows: Vec<R>, parse: impl Fn(&R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(parse).collect()
+}

@@ -18,7 +18,18 @@ use std::time::Duration;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    appends: tokio::sync::mpsc::Sender<AppendRequest>,
 }
+
+/// One audit append waiting for the group-commit writer.
+struct AppendRequest {
+    draft: AuditDraft,
+    now: UnixMillis,
+    done: tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>,
+}
+
+/// Appends committed together at most (one transaction, one fsync).
+const MAX_GROUP: usize = 256;
 
 type Tx<'a> = Transaction<'a, Sqlite>;
 
@@ -44,7 +55,13 @@ impl SqliteStore {
             .max_connections(options.max_read_connections.max(1))
             .connect_with(connect.read_only(true))
             .await?;
-        Ok(Self { write, read })
+        let (appends, requests) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(Self::audit_writer(write.clone(), requests));
+        Ok(Self {
+            write,
+            read,
+            appends,
+        })
     }
 
     pub async fn health(&self) -> StoreResult<()> {
@@ -58,7 +75,7 @@ impl SqliteStore {
 
     /// Append to the chain inside the caller's transaction.
     async fn append_in(
-        tx: &mut Tx<'_>,
+        tx: &mut sqlx::SqliteConnection,
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
@@ -66,7 +83,7 @@ impl SqliteStore {
             "SELECT seq, hash FROM audit_events WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1",
         )
         .bind(draft.tenant.as_str())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
         let (seq, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(s, h)| (s + 1, h));
         let event = draft.seal(seq, now, &prev);
@@ -88,20 +105,71 @@ impl SqliteStore {
         .bind(json(&d.detail))
         .bind(&event.prev_hash)
         .bind(&event.hash)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         Ok(event)
     }
 
+    /// Append one event durably. Concurrent appends are committed in groups (one
+    /// transaction, one fsync for many events); each caller is answered only after the commit
+    /// that holds its event.
     pub async fn append_audit(
         &self,
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
-        let mut tx = self.begin().await?;
-        let event = Self::append_in(&mut tx, draft, now).await?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.appends
+            .send(AppendRequest { draft, now, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("the audit writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the audit writer stopped".into()))?
+    }
+
+    /// The group-commit writer: takes whatever appends are waiting, commits them in one
+    /// transaction, answers each. If a group fails, its members are retried one by one so a
+    /// bad event (say, one a trigger refuses) fails alone and the others are unaffected.
+    async fn audit_writer(
+        write: SqlitePool,
+        mut requests: tokio::sync::mpsc::Receiver<AppendRequest>,
+    ) {
+        while let Some(first) = requests.recv().await {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            if group.len() > 1 {
+                let drafts: Vec<_> = group.iter().map(|r| (r.draft.clone(), r.now)).collect();
+                if let Ok(events) = Self::commit_group(&write, drafts).await {
+                    for (request, event) in group.into_iter().zip(events) {
+                        let _ = request.done.send(Ok(event));
+                    }
+                    continue;
+                }
+            }
+            for request in group {
+                let result = Self::commit_group(&write, vec![(request.draft, request.now)]).await;
+                let _ = request.done.send(result.map(|mut events| events.remove(0)));
+            }
+        }
+    }
+
+    async fn commit_group(
+        write: &SqlitePool,
+        drafts: Vec<(AuditDraft, UnixMillis)>,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+        let mut events = Vec::with_capacity(drafts.len());
+        for (draft, now) in drafts {
+            events.push(Self::append_in(&mut tx, draft, now).await?);
+        }
         tx.commit().await?;
-        Ok(event)
+        Ok(events)
     }
 
     // ---- tenants and principals

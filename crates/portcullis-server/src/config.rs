@@ -36,6 +36,7 @@ pub struct DataConfig {
     pub dir: PathBuf,
     pub database_url: String,
     pub key_file: String,
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +149,9 @@ impl Config {
         }
         if self.auth.token_ttl_secs == 0 || self.auth.token_ttl_secs > 366 * 24 * 3600 {
             return invalid("auth.token_ttl_secs must be between 1 and 31622400 (a year)");
+        }
+        if self.data.max_connections == 0 || self.data.max_connections > 1000 {
+            return invalid("data.max_connections must be between 1 and 1000");
         }
         if self.upstream.call_timeout_secs == 0 {
             return invalid("upstream.call_timeout_secs must be at least 1");

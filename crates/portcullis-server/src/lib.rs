@@ -67,7 +67,11 @@ impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> Result<Self, BootstrapError> {
         bootstrap::ensure_data_dir(&config)?;
         let keys = Arc::new(bootstrap::load_or_create_keys(&config.key_file())?);
-        let store = Store::open(&config.database_url(), &StoreOptions::default()).await?;
+        let store_options = StoreOptions {
+            max_read_connections: config.data.max_connections.min(64),
+            max_connections: config.data.max_connections,
+        };
+        let store = Store::open(&config.database_url(), &store_options).await?;
         let clock = options.clock;
         let now = clock.now();
         let admin_token = bootstrap::bootstrap_admin(&store, now).await?;

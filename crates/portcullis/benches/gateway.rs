@@ -167,6 +167,31 @@ async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body
     response.json().await.expect("json")
 }
 
+/// The gateway's own view of its upstream leg: (sum of seconds, count) from `/metrics`, to
+/// split the added latency into "second hop" and "gateway work".
+async fn upstream_leg(http: &reqwest::Client, base: &str) -> (f64, f64) {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        metric("portcullis_upstream_latency_seconds_sum"),
+        metric("portcullis_upstream_latency_seconds_count"),
+    )
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -269,7 +294,10 @@ async fn main() {
     }
 
     let d_seq = sequential(&direct, "get_contact", calls).await;
+    let leg_before = upstream_leg(&http, &base).await;
     let g_seq = sequential(&through, "crm__get_contact", calls).await;
+    let leg_after = upstream_leg(&http, &base).await;
+    let upstream_mean_ms = (leg_after.0 - leg_before.0) / (leg_after.1 - leg_before.1) * 1e3;
     let d_con = concurrent(&upstream_url, None, "get_contact", calls, concurrency).await;
     let g_con = concurrent(
         &gateway_url,
@@ -314,6 +342,9 @@ async fn main() {
         "peak RSS: gateway {} KiB, upstream {} KiB",
         gateway.peak_rss_kib(),
         upstream.peak_rss_kib()
+    );
+    println!(
+        "gateway -> upstream leg in the sequential run (mean, as the gateway measured it): {upstream_mean_ms:.3} ms"
     );
     println!("audit: {}", verify_out.trim());
     assert!(

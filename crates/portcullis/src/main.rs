@@ -35,6 +35,13 @@ enum Command {
     },
     /// Print the built-in, commented default configuration.
     PrintDefaultConfig,
+    /// Create or upgrade the database schema (idempotent; safe from several replicas at once).
+    /// For PostgreSQL, give the owner's URL; it also creates the `portcullis_app` role.
+    Migrate {
+        /// Database URL (default: the configured `data.database_url`).
+        #[arg(long, env = "PORTCULLIS_MIGRATE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
     /// Print the public key that verifies receipts and audit checkpoints.
     PublicKey,
     /// Run the demo CRM/mail/billing MCP server (stdio, or streamable HTTP with --http).
@@ -70,6 +77,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve { demo } => serve(cli.config.as_deref(), demo).await?,
         Command::PrintDefaultConfig => print!("{DEFAULT_CONFIG}"),
+        Command::Migrate { database_url } => {
+            let config = Config::load(cli.config.as_deref())?;
+            if database_url.is_none() {
+                portcullis_server::bootstrap::ensure_data_dir(&config)?;
+            }
+            let url = database_url.unwrap_or_else(|| config.database_url());
+            portcullis_store::migrate(&url).await?;
+            println!("schema is up to date");
+        }
         Command::PublicKey => {
             let config = Config::load(cli.config.as_deref())?;
             let keys = portcullis_server::bootstrap::load_or_create_keys(&config.key_file())?;

@@ -7,6 +7,11 @@
 //! returns; entries are tagged with the generation current when their read *started*, so a
 //! read racing a change can never be served after the change. Tenants are never renamed or
 //! deleted, so they stay cached. Negative answers (unknown tokens) are never cached.
+//!
+//! With several replicas (PostgreSQL) a change can come from another process: the store's
+//! change feed (LISTEN/NOTIFY) bumps the generation here too, and while that feed is not
+//! connected the cache is bypassed entirely (the bounded fallback: every read goes to the
+//! database), so a lost feed can make the gateway slower, never stale.
 
 use portcullis_core::id::{AgentId, ConnectionId, TenantId};
 use portcullis_store::{AgentAuth, Connection, Grant, Store, StoreResult, Tenant, ToolRecord};
@@ -48,6 +53,9 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 
 pub struct AccessCache {
     generation: AtomicU64,
+    /// False while changes made elsewhere could go unnoticed: then nothing is served from
+    /// or stored in the cache.
+    enabled: std::sync::atomic::AtomicBool,
     tenants: Map<String, Tenant>,
     tokens: Map<String, AgentAuth>,
     connections: Map<TenantId, Arc<Vec<Connection>>>,
@@ -59,6 +67,7 @@ impl Default for AccessCache {
     fn default() -> Self {
         Self {
             generation: AtomicU64::new(1),
+            enabled: std::sync::atomic::AtomicBool::new(true),
             tenants: Map::new(),
             tokens: Map::new(),
             connections: Map::new(),
@@ -75,8 +84,18 @@ impl AccessCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// Serve from the cache (`true`) or bypass it (`false`, e.g. while the change feed of a
+    /// shared store is down). Switching either way invalidates.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::SeqCst);
+        self.invalidate();
+    }
+
+    /// The generation to tag a read with, or `None` when the cache is bypassed.
+    fn generation(&self) -> Option<u64> {
+        self.enabled
+            .load(Ordering::SeqCst)
+            .then(|| self.generation.load(Ordering::SeqCst))
     }
 
     pub async fn tenant_by_name(&self, store: &Store, name: &str) -> StoreResult<Tenant> {
@@ -90,7 +109,9 @@ impl AccessCache {
     }
 
     pub async fn agent_token(&self, store: &Store, hash: &str) -> StoreResult<AgentAuth> {
-        let generation = self.generation();
+        let Some(generation) = self.generation() else {
+            return store.agent_token_by_hash(hash).await;
+        };
         if let Some(auth) = self.tokens.get(&hash.to_owned(), generation) {
             return Ok(auth);
         }
@@ -104,7 +125,9 @@ impl AccessCache {
         store: &Store,
         tenant: &TenantId,
     ) -> StoreResult<Arc<Vec<Connection>>> {
-        let generation = self.generation();
+        let Some(generation) = self.generation() else {
+            return Ok(Arc::new(store.list_connections(tenant).await?));
+        };
         if let Some(v) = self.connections.get(tenant, generation) {
             return Ok(v);
         }
@@ -119,7 +142,9 @@ impl AccessCache {
         tenant: &TenantId,
         agent: &AgentId,
     ) -> StoreResult<Arc<Vec<Grant>>> {
-        let generation = self.generation();
+        let Some(generation) = self.generation() else {
+            return Ok(Arc::new(store.grants_for_agent(tenant, agent).await?));
+        };
         let key = (tenant.clone(), agent.clone());
         if let Some(v) = self.grants.get(&key, generation) {
             return Ok(v);
@@ -135,7 +160,9 @@ impl AccessCache {
         tenant: &TenantId,
         connection: &ConnectionId,
     ) -> StoreResult<Arc<Vec<ToolRecord>>> {
-        let generation = self.generation();
+        let Some(generation) = self.generation() else {
+            return Ok(Arc::new(store.tools(tenant, connection).await?));
+        };
         let key = (tenant.clone(), connection.clone());
         if let Some(v) = self.tools.get(&key, generation) {
             return Ok(v);

@@ -88,6 +88,9 @@ impl Application {
             None => None,
         };
         let cache = Arc::new(cache::AccessCache::default());
+        // Another replica's changes are only seen through the change feed: until it is
+        // listening (see `watch_access_changes`), bypass the cache.
+        cache.set_enabled(!store.is_shared());
         let upstreams = upstream::Upstreams::new(
             store.clone(),
             cache.clone(),
@@ -159,6 +162,7 @@ impl Application {
         }
         let workers = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_worker(state.clone(), workers.clone()));
+        tokio::spawn(watch_access_changes(state.clone(), workers.clone()));
         let router = self.router();
         let result = axum::serve(
             listener,
@@ -218,6 +222,52 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoRespons
         )],
         state.metrics.render(),
     )
+}
+
+/// The longest a replica may serve cached access data that another replica changed, should
+/// the change notification be lost without the feed noticing.
+const SHARED_CACHE_MAX_AGE: Duration = Duration::from_secs(2);
+
+/// Follow the shared store's change feed: every committed change on any replica invalidates
+/// this replica's cache; while the feed is down the cache is bypassed.
+async fn watch_access_changes(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
+    if !state.store.is_shared() {
+        return;
+    }
+    loop {
+        match state.store.access_changes().await {
+            Ok(Some(mut feed)) => {
+                state.cache.set_enabled(true);
+                // The bounded fallback: even if the feed died silently, nothing cached is
+                // older than this.
+                let mut refresh = tokio::time::interval(SHARED_CACHE_MAX_AGE);
+                loop {
+                    let next = tokio::select! {
+                        next = feed.next() => next,
+                        _ = refresh.tick() => Ok(true),
+                        () = stop.cancelled() => return,
+                    };
+                    match next {
+                        // A change, or a reconnect after which changes may have been missed.
+                        Ok(_) => state.cache.invalidate(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "access change feed lost; bypassing the cache");
+                            break;
+                        }
+                    }
+                }
+                state.cache.set_enabled(false);
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for access changes; bypassing the cache")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {

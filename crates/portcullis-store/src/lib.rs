@@ -12,7 +12,7 @@ mod records;
 mod rows;
 mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -156,6 +156,21 @@ impl Store {
 
     pub async fn health(&self) -> StoreResult<()> {
         dispatch!(self, s => s.health().await)
+    }
+
+    /// Whether other processes may change this store (several replicas on PostgreSQL): their
+    /// changes arrive through [`Store::access_changes`], not through this process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// A feed of committed access changes from every replica; `None` for SQLite, whose only
+    /// writer is this process.
+    pub async fn access_changes(&self) -> StoreResult<Option<AccessChanges>> {
+        match self {
+            Self::Sqlite(_) => Ok(None),
+            Self::Postgres(s) => s.access_changes().await.map(Some),
+        }
     }
 
     // ---- tenants and principals

@@ -33,6 +33,19 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// Notifications that something access decisions depend on changed (on any replica).
+pub struct AccessChanges {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl AccessChanges {
+    /// Wait for the next change. `Ok(true)`: a change was committed. `Ok(false)`: the
+    /// listening connection was lost and re-established, so changes may have been missed.
+    pub async fn next(&mut self) -> StoreResult<bool> {
+        Ok(self.listener.try_recv().await?.is_some())
+    }
+}
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 type Tx = Transaction<'static, Postgres>;
@@ -140,6 +153,13 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(connect);
         Ok(Self { pool })
+    }
+
+    /// Listen for committed changes to agents, tokens, connections, grants and tools.
+    pub async fn access_changes(&self) -> StoreResult<AccessChanges> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen("portcullis_access").await?;
+        Ok(AccessChanges { listener })
     }
 
     async fn check_schema_and_role(conn: &mut PgConnection) -> StoreResult<()> {

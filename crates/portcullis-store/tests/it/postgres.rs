@@ -391,7 +391,13 @@ async fn open_checks_the_schema_and_migrate_runs_concurrently() {
         .fetch_one(&mut fresh.owner().await)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let known = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        applied, known as i64,
+        "every migration applied exactly once"
+    );
     let store = Store::open(&fresh.app_url(), &options()).await.unwrap();
     seed(&store, "acme").await;
 
@@ -441,4 +447,42 @@ async fn an_unreachable_database_is_unavailable_without_leaking_the_password() {
         Err(e @ StoreError::UnsupportedUrl(_)) => assert!(!e.to_string().contains("hunter2")),
         other => panic!("expected an unsupported url, got {:?}", other.err()),
     }
+}
+
+#[tokio::test]
+async fn a_change_on_one_replica_reaches_the_other_replicas_feed() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let other = Store::open(&pg(&f).app_url(), &options()).await.unwrap();
+    let s = seed(&f.store, "acme").await;
+    let token = f
+        .store
+        .create_token(
+            NewToken {
+                tenant: &s.tenant.id,
+                agent: &s.agent.id,
+                token_hash: "feed-hash",
+                scope: &[],
+                expires_at: NOW + 1000,
+            },
+            "x",
+            NOW,
+        )
+        .await
+        .unwrap();
+    let mut feed = other
+        .access_changes()
+        .await
+        .unwrap()
+        .expect("a shared store has a feed");
+    f.store
+        .revoke_token(&s.tenant.id, &token.id, "x", NOW)
+        .await
+        .unwrap();
+    let changed = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+        .await
+        .expect("notified in time");
+    assert!(changed.unwrap(), "the revocation arrives as a change");
+    assert!(f.store.access_changes().await.unwrap().is_some());
 }

@@ -1,8 +1,10 @@
 //! Authentication of agents (MCP endpoint) and humans (admin API), with per-IP lockout after
 //! repeated failures and a per-token rate limit. Every refusal is audited.
 //!
-//! The counters live in memory, per process; several replicas share them through the store
-//! in a later release.
+//! With SQLite (one process) the counters live in memory. With a shared store (several
+//! replicas on PostgreSQL) they live in the database, so spreading requests over replicas
+//! does not multiply a client's budget; if the database cannot be reached, requests are
+//! refused (fail closed).
 
 use crate::state::AppState;
 use portcullis_core::UnixMillis;
@@ -101,7 +103,79 @@ pub struct Guards {
 }
 
 impl Guards {
-    fn locked(&self, ip: IpAddr, now: UnixMillis) -> Option<u64> {
+    fn lockout_rule(state: &AppState) -> portcullis_store::LockoutRule {
+        let auth = &state.config.auth;
+        portcullis_store::LockoutRule {
+            threshold: auth.lockout_threshold,
+            window_ms: (auth.lockout_window_secs * 1000) as i64,
+            lockout_ms: (auth.lockout_secs * 1000) as i64,
+        }
+    }
+
+    /// Seconds until `ip` may try again, if it is locked out.
+    async fn locked(
+        &self,
+        ip: IpAddr,
+        now: UnixMillis,
+        state: &AppState,
+    ) -> Result<Option<u64>, AuthRefusal> {
+        if let Some(shared) = state.store.shared_counters() {
+            let until = shared
+                .locked_until(&ip.to_string())
+                .await
+                .map_err(|_| AuthRefusal::Unavailable)?;
+            return Ok((until > now).then(|| ((until - now) as u64).div_ceil(1000)));
+        }
+        Ok(self.locked_in_memory(ip, now))
+    }
+
+    async fn fail(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> bool {
+        if let Some(shared) = state.store.shared_counters() {
+            return match shared
+                .record_auth_failure(&ip.to_string(), now, &Self::lockout_rule(state))
+                .await
+            {
+                Ok(started) => started,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot count an authentication failure");
+                    false
+                }
+            };
+        }
+        self.fail_in_memory(ip, now, state)
+    }
+
+    async fn take(
+        &self,
+        token: &TokenId,
+        now: UnixMillis,
+        state: &AppState,
+    ) -> Result<Result<(), (u64, bool)>, AuthRefusal> {
+        if let Some(shared) = state.store.shared_counters() {
+            let auth = &state.config.auth;
+            let rule = portcullis_store::RateRule {
+                per_ms: f64::from(auth.rate_limit_per_minute) / 60_000.0,
+                burst: f64::from(auth.rate_limit_burst),
+            };
+            return match shared
+                .take_rate_token(token, now, &rule)
+                .await
+                .map_err(|_| AuthRefusal::Unavailable)?
+            {
+                portcullis_store::RateDecision::Allowed => Ok(Ok(())),
+                portcullis_store::RateDecision::Limited {
+                    retry_after_ms,
+                    first_refusal,
+                } => Ok(Err((
+                    (retry_after_ms.max(0) as u64).div_ceil(1000),
+                    first_refusal,
+                ))),
+            };
+        }
+        Ok(self.take_in_memory(token, now, state))
+    }
+
+    fn locked_in_memory(&self, ip: IpAddr, now: UnixMillis) -> Option<u64> {
         let map = self.failures.lock().expect("lock poisoned");
         map.get(&ip)
             .filter(|f| f.locked_until > now)
@@ -109,7 +183,7 @@ impl Guards {
     }
 
     /// Count one failure; returns true when this failure starts a lockout.
-    fn fail(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> bool {
+    fn fail_in_memory(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> bool {
         let auth = &state.config.auth;
         let mut map = self.failures.lock().expect("lock poisoned");
         let entry = map.entry(ip).or_default();
@@ -128,7 +202,12 @@ impl Guards {
 
     /// Take one request from the token's bucket. `Err((retry_after, first))` when empty;
     /// `first` is true for the first refusal of an episode (that one is audited).
-    fn take(&self, token: &TokenId, now: UnixMillis, state: &AppState) -> Result<(), (u64, bool)> {
+    fn take_in_memory(
+        &self,
+        token: &TokenId,
+        now: UnixMillis,
+        state: &AppState,
+    ) -> Result<(), (u64, bool)> {
         let auth = &state.config.auth;
         let per_ms = f64::from(auth.rate_limit_per_minute) / 60_000.0;
         let burst = f64::from(auth.rate_limit_burst);
@@ -175,7 +254,7 @@ async fn record_failure(
 ) {
     let now = state.clock.now();
     state.metrics.auth_failures.inc();
-    let locked = state.guards.fail(ip, now, state);
+    let locked = state.guards.fail(ip, now, state).await;
     let draft = AuditDraft::new(chain.clone(), format!("ip:{ip}"), AuditKind::AuthFailed)
         .resource(surface.to_owned())
         .detail(serde_json::json!({ "reason": reason }));
@@ -201,7 +280,7 @@ pub async fn authenticate_agent(
     authorization: Option<&str>,
 ) -> Result<AgentContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = state.guards.locked(ip, now) {
+    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
     let path_tenant = match state.cache.tenant_by_name(&state.store, tenant_name).await {
@@ -254,7 +333,7 @@ pub async fn authenticate_agent(
         record_failure(state, ip, chain, surface, reason).await;
         return Err(AuthRefusal::Unauthenticated);
     }
-    if let Err((retry_after_secs, first)) = state.guards.take(&auth.token.id, now, state) {
+    if let Err((retry_after_secs, first)) = state.guards.take(&auth.token.id, now, state).await? {
         if first {
             let draft = AuditDraft::new(
                 auth.token.tenant.clone(),
@@ -287,7 +366,7 @@ pub async fn authenticate_admin(
     authorization: Option<&str>,
 ) -> Result<AdminContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = state.guards.locked(ip, now) {
+    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
     let surface = "admin";

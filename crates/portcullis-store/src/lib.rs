@@ -72,6 +72,62 @@ pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
     }
 }
 
+/// When repeated authentication failures lock an address out.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutRule {
+    pub threshold: u32,
+    pub window_ms: i64,
+    pub lockout_ms: i64,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_ms` requests per millisecond.
+#[derive(Debug, Clone, Copy)]
+pub struct RateRule {
+    pub per_ms: f64,
+    pub burst: f64,
+}
+
+/// The answer of a rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateDecision {
+    Allowed,
+    /// Refused; `first_refusal` marks the first refusal of an episode (the one to audit).
+    Limited {
+        retry_after_ms: i64,
+        first_refusal: bool,
+    },
+}
+
+/// Counters shared by all replicas through the database.
+pub struct SharedCounters<'a>(&'a PgStore);
+
+impl SharedCounters<'_> {
+    /// Until when `ip` is locked out (0 or a past time: not locked).
+    pub async fn locked_until(&self, ip: &str) -> StoreResult<UnixMillis> {
+        self.0.locked_until(ip).await
+    }
+
+    /// Count one failed authentication; `true` when this failure starts a lockout.
+    pub async fn record_auth_failure(
+        &self,
+        ip: &str,
+        now: UnixMillis,
+        rule: &LockoutRule,
+    ) -> StoreResult<bool> {
+        self.0.record_auth_failure(ip, now, rule).await
+    }
+
+    /// Take one request from a token's bucket.
+    pub async fn take_rate_token(
+        &self,
+        token: &TokenId,
+        now: UnixMillis,
+        rule: &RateRule,
+    ) -> StoreResult<RateDecision> {
+        self.0.take_rate_token(token.as_str(), now, rule).await
+    }
+}
+
 /// Pool and durability settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -162,6 +218,15 @@ impl Store {
     /// changes arrive through [`Store::access_changes`], not through this process.
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Postgres(_))
+    }
+
+    /// Lockout and rate-limit counters shared by every replica (PostgreSQL). `None` for
+    /// SQLite: its one process keeps them in memory.
+    pub fn shared_counters(&self) -> Option<SharedCounters<'_>> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(s) => Some(SharedCounters(s)),
+        }
     }
 
     /// A feed of committed access changes from every replica; `None` for SQLite, whose only

@@ -224,6 +224,83 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn locked_until(&self, ip: &str) -> StoreResult<i64> {
+        let until: Option<i64> =
+            sqlx::query_scalar("SELECT locked_until FROM auth_failures WHERE ip = $1")
+                .bind(ip)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(until.unwrap_or(0))
+    }
+
+    pub async fn record_auth_failure(
+        &self,
+        ip: &str,
+        now: UnixMillis,
+        rule: &crate::LockoutRule,
+    ) -> StoreResult<bool> {
+        // One atomic statement: a new window when the old one passed, one more failure, and a
+        // lockout (reported once, by the failure that starts it) at the threshold.
+        let (locked_until, failures): (i64, i32) = sqlx::query_as(
+            "INSERT INTO auth_failures AS f (ip, window_start, failures, locked_until) VALUES ($1, $2, 1, 0) \
+             ON CONFLICT (ip) DO UPDATE SET \
+               window_start = CASE WHEN $2 - f.window_start > $3 THEN $2 ELSE f.window_start END, \
+               failures = CASE WHEN $2 - f.window_start > $3 THEN 1 ELSE f.failures + 1 END \
+             RETURNING locked_until, failures",
+        )
+        .bind(ip)
+        .bind(now)
+        .bind(rule.window_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        if i64::from(failures) >= i64::from(rule.threshold) && locked_until <= now {
+            let started = sqlx::query(
+                "UPDATE auth_failures SET locked_until = $2, failures = 0, window_start = $3 WHERE ip = $1 AND locked_until <= $3",
+            )
+            .bind(ip)
+            .bind(now + rule.lockout_ms)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            return Ok(started.rows_affected() == 1);
+        }
+        Ok(false)
+    }
+
+    pub async fn take_rate_token(
+        &self,
+        token: &str,
+        now: UnixMillis,
+        rule: &crate::RateRule,
+    ) -> StoreResult<crate::RateDecision> {
+        let (allowed, first_refusal, tokens): (bool, bool, f64) = sqlx::query_as(
+            "WITH prev AS (SELECT limited FROM rate_buckets WHERE token_id = $1) \
+             INSERT INTO rate_buckets AS b (token_id, tokens, updated_at, limited, allowed) VALUES ($1, $4 - 1, $2, false, true) \
+             ON CONFLICT (token_id) DO UPDATE SET \
+               tokens = CASE WHEN LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) >= 1 \
+                             THEN LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) - 1 \
+                             ELSE LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) END, \
+               allowed = LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) >= 1, \
+               limited = LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) < 1, \
+               updated_at = GREATEST($2, b.updated_at) \
+             RETURNING allowed, (NOT allowed AND NOT COALESCE((SELECT limited FROM prev), false)), tokens",
+        )
+        .bind(token)
+        .bind(now)
+        .bind(rule.per_ms)
+        .bind(rule.burst)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if allowed {
+            crate::RateDecision::Allowed
+        } else {
+            crate::RateDecision::Limited {
+                retry_after_ms: ((1.0 - tokens) / rule.per_ms).ceil() as i64,
+                first_refusal,
+            }
+        })
+    }
+
     /// A transaction whose rows row-level security limits to `scope`. The setting is
     /// transaction-local: it ends with the transaction, so a pooled connection never carries
     /// one request's tenant into the next.

@@ -486,3 +486,88 @@ async fn a_change_on_one_replica_reaches_the_other_replicas_feed() {
     assert!(changed.unwrap(), "the revocation arrives as a change");
     assert!(f.store.access_changes().await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn lockout_and_rate_limits_are_shared_by_replicas() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let other = Store::open(&pg(&f).app_url(), &options()).await.unwrap();
+    let replicas = [&f.store, &other];
+    let lockout = LockoutRule {
+        threshold: 4,
+        window_ms: 60_000,
+        lockout_ms: 30_000,
+    };
+    // Four failures spread over two replicas lock the address; exactly one reports the start.
+    let mut started = 0;
+    for i in 0..4 {
+        let counters = replicas[i % 2].shared_counters().unwrap();
+        started += usize::from(
+            counters
+                .record_auth_failure("203.0.113.9", NOW + i as i64, &lockout)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(started, 1);
+    for store in replicas {
+        assert_eq!(
+            store
+                .shared_counters()
+                .unwrap()
+                .locked_until("203.0.113.9")
+                .await
+                .unwrap(),
+            NOW + 3 + 30_000
+        );
+        assert_eq!(
+            store
+                .shared_counters()
+                .unwrap()
+                .locked_until("198.51.100.1")
+                .await
+                .unwrap(),
+            0,
+            "other addresses unaffected"
+        );
+    }
+
+    // A burst of 5 is 5 across all replicas, not 5 each; the first refusal is flagged once.
+    let rate = RateRule {
+        per_ms: 1.0 / 60_000.0,
+        burst: 5.0,
+    };
+    let token = TokenId::generate();
+    let mut allowed = 0;
+    let mut first_refusals = 0;
+    for i in 0..10 {
+        match replicas[i % 2]
+            .shared_counters()
+            .unwrap()
+            .take_rate_token(&token, NOW, &rate)
+            .await
+            .unwrap()
+        {
+            RateDecision::Allowed => allowed += 1,
+            RateDecision::Limited {
+                first_refusal,
+                retry_after_ms,
+            } => {
+                assert!(retry_after_ms > 0);
+                first_refusals += usize::from(first_refusal);
+            }
+        }
+    }
+    assert_eq!(allowed, 5);
+    assert_eq!(first_refusals, 1);
+    // A minute later one more request fits again.
+    let later = other
+        .shared_counters()
+        .unwrap()
+        .take_rate_token(&token, NOW + 60_000, &rate)
+        .await
+        .unwrap();
+    assert_eq!(later, RateDecision::Allowed);
+    assert!(f.store.shared_counters().is_some());
+}

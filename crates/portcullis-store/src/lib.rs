@@ -7,6 +7,7 @@
 //! tenant is simply "not found"; on PostgreSQL, row-level security enforces the same again in
 //! the database.
 
+mod group_commit;
 mod postgres;
 mod records;
 mod rows;

@@ -31,6 +31,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    appends: crate::group_commit::GroupCommit,
 }
 
 /// Notifications that something access decisions depend on changed (on any replica).
@@ -152,7 +153,11 @@ impl PgStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(connect);
-        Ok(Self { pool })
+        let writer = pool.clone();
+        let appends = crate::group_commit::GroupCommit::spawn(move |drafts| {
+            Self::commit_group(writer.clone(), drafts)
+        });
+        Ok(Self { pool, appends })
     }
 
     /// Listen for committed changes to agents, tokens, connections, grants and tools.
@@ -389,15 +394,43 @@ impl PgStore {
         Ok(event)
     }
 
+    /// Append one event durably; concurrent appends share a commit (see `group_commit`).
     pub async fn append_audit(
         &self,
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
-        let mut tx = self.begin(Scope::Tenant(&draft.tenant)).await?;
-        let event = Self::append_in(&mut tx, draft, now).await?;
+        self.appends.append(draft, now).await
+    }
+
+    /// Append a group in one transaction. Chains are locked in tenant order (and each other
+    /// transaction locks at most one head), so concurrent groups on several replicas cannot
+    /// deadlock; each tenant's drafts keep their order.
+    async fn commit_group(
+        pool: PgPool,
+        drafts: Vec<(AuditDraft, UnixMillis)>,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let mut order: Vec<usize> = (0..drafts.len()).collect();
+        order.sort_by(|a, b| drafts[*a].0.tenant.cmp(&drafts[*b].0.tenant));
+        let mut tx = pool.begin().await?;
+        let mut events: Vec<Option<AuditEvent>> = vec![None; drafts.len()];
+        let mut scoped: Option<TenantId> = None;
+        for index in order {
+            let (draft, now) = drafts[index].clone();
+            if scoped.as_ref() != Some(&draft.tenant) {
+                sqlx::query("SELECT set_config('portcullis.tenant', $1, true)")
+                    .bind(draft.tenant.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                scoped = Some(draft.tenant.clone());
+            }
+            events[index] = Some(Self::append_in(&mut tx, draft, now).await?);
+        }
         tx.commit().await?;
-        Ok(event)
+        Ok(events
+            .into_iter()
+            .map(|e| e.expect("every draft appended"))
+            .collect())
     }
 
     // ---- tenants and principals

@@ -18,18 +18,8 @@ use std::time::Duration;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
-    appends: tokio::sync::mpsc::Sender<AppendRequest>,
+    appends: crate::group_commit::GroupCommit,
 }
-
-/// One audit append waiting for the group-commit writer.
-struct AppendRequest {
-    draft: AuditDraft,
-    now: UnixMillis,
-    done: tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>,
-}
-
-/// Appends committed together at most (one transaction, one fsync).
-const MAX_GROUP: usize = 256;
 
 type Tx<'a> = Transaction<'a, Sqlite>;
 
@@ -55,8 +45,10 @@ impl SqliteStore {
             .max_connections(options.max_read_connections.max(1))
             .connect_with(connect.read_only(true))
             .await?;
-        let (appends, requests) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(Self::audit_writer(write.clone(), requests));
+        let writer = write.clone();
+        let appends = crate::group_commit::GroupCommit::spawn(move |drafts| {
+            Self::commit_group(writer.clone(), drafts)
+        });
         Ok(Self {
             write,
             read,
@@ -110,57 +102,17 @@ impl SqliteStore {
         Ok(event)
     }
 
-    /// Append one event durably. Concurrent appends are committed in groups (one
-    /// transaction, one fsync for many events); each caller is answered only after the commit
-    /// that holds its event.
+    /// Append one event durably; concurrent appends share a commit (see `group_commit`).
     pub async fn append_audit(
         &self,
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        self.appends
-            .send(AppendRequest { draft, now, done })
-            .await
-            .map_err(|_| StoreError::Unavailable("the audit writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the audit writer stopped".into()))?
-    }
-
-    /// The group-commit writer: takes whatever appends are waiting, commits them in one
-    /// transaction, answers each. If a group fails, its members are retried one by one so a
-    /// bad event (say, one a trigger refuses) fails alone and the others are unaffected.
-    async fn audit_writer(
-        write: SqlitePool,
-        mut requests: tokio::sync::mpsc::Receiver<AppendRequest>,
-    ) {
-        while let Some(first) = requests.recv().await {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match requests.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
-            if group.len() > 1 {
-                let drafts: Vec<_> = group.iter().map(|r| (r.draft.clone(), r.now)).collect();
-                if let Ok(events) = Self::commit_group(&write, drafts).await {
-                    for (request, event) in group.into_iter().zip(events) {
-                        let _ = request.done.send(Ok(event));
-                    }
-                    continue;
-                }
-            }
-            for request in group {
-                let result = Self::commit_group(&write, vec![(request.draft, request.now)]).await;
-                let _ = request.done.send(result.map(|mut events| events.remove(0)));
-            }
-        }
+        self.appends.append(draft, now).await
     }
 
     async fn commit_group(
-        write: &SqlitePool,
+        write: SqlitePool,
         drafts: Vec<(AuditDraft, UnixMillis)>,
     ) -> StoreResult<Vec<AuditEvent>> {
         let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;

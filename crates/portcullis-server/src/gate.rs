@@ -472,6 +472,17 @@ async fn execute_approved(
     {
         Ok(_) => {}
         Err(StoreError::Conflict(_)) => {
+            // Another request redeemed it first (or it is no longer redeemable): this call is
+            // refused, and like every decision that refusal is recorded before the answer.
+            let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+            draft.decision = Some("deny".into());
+            draft.receipt_id = Some(approved_by.receipt_id.to_string());
+            draft.detail = json!({ "approval": approval.id, "status": "already_executed" });
+            state
+                .store
+                .append_audit(draft, state.clock.now())
+                .await
+                .map_err(store_error)?;
             return Ok(result_json(
                 json!({ "status": "already_executed", "executed": false, "approval_id": approval.id,
                         "message": "This approval was already used; an approval executes its action once. Send the call again to request a new approval." }),

@@ -175,6 +175,21 @@ async fn fifty_concurrent_retries_execute_exactly_once() {
         .filter(|k| *k == "execute")
         .count();
     assert_eq!(executes, 1, "one execute event");
+    // Every refused late arrival is on the record too.
+    let refused = answers
+        .iter()
+        .filter(|a| status(a) == "already_executed")
+        .count();
+    let recorded = app
+        .audit_events("acme")
+        .await
+        .iter()
+        .filter(|e| e["detail"]["status"] == "already_executed")
+        .count();
+    assert_eq!(
+        recorded, refused,
+        "one audit event per already_executed answer"
+    );
     app.stop().await;
 }
 

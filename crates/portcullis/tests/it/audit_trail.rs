@@ -31,6 +31,37 @@ async fn traffic(app: &TestApp, tenant: &Tenant) {
     );
 }
 
+/// The insider's SQL in the dialect of the backend under test.
+fn dialect(app: &TestApp, sqlite: String, postgres: String) -> String {
+    match app.backend() {
+        Backend::Sqlite => sqlite,
+        Backend::Postgres => postgres,
+    }
+}
+
+/// SQL that creates trigger `name`, which makes every insert of an audit event of `kind` fail.
+fn fail_inserts_of(app: &TestApp, name: &str, kind: &str) -> String {
+    dialect(
+        app,
+        format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON audit_events WHEN NEW.kind = '{kind}' BEGIN SELECT RAISE(ABORT, 'forced'); END"
+        ),
+        format!(
+            "CREATE OR REPLACE FUNCTION pc_test_forced() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'forced'; END $$;; \
+             CREATE TRIGGER {name} BEFORE INSERT ON audit_events FOR EACH ROW WHEN (NEW.kind = '{kind}') EXECUTE FUNCTION pc_test_forced()"
+        ),
+    )
+}
+
+/// SQL that drops a trigger on `audit_events`.
+fn drop_audit_trigger(app: &TestApp, name: &str) -> String {
+    dialect(
+        app,
+        format!("DROP TRIGGER {name}"),
+        format!("DROP TRIGGER {name} ON audit_events"),
+    )
+}
+
 /// The seq of the first event of `kind` in a tenant's chain.
 async fn seq_of(app: &TestApp, tenant: &str, kind: &str) -> i64 {
     let events = app.audit_events(tenant).await;
@@ -145,10 +176,12 @@ async fn edited_entry_is_named_by_verify() {
     traffic(&app, &globex).await;
     let seq = seq_of(&app, "acme", "hold").await;
 
-    // An insider who can drop the trigger turns the hold into an allow.
+    // An insider who can drop the trigger turns the hold into an allow (on PostgreSQL one
+    // trigger refuses both updates and deletes).
     let edited = app
         .raw_sql(&format!(
-            "DROP TRIGGER audit_events_no_update;; UPDATE audit_events SET decision = 'allow' WHERE tenant_id = '{}' AND seq = {seq}",
+            "{};; UPDATE audit_events SET decision = 'allow' WHERE tenant_id = '{}' AND seq = {seq}",
+            drop_audit_trigger(&app, "audit_events_no_update"),
             acme.id
         ))
         .await
@@ -241,9 +274,15 @@ async fn deleted_entries_are_detected() {
 
     // Drop the newest two entries: the chain that remains is internally consistent, but the
     // signed checkpoint says it was longer.
+    // (On PostgreSQL the superuser switches the refusing trigger off instead of dropping it.)
+    let switch_off = dialect(
+        &app,
+        "DROP TRIGGER audit_events_no_delete".into(),
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update".into(),
+    );
     let deleted = app
         .raw_sql(&format!(
-            "DROP TRIGGER audit_events_no_delete;; DELETE FROM audit_events WHERE tenant_id = '{}' AND seq > {}",
+            "{switch_off};; DELETE FROM audit_events WHERE tenant_id = '{}' AND seq > {}",
             acme.id,
             size - 2
         ))
@@ -285,7 +324,7 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
     let id = approval_id(&client.call("crm__send_email", email()).await);
     app.approve(&acme, &id).await;
 
-    app.raw_sql("CREATE TRIGGER fail_exec BEFORE INSERT ON audit_events WHEN NEW.kind = 'execute' BEGIN SELECT RAISE(ABORT, 'forced'); END")
+    app.raw_sql(&fail_inserts_of(&app, "fail_exec", "execute"))
         .await
         .unwrap();
     for _ in 0..2 {
@@ -308,7 +347,9 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
     );
     assert!(!kinds(&app.audit_events("acme").await).contains(&"execute".to_owned()));
 
-    app.raw_sql("DROP TRIGGER fail_exec").await.unwrap();
+    app.raw_sql(&drop_audit_trigger(&app, "fail_exec"))
+        .await
+        .unwrap();
     let executed = client.call("crm__send_email", email()).await;
     assert_eq!(status(&executed), "sent", "{executed:?}");
     assert_eq!(effect_lines(&acme.effect_log).len(), 1);
@@ -334,7 +375,7 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let update = json!({ "id": "c_2", "company": "Analytical Engines" });
 
-    app.raw_sql("CREATE TRIGGER fail_read BEFORE INSERT ON audit_events WHEN NEW.kind = 'tool_call' BEGIN SELECT RAISE(ABORT, 'forced'); END")
+    app.raw_sql(&fail_inserts_of(&app, "fail_read", "tool_call"))
         .await
         .unwrap();
     for (tool, args) in [
@@ -352,16 +393,20 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
     );
 
     // A hold whose audit entry cannot be written is not stored either.
-    app.raw_sql("CREATE TRIGGER fail_hold BEFORE INSERT ON audit_events WHEN NEW.kind = 'hold' BEGIN SELECT RAISE(ABORT, 'forced'); END")
+    app.raw_sql(&fail_inserts_of(&app, "fail_hold", "hold"))
         .await
         .unwrap();
     assert!(client.try_call("crm__send_email", email()).await.is_err());
     let listed = app.admin(Method::GET, "/approvals?tenant=acme", None).await;
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
 
-    app.raw_sql("DROP TRIGGER fail_read;; DROP TRIGGER fail_hold")
-        .await
-        .unwrap();
+    app.raw_sql(&format!(
+        "{};; {}",
+        drop_audit_trigger(&app, "fail_read"),
+        drop_audit_trigger(&app, "fail_hold")
+    ))
+    .await
+    .unwrap();
     let read = client.call("crm__update_contact", update).await;
     assert_eq!(
         structured(&read)["company"],

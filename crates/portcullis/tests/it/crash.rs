@@ -14,9 +14,13 @@ async fn pending_and_approved_actions_survive_sigkill() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("data");
     let http = reqwest::Client::new();
+    // Both processes (and the verifier) on the backend under test.
+    let db = TestDatabase::create(Backend::from_env()).await;
+    let db_env = db.env();
+    let db_env: Vec<(&str, &str)> = db_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     // The first process logs at debug level, the second at the shipped default.
-    let mut first = ServeProcess::start_with_log_filter(root.path(), &data, Some("debug")).await;
+    let mut first = ServeProcess::start_with(root.path(), &data, Some("debug"), &db_env).await;
     let admin = first
         .admin_token
         .clone()
@@ -41,7 +45,7 @@ async fn pending_and_approved_actions_survive_sigkill() {
     drop(client);
     first.kill().await;
 
-    let mut second = ServeProcess::start(root.path(), &data).await;
+    let mut second = ServeProcess::start_with(root.path(), &data, None, &db_env).await;
     assert!(
         second.admin_token.is_none(),
         "not a first start: no new bootstrap token"
@@ -112,20 +116,17 @@ async fn pending_and_approved_actions_survive_sigkill() {
 
     // The trail written by both processes verifies (the killed one wrote no final checkpoint).
     let data_env = data.display().to_string();
+    let mut cli_env = vec![("PORTCULLIS_DATA__DIR", data_env.as_str())];
+    cli_env.extend(db_env.iter().copied());
     let verify = run_cli(
         root.path(),
         &["audit", "verify", "--tenant", "acme"],
-        &[("PORTCULLIS_DATA__DIR", &data_env)],
+        &cli_env,
     )
     .await;
     assert!(verify.ok(), "{verify:?}");
     second.kill().await;
-    let verify = run_cli(
-        root.path(),
-        &["audit", "verify"],
-        &[("PORTCULLIS_DATA__DIR", &data_env)],
-    )
-    .await;
+    let verify = run_cli(root.path(), &["audit", "verify"], &cli_env).await;
     assert!(verify.ok(), "{verify:?}");
 
     // Neither process logged a token, even at debug level; at the default level no argument

@@ -11,6 +11,7 @@ mod crash;
 mod pinning;
 mod protocol;
 mod receipts;
+mod replicas;
 mod smoke;
 mod tasks;
 mod tenants;

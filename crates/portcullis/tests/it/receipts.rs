@@ -23,6 +23,19 @@ async fn approved_refund(
     id
 }
 
+/// An insider's edit of approval `id`'s stored receipt (JSON text): SQLite's `json_set`
+/// arguments after the column, or PostgreSQL's `jsonb_set` ones.
+fn edit_receipt(app: &TestApp, id: &str, sqlite: &str, postgres: &str) -> String {
+    match app.backend() {
+        Backend::Sqlite => {
+            format!("UPDATE approvals SET receipt = json_set(receipt, {sqlite}) WHERE id = '{id}'")
+        }
+        Backend::Postgres => format!(
+            "UPDATE approvals SET receipt = jsonb_set(receipt::jsonb, {postgres})::text WHERE id = '{id}'"
+        ),
+    }
+}
+
 /// A retry that the gateway refused because of its receipt.
 fn assert_receipt_refused(result: &rmcp::model::CallToolResult, why: &str) {
     assert_eq!(status(result), "denied", "{result:?}");
@@ -43,7 +56,12 @@ async fn tampered_receipt_is_refused() {
     // Stretch the signed expiry by a day.
     let id = approved_refund(&app, &acme, &client, 900).await;
     let edited = app
-        .raw_sql(&format!("UPDATE approvals SET receipt = json_set(receipt, '$.body.expires_at', json_extract(receipt, '$.body.expires_at') + 86400000) WHERE id = '{id}'"))
+        .raw_sql(&edit_receipt(
+            &app,
+            &id,
+            "'$.body.expires_at', json_extract(receipt, '$.body.expires_at') + 86400000",
+            "'{body,expires_at}', to_jsonb((receipt::jsonb #>> '{body,expires_at}')::bigint + 86400000)",
+        ))
         .await
         .expect("insider edit");
     assert_eq!(edited, 1);
@@ -53,7 +71,14 @@ async fn tampered_receipt_is_refused() {
 
     // Name another approver.
     let id2 = approved_refund(&app, &acme, &client, 901).await;
-    app.raw_sql(&format!("UPDATE approvals SET receipt = json_set(receipt, '$.body.approver', 'mallory') WHERE id = '{id2}'")).await.unwrap();
+    app.raw_sql(&edit_receipt(
+        &app,
+        &id2,
+        "'$.body.approver', 'mallory'",
+        "'{body,approver}', '\"mallory\"'",
+    ))
+    .await
+    .unwrap();
     assert_receipt_refused(
         &client.call("crm__issue_refund", refund(901)).await,
         "signature is invalid",
@@ -61,8 +86,11 @@ async fn tampered_receipt_is_refused() {
 
     // Garble the signature itself.
     let id3 = approved_refund(&app, &acme, &client, 902).await;
-    app.raw_sql(&format!(
-        "UPDATE approvals SET receipt = json_set(receipt, '$.signature', 'zz') WHERE id = '{id3}'"
+    app.raw_sql(&edit_receipt(
+        &app,
+        &id3,
+        "'$.signature', 'zz'",
+        "'{signature}', '\"zz\"'",
     ))
     .await
     .unwrap();

@@ -50,6 +50,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Declared last: on PostgreSQL the database is dropped after everything else.
+    db: TestDatabase,
 }
 
 /// One seeded tenant: the demo CRM connection (stdio child), an agent granted all of it,
@@ -85,9 +87,13 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDatabase::create(Backend::from_env()).await;
         let mut config = Config::defaults();
         config.data.dir = dir.path().join("data");
         config.audit.checkpoint_interval_secs = 0;
+        if let Some(url) = db.app_url() {
+            config.data.database_url = url;
+        }
         tweak(&mut config);
         let clock = Clock::manual(Clock::System.now());
         let mut app = Application::build(
@@ -125,7 +131,13 @@ impl TestApp {
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             server: Some(server),
+            db,
         }
+    }
+
+    /// The database this gateway runs on.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
     }
 
     /// Stop the server gracefully and wait for it.
@@ -138,7 +150,13 @@ impl TestApp {
         }
     }
 
+    /// The SQLite database file (SQLite backend only).
     pub fn db_path(&self) -> PathBuf {
+        assert_eq!(
+            self.backend(),
+            Backend::Sqlite,
+            "no database file on PostgreSQL"
+        );
         self.dir.path().join("data").join("portcullis.db")
     }
 
@@ -272,20 +290,36 @@ impl TestApp {
         body
     }
 
-    /// Run SQL directly against the database file, as an insider with database access would.
+    /// Run SQL directly against the database, as an insider with database access would: the
+    /// SQLite file, or on PostgreSQL the test server's superuser on this test's database.
+    /// Statements are separated by `;;`; returns the rows affected by all of them.
     pub async fn raw_sql(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.db_path())
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
+        use sqlx::{ConnectOptions, Connection as _};
         let mut affected = 0;
-        for statement in sql.split(";;") {
-            affected += sqlx::query(statement)
-                .execute(&mut conn)
-                .await?
-                .rows_affected();
+        match self.db.owner_url() {
+            None => {
+                let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.db_path())
+                    .busy_timeout(Duration::from_secs(10))
+                    .connect()
+                    .await?;
+                for statement in sql.split(";;") {
+                    affected += sqlx::query(statement)
+                        .execute(&mut conn)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                for statement in sql.split(";;") {
+                    affected += sqlx::query(statement)
+                        .execute(&mut conn)
+                        .await?
+                        .rows_affected();
+                }
+                let _ = conn.close().await;
+            }
         }
         Ok(affected)
     }
@@ -586,6 +620,17 @@ pub async fn post_2026(
     body: &Value,
     mcp_name: Option<&str>,
 ) -> RawReply {
+    post_2026_at(&app.http, &app.mcp_url(tenant), token, body, mcp_name).await
+}
+
+/// [`post_2026`] to any MCP endpoint URL (for gateways running as child processes).
+pub async fn post_2026_at(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Value,
+    mcp_name: Option<&str>,
+) -> RawReply {
     let method = body["method"].as_str().expect("request method").to_owned();
     let mut headers = JSON_AND_SSE.to_vec();
     headers.push(("mcp-protocol-version", "2026-07-28"));
@@ -593,14 +638,7 @@ pub async fn post_2026(
     if let Some(name) = mcp_name {
         headers.push(("mcp-name", name));
     }
-    raw_post(
-        &app.http,
-        &app.mcp_url(tenant),
-        Some(token),
-        &headers,
-        body.to_string(),
-    )
-    .await
+    raw_post(http, url, Some(token), &headers, body.to_string()).await
 }
 
 /// Open a legacy session with a raw `initialize` (+ `notifications/initialized`); returns its id.
@@ -763,10 +801,14 @@ impl TestApp {
         .await
     }
 
-    /// Run a command that reads the data folder directly (`audit …`, `public-key`).
+    /// Run a command that reads the data folder (key file) and the database directly
+    /// (`audit …`, `public-key`), configured like this gateway.
     pub async fn cli_local(&self, args: &[&str]) -> CliRun {
         let data = self.data_dir().display().to_string();
-        run_cli(self.dir.path(), args, &[("PORTCULLIS_DATA__DIR", &data)]).await
+        let mut env = vec![("PORTCULLIS_DATA__DIR", data)];
+        env.extend(self.db.env());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_cli(self.dir.path(), args, &env).await
     }
 
     /// One approval as the bootstrap admin sees it.
@@ -948,6 +990,17 @@ impl ServeProcess {
 
     /// [`ServeProcess::start`] with a `log.filter` (`None`: the shipped default).
     pub async fn start_with_log_filter(cwd: &Path, data_dir: &Path, filter: Option<&str>) -> Self {
+        Self::start_with(cwd, data_dir, filter, &[]).await
+    }
+
+    /// [`ServeProcess::start_with_log_filter`] plus more `PORTCULLIS_*` variables (a database
+    /// URL, a shared key file …), applied last.
+    pub async fn start_with(
+        cwd: &Path,
+        data_dir: &Path,
+        filter: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
         let mut command = tokio::process::Command::new(BIN);
         command
@@ -970,6 +1023,7 @@ impl ServeProcess {
         if let Some(filter) = filter {
             command.env("PORTCULLIS_LOG__FILTER", filter);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("portcullis serve starts");
         let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut stderr = child.stderr.take().expect("stderr piped");
@@ -1013,6 +1067,11 @@ impl ServeProcess {
         String::from_utf8_lossy(&self.logs.lock().expect("lock")).into_owned()
     }
 
+    /// The operating system's id of the process (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown hooks, no final checkpoint.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill portcullis");
@@ -1021,4 +1080,190 @@ impl ServeProcess {
     pub fn mcp_url(&self, tenant: &str) -> String {
         format!("{}/t/{tenant}/mcp", self.base)
     }
+}
+
+// ---- The database under test: SQLite (the data folder's file) or a fresh PostgreSQL database.
+
+/// Chooses the backend of [`TestApp`] (and of the tests that start `portcullis serve`):
+/// `sqlite` (the default) or `postgres`.
+pub const BACKEND_VAR: &str = "PORTCULLIS_TEST_BACKEND";
+/// A PostgreSQL server and a role that may create databases (and the `portcullis_app` role),
+/// e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
+pub const POSTGRES_URL_VAR: &str = "PORTCULLIS_TEST_POSTGRES_URL";
+
+/// Which store a gateway under test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// From [`BACKEND_VAR`]; unset or empty means SQLite.
+    pub fn from_env() -> Self {
+        match std::env::var(BACKEND_VAR).as_deref() {
+            Err(_) | Ok("" | "sqlite") => Self::Sqlite,
+            Ok("postgres" | "postgresql") => Self::Postgres,
+            Ok(other) => panic!("{BACKEND_VAR}=`{other}`: expected `sqlite` or `postgres`"),
+        }
+    }
+}
+
+/// [`POSTGRES_URL_VAR`], when set and not empty.
+pub fn postgres_server_url() -> Option<String> {
+    std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// The database of one test. On SQLite that is the data folder's file (nothing to do here);
+/// on PostgreSQL a fresh, migrated database of its own, dropped when this value is.
+pub struct TestDatabase {
+    pg: Option<PgDatabase>,
+}
+
+impl TestDatabase {
+    /// A database for `backend`; PostgreSQL needs [`POSTGRES_URL_VAR`] and panics without it.
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => Self { pg: None },
+            Backend::Postgres => {
+                let server = postgres_server_url().unwrap_or_else(|| {
+                    panic!(
+                        "{BACKEND_VAR}=postgres needs {POSTGRES_URL_VAR} (a PostgreSQL server and a role that may create databases and roles, e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+                    )
+                });
+                Self {
+                    pg: Some(PgDatabase::create(&server).await),
+                }
+            }
+        }
+    }
+
+    /// A PostgreSQL database when [`POSTGRES_URL_VAR`] is set, whatever the backend variable
+    /// says; `None` otherwise.
+    pub async fn postgres_if_configured() -> Option<Self> {
+        let server = postgres_server_url()?;
+        Some(Self {
+            pg: Some(PgDatabase::create(&server).await),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.pg.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// What the gateway connects to (`portcullis_app`); `None` on SQLite (the default file).
+    pub fn app_url(&self) -> Option<String> {
+        self.pg.as_ref().map(PgDatabase::app_url)
+    }
+
+    /// The test server's (super)user on this database; `None` on SQLite.
+    pub fn owner_url(&self) -> Option<String> {
+        self.pg.as_ref().map(PgDatabase::owner_url)
+    }
+
+    /// The environment that points `portcullis` at this database (empty on SQLite).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.app_url()
+            .map(|url| ("PORTCULLIS_DATA__DATABASE_URL", url))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// A fresh PostgreSQL database, migrated, dropped (`WITH (FORCE)`, best effort) on drop.
+pub struct PgDatabase {
+    server_url: String,
+    pub name: String,
+}
+
+impl PgDatabase {
+    pub async fn create(server_url: &str) -> Self {
+        use sqlx::Connection as _;
+        let name = format!(
+            "pc_test_{}",
+            &portcullis_core::id::TenantId::generate().as_str()[4..]
+        );
+        let mut conn = sqlx::PgConnection::connect(server_url)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR}: cannot connect: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = conn.close().await;
+        let database = Self {
+            server_url: server_url.to_owned(),
+            name,
+        };
+        portcullis_store::migrate(&database.owner_url())
+            .await
+            .unwrap_or_else(|e| panic!("migrating {}: {e}", database.name));
+        database
+    }
+
+    /// The test URL's role (a superuser) on this database.
+    pub fn owner_url(&self) -> String {
+        with_database(&self.server_url, &self.name, None)
+    }
+
+    /// `portcullis_app` on this database (local trust authentication: no password).
+    pub fn app_url(&self) -> String {
+        with_database(&self.server_url, &self.name, Some("portcullis_app"))
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Drop may run inside the test's runtime or while a failed test unwinds: the cleanup
+        // gets a thread and a runtime of its own.
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        let cleanup = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&server_url).await.ok()?;
+                let dropped =
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await
+                        .ok();
+                let _ = conn.close().await;
+                dropped
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `url` pointed at another database and, optionally, another user (without a password).
+fn with_database(url: &str, database: &str, user: Option<&str>) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (scheme, rest) = base
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{POSTGRES_URL_VAR} must be a postgres://… url"));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = match user {
+        Some(user) => {
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{scheme}://{authority}/{database}{query}")
 }

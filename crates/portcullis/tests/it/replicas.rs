@@ -43,6 +43,11 @@ struct Cluster {
 impl Cluster {
     /// Start the cluster; `None` (after saying so) when no PostgreSQL server is configured.
     async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Start the cluster with extra configuration for every replica.
+    async fn start_with(extra_env: &[(&str, &str)]) -> Option<Self> {
         let Some(db) = TestDatabase::postgres_if_configured().await else {
             println!("{POSTGRES_URL_VAR} is not set: replica tests need PostgreSQL; skipped");
             return None;
@@ -53,7 +58,8 @@ impl Cluster {
             .map(|i| root.path().join(format!("replica-{i}")))
             .collect();
         let env = db.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra_env);
 
         let first = ServeProcess::start_with(root.path(), &data_dirs[0], None, &env).await;
         let admin = first
@@ -927,4 +933,74 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged_and_executes_not
             "approval {id}: {calls} answers {statuses:?} but {entries} audit entries name it"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_and_rate_limits_hold_across_replicas() {
+    let Some(cluster) = Cluster::start_with(&[
+        ("PORTCULLIS_AUTH__LOCKOUT_THRESHOLD", "3"),
+        ("PORTCULLIS_AUTH__RATE_LIMIT_BURST", "6"),
+        ("PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE", "1"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let token = cluster.acme.agent_token.clone();
+
+    // A budget of 6 requests is 6 in all, however the client spreads them over replicas.
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(raw_read(&cluster, i % REPLICAS, &token).await.status);
+    }
+    let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((allowed, limited), (6, 6), "{statuses:?}");
+
+    // Three bad tokens from one address, one per replica, lock that address out everywhere.
+    let attacker = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client bound to 127.0.0.2");
+    let bad = format!("pca_{}", "0".repeat(64));
+    for replica in 0..REPLICAS {
+        let reply = post_2026_at(
+            &attacker,
+            &cluster.url(replica),
+            &bad,
+            &tools_call_2026(1, "crm__get_contact", read_args()),
+            Some("crm__get_contact"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    }
+    for replica in 0..REPLICAS {
+        let reply = post_2026_at(
+            &attacker,
+            &cluster.url(replica),
+            &token,
+            &tools_call_2026(2, "crm__get_contact", read_args()),
+            Some("crm__get_contact"),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "replica {} must refuse a locked-out address: {}",
+            replica + 1,
+            reply.text
+        );
+        assert!(reply.header("retry-after").is_some());
+    }
+    let events = cluster.events(0).await;
+    let lockouts = events.iter().filter(|e| e["kind"] == "locked_out").count();
+    assert_eq!(lockouts, 1, "one lockout, audited once");
+    let episodes = events
+        .iter()
+        .filter(|e| e["kind"] == "rate_limited")
+        .count();
+    assert_eq!(episodes, 1, "one rate-limit episode, audited once");
 }

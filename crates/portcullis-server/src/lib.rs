@@ -248,8 +248,15 @@ async fn watch_access_changes(state: Arc<AppState>, stop: tokio_util::sync::Canc
                         () = stop.cancelled() => return,
                     };
                     match next {
-                        // A change, or a reconnect after which changes may have been missed.
-                        Ok(_) => state.cache.invalidate(),
+                        // A change, or a reconnect after which changes may have been missed:
+                        // drop cached access data and pick up connections created or revoked
+                        // on other replicas.
+                        Ok(_) => {
+                            state.cache.invalidate();
+                            if let Err(e) = state.upstreams.reconcile().await {
+                                tracing::warn!(error = %e, "cannot reconcile upstream connections");
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "access change feed lost; bypassing the cache");
                             break;

@@ -417,6 +417,29 @@ impl Upstreams {
         tokio::spawn(supervise(self.inner.clone(), connection, slot));
     }
 
+    /// Make the supervised set match the store: start every active connection that is not
+    /// supervised here yet (created on another replica) and stop those revoked elsewhere.
+    pub async fn reconcile(&self) -> Result<(), portcullis_store::StoreError> {
+        let active = self.inner.store.all_active_connections().await?;
+        let wanted: std::collections::HashSet<ConnectionId> =
+            active.iter().map(|c| c.id.clone()).collect();
+        let running: Vec<ConnectionId> = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        for id in running.iter().filter(|id| !wanted.contains(*id)) {
+            self.stop(id);
+        }
+        for connection in active {
+            self.start(connection);
+        }
+        Ok(())
+    }
+
     /// Stop a connection's upstream at once (revocation).
     pub fn stop(&self, id: &ConnectionId) {
         if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").remove(id) {

@@ -121,16 +121,19 @@ async fn sequential(client: &Client, tool: &str, calls: usize) -> Stats {
     stats(samples, started.elapsed())
 }
 
+/// `concurrency` clients spread round-robin over `urls` (one URL, or one per replica).
 async fn concurrent(
-    url: &str,
+    urls: &[String],
     token: Option<&str>,
     tool: &'static str,
     calls: usize,
     concurrency: usize,
 ) -> Stats {
     let mut clients = Vec::new();
-    for _ in 0..concurrency {
-        clients.push(std::sync::Arc::new(client(url, token).await));
+    for i in 0..concurrency {
+        clients.push(std::sync::Arc::new(
+            client(&urls[i % urls.len()], token).await,
+        ));
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -192,6 +195,79 @@ async fn upstream_leg(http: &reqwest::Client, base: &str) -> (f64, f64) {
     )
 }
 
+/// A throw-away PostgreSQL database (`--postgres`), migrated by the real binary and dropped
+/// at the end; its owner is the superuser in `PORTCULLIS_TEST_POSTGRES_URL`.
+struct ScratchDatabase {
+    admin: sqlx::postgres::PgConnectOptions,
+    name: String,
+    app_url: String,
+}
+
+impl ScratchDatabase {
+    async fn create() -> Self {
+        use sqlx::{ConnectOptions, Executor};
+        use std::str::FromStr;
+        let url = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+            .expect("--postgres needs PORTCULLIS_TEST_POSTGRES_URL");
+        let admin = sqlx::postgres::PgConnectOptions::from_str(&url).expect("postgres url");
+        let name = format!("pc_bench_gw_{}", std::process::id());
+        let mut conn = admin.connect().await.expect("postgres reachable");
+        conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await
+            .expect("drop");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create");
+        let owner = admin.clone().database(&name);
+        let migrate = std::process::Command::new(BIN)
+            .args([
+                "migrate",
+                "--database-url",
+                &owner.to_url_lossy().to_string(),
+            ])
+            .output()
+            .expect("portcullis migrate");
+        assert!(
+            migrate.status.success(),
+            "{}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        let app_url = owner
+            .username("portcullis_app")
+            .password("")
+            .to_url_lossy()
+            .to_string();
+        Self {
+            admin,
+            name,
+            app_url,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        // Best effort, after the processes are gone: the benchmark ends here anyway.
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                use sqlx::{ConnectOptions, Executor};
+                if let Ok(mut conn) = admin.connect().await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -205,14 +281,25 @@ fn arg(name: &str, default: usize) -> usize {
 async fn main() {
     let calls = arg("--calls", 3000);
     let concurrency = arg("--concurrency", 16);
+    let replicas = arg("--replicas", 1).max(1);
+    let postgres = std::env::args().any(|a| a == "--postgres");
     let dir = tempfile::tempdir().expect("tempdir");
+    let database = if postgres {
+        Some(ScratchDatabase::create().await)
+    } else {
+        None
+    };
+    if replicas > 1 && database.is_none() {
+        panic!("--replicas needs --postgres (replicas share one PostgreSQL)");
+    }
 
     let mut upstream = Proc::spawn(&["demo-upstream", "--http", "127.0.0.1:0"], &[]).await;
     let upstream_port = upstream.line_after("PORT=").await;
     let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");
 
-    let env = [
-        ("PORTCULLIS_DATA__DIR", dir.path().display().to_string()),
+    let data_dir = |replica: usize| dir.path().join(format!("replica-{replica}"));
+    let mut env = vec![
+        ("PORTCULLIS_DATA__DIR", data_dir(1).display().to_string()),
         ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0".into()),
         (
             "PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE",
@@ -221,9 +308,25 @@ async fn main() {
         ("PORTCULLIS_AUTH__RATE_LIMIT_BURST", "1000000".into()),
         ("PORTCULLIS_LOG__FILTER", "warn".into()),
     ];
+    if let Some(database) = &database {
+        env.push(("PORTCULLIS_DATA__DATABASE_URL", database.app_url.clone()));
+    }
     let mut gateway = Proc::spawn(&["serve"], &env).await;
     let admin_token = gateway.line_after("export PORTCULLIS_ADMIN_TOKEN=").await;
     let base = gateway.line_after("portcullis listening on").await;
+    // Further replicas: same database, same key file (receipts verify anywhere).
+    let mut others = Vec::new();
+    let mut bases = vec![base.clone()];
+    for replica in 2..=replicas {
+        std::fs::create_dir_all(data_dir(replica)).expect("replica dir");
+        let keys = data_dir(replica).join("keys.json");
+        std::fs::copy(data_dir(1).join("keys.json"), &keys).expect("copy keys");
+        let mut replica_env = env.clone();
+        replica_env[0].1 = data_dir(replica).display().to_string();
+        let mut process = Proc::spawn(&["serve"], &replica_env).await;
+        bases.push(process.line_after("portcullis listening on").await);
+        others.push(process);
+    }
 
     let http = reqwest::Client::new();
     admin(
@@ -269,6 +372,7 @@ async fn main() {
     .await;
     let token = token["token"].as_str().expect("token").to_owned();
     let gateway_url = format!("{base}/t/bench/mcp");
+    let gateway_urls: Vec<String> = bases.iter().map(|b| format!("{b}/t/bench/mcp")).collect();
 
     let direct = client(&upstream_url, None).await;
     let through = client(&gateway_url, Some(&token)).await;
@@ -288,6 +392,24 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    for url in &gateway_urls[1..] {
+        let other = client(url, Some(&token)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !other
+            .list_all_tools()
+            .await
+            .expect("tools/list")
+            .iter()
+            .any(|t| t.name == "crm__get_contact")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a replica never listed the upstream's tools"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     for _ in 0..200 {
         call(&direct, "get_contact").await;
         call(&through, "crm__get_contact").await;
@@ -298,9 +420,16 @@ async fn main() {
     let g_seq = sequential(&through, "crm__get_contact", calls).await;
     let leg_after = upstream_leg(&http, &base).await;
     let upstream_mean_ms = (leg_after.0 - leg_before.0) / (leg_after.1 - leg_before.1) * 1e3;
-    let d_con = concurrent(&upstream_url, None, "get_contact", calls, concurrency).await;
+    let d_con = concurrent(
+        &[upstream_url.clone()],
+        None,
+        "get_contact",
+        calls,
+        concurrency,
+    )
+    .await;
     let g_con = concurrent(
-        &gateway_url,
+        &gateway_urls,
         Some(&token),
         "crm__get_contact",
         calls,
@@ -310,12 +439,19 @@ async fn main() {
 
     let verify = std::process::Command::new(BIN)
         .args(["audit", "verify", "--tenant", "bench"])
-        .env("PORTCULLIS_DATA__DIR", dir.path())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("audit verify");
     let verify_out = String::from_utf8_lossy(&verify.stdout);
 
-    println!("calls per run: {calls}, concurrency: {concurrency} clients");
+    let backend = if postgres {
+        format!("PostgreSQL, {replicas} replica(s)")
+    } else {
+        "SQLite".to_owned()
+    };
+    println!(
+        "store: {backend}; calls per run: {calls}, concurrency: {concurrency} clients (spread over the replicas)"
+    );
     println!();
     println!(
         "| run | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | added p99 | direct calls/s | gateway calls/s |"

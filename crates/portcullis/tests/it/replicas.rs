@@ -1004,3 +1004,96 @@ async fn lockout_and_rate_limits_hold_across_replicas() {
         .count();
     assert_eq!(episodes, 1, "one rate-limit episode, audited once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked_everywhere() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    // Replicas 2 and 3 are already running; the connection is created through replica 1.
+    let billing = cluster
+        .admin(
+            0,
+            Method::POST,
+            "/tenants/acme/connections",
+            Some(json!({
+                "name": "billing", "kind": "stdio", "command": BIN, "args": ["demo-upstream"],
+                "classify": demo_classification(),
+            })),
+        )
+        .await;
+    let billing_id = billing["id"].as_str().expect("connection id").to_owned();
+    cluster
+        .admin(
+            0,
+            Method::POST,
+            "/tenants/acme/grants",
+            Some(json!({ "agent": cluster.acme.agent_id, "connection": billing_id })),
+        )
+        .await;
+    let token = cluster.acme.agent_token.clone();
+    let read = |replica: usize| {
+        let http = cluster.http.clone();
+        let url = cluster.url(replica);
+        let token = token.clone();
+        async move {
+            let reply = post_2026_at(
+                &http,
+                &url,
+                &token,
+                &tools_call_2026(3, "billing__get_contact", read_args()),
+                Some("billing__get_contact"),
+            )
+            .await;
+            reply
+                .result()
+                .is_some_and(|r| r["structuredContent"]["name"] == "Ada Lovelace")
+        }
+    };
+    for replica in 0..REPLICAS {
+        eventually(
+            &format!("replica {} serving the new connection", replica + 1),
+            || read(replica),
+        )
+        .await;
+    }
+
+    cluster
+        .admin(
+            0,
+            Method::POST,
+            &format!("/tenants/acme/connections/{billing_id}/revoke"),
+            Some(json!({})),
+        )
+        .await;
+    for replica in 0..REPLICAS {
+        assert!(
+            !read(replica).await,
+            "replica {} still serves a revoked connection",
+            replica + 1
+        );
+        eventually(
+            &format!("replica {} stopping the revoked upstream", replica + 1),
+            || {
+                let cluster = &cluster;
+                let billing_id = billing_id.clone();
+                async move {
+                    let (_, connections) = cluster
+                        .api(
+                            replica,
+                            Method::GET,
+                            "/tenants/acme/connections",
+                            &cluster.admin,
+                            None,
+                        )
+                        .await;
+                    connections
+                        .as_array()
+                        .and_then(|list| list.iter().find(|c| c["id"] == billing_id.as_str()))
+                        .is_some_and(|c| c["status"]["state"] == "stopped")
+                }
+            },
+        )
+        .await;
+    }
+}

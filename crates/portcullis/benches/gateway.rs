@@ -220,11 +220,7 @@ impl ScratchDatabase {
             .expect("create");
         let owner = admin.clone().database(&name);
         let migrate = std::process::Command::new(BIN)
-            .args([
-                "migrate",
-                "--database-url",
-                &owner.to_url_lossy().to_string(),
-            ])
+            .args(["migrate", "--database-url", owner.to_url_lossy().as_ref()])
             .output()
             .expect("portcullis migrate");
         assert!(
@@ -421,7 +417,7 @@ async fn main() {
     let leg_after = upstream_leg(&http, &base).await;
     let upstream_mean_ms = (leg_after.0 - leg_before.0) / (leg_after.1 - leg_before.1) * 1e3;
     let d_con = concurrent(
-        &[upstream_url.clone()],
+        std::slice::from_ref(&upstream_url),
         None,
         "get_contact",
         calls,

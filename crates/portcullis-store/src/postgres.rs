@@ -32,6 +32,10 @@ use std::time::Duration;
 pub struct PgStore {
     pool: PgPool,
     appends: crate::group_commit::GroupCommit,
+    /// Lockout and rate-limit counters: their own small pool whose commits do not wait for
+    /// the WAL flush (`synchronous_commit = off`). A crash may forget the last milliseconds
+    /// of counting; it cannot lose an audit event, which never goes through this pool.
+    counters: PgPool,
 }
 
 /// Notifications that something access decisions depend on changed (on any replica).
@@ -149,6 +153,10 @@ impl PgStore {
         let checked = Self::check_schema_and_role(&mut probe).await;
         let _ = probe.close().await;
         checked?;
+        let counters = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(connect.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -157,7 +165,11 @@ impl PgStore {
         let appends = crate::group_commit::GroupCommit::spawn(move |drafts| {
             Self::commit_group(writer.clone(), drafts)
         });
-        Ok(Self { pool, appends })
+        Ok(Self {
+            pool,
+            appends,
+            counters,
+        })
     }
 
     /// Listen for committed changes to agents, tokens, connections, grants and tools.
@@ -233,7 +245,7 @@ impl PgStore {
         let until: Option<i64> =
             sqlx::query_scalar("SELECT locked_until FROM auth_failures WHERE ip = $1")
                 .bind(ip)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.counters)
                 .await?;
         Ok(until.unwrap_or(0))
     }
@@ -256,7 +268,7 @@ impl PgStore {
         .bind(ip)
         .bind(now)
         .bind(rule.window_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.counters)
         .await?;
         if i64::from(failures) >= i64::from(rule.threshold) && locked_until <= now {
             let started = sqlx::query(
@@ -265,7 +277,7 @@ impl PgStore {
             .bind(ip)
             .bind(now + rule.lockout_ms)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.counters)
             .await?;
             return Ok(started.rows_affected() == 1);
         }
@@ -294,7 +306,7 @@ impl PgStore {
         .bind(now)
         .bind(rule.per_ms)
         .bind(rule.burst)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.counters)
         .await?;
         Ok(if allowed {
             crate::RateDecision::Allowed

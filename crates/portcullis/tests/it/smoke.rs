@@ -47,3 +47,50 @@ async fn read_is_free_send_is_held_then_executes_once_after_approval() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_are_served() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    client
+        .call("crm__get_contact", json!({ "id": "c_1" }))
+        .await;
+    client
+        .call(
+            "crm__send_email",
+            json!({ "to": "a@example.com", "subject": "s", "body": "b" }),
+        )
+        .await;
+
+    let get = |path: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}{path}", app.base);
+        async move {
+            let response = http.get(url).send().await.expect("reachable");
+            (response.status(), response.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(
+        get("/healthz").await,
+        (reqwest::StatusCode::OK, "ok".to_owned())
+    );
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let ready: serde_json::Value = serde_json::from_str(&ready).expect("readiness is JSON");
+    assert_eq!(ready["store"], "ok");
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    for expected in [
+        "portcullis_decisions_total{outcome=\"allow\"} 1",
+        "portcullis_decisions_total{outcome=\"hold\"} 1",
+        "portcullis_holds_total 1",
+        "portcullis_upstream_latency_seconds_count 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing `{expected}` in:\n{metrics}"
+        );
+    }
+    app.stop().await;
+}

@@ -120,10 +120,16 @@ impl Guards {
         state: &AppState,
     ) -> Result<Option<u64>, AuthRefusal> {
         if let Some(shared) = state.store.shared_counters() {
-            let until = shared
-                .locked_until(&ip.to_string())
+            let check = shared
+                .request_check(&ip.to_string())
                 .await
                 .map_err(|_| AuthRefusal::Unavailable)?;
+            // INVARIANT: before anything is served from the cache, a change committed on any
+            // replica since this replica last looked invalidates it.
+            state
+                .cache
+                .observe_shared_generation(check.access_generation);
+            let until = check.locked_until;
             return Ok((until > now).then(|| ((until - now) as u64).div_ceil(1000)));
         }
         Ok(self.locked_in_memory(ip, now))

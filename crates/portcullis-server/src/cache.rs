@@ -8,10 +8,11 @@
 //! read racing a change can never be served after the change. Tenants are never renamed or
 //! deleted, so they stay cached. Negative answers (unknown tokens) are never cached.
 //!
-//! With several replicas (PostgreSQL) a change can come from another process: the store's
-//! change feed (LISTEN/NOTIFY) bumps the generation here too, and while that feed is not
-//! connected the cache is bypassed entirely (the bounded fallback: every read goes to the
-//! database), so a lost feed can make the gateway slower, never stale.
+//! With several replicas (PostgreSQL) a change can come from another process. Every request
+//! reads the database's access generation (bumped in the transaction of every change, in the
+//! same query as the lockout check) and invalidates on any difference, so another replica's
+//! revocation is seen by the very next request here. The change feed (LISTEN/NOTIFY) also
+//! invalidates and reconciles upstream connections; while it is down the cache is bypassed.
 
 use portcullis_core::id::{AgentId, ConnectionId, TenantId};
 use portcullis_store::{AgentAuth, Connection, Grant, Store, StoreResult, Tenant, ToolRecord};
@@ -53,6 +54,8 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
 
 pub struct AccessCache {
     generation: AtomicU64,
+    /// The shared store's access generation last seen (PostgreSQL); -1 before the first look.
+    shared_generation: std::sync::atomic::AtomicI64,
     /// False while changes made elsewhere could go unnoticed: then nothing is served from
     /// or stored in the cache.
     enabled: std::sync::atomic::AtomicBool,
@@ -67,6 +70,7 @@ impl Default for AccessCache {
     fn default() -> Self {
         Self {
             generation: AtomicU64::new(1),
+            shared_generation: std::sync::atomic::AtomicI64::new(-1),
             enabled: std::sync::atomic::AtomicBool::new(true),
             tenants: Map::new(),
             tokens: Map::new(),
@@ -82,6 +86,18 @@ impl AccessCache {
     /// tokens, connections, grants or tools, before answering the request that made it.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Compare the shared store's access generation (read on every request, with the lockout
+    /// check) with the last one seen; a difference means another replica changed something,
+    /// so drop everything before this request reads the cache.
+    pub fn observe_shared_generation(&self, shared: i64) {
+        // Invalidate before recording the new value: a concurrent request that already sees
+        // the new value then finds the cache invalidated, never stale.
+        if self.shared_generation.load(Ordering::SeqCst) != shared {
+            self.invalidate();
+            self.shared_generation.store(shared, Ordering::SeqCst);
+        }
     }
 
     /// Serve from the cache (`true`) or bypass it (`false`, e.g. while the change feed of a

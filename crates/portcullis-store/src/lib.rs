@@ -99,13 +99,23 @@ pub enum RateDecision {
     },
 }
 
+/// The per-request facts shared through the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCheck {
+    /// 0 or a past time: not locked out.
+    pub locked_until: UnixMillis,
+    pub access_generation: i64,
+}
+
 /// Counters shared by all replicas through the database.
 pub struct SharedCounters<'a>(&'a PgStore);
 
 impl SharedCounters<'_> {
-    /// Until when `ip` is locked out (0 or a past time: not locked).
-    pub async fn locked_until(&self, ip: &str) -> StoreResult<UnixMillis> {
-        self.0.locked_until(ip).await
+    /// What every request checks first, in one query: until when `ip` is locked out, and the
+    /// access generation (bumped by every committed change to agents, tokens, connections,
+    /// grants or tools on any replica).
+    pub async fn request_check(&self, ip: &str) -> StoreResult<RequestCheck> {
+        self.0.request_check(ip).await
     }
 
     /// Count one failed authentication; `true` when this failure starts a lockout.

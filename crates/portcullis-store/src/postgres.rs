@@ -241,13 +241,18 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn locked_until(&self, ip: &str) -> StoreResult<i64> {
-        let until: Option<i64> =
-            sqlx::query_scalar("SELECT locked_until FROM auth_failures WHERE ip = $1")
-                .bind(ip)
-                .fetch_optional(&self.counters)
-                .await?;
-        Ok(until.unwrap_or(0))
+    pub async fn request_check(&self, ip: &str) -> StoreResult<crate::RequestCheck> {
+        let (locked_until, access_generation): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT locked_until FROM auth_failures WHERE ip = $1), \
+                    (SELECT generation FROM access_generation WHERE id = 1)",
+        )
+        .bind(ip)
+        .fetch_one(&self.counters)
+        .await?;
+        Ok(crate::RequestCheck {
+            locked_until: locked_until.unwrap_or(0),
+            access_generation,
+        })
     }
 
     pub async fn record_auth_failure(

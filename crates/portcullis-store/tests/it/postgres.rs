@@ -471,6 +471,13 @@ async fn a_change_on_one_replica_reaches_the_other_replicas_feed() {
         )
         .await
         .unwrap();
+    let before = other
+        .shared_counters()
+        .unwrap()
+        .request_check("x")
+        .await
+        .unwrap()
+        .access_generation;
     let mut feed = other
         .access_changes()
         .await
@@ -480,6 +487,15 @@ async fn a_change_on_one_replica_reaches_the_other_replicas_feed() {
         .revoke_token(&s.tenant.id, &token.id, "x", NOW)
         .await
         .unwrap();
+    // The generation moved with the commit itself: another replica sees it at once.
+    let after = other
+        .shared_counters()
+        .unwrap()
+        .request_check("x")
+        .await
+        .unwrap()
+        .access_generation;
+    assert!(after > before, "the revocation bumps the access generation");
     let changed = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
         .await
         .expect("notified in time");
@@ -516,18 +532,20 @@ async fn lockout_and_rate_limits_are_shared_by_replicas() {
             store
                 .shared_counters()
                 .unwrap()
-                .locked_until("203.0.113.9")
+                .request_check("203.0.113.9")
                 .await
-                .unwrap(),
+                .unwrap()
+                .locked_until,
             NOW + 3 + 30_000
         );
         assert_eq!(
             store
                 .shared_counters()
                 .unwrap()
-                .locked_until("198.51.100.1")
+                .request_check("198.51.100.1")
                 .await
-                .unwrap(),
+                .unwrap()
+                .locked_until,
             0,
             "other addresses unaffected"
         );

@@ -26,8 +26,24 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
 }
 
+/// Load an existing key file (refused when other users can read it). Commands that only
+/// read or verify use this: a missing key file is an error, never a fresh key.
+pub fn load_keys(path: &Path) -> Result<KeyRing, BootstrapError> {
+    match load_or_create(path, false)? {
+        Some(keys) => Ok(keys),
+        None => Err(BootstrapError::KeyFile {
+            path: path.display().to_string(),
+            reason: "no such file (start `portcullis serve` once, or pass --config)".into(),
+        }),
+    }
+}
+
 /// Load the key file, creating it (mode 0600, never overwriting) when it does not exist.
 pub fn load_or_create_keys(path: &Path) -> Result<KeyRing, BootstrapError> {
+    Ok(load_or_create(path, true)?.expect("created when missing"))
+}
+
+fn load_or_create(path: &Path, create: bool) -> Result<Option<KeyRing>, BootstrapError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let display = path.display().to_string();
     match std::fs::read(path) {
@@ -45,11 +61,14 @@ pub fn load_or_create_keys(path: &Path) -> Result<KeyRing, BootstrapError> {
                     mode: mode & 0o777,
                 });
             }
-            KeyRing::from_file_bytes(&bytes).map_err(|e| BootstrapError::KeyFile {
-                path: display,
-                reason: e.to_string(),
-            })
+            KeyRing::from_file_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| BootstrapError::KeyFile {
+                    path: display,
+                    reason: e.to_string(),
+                })
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let keys = KeyRing::generate();
             let mut file = std::fs::OpenOptions::new()
@@ -67,7 +86,7 @@ pub fn load_or_create_keys(path: &Path) -> Result<KeyRing, BootstrapError> {
                     path: display,
                     reason: e.to_string(),
                 })?;
-            Ok(keys)
+            Ok(Some(keys))
         }
         Err(e) => Err(BootstrapError::KeyFile {
             path: display,

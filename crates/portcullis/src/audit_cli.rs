@@ -111,8 +111,9 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
             let key = match public_key {
                 Some(hex_key) => portcullis_core::keys::parse_verifying_key(&hex_key)
                     .context("--public-key is not a hex Ed25519 public key")?,
-                None => portcullis_server::bootstrap::load_or_create_keys(&config.key_file())?
-                    .verifying_key(),
+                None => {
+                    portcullis_server::bootstrap::load_keys(&config.key_file())?.verifying_key()
+                }
             };
             let tenants = match tenant {
                 Some(name) => vec![resolve_tenant(&store, &name).await?],
@@ -160,7 +161,7 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
             })
         }
         AuditCommand::Checkpoint { tenant } => {
-            let keys = portcullis_server::bootstrap::load_or_create_keys(&config.key_file())?;
+            let keys = portcullis_server::bootstrap::load_keys(&config.key_file())?;
             let tenants = match tenant {
                 Some(name) => vec![resolve_tenant(&store, &name).await?],
                 None => store.audit_tenants().await?,

@@ -88,7 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::PublicKey => {
             let config = Config::load(cli.config.as_deref())?;
-            let keys = portcullis_server::bootstrap::load_or_create_keys(&config.key_file())?;
+            let keys = portcullis_server::bootstrap::load_keys(&config.key_file())?;
             println!("{}", hex::encode(keys.verifying_key().as_bytes()));
         }
         Command::DemoUpstream { http } => demo_upstream(http).await?,

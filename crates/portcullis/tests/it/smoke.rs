@@ -94,3 +94,22 @@ async fn health_readiness_and_metrics_are_served() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_never_mint_a_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_str = data.display().to_string();
+    for args in [
+        &["public-key"][..],
+        &["audit", "verify"][..],
+        &["audit", "checkpoint"][..],
+    ] {
+        let run = run_cli(dir.path(), args, &[("PORTCULLIS_DATA__DIR", &data_str)]).await;
+        assert!(!run.ok(), "{args:?} must fail without a key file");
+        assert!(
+            !data.join("keys.json").exists(),
+            "{args:?} created a key file"
+        );
+    }
+}

@@ -276,11 +276,14 @@ pub async fn endpoint(
             .expect("lock poisoned")
             .get(session)
             .cloned();
-        if owner.as_ref().is_some_and(|owner| *owner != ctx.agent) {
+        // Every session was opened through this handler and recorded below, so an unknown one
+        // is refused here too (fail closed) rather than left to rmcp.
+        if owner.as_ref() != Some(&ctx.agent) {
             return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
         }
     }
     let agent = ctx.agent.clone();
+    let closing = request.method() == http::Method::DELETE;
     request.extensions_mut().insert(ctx);
     let request = match check_body(request, state.config.server.max_body_bytes).await {
         Ok(request) => request,
@@ -298,6 +301,16 @@ pub async fn endpoint(
             .lock()
             .expect("lock poisoned")
             .insert(created.to_owned(), agent);
+    }
+    if closing
+        && response.status().is_success()
+        && let Some(session) = &session
+    {
+        endpoint
+            .sessions
+            .lock()
+            .expect("lock poisoned")
+            .remove(session);
     }
     response
 }

@@ -42,6 +42,17 @@ pub enum AuditKind {
     ToolDefinitionAccepted,
     ConfigChanged,
     Checkpoint,
+    PolicyUpdated,
+    ToolProfiled,
+    Vote,
+    GuardrailCreated,
+    GuardrailChanged,
+    GuardrailRevoked,
+    Notice,
+    AgentSuspended,
+    AgentResumed,
+    TenantSuspended,
+    TenantResumed,
 }
 
 impl AuditKind {
@@ -87,6 +98,17 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     ),
     (AuditKind::ConfigChanged, "config_changed"),
     (AuditKind::Checkpoint, "checkpoint"),
+    (AuditKind::PolicyUpdated, "policy_updated"),
+    (AuditKind::ToolProfiled, "tool_profiled"),
+    (AuditKind::Vote, "vote"),
+    (AuditKind::GuardrailCreated, "guardrail_created"),
+    (AuditKind::GuardrailChanged, "guardrail_changed"),
+    (AuditKind::GuardrailRevoked, "guardrail_revoked"),
+    (AuditKind::Notice, "notice"),
+    (AuditKind::AgentSuspended, "agent_suspended"),
+    (AuditKind::AgentResumed, "agent_resumed"),
+    (AuditKind::TenantSuspended, "tenant_suspended"),
+    (AuditKind::TenantResumed, "tenant_resumed"),
 ];
 
 /// An event before the store gives it a place in the chain.

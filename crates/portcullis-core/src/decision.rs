@@ -1,16 +1,19 @@
-//! The decision: one function that turns an action and its facts into allow, hold or deny.
+//! The decision: one function that turns an action, its structural facts and the policy
+//! engine's evaluation into allow, hold or deny.
 //!
-//! Today it is a built-in rule (reads and drafts allow, effects hold, anything not granted
-//! denies); a policy engine replaces the body later, not the signature. The most restrictive
-//! outcome wins and any problem denies.
+//! Structural facts (granted, in the token's scope, connection live) deny before any policy:
+//! a tenant's policy cannot grant what an administrator did not. Then the Cedar evaluation
+//! ([`crate::policy::Engine::evaluate`]) decides; the most restrictive outcome wins.
 //!
-//! An `Allow` carries a [`Permit`], the only value the executor accepts. A permit for an
-//! effect can only come from [`crate::receipt::verify`], so an unapproved effect cannot be
-//! written as code that compiles.
+//! An `Allow` carries a [`Permit`], the only value the executor accepts. A permit for a
+//! world-changing action comes from [`crate::receipt::verify`] (a person approved it) or from
+//! [`decide`] when a guardrail covered the call — never from a policy alone: an effect allowed
+//! without a guardrail is held here even if the policies said allow.
 
 use crate::action::Action;
 use crate::effect::EffectClass;
-use crate::id::{ApprovalId, ReceiptId};
+use crate::id::{ApprovalId, GuardrailId, ReceiptId};
+use crate::policy::Evaluation;
 use serde::Serialize;
 
 /// Whether a tool's current definition is the one an operator accepted.
@@ -22,7 +25,18 @@ pub enum DefinitionStatus {
     Changed,
 }
 
-/// The facts the decision is made on, gathered by the caller.
+impl DefinitionStatus {
+    /// The class a call is decided as. INVARIANT: a changed definition is an unknown tool,
+    /// and an unknown tool is an effect.
+    pub fn effective(self, effect: EffectClass) -> EffectClass {
+        match self {
+            Self::Changed if !effect.is_effect() => EffectClass::Write,
+            _ => effect,
+        }
+    }
+}
+
+/// The structural facts, gathered by the caller.
 #[derive(Debug, Clone)]
 pub struct DecisionInput {
     /// The agent's grant covers this connection and tool.
@@ -31,22 +45,18 @@ pub struct DecisionInput {
     pub in_token_scope: bool,
     /// The connection is live (not revoked).
     pub connection_active: bool,
-    /// The gateway's classification of the tool.
+    /// The class the call is decided as (see [`DefinitionStatus::effective`]).
     pub effect: EffectClass,
-    pub definition: DefinitionStatus,
+    /// The guardrail the evaluation was told covers this call, if any.
+    pub guardrail: Option<GuardrailId>,
 }
 
 /// The outcome of a decision.
 #[derive(Debug)]
 pub enum Decision {
-    Allow(Permit),
-    Hold {
-        effect: EffectClass,
-        reasons: Vec<String>,
-    },
-    Deny {
-        reasons: Vec<String>,
-    },
+    Allow(Box<Permit>),
+    Hold { reasons: Vec<String> },
+    Deny { reasons: Vec<String> },
 }
 
 /// The decision outcome without its permit, for logs, metrics and the audit trail.
@@ -78,8 +88,9 @@ impl Decision {
     }
 }
 
-/// Decide on one action. Deny beats hold beats allow.
-pub fn decide(action: Action, input: &DecisionInput) -> Decision {
+/// Decide on one action. Structural denials first, then the policy evaluation; deny beats
+/// hold beats allow.
+pub fn decide(action: Action, input: &DecisionInput, evaluation: &Evaluation) -> Decision {
     let mut deny = Vec::new();
     if !input.connection_active {
         deny.push("connection is revoked".to_owned());
@@ -99,42 +110,39 @@ pub fn decide(action: Action, input: &DecisionInput) -> Decision {
     if !deny.is_empty() {
         return Decision::Deny { reasons: deny };
     }
-    let mut hold = Vec::new();
-    // INVARIANT: a changed definition is an unknown tool, and an unknown tool is an effect.
-    let effect = match input.definition {
-        DefinitionStatus::Accepted => input.effect,
-        DefinitionStatus::Changed => {
-            hold.push(
-                "the upstream changed this tool's definition since it was accepted".to_owned(),
-            );
-            if input.effect.is_effect() {
+    match evaluation.outcome {
+        Outcome::Deny => Decision::Deny {
+            reasons: evaluation.reasons.clone(),
+        },
+        Outcome::Hold => Decision::Hold {
+            reasons: evaluation.reasons.clone(),
+        },
+        Outcome::Allow if input.effect.is_effect() && input.guardrail.is_none() => Decision::Hold {
+            reasons: vec![format!(
+                "`{}` changes the world and needs a person's approval or a guardrail",
                 input.effect
+            )],
+        },
+        Outcome::Allow => Decision::Allow(Box::new(Permit {
+            action,
+            approval: None,
+            guardrail: if input.effect.is_effect() {
+                input.guardrail.clone()
             } else {
-                EffectClass::Write
-            }
-        }
-    };
-    if effect.is_effect() {
-        hold.push(format!("`{effect}` changes the world and needs approval"));
+                None
+            },
+        })),
     }
-    if !hold.is_empty() {
-        return Decision::Hold {
-            effect,
-            reasons: hold,
-        };
-    }
-    Decision::Allow(Permit {
-        action,
-        approval: None,
-    })
 }
 
 /// Permission to send exactly one action upstream. Fields are private: only [`decide`] (for
-/// reads and drafts) and [`crate::receipt::verify`] (for approved effects) construct it.
+/// reads, drafts and guardrail-covered effects) and [`crate::receipt::verify`] (for approved
+/// effects) construct it.
 #[derive(Debug)]
 pub struct Permit {
     action: Action,
     approval: Option<ApprovedBy>,
+    guardrail: Option<GuardrailId>,
 }
 
 /// Which receipt approved a permit.
@@ -151,7 +159,13 @@ impl Permit {
         Self {
             action,
             approval: Some(approval),
+            guardrail: None,
         }
+    }
+
+    /// The guardrail that let this effect run without a person, if one did.
+    pub fn guardrail(&self) -> Option<&GuardrailId> {
+        self.guardrail.as_ref()
     }
 
     pub fn action(&self) -> &Action {
@@ -183,41 +197,53 @@ mod tests {
         }
     }
 
-    /// One row per case: granted, in scope, active, effect, definition → outcome.
+    fn evaluation(outcome: Outcome) -> Evaluation {
+        Evaluation {
+            outcome,
+            policies: vec!["p".into()],
+            reasons: vec!["because".into()],
+            points: Vec::new(),
+            policy_hash: "h".into(),
+        }
+    }
+
+    /// One row per case: granted, in scope, active, effect, guardrail, policy outcome → outcome.
     #[test]
     fn decision_table() {
-        use DefinitionStatus::*;
         use EffectClass::*;
         use Outcome as O;
+        let g = Some(GuardrailId::generate());
         let cases = [
-            (true, true, true, Read, Accepted, O::Allow),
-            (true, true, true, Draft, Accepted, O::Allow),
-            (true, true, true, Read, Changed, O::Hold),
-            (true, true, true, Draft, Changed, O::Hold),
-            (false, true, true, Read, Accepted, O::Deny),
-            (true, false, true, Read, Accepted, O::Deny),
-            (true, true, false, Read, Accepted, O::Deny),
-            (false, true, true, Send, Changed, O::Deny),
+            (true, true, true, Read, None, O::Allow, O::Allow),
+            (true, true, true, Read, None, O::Hold, O::Hold),
+            (true, true, true, Read, None, O::Deny, O::Deny),
+            (false, true, true, Read, None, O::Allow, O::Deny),
+            (true, false, true, Read, None, O::Allow, O::Deny),
+            (true, true, false, Read, None, O::Allow, O::Deny),
+            // A policy alone never lets an effect run: it needs a guardrail or a receipt.
+            (true, true, true, Send, None, O::Allow, O::Hold),
+            (true, true, true, Send, g.clone(), O::Allow, O::Allow),
+            (true, true, true, Send, g.clone(), O::Hold, O::Hold),
+            (false, true, true, Send, g.clone(), O::Allow, O::Deny),
         ];
-        for (granted, in_token_scope, connection_active, effect, definition, expected) in cases {
+        for (granted, in_token_scope, connection_active, effect, guardrail, policy, expected) in
+            cases
+        {
             let input = DecisionInput {
                 granted,
                 in_token_scope,
                 connection_active,
                 effect,
-                definition,
+                guardrail,
             };
-            assert_eq!(decide(action(), &input).outcome(), expected, "{input:?}");
+            let decision = decide(action(), &input, &evaluation(policy));
+            assert_eq!(decision.outcome(), expected, "{input:?} {policy:?}");
+            if let Decision::Allow(permit) = decision {
+                assert_eq!(permit.guardrail().is_some(), effect.is_effect());
+            }
         }
-        for effect in EffectClass::ALL.into_iter().filter(|e| e.is_effect()) {
-            let input = DecisionInput {
-                granted: true,
-                in_token_scope: true,
-                connection_active: true,
-                effect,
-                definition: Accepted,
-            };
-            assert_eq!(decide(action(), &input).outcome(), O::Hold, "{effect}");
-        }
+        assert_eq!(DefinitionStatus::Changed.effective(Read), Write);
+        assert_eq!(DefinitionStatus::Changed.effective(Send), Send);
+        assert_eq!(DefinitionStatus::Accepted.effective(Read), Read);
     }
 }

@@ -104,6 +104,9 @@ typed_id!(
 typed_id!(
     /// An agent session on the MCP endpoint.
     SessionId, "ses");
+typed_id!(
+    /// A guardrail: a standing rule that lets one proven workflow run without asking.
+    GuardrailId, "grd");
 
 impl TenantId {
     /// The pseudo-tenant whose audit chain records events that belong to no tenant (for

@@ -8,8 +8,11 @@ pub mod action;
 pub mod audit;
 pub mod decision;
 pub mod effect;
+pub mod guardrail;
 pub mod id;
 pub mod keys;
+pub mod policy;
+pub mod profile;
 pub mod receipt;
 pub mod token;
 

@@ -20,8 +20,20 @@ pub struct ReceiptBody {
     pub approver: String,
     pub approved_at: UnixMillis,
     pub expires_at: UnixMillis,
-    /// 128 random bits, hex; consumed once by the executor.
+    /// 128 random bits, hex; consumed once by the executor (once per item for a batch).
     pub nonce: String,
+    /// For a batch: the ordered action hashes approved together. `action_hash` is then the
+    /// batch hash ([`batch_hash`]) over exactly this list, so reordering, adding or removing
+    /// an item breaks the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Vec<String>>,
+}
+
+/// The hash a batch approval signs: SHA-256 over the canonical JSON of the ordered list of
+/// the items' action hashes.
+pub fn batch_hash(items: &[String]) -> String {
+    let bytes = crate::action::canonical_json(&items).expect("a list of strings is canonical");
+    crate::sha256_hex(&bytes)
 }
 
 /// A receipt with its signature (hex Ed25519 over the canonical JSON of the body).
@@ -84,8 +96,19 @@ pub fn verify(
     let hash = action
         .hash()
         .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-    if hash != receipt.body.action_hash {
-        return Err(ReceiptError::ActionMismatch);
+    match &receipt.body.batch {
+        None if hash != receipt.body.action_hash => return Err(ReceiptError::ActionMismatch),
+        None => {}
+        Some(items) => {
+            if batch_hash(items) != receipt.body.action_hash {
+                return Err(ReceiptError::Malformed(
+                    "batch hash does not match its items".into(),
+                ));
+            }
+            if !items.contains(&hash) {
+                return Err(ReceiptError::ActionMismatch);
+            }
+        }
     }
     if now >= receipt.body.expires_at {
         return Err(ReceiptError::Expired);
@@ -96,7 +119,11 @@ pub fn verify(
         ApprovedBy {
             approval_id: body.approval_id.clone(),
             receipt_id: body.receipt_id.clone(),
-            nonce: body.nonce.clone(),
+            // A batch receipt covers several actions; each spends its own nonce.
+            nonce: match &body.batch {
+                None => body.nonce.clone(),
+                Some(_) => format!("{}:{hash}", body.nonce),
+            },
             approver: body.approver.clone(),
         },
     ))
@@ -127,9 +154,65 @@ mod tests {
             approved_at: 1_000,
             expires_at: 2_000,
             nonce: SignedReceipt::new_nonce(),
+            batch: None,
         };
         let receipt = SignedReceipt::sign(keys.signing_key(), body);
         (keys, action, receipt)
+    }
+
+    #[test]
+    fn a_batch_receipt_covers_exactly_its_items_in_order() {
+        let (keys, action, receipt) = fixture();
+        let vk = keys.verifying_key();
+        let mut other = action.clone();
+        other.arguments = json!({"amount_cents": 2000});
+        let items = vec![action.hash().unwrap(), other.hash().unwrap()];
+        let sign = |items: Vec<String>, hash: String| {
+            let mut body = receipt.body.clone();
+            body.action_hash = hash;
+            body.batch = Some(items);
+            SignedReceipt::sign(keys.signing_key(), body)
+        };
+        let batch = sign(items.clone(), batch_hash(&items));
+        let first = verify(&batch, &vk, action.clone(), 1_500).unwrap();
+        let second = verify(&batch, &vk, other.clone(), 1_500).unwrap();
+        let (n1, n2) = (
+            first.approval().unwrap().nonce.clone(),
+            second.approval().unwrap().nonce.clone(),
+        );
+        assert_ne!(n1, n2, "each item spends its own nonce");
+
+        // One cent more is not in the batch.
+        let mut more = other.clone();
+        more.arguments = json!({"amount_cents": 2001});
+        assert_eq!(
+            verify(&batch, &vk, more, 1_500).unwrap_err(),
+            ReceiptError::ActionMismatch
+        );
+        // Reordered, added or removed items no longer match the signed batch hash.
+        let reordered: Vec<String> = items.iter().rev().cloned().collect();
+        let mut tampered = batch.clone();
+        tampered.body.batch = Some(reordered.clone());
+        assert_eq!(
+            verify(&tampered, &vk, action.clone(), 1_500).unwrap_err(),
+            ReceiptError::BadSignature
+        );
+        let forged = sign(reordered, batch_hash(&items));
+        assert!(matches!(
+            verify(&forged, &vk, action.clone(), 1_500),
+            Err(ReceiptError::Malformed(_))
+        ));
+        let mut added = items.clone();
+        added.push("f".repeat(64));
+        assert!(matches!(
+            verify(&sign(added, batch_hash(&items)), &vk, action.clone(), 1_500),
+            Err(ReceiptError::Malformed(_))
+        ));
+        let removed = vec![items[0].clone()];
+        assert!(matches!(
+            verify(&sign(removed, batch_hash(&items)), &vk, action, 1_500),
+            Err(ReceiptError::Malformed(_))
+        ));
     }
 
     #[test]

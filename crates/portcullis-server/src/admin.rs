@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-type AppRef = Arc<AppState>;
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(crate) type AppRef = Arc<AppState>;
+pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub fn router() -> Router<AppRef> {
     Router::new()
@@ -75,6 +75,7 @@ pub fn router() -> Router<AppRef> {
         .route("/audit/verify", get(verify_audit))
         .route("/audit/checkpoint", post(checkpoint_audit))
         .route("/audit/events", get(audit_events))
+        .merge(crate::trust::router())
 }
 
 impl FromRequestParts<AppRef> for AdminContext {
@@ -97,7 +98,7 @@ impl FromRequestParts<AppRef> for AdminContext {
     }
 }
 
-fn require_admin(ctx: &AdminContext) -> Result<(), ApiError> {
+pub(crate) fn require_admin(ctx: &AdminContext) -> Result<(), ApiError> {
     if ctx.is_admin() {
         Ok(())
     } else {
@@ -106,7 +107,11 @@ fn require_admin(ctx: &AdminContext) -> Result<(), ApiError> {
 }
 
 /// Resolve a tenant name for this human; another tenant's name is "not found".
-async fn tenant_for(state: &AppState, ctx: &AdminContext, name: &str) -> Result<Tenant, ApiError> {
+pub(crate) async fn tenant_for(
+    state: &AppState,
+    ctx: &AdminContext,
+    name: &str,
+) -> Result<Tenant, ApiError> {
     let tenant = state.store.tenant_by_name(name).await?;
     if !ctx.may_access(&tenant.id) {
         return Err(ApiError::NotFound);
@@ -114,12 +119,12 @@ async fn tenant_for(state: &AppState, ctx: &AdminContext, name: &str) -> Result<
     Ok(tenant)
 }
 
-fn parse_id<T: std::str::FromStr>(value: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_id<T: std::str::FromStr>(value: &str) -> Result<T, ApiError> {
     // An id of the wrong shape cannot name anything: "not found", like another tenant's id.
     value.parse().map_err(|_| ApiError::NotFound)
 }
 
-fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name
@@ -428,7 +433,7 @@ async fn restart_connection(
     Ok(Json(json!({ "restarting": connection.id })))
 }
 
-async fn connection_in(
+pub(crate) async fn connection_in(
     state: &AppState,
     ctx: &AdminContext,
     tenant: &str,
@@ -440,12 +445,13 @@ async fn connection_in(
     Ok((tenant, connection))
 }
 
-fn tool_json(tool: &ToolRecord) -> Value {
+pub(crate) fn tool_json(tool: &ToolRecord) -> Value {
     json!({
         "name": tool.name, "effect": tool.effect, "effect_source": tool.effect_source,
         "pinned_hash": tool.pinned_hash, "current_hash": tool.current_hash,
         "definition_changed": tool.definition_changed(),
         "description": tool.definition.description,
+        "profile": tool.profile,
     })
 }
 
@@ -611,7 +617,7 @@ async fn list_approvals(
 }
 
 /// Find an approval this human may see; anything else is "not found".
-async fn approval_for(
+pub(crate) async fn approval_for(
     state: &AppState,
     ctx: &AdminContext,
     id: &str,

@@ -23,6 +23,8 @@ pub struct AgentContext {
     pub tenant_name: String,
     pub agent: AgentId,
     pub agent_name: String,
+    /// The human the agent acts for, if recorded (may not approve its actions).
+    pub agent_owner: Option<String>,
     pub token: TokenId,
     pub scope: Vec<String>,
     pub ip: IpAddr,
@@ -78,6 +80,9 @@ pub enum AuthRefusal {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The agent or its whole tenant is suspended (the kill switch). Valid credentials, so
+    /// it says so; not counted towards the address's lockout.
+    Suspended,
     /// The store could not be read: fail closed.
     Unavailable,
 }
@@ -339,6 +344,9 @@ pub async fn authenticate_agent(
         record_failure(state, ip, chain, surface, reason).await;
         return Err(AuthRefusal::Unauthenticated);
     }
+    if auth.agent_suspended || auth.tenant_suspended {
+        return Err(AuthRefusal::Suspended);
+    }
     if let Err((retry_after_secs, first)) = state.guards.take(&auth.token.id, now, state).await? {
         if first {
             let draft = AuditDraft::new(
@@ -358,6 +366,7 @@ pub async fn authenticate_agent(
         tenant_name: auth.tenant_name,
         agent: auth.token.agent,
         agent_name: auth.agent_name,
+        agent_owner: auth.agent_owner,
         token: auth.token.id,
         scope: auth.token.scope,
         ip,

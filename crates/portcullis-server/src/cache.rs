@@ -15,7 +15,9 @@
 //! invalidates and reconciles upstream connections; while it is down the cache is bypassed.
 
 use portcullis_core::id::{AgentId, ConnectionId, TenantId};
-use portcullis_store::{AgentAuth, Connection, Grant, Store, StoreResult, Tenant, ToolRecord};
+use portcullis_store::{
+    AgentAuth, Connection, Grant, Guardrail, PolicyVersion, Store, StoreResult, Tenant, ToolRecord,
+};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +66,8 @@ pub struct AccessCache {
     connections: Map<TenantId, Arc<Vec<Connection>>>,
     grants: Map<(TenantId, AgentId), Arc<Vec<Grant>>>,
     tools: Map<(TenantId, ConnectionId), Arc<Vec<ToolRecord>>>,
+    policies: Map<TenantId, Option<Arc<PolicyVersion>>>,
+    guardrails: Map<TenantId, Arc<Vec<Guardrail>>>,
 }
 
 impl Default for AccessCache {
@@ -77,6 +81,8 @@ impl Default for AccessCache {
             connections: Map::new(),
             grants: Map::new(),
             tools: Map::new(),
+            policies: Map::new(),
+            guardrails: Map::new(),
         }
     }
 }
@@ -185,6 +191,42 @@ impl AccessCache {
         }
         let v = Arc::new(store.tools(tenant, connection).await?);
         self.tools.put(key, generation, v.clone());
+        Ok(v)
+    }
+}
+
+impl AccessCache {
+    /// The tenant's current policy document, if it ever stored one.
+    pub async fn policy(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<Arc<PolicyVersion>>> {
+        let Some(generation) = self.generation() else {
+            return Ok(store.current_policy(tenant).await?.map(Arc::new));
+        };
+        if let Some(v) = self.policies.get(tenant, generation) {
+            return Ok(v);
+        }
+        let v = store.current_policy(tenant).await?.map(Arc::new);
+        self.policies.put(tenant.clone(), generation, v.clone());
+        Ok(v)
+    }
+
+    /// The tenant's active guardrails.
+    pub async fn guardrails(
+        &self,
+        store: &Store,
+        tenant: &TenantId,
+    ) -> StoreResult<Arc<Vec<Guardrail>>> {
+        let Some(generation) = self.generation() else {
+            return Ok(Arc::new(store.guardrails(tenant).await?));
+        };
+        if let Some(v) = self.guardrails.get(tenant, generation) {
+            return Ok(v);
+        }
+        let v = Arc::new(store.guardrails(tenant).await?);
+        self.guardrails.put(tenant.clone(), generation, v.clone());
         Ok(v)
     }
 }

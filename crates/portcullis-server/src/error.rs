@@ -39,6 +39,7 @@ impl From<crate::auth::AuthRefusal> for ApiError {
             R::LockedOut { retry_after_secs } | R::RateLimited { retry_after_secs } => {
                 Self::TooManyRequests(retry_after_secs)
             }
+            R::Suspended => Self::Forbidden("suspended".into()),
             R::Unavailable => Self::Unavailable,
         }
     }

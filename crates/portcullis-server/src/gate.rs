@@ -12,10 +12,15 @@ use crate::upstream::{AgentSide, UpstreamError};
 use portcullis_core::action::{Action, canonical_json};
 use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::decision::{Decision, DecisionInput, DefinitionStatus, Permit, decide};
-use portcullis_core::id::{ApprovalId, ReceiptId};
+use portcullis_core::guardrail::GuardrailMode;
+use portcullis_core::id::{ApprovalId, ReceiptId, TenantId};
+use portcullis_core::policy::{
+    ApproverRule, CallFacts, Engine, Evaluation, Point, refuse_voter, satisfied,
+};
 use portcullis_core::receipt::{self, ReceiptBody, SignedReceipt};
 use portcullis_store::{
-    Approval, ApprovalStatus, Connection, NewApproval, StoreError, ToolRecord, Verdict,
+    Approval, ApprovalExtras, ApprovalStatus, Charge, ChargeLimit, Connection, Guardrail,
+    NewApproval, StoreError, ToolRecord, Vote,
 };
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -120,8 +125,13 @@ pub struct CallRequest {
     pub name: String,
     pub arguments: Option<JsonObject>,
     pub session: Option<String>,
+    /// The agent's stated reason or plan (`_meta` `dev.portcullis/reason`), shown to approvers.
+    pub stated_reason: Option<String>,
     pub agent: AgentSide,
 }
+
+/// The `_meta` key an agent states its reason or plan under.
+pub const REASON_META_KEY: &str = "dev.portcullis/reason";
 
 fn result_json(value: serde_json::Value, is_error: bool) -> CallToolResult {
     let text = Content::text(serde_json::to_string_pretty(&value).unwrap_or_default());
@@ -273,24 +283,93 @@ pub async fn call_tool(
     let action_hash = action.hash().map_err(|e| {
         McpError::invalid_params(format!("arguments cannot be canonicalised: {e}"), None)
     })?;
-    let input = DecisionInput {
+    let definition = if tool.definition_changed() {
+        DefinitionStatus::Changed
+    } else {
+        DefinitionStatus::Accepted
+    };
+    let effect = definition.effective(tool.effect);
+    let world = effect.is_effect();
+    let facts = gather(state, ctx, &req, &connection, &tool, &action, effect, now).await?;
+    let mut evaluation = evaluate(
+        &facts,
+        ctx,
+        &connection.name,
+        &tool,
+        &action,
+        effect,
+        definition,
+        &req,
+        now,
+    );
+    let mut input = DecisionInput {
         granted,
         in_token_scope: ctx.scope_covers(&connection.name, &tool.name),
         connection_active: connection.revoked_at.is_none(),
-        effect: tool.effect,
-        definition: if tool.definition_changed() {
-            DefinitionStatus::Changed
-        } else {
-            DefinitionStatus::Accepted
-        },
+        effect,
+        guardrail: facts.guardrail.as_ref().map(|g| g.id.clone()),
     };
-    let decision = decide(action.clone(), &input);
+    let mut decision = decide(action.clone(), &input, &evaluation);
+    let mut extra_reasons = Vec::new();
+    // A guardrail lets the call run only if today's count and cost still admit it: the charge
+    // is the exact, concurrency-safe check. Over the limit, the call is decided again without
+    // the guardrail (and so held).
+    if let (Decision::Allow(permit), Some(guardrail)) = (&decision, &facts.guardrail)
+        && permit.guardrail().is_some()
+    {
+        let charge = Charge {
+            tenant: ctx.tenant.clone(),
+            agent: ctx.agent.clone(),
+            guardrail: Some(guardrail.id.clone()),
+            approval: None,
+            connection: connection.id.clone(),
+            tool: tool.name.clone(),
+            cost_cents: facts.cost_cents,
+            action_hash: action_hash.clone(),
+        };
+        let limit = ChargeLimit {
+            since: portcullis_core::guardrail::day_start(now),
+            max_count: Some(i64::from(guardrail.spec.max_per_day)),
+            max_cents: Some(guardrail.spec.max_cost_cents_per_day),
+        };
+        if !state
+            .store
+            .charge(&charge, Some(&limit), now)
+            .await
+            .map_err(store_error)?
+        {
+            extra_reasons.push(format!(
+                "guardrail `{}` has reached today's limit",
+                guardrail.name
+            ));
+            let mut without = facts.clone();
+            without.guardrail = None;
+            evaluation = evaluate(
+                &without,
+                ctx,
+                &connection.name,
+                &tool,
+                &action,
+                effect,
+                definition,
+                &req,
+                now,
+            );
+            input.guardrail = None;
+            decision = decide(action.clone(), &input, &evaluation);
+        }
+    }
     state.metrics.decision(decision.outcome().as_str());
+    let policy_detail = json!({
+        "policies": evaluation.policies,
+        "policy_hash": evaluation.policy_hash,
+        "points": evaluation.points,
+    });
     match decision {
         Decision::Deny { reasons } => {
             let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
             draft.decision = Some("deny".into());
-            draft.detail = json!({ "effect": tool.effect, "reasons": reasons });
+            draft.detail = json!({ "effect": effect, "reasons": reasons, "policy": policy_detail });
             state
                 .store
                 .append_audit(draft, now)
@@ -299,17 +378,36 @@ pub async fn call_tool(
             Ok(denied(&reasons).into())
         }
         Decision::Allow(permit) => {
+            let guardrail = permit.guardrail().cloned();
             let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
             draft.decision = Some("allow".into());
-            draft.detail = json!({ "effect": tool.effect });
+            draft.detail =
+                json!({ "effect": effect, "policy": policy_detail, "guardrail": guardrail });
             state
                 .store
                 .append_audit(draft, now)
                 .await
                 .map_err(store_error)?;
-            Ok(forward(state, permit, req.agent).await.into())
+            if let Some(g) = facts.guardrail.as_ref().filter(|_| guardrail.is_some())
+                && g.mode == GuardrailMode::AutoWithNotice
+            {
+                let mut notice = call_draft(state, ctx, &req.session, &action, AuditKind::Notice);
+                notice.detail = json!({
+                    "guardrail": g.id,
+                    "guardrail_name": g.name,
+                    "summary": summary(effect, &connection.name, &tool.name, &action.arguments),
+                    "cost_cents": facts.cost_cents,
+                });
+                state
+                    .store
+                    .append_audit(notice, now)
+                    .await
+                    .map_err(store_error)?;
+            }
+            Ok(forward(state, *permit, req.agent).await.into())
         }
-        Decision::Hold { effect, reasons } => {
+        Decision::Hold { mut reasons } => {
+            reasons.extend(extra_reasons);
             let live = state
                 .store
                 .live_approval_for(&ctx.tenant, &ctx.agent, &action_hash, now)
@@ -321,9 +419,35 @@ pub async fn call_tool(
                         + (state.config.approvals.default_ttl_secs as i64 * 1000)
                             .min(portcullis_core::MAX_APPROVAL_TTL_MS);
                     let id = ApprovalId::generate();
+                    let rules = facts.engine.approver_rules(&evaluation);
                     let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Hold);
                     draft.decision = Some("hold".into());
-                    draft.detail = json!({ "effect": effect, "reasons": reasons, "approval": id, "action_hash": action_hash });
+                    draft.detail = json!({ "effect": effect, "reasons": reasons, "approval": id, "action_hash": action_hash, "policy": policy_detail });
+                    let before_state = if world {
+                        crate::preview::capture(
+                            state,
+                            ctx,
+                            &connection,
+                            &tool,
+                            &action.arguments,
+                            &req.agent,
+                        )
+                        .await
+                    } else {
+                        None
+                    };
+                    let extras = ApprovalExtras {
+                        rules: serde_json::to_value(&rules).unwrap_or_default(),
+                        evidence: json!({
+                            "reads": facts.session.evidence,
+                            "read_classes": facts.session.classes,
+                            "stated_reason": req.stated_reason,
+                            "policies": evaluation.policies,
+                            "policy_hash": evaluation.policy_hash,
+                        }),
+                        cost_cents: facts.cost_cents,
+                        before_state,
+                    };
                     let new = NewApproval {
                         id,
                         tenant: ctx.tenant.clone(),
@@ -338,7 +462,7 @@ pub async fn call_tool(
                     };
                     let (approval, _) = state
                         .store
-                        .create_approval(new, draft, now)
+                        .create_approval_with(new, extras, draft, now)
                         .await
                         .map_err(store_error)?;
                     state.metrics.holds.inc();
@@ -385,6 +509,130 @@ pub async fn call_tool(
             }
         }
     }
+}
+
+/// Everything the policy engine needs beyond the call itself, read once per call.
+#[derive(Clone)]
+struct Facts {
+    engine: Arc<Engine>,
+    /// Set when the tenant's policy cannot be used: every call is denied with this reason.
+    engine_problem: Option<String>,
+    cost_cents: i64,
+    cost_problem: Option<String>,
+    spent_today_cents: i64,
+    session: Arc<crate::policy::SessionFacts>,
+    guardrail: Option<Guardrail>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn gather(
+    state: &AppState,
+    ctx: &AgentContext,
+    req: &CallRequest,
+    connection: &Connection,
+    tool: &ToolRecord,
+    action: &Action,
+    effect: portcullis_core::effect::EffectClass,
+    now: i64,
+) -> Result<Facts, McpError> {
+    let (engine, engine_problem) = match crate::policy::engine(state, &ctx.tenant)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(engine) => (engine, None),
+        Err(problem) => (Arc::new(Engine::builtin_only()), Some(problem)),
+    };
+    let (cost_cents, cost_problem) = match tool.profile.cost_of(&action.arguments) {
+        Ok(cost) => (cost, None),
+        Err(problem) => (0, Some(problem)),
+    };
+    // Session history, spend and guardrails matter to world-changing calls; reads and drafts
+    // skip these lookups (their `context.session` is empty, see the schema).
+    let mut facts = Facts {
+        engine,
+        engine_problem,
+        cost_cents,
+        cost_problem,
+        spent_today_cents: 0,
+        session: Arc::default(),
+        guardrail: None,
+    };
+    if effect.is_effect() {
+        facts.session = Arc::new(
+            crate::policy::session_facts(state, ctx, &req.session, now)
+                .await
+                .map_err(store_error)?,
+        );
+        facts.spent_today_cents = state
+            .store
+            .spend_since(
+                &ctx.tenant,
+                portcullis_core::guardrail::day_start(now),
+                None,
+                None,
+            )
+            .await
+            .map_err(store_error)?
+            .1;
+        facts.guardrail = crate::policy::covering_guardrail(
+            state,
+            ctx,
+            &connection.name,
+            &tool.name,
+            &action.arguments,
+            cost_cents,
+            now,
+        )
+        .await
+        .map_err(store_error)?;
+    }
+    Ok(facts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    facts: &Facts,
+    ctx: &AgentContext,
+    connection: &str,
+    tool: &ToolRecord,
+    action: &Action,
+    effect: portcullis_core::effect::EffectClass,
+    definition: DefinitionStatus,
+    req: &CallRequest,
+    now: i64,
+) -> Evaluation {
+    let problem = facts
+        .engine_problem
+        .clone()
+        .or_else(|| facts.cost_problem.clone());
+    if let Some(problem) = problem {
+        return Evaluation {
+            outcome: portcullis_core::decision::Outcome::Deny,
+            policies: Vec::new(),
+            reasons: vec![problem],
+            points: Vec::new(),
+            policy_hash: facts.engine.hash().to_owned(),
+        };
+    }
+    facts.engine.evaluate(&CallFacts {
+        tenant: &ctx.tenant_name,
+        agent: &ctx.agent_name,
+        agent_owner: ctx.agent_owner.as_deref(),
+        connection,
+        tool: &tool.name,
+        effect,
+        profile: &tool.profile,
+        arguments: &action.arguments,
+        cost_cents: facts.cost_cents,
+        spent_today_cents: facts.spent_today_cents,
+        session_read_classes: &facts.session.classes,
+        session_reads: facts.session.reads,
+        has_session: req.session.is_some(),
+        guardrail: facts.guardrail.as_ref().map(|g| (g.id.as_str(), g.mode)),
+        definition_changed: definition == DefinitionStatus::Changed,
+        stated_reason: req.stated_reason.is_some(),
+        now,
+    })
 }
 
 /// An approved action: verify its receipt, consume the nonce together with the `execute`
@@ -454,6 +702,21 @@ async fn execute_approved(
             true,
         ));
     }
+    if let Some(before) = &approval.before_state
+        && let Err(reason) = check_before_state(state, ctx, &action, before, &req.agent).await
+    {
+        let (draft, reason) = refuse(reason);
+        state
+            .store
+            .append_audit(draft, now)
+            .await
+            .map_err(store_error)?;
+        return Ok(result_json(
+            json!({ "status": "stale", "executed": false, "approval_id": approval.id, "reasons": [reason],
+                    "message": "Not executed: the target changed since this action was approved. Send the call again to request a fresh approval once this one expires." }),
+            true,
+        ));
+    }
     let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Execute);
     draft.decision = Some("allow".into());
     draft.receipt_id = Some(approved_by.receipt_id.to_string());
@@ -491,6 +754,20 @@ async fn execute_approved(
         }
         Err(e) => return Err(store_error(e)),
     }
+    // The spend ledger records what ran; an approved call is not limited by a guardrail.
+    let charge = Charge {
+        tenant: ctx.tenant.clone(),
+        agent: ctx.agent.clone(),
+        guardrail: None,
+        approval: Some(approval.id.clone()),
+        connection: action.connection.clone(),
+        tool: action.tool.clone(),
+        cost_cents: approval.cost_cents,
+        action_hash: approval.action_hash.clone(),
+    };
+    if let Err(e) = state.store.charge(&charge, None, now).await {
+        tracing::error!(error = %e, approval = %approval.id, "could not record an approved call's spend");
+    }
     let session = req.session;
     let result = forward(state, permit, req.agent).await;
     let mut draft = call_draft(state, ctx, &session, &action, AuditKind::ExecutionResult);
@@ -502,6 +779,36 @@ async fn execute_approved(
         tracing::error!(error = %e, "could not audit an execution result");
     }
     Ok(result)
+}
+
+/// Read the target again and compare with the state captured when the call was held.
+async fn check_before_state(
+    state: &AppState,
+    ctx: &AgentContext,
+    action: &Action,
+    before: &serde_json::Value,
+    agent: &AgentSide,
+) -> Result<(), String> {
+    let connection = state
+        .store
+        .connection(&ctx.tenant, &action.connection)
+        .await
+        .map_err(|_| "the connection is gone".to_owned())?;
+    let tool = state
+        .store
+        .tool(&ctx.tenant, &action.connection, &action.tool)
+        .await
+        .map_err(|_| "the tool is gone".to_owned())?;
+    crate::preview::still_current(
+        state,
+        ctx,
+        &connection,
+        &tool,
+        &action.arguments,
+        before,
+        agent,
+    )
+    .await
 }
 
 /// Run an approved request reached through its task (`tasks/get`) rather than a retried call.
@@ -569,6 +876,7 @@ pub async fn execute_held(
         name: String::new(),
         arguments: None,
         session,
+        stated_reason: None,
         agent,
     };
     execute_approved(state, ctx, request, action, approval).await
@@ -623,8 +931,37 @@ fn require_approver(ctx: &AdminContext) -> Result<(), ApiError> {
     }
 }
 
-/// Approve a pending request: sign a receipt over its action hash and store it with the
-/// `approve` audit event.
+/// The approver rules an approval was held under. Requests held before rules existed (stored
+/// as `{}`) take the general rule: one approver, no self-approval.
+pub fn approval_rules(approval: &Approval) -> Result<Vec<(Point, ApproverRule)>, ApiError> {
+    if approval.rules.as_object().is_some_and(|o| o.is_empty()) || approval.rules.is_null() {
+        return Ok(vec![(Point::Effect, ApproverRule::default())]);
+    }
+    let rules: Vec<(Point, ApproverRule)> = serde_json::from_value(approval.rules.clone())
+        .map_err(|_| {
+            ApiError::Conflict("this request's approver rules are unreadable; deny it".into())
+        })?;
+    if rules.is_empty() {
+        return Err(ApiError::Conflict(
+            "this request has no approver rules; deny it".into(),
+        ));
+    }
+    Ok(rules)
+}
+
+/// The owner of the agent that made a request (who may not approve it).
+async fn agent_owner(state: &AppState, approval: &Approval) -> Result<Option<String>, ApiError> {
+    let agents = state.store.list_agents(&approval.tenant).await?;
+    Ok(agents
+        .into_iter()
+        .find(|a| a.id == approval.agent)
+        .and_then(|a| a.owner))
+}
+
+/// Vote to approve a pending request. When the votes so far plus this one satisfy every
+/// approver rule of the request, sign a receipt over its action hash naming all approvers and
+/// store it with the vote, in one transaction; otherwise record the vote and leave it pending.
+/// A concurrent vote makes the store refuse with "votes changed"; then read again and retry.
 pub async fn approve(
     state: &AppState,
     ctx: &AdminContext,
@@ -632,52 +969,106 @@ pub async fn approve(
     reason: Option<String>,
 ) -> Result<Approval, ApiError> {
     require_approver(ctx)?;
-    let now = state.clock.now();
     if approval.status != ApprovalStatus::Pending {
         return Err(ApiError::Conflict(format!(
             "approval is {}",
             approval.status.as_str()
         )));
     }
-    let body = ReceiptBody {
-        receipt_id: ReceiptId::generate(),
-        approval_id: approval.id.clone(),
-        tenant: approval.tenant.clone(),
-        action_hash: approval.action_hash.clone(),
-        approver: ctx.admin.name.clone(),
-        approved_at: now,
-        expires_at: approval.expires_at,
-        nonce: SignedReceipt::new_nonce(),
-    };
-    let receipt = SignedReceipt::sign(state.keys.signing_key(), body);
-    let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Approve)
-        .resource(format!("approval:{}", approval.id));
-    draft.decision = Some("approve".into());
-    draft.receipt_id = Some(receipt.body.receipt_id.to_string());
-    draft.detail = json!({ "action_hash": approval.action_hash, "reason_given": reason.is_some() });
-    let (approval, _) = state
-        .store
-        .decide_approval(
-            &approval.tenant,
-            &approval.id,
-            Verdict::Approve { receipt, reason },
-            &ctx.admin.name,
-            draft,
-            now,
+    let rules = approval_rules(&approval)?;
+    let owner = agent_owner(state, &approval).await?;
+    let me = ctx.admin.name.clone();
+    if let Some(why) = refuse_voter(&rules, &me, owner.as_deref()) {
+        return Err(ApiError::Forbidden(why));
+    }
+    for _ in 0..8 {
+        let now = state.clock.now();
+        let votes = state.store.votes(&approval.tenant, &approval.id).await?;
+        if votes.iter().any(|v| v.voter == me) {
+            return Err(ApiError::Conflict(format!(
+                "`{me}` already voted on this request"
+            )));
+        }
+        let mut prior: Vec<String> = votes
+            .iter()
+            .filter(|v| v.vote == Vote::Approve)
+            .map(|v| v.voter.clone())
+            .collect();
+        prior.sort();
+        let mut all = prior.clone();
+        all.push(me.clone());
+        all.sort();
+        let receipt = satisfied(&rules, &all).then(|| {
+            SignedReceipt::sign(
+                state.keys.signing_key(),
+                ReceiptBody {
+                    receipt_id: ReceiptId::generate(),
+                    approval_id: approval.id.clone(),
+                    tenant: approval.tenant.clone(),
+                    action_hash: approval.action_hash.clone(),
+                    approver: all.join(","),
+                    approved_at: now,
+                    expires_at: approval.expires_at,
+                    nonce: SignedReceipt::new_nonce(),
+                    batch: None,
+                },
+            )
+        });
+        let final_vote = receipt.is_some();
+        let mut draft = AuditDraft::new(
+            approval.tenant.clone(),
+            ctx.actor(),
+            if final_vote {
+                AuditKind::Approve
+            } else {
+                AuditKind::Vote
+            },
         )
-        .await?;
-    state
-        .metrics
-        .approvals
-        .get_or_create(&crate::metrics::OutcomeLabel {
-            outcome: "approved",
-        })
-        .inc();
-    tracing::info!(approval = %approval.id, approver = %ctx.admin.name, "approved");
-    Ok(approval)
+        .resource(format!("approval:{}", approval.id));
+        draft.decision = Some("approve".into());
+        draft.receipt_id = receipt.as_ref().map(|r| r.body.receipt_id.to_string());
+        draft.detail = json!({
+            "action_hash": approval.action_hash,
+            "reason_given": reason.is_some(),
+            "approvers": all,
+            "final": final_vote,
+        });
+        match state
+            .store
+            .cast_vote(
+                &approval.tenant,
+                &approval.id,
+                &me,
+                Vote::Approve,
+                reason.clone(),
+                &prior,
+                receipt,
+                draft,
+                now,
+            )
+            .await
+        {
+            Ok((approval, _)) => {
+                if final_vote {
+                    state
+                        .metrics
+                        .approvals
+                        .get_or_create(&crate::metrics::OutcomeLabel {
+                            outcome: "approved",
+                        })
+                        .inc();
+                    tracing::info!(approval = %approval.id, approvers = %all.join(","), "approved");
+                }
+                return Ok(approval);
+            }
+            Err(StoreError::Conflict(m)) if m.contains("votes changed") => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict("votes keep changing; try again".into()))
 }
 
-/// Deny a pending request with a reason.
+/// Deny a pending request with a reason. One denial by anyone who may vote on it ends it.
 pub async fn deny(
     state: &AppState,
     ctx: &AdminContext,
@@ -692,17 +1083,32 @@ pub async fn deny(
             approval.status.as_str()
         )));
     }
+    let rules = approval_rules(&approval)?;
+    // The owner may stop their own agent; only the approver lists apply to a denial.
+    if let Some(why) = refuse_voter(&rules, &ctx.admin.name, None) {
+        return Err(ApiError::Forbidden(why));
+    }
+    let votes = state.store.votes(&approval.tenant, &approval.id).await?;
+    let mut prior: Vec<String> = votes
+        .iter()
+        .filter(|v| v.vote == Vote::Approve)
+        .map(|v| v.voter.clone())
+        .collect();
+    prior.sort();
     let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Deny)
         .resource(format!("approval:{}", approval.id));
     draft.decision = Some("deny".into());
     draft.detail = json!({ "action_hash": approval.action_hash });
     let (approval, _) = state
         .store
-        .decide_approval(
+        .cast_vote(
             &approval.tenant,
             &approval.id,
-            Verdict::Deny { reason },
             &ctx.admin.name,
+            Vote::Deny,
+            Some(reason),
+            &prior,
+            None,
             draft,
             now,
         )
@@ -713,4 +1119,79 @@ pub async fn deny(
         .get_or_create(&crate::metrics::OutcomeLabel { outcome: "denied" })
         .inc();
     Ok(approval)
+}
+
+/// Approve several pending requests together under one receipt over the batch hash (the
+/// ordered list of their action hashes). `claimed_hash` is the hash the approver reviewed: if
+/// the list changed since (an item added, removed, reordered or altered), nothing is approved.
+/// Only requests one vote from this approver fully approves can join a batch.
+pub async fn approve_batch(
+    state: &AppState,
+    ctx: &AdminContext,
+    tenant: &TenantId,
+    items: Vec<Approval>,
+    claimed_hash: &str,
+    reason: Option<String>,
+) -> Result<Vec<Approval>, ApiError> {
+    require_approver(ctx)?;
+    let now = state.clock.now();
+    let me = ctx.admin.name.clone();
+    if items.is_empty() || items.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "a batch holds 1 to 100 requests".into(),
+        ));
+    }
+    for item in &items {
+        if item.status != ApprovalStatus::Pending {
+            return Err(ApiError::Conflict(format!(
+                "approval {} is {}",
+                item.id,
+                item.status.as_str()
+            )));
+        }
+        let rules = approval_rules(item)?;
+        let owner = agent_owner(state, item).await?;
+        if let Some(why) = refuse_voter(&rules, &me, owner.as_deref()) {
+            return Err(ApiError::Forbidden(format!("approval {}: {why}", item.id)));
+        }
+        if !satisfied(&rules, std::slice::from_ref(&me)) {
+            return Err(ApiError::Conflict(format!(
+                "approval {} needs more than one approver; approve it on its own",
+                item.id
+            )));
+        }
+    }
+    let hashes: Vec<String> = items.iter().map(|a| a.action_hash.clone()).collect();
+    let hash = portcullis_core::receipt::batch_hash(&hashes);
+    if hash != claimed_hash {
+        return Err(ApiError::Conflict(format!(
+            "the batch changed since it was reviewed (its hash is now {hash}); review it again"
+        )));
+    }
+    let receipt = SignedReceipt::sign(
+        state.keys.signing_key(),
+        ReceiptBody {
+            receipt_id: ReceiptId::generate(),
+            approval_id: items[0].id.clone(),
+            tenant: tenant.clone(),
+            action_hash: hash.clone(),
+            approver: me.clone(),
+            approved_at: now,
+            expires_at: items.iter().map(|a| a.expires_at).min().unwrap_or(now),
+            nonce: SignedReceipt::new_nonce(),
+            batch: Some(hashes.clone()),
+        },
+    );
+    let ids: Vec<ApprovalId> = items.iter().map(|a| a.id.clone()).collect();
+    let mut draft = AuditDraft::new(tenant.clone(), ctx.actor(), AuditKind::Approve)
+        .resource(format!("batch:{hash}"));
+    draft.decision = Some("approve".into());
+    draft.receipt_id = Some(receipt.body.receipt_id.to_string());
+    draft.detail = json!({ "batch_hash": hash, "items": ids, "action_hashes": hashes, "reason_given": reason.is_some() });
+    let batch = json!({ "hash": hash, "items": ids });
+    let (approved, _) = state
+        .store
+        .approve_batch(tenant, &ids, &me, &batch, receipt, draft, now)
+        .await?;
+    Ok(approved)
 }

@@ -17,8 +17,11 @@ pub mod error;
 pub mod gate;
 pub mod mcp;
 pub mod metrics;
+pub mod policy;
+pub mod preview;
 pub mod state;
 pub mod tasks;
+pub mod trust;
 pub mod upstream;
 
 use crate::bootstrap::BootstrapError;
@@ -107,6 +110,7 @@ impl Application {
             metrics: metrics::Metrics::new(),
             guards: auth::Guards::default(),
             upstreams,
+            engines: policy::Engines::default(),
         });
         Ok(Self {
             state,

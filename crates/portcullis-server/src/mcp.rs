@@ -88,6 +88,13 @@ fn session_of(cx: &RequestContext<RoleServer>) -> Option<String> {
         .map(|s| s.chars().take(128).collect())
 }
 
+/// The agent's stated reason or plan from the call's `_meta`, bounded for display.
+fn stated_reason(meta: Option<&rmcp::model::RequestMetaObject>) -> Option<String> {
+    let value = meta?.0.get(gate::REASON_META_KEY)?.as_str()?;
+    let trimmed = value.trim();
+    (!trimmed.is_empty()).then(|| trimmed.chars().take(2_000).collect())
+}
+
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
@@ -122,6 +129,7 @@ impl ServerHandler for GatewayHandler {
             name: request.name.to_string(),
             arguments: request.arguments,
             session: session_of(&cx),
+            stated_reason: stated_reason(request.meta.as_ref()),
             agent,
         };
         gate::call_tool(&self.state, &ctx, call).await
@@ -170,6 +178,11 @@ fn refusal(refusal: AuthRefusal) -> Response {
             StatusCode::TOO_MANY_REQUESTS,
             "rate limit exceeded for this token",
             Some(retry_after_secs),
+        ),
+        AuthRefusal::Suspended => (
+            StatusCode::FORBIDDEN,
+            "this agent or its tenant is suspended; nothing was done",
+            None,
         ),
         AuthRefusal::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,

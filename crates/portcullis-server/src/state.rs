@@ -19,4 +19,5 @@ pub struct AppState {
     pub metrics: Metrics,
     pub guards: Guards,
     pub upstreams: Upstreams,
+    pub engines: crate::policy::Engines,
 }

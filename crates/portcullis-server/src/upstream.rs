@@ -108,6 +108,21 @@ pub struct AgentSide {
     pub can_elicit: bool,
 }
 
+impl AgentSide {
+    /// The same agent request, for a gateway-internal read (a preview): no progress, no
+    /// sampling or elicitation forwarded to the agent.
+    pub fn quiet(&self) -> AgentSide {
+        AgentSide {
+            peer: self.peer.clone(),
+            progress_token: None,
+            cancel: self.cancel.clone(),
+            request_id: self.request_id.clone(),
+            can_sample: false,
+            can_elicit: false,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct InFlight {
     peer: Peer<RoleServer>,

@@ -12,6 +12,7 @@ mod postgres;
 mod records;
 mod rows;
 mod sqlite;
+mod votes;
 
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
@@ -19,7 +20,10 @@ pub use sqlite::SqliteStore;
 
 use portcullis_core::UnixMillis;
 use portcullis_core::audit::{AuditDraft, AuditEvent, Checkpoint};
+use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
 use portcullis_core::id::*;
+use portcullis_core::profile::ToolProfile;
+use portcullis_core::receipt::SignedReceipt;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +329,40 @@ impl Store {
     pub async fn agent_token_by_hash(&self, hash: &str) -> StoreResult<AgentAuth> {
         dispatch!(self, s => s.agent_token_by_hash(hash).await)
     }
+    /// Turn a tenant's kill switch on or off, with its audit event. Suspending a suspended
+    /// tenant keeps the original time.
+    pub async fn set_tenant_suspended(
+        &self,
+        tenant: &TenantId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Tenant, AuditEvent)> {
+        dispatch!(self, s => s.set_tenant_suspended(tenant, suspended, draft, now).await)
+    }
+    /// Turn an agent's kill switch on or off, with its audit event. Suspending a suspended
+    /// agent keeps the original time.
+    pub async fn set_agent_suspended(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        dispatch!(self, s => s.set_agent_suspended(tenant, agent, suspended, draft, now).await)
+    }
+    /// Set (or clear) the human an agent acts for, with its audit event.
+    pub async fn set_agent_owner(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        owner: Option<&str>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        dispatch!(self, s => s.set_agent_owner(tenant, agent, owner, draft, now).await)
+    }
 
     // ---- connections, grants, tools
 
@@ -427,6 +465,19 @@ impl Store {
     ) -> StoreResult<ToolRecord> {
         dispatch!(self, s => s.classify_tool(tenant, connection, name, effect, actor, now).await)
     }
+    /// Replace what an operator declared about a tool, with its audit event. `sync_tools`
+    /// never changes a profile.
+    pub async fn set_tool_profile(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        tool: &str,
+        profile: &ToolProfile,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(ToolRecord, AuditEvent)> {
+        dispatch!(self, s => s.set_tool_profile(tenant, connection, tool, profile, draft, now).await)
+    }
     pub async fn accept_tool_definition(
         &self,
         tenant: &TenantId,
@@ -452,6 +503,17 @@ impl Store {
     /// The newest unexpired approval (pending, approved or denied) for exactly this action by
     /// this agent. A denial stands until its request would have expired, so an agent cannot
     /// wear approvers down by repeating a denied call.
+    /// [`Store::create_approval`] with what the hold found beyond the action: the rules in
+    /// force, the evidence, the declared cost and the target's state before the call.
+    pub async fn create_approval_with(
+        &self,
+        new: NewApproval,
+        extras: ApprovalExtras,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        dispatch!(self, s => s.create_approval_with(new, extras, audit, now).await)
+    }
     pub async fn live_approval_for(
         &self,
         tenant: &TenantId,
@@ -486,6 +548,72 @@ impl Store {
     ) -> StoreResult<(Approval, AuditEvent)> {
         dispatch!(self, s => s.decide_approval(tenant, id, verdict, approver, audit, now).await)
     }
+    /// The votes cast on an approval, oldest first (empty for another tenant's approval).
+    pub async fn votes(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+    ) -> StoreResult<Vec<VoteRecord>> {
+        dispatch!(self, s => s.votes(tenant, approval).await)
+    }
+    /// Cast one vote on a pending, unexpired approval, with its audit event, in one
+    /// transaction with the approval locked.
+    ///
+    /// A deny vote denies the approval. An approve vote must name the approve-voters its
+    /// caller saw (`expected_prior_approvers`, any order): if they changed meanwhile the vote
+    /// is refused with `Conflict("votes changed")` and the caller re-reads and retries. With
+    /// `receipt_if_final` the vote completes the approval: approved, by the receipt's
+    /// approver, with that receipt. A voter votes once (`Conflict("already voted")`); a
+    /// decided or expired approval is `Conflict("approval is <status>")`. A refused vote
+    /// writes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn cast_vote(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        voter: &str,
+        vote: Vote,
+        reason: Option<String>,
+        expected_prior_approvers: &[String],
+        receipt_if_final: Option<SignedReceipt>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        let request = votes::VoteRequest {
+            tenant,
+            approval,
+            voter,
+            vote,
+            reason,
+            expected_prior_approvers,
+            receipt_if_final,
+        };
+        dispatch!(self, s => s.cast_vote(request, draft, now).await)
+    }
+    /// Approve several approvals at once with one receipt and one audit event. Every item
+    /// must be in the tenant, pending, unexpired and without votes, else nothing is written
+    /// and the conflict names the item. Each gets `voter`'s approve vote and `batch`.
+    /// Returned in the order of `items`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn approve_batch(
+        &self,
+        tenant: &TenantId,
+        items: &[ApprovalId],
+        voter: &str,
+        batch: &serde_json::Value,
+        receipt: SignedReceipt,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Vec<Approval>, AuditEvent)> {
+        let request = votes::BatchRequest {
+            tenant,
+            items,
+            voter,
+            batch,
+            receipt,
+        };
+        dispatch!(self, s => s.approve_batch(request, draft, now).await)
+    }
     /// Consume a receipt's nonce, mark its approval executed and append the `execute` audit
     /// event, all in one transaction. A nonce already consumed is a conflict and changes nothing.
     pub async fn redeem_receipt(
@@ -500,7 +628,137 @@ impl Store {
         dispatch!(self, s => s.redeem_receipt(tenant, approval, receipt, nonce, audit, now).await)
     }
 
+    // ---- policies
+
+    /// Store a new version of a tenant's policy (the previous newest + 1), with its audit
+    /// event. Versions are append-only.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        cedar: &str,
+        settings: &serde_json::Value,
+        hash: &str,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(PolicyVersion, AuditEvent)> {
+        dispatch!(self, s => s.put_policy(tenant, cedar, settings, hash, created_by, draft, now).await)
+    }
+    /// The newest version of a tenant's policy; `None` before the first.
+    pub async fn current_policy(&self, tenant: &TenantId) -> StoreResult<Option<PolicyVersion>> {
+        dispatch!(self, s => s.current_policy(tenant).await)
+    }
+    /// Every version of a tenant's policy, newest first.
+    pub async fn policy_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyVersion>> {
+        dispatch!(self, s => s.policy_versions(tenant).await)
+    }
+
+    // ---- guardrails
+
+    /// A new guardrail; a second active one with the same name in the tenant is a conflict.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_guardrail(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: &GuardrailSpec,
+        mode: GuardrailMode,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        dispatch!(self, s => s.create_guardrail(tenant, name, spec, mode, created_by, draft, now).await)
+    }
+    /// Move an active guardrail on the trust ladder.
+    pub async fn set_guardrail_mode(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        mode: GuardrailMode,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        dispatch!(self, s => s.set_guardrail_mode(tenant, id, mode, draft, now).await)
+    }
+    /// Replace what an active guardrail covers.
+    pub async fn set_guardrail_spec(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        spec: &GuardrailSpec,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        dispatch!(self, s => s.set_guardrail_spec(tenant, id, spec, draft, now).await)
+    }
+    /// Revoke an active guardrail; it then covers nothing and frees its name.
+    pub async fn revoke_guardrail(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        dispatch!(self, s => s.revoke_guardrail(tenant, id, draft, now).await)
+    }
+    /// The tenant's active guardrails, oldest first.
+    pub async fn guardrails(&self, tenant: &TenantId) -> StoreResult<Vec<Guardrail>> {
+        dispatch!(self, s => s.guardrails(tenant).await)
+    }
+    /// One guardrail of the tenant, revoked ones included (check `revoked_at`).
+    pub async fn guardrail(&self, tenant: &TenantId, id: &GuardrailId) -> StoreResult<Guardrail> {
+        dispatch!(self, s => s.guardrail(tenant, id).await)
+    }
+
+    // ---- spend ledger
+
+    /// Record one run in the ledger. With a `limit` and a guardrail, the run must fit the
+    /// guardrail's budget since `limit.since`: if it does not, nothing is written and the
+    /// answer is `false`. Exact under concurrency (on PostgreSQL the guardrail's row is
+    /// locked while counting). The agent, connection, approval and guardrail must belong to
+    /// the tenant, and the guardrail must be active, else not found.
+    pub async fn charge(
+        &self,
+        charge: &Charge,
+        limit: Option<&ChargeLimit>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.charge(charge, limit, now).await)
+    }
+    /// (runs, cents) recorded for a tenant since `since`, optionally for one agent and/or
+    /// one guardrail.
+    pub async fn spend_since(
+        &self,
+        tenant: &TenantId,
+        since: UnixMillis,
+        agent: Option<&AgentId>,
+        guardrail: Option<&GuardrailId>,
+    ) -> StoreResult<(i64, i64)> {
+        dispatch!(self, s => s.spend_since(tenant, since, agent, guardrail).await)
+    }
+    /// A tenant's ledger entries with `from <= time < to`, in the order they were recorded.
+    pub async fn ledger_entries(
+        &self,
+        tenant: &TenantId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        dispatch!(self, s => s.ledger_entries(tenant, from, to).await)
+    }
+
     // ---- audit
+
+    /// The calls a session made that were allowed (`tool_call` events with decision
+    /// `allow`), newest first, at most `limit`.
+    pub async fn session_calls(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        dispatch!(self, s => s.session_calls(tenant, session, limit).await)
+    }
 
     /// Append one event to its tenant's chain, durably.
     pub async fn append_audit(

@@ -17,9 +17,12 @@
 //! The schema is migrated only by `portcullis migrate` ([`PgStore::migrate`]), as the owner.
 
 use crate::rows::{self as parse, json, parse_id};
+use crate::votes::{self, BatchRequest, Decision, VoteRequest};
 use crate::*;
 use portcullis_core::audit::{AuditKind, GENESIS_HASH};
 use portcullis_core::effect::EffectClass;
+use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
+use portcullis_core::profile::ToolProfile;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions, PgRow,
@@ -364,6 +367,38 @@ impl PgStore {
             .ok_or(StoreError::NotFound)
     }
 
+    /// Append the audit event of what `tx` did (its chain head locked last) and commit both:
+    /// the tail of every audited change.
+    async fn audited<T>(
+        mut tx: Tx,
+        value: T,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(T, AuditEvent)> {
+        let event = Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok((value, event))
+    }
+
+    /// One statement that writes a single row of `tenant` (none written: not found), the row
+    /// as it now stands (`read`), and the audit event, in one transaction.
+    async fn change_and_read<T>(
+        &self,
+        tenant: &TenantId,
+        change: PgQuery<'_>,
+        read: PgQuery<'_>,
+        parse: impl FnOnce(&PgRow) -> StoreResult<T>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(T, AuditEvent)> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        if change.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let value = parse(&read.fetch_one(&mut *tx).await?)?;
+        Self::audited(tx, value, draft, now).await
+    }
+
     /// Append to the chain inside the caller's transaction, whose scope must admit the
     /// draft's tenant.
     async fn append_in(tx: &mut Tx, draft: AuditDraft, now: UnixMillis) -> StoreResult<AuditEvent> {
@@ -462,6 +497,7 @@ impl PgStore {
             id: TenantId::generate(),
             name: name.to_owned(),
             created_at: now,
+            suspended_at: None,
         };
         // Scoped to the new tenant alone: the unique name is enforced by its index, which
         // sees every tenant regardless of row-level security.
@@ -485,9 +521,30 @@ impl PgStore {
         parse::tenant(&self.fetch_one(Scope::AllTenants, query).await?)
     }
 
+    fn tenant_query(id: &TenantId) -> PgQuery<'_> {
+        sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id.as_str())
+    }
+
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
-        let query = sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id.as_str());
+        let query = Self::tenant_query(id);
         parse::tenant(&self.fetch_one(Scope::Tenant(id), query).await?)
+    }
+
+    pub async fn set_tenant_suspended(
+        &self,
+        tenant: &TenantId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Tenant, AuditEvent)> {
+        let change = sqlx::query(
+            "UPDATE tenants SET suspended_at = CASE WHEN $1::bigint IS NULL THEN NULL ELSE COALESCE(suspended_at, $1) END WHERE id = $2",
+        )
+        .bind(suspended.then_some(now))
+        .bind(tenant.as_str());
+        let read = Self::tenant_query(tenant);
+        self.change_and_read(tenant, change, read, parse::tenant, draft, now)
+            .await
     }
 
     pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -561,6 +618,8 @@ impl PgStore {
             name: name.to_owned(),
             created_at: now,
             revoked_at: None,
+            owner: None,
+            suspended_at: None,
         };
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Self::require_tenant(&mut tx, tenant).await?;
@@ -612,6 +671,48 @@ impl PgStore {
         Self::append_in(&mut tx, draft, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    fn agent_query<'q>(tenant: &'q TenantId, agent: &'q AgentId) -> PgQuery<'q> {
+        sqlx::query("SELECT * FROM agents WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+    }
+
+    pub async fn set_agent_suspended(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        let change = sqlx::query(
+            "UPDATE agents SET suspended_at = CASE WHEN $1::bigint IS NULL THEN NULL ELSE COALESCE(suspended_at, $1) END WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(suspended.then_some(now))
+        .bind(tenant.as_str())
+        .bind(agent.as_str());
+        let read = Self::agent_query(tenant, agent);
+        self.change_and_read(tenant, change, read, parse::agent, draft, now)
+            .await
+    }
+
+    pub async fn set_agent_owner(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        owner: Option<&str>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        let change = sqlx::query("UPDATE agents SET owner = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(owner)
+            .bind(tenant.as_str())
+            .bind(agent.as_str());
+        let read = Self::agent_query(tenant, agent);
+        self.change_and_read(tenant, change, read, parse::agent, draft, now)
+            .await
     }
 
     pub async fn revoke_agent(
@@ -1021,6 +1122,26 @@ impl PgStore {
             .await
     }
 
+    pub async fn set_tool_profile(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        profile: &ToolProfile,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(ToolRecord, AuditEvent)> {
+        let change = sqlx::query("UPDATE tools SET profile = $1, updated_at = $2 WHERE tenant_id = $3 AND connection_id = $4 AND name = $5")
+            .bind(json(profile))
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(name);
+        let read = Self::tool_query(tenant, connection, name);
+        self.change_and_read(tenant, change, read, parse::tool, draft, now)
+            .await
+    }
+
     pub async fn accept_tool_definition(
         &self,
         tenant: &TenantId,
@@ -1070,10 +1191,22 @@ impl PgStore {
         audit: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<(Approval, AuditEvent)> {
+        self.create_approval_with(new, ApprovalExtras::default(), audit, now)
+            .await
+    }
+
+    pub async fn create_approval_with(
+        &self,
+        new: NewApproval,
+        extras: ApprovalExtras,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
         let mut tx = self.begin(Scope::Tenant(&new.tenant)).await?;
         sqlx::query(
-            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
+            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at, \
+             point_rules, evidence, cost_cents, before_state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17)",
         )
         .bind(new.id.as_str())
         .bind(new.tenant.as_str())
@@ -1088,12 +1221,14 @@ impl PgStore {
         .bind(json(&new.reasons))
         .bind(now)
         .bind(new.expires_at)
+        .bind(json(&extras.rules))
+        .bind(json(&extras.evidence))
+        .bind(extras.cost_cents)
+        .bind(extras.before_state.as_ref().map(json))
         .execute(&mut *tx)
         .await?;
-        let event = Self::append_in(&mut tx, audit, now).await?;
         let approval = Self::approval_in(&mut tx, &new.tenant, &new.id, "", now).await?;
-        tx.commit().await?;
-        Ok((approval, event))
+        Self::audited(tx, approval, audit, now).await
     }
 
     pub async fn live_approval_for(
@@ -1152,6 +1287,34 @@ impl PgStore {
         parse::all(rows, |row| parse::approval(row, filter.now))
     }
 
+    /// Close a pending approval.
+    async fn decide_in(
+        tx: &mut Tx,
+        tenant: &TenantId,
+        id: &ApprovalId,
+        decision: &Decision,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_reason = $4, receipt = $5, batch = COALESCE($6, batch) \
+             WHERE tenant_id = $7 AND id = $8 AND status = 'pending'",
+        )
+        .bind(decision.status)
+        .bind(&decision.decided_by)
+        .bind(now)
+        .bind(&decision.reason)
+        .bind(&decision.receipt)
+        .bind(&decision.batch)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("approval is no longer pending".into()));
+        }
+        Ok(())
+    }
+
     pub async fn decide_approval(
         &self,
         tenant: &TenantId,
@@ -1165,36 +1328,120 @@ impl PgStore {
         // Locked until commit: two approvers deciding at once on two replicas take turns, and
         // the second sees the first's decision.
         let current = Self::approval_in(&mut tx, tenant, id, "FOR UPDATE OF a", now).await?;
-        if current.status != ApprovalStatus::Pending {
-            return Err(StoreError::Conflict(format!(
-                "approval is {}",
-                current.status.as_str()
-            )));
-        }
-        let (status, reason, receipt) = match verdict {
-            Verdict::Approve { receipt, reason } => ("approved", reason, Some(json(&receipt))),
-            Verdict::Deny { reason } => ("denied", Some(reason), None),
-        };
-        let done = sqlx::query(
-            "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_reason = $4, receipt = $5 \
-             WHERE tenant_id = $6 AND id = $7 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(approver)
-        .bind(now)
-        .bind(&reason)
-        .bind(receipt)
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("approval is no longer pending".into()));
-        }
-        let event = Self::append_in(&mut tx, audit, now).await?;
+        votes::require_pending(&current)?;
+        let decision = Decision::from_verdict(verdict, approver);
+        Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
         let approval = Self::approval_in(&mut tx, tenant, id, "", now).await?;
-        tx.commit().await?;
-        Ok((approval, event))
+        Self::audited(tx, approval, audit, now).await
+    }
+
+    fn votes_query<'q>(tenant: &'q TenantId, approval: &'q ApprovalId) -> PgQuery<'q> {
+        sqlx::query(
+            "SELECT * FROM approval_votes WHERE tenant_id = $1 AND approval_id = $2 ORDER BY created_at, voter",
+        )
+        .bind(tenant.as_str())
+        .bind(approval.as_str())
+    }
+
+    pub async fn votes(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+    ) -> StoreResult<Vec<VoteRecord>> {
+        let query = Self::votes_query(tenant, approval);
+        parse::all(
+            self.fetch_all(Scope::Tenant(tenant), query).await?,
+            parse::vote,
+        )
+    }
+
+    async fn insert_vote_in(
+        tx: &mut Tx,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        voter: &str,
+        vote: Vote,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO approval_votes (tenant_id, approval_id, voter, vote, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(voter)
+            .bind(vote.as_str())
+            .bind(reason)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn cast_vote(
+        &self,
+        request: VoteRequest<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        let (tenant, id) = (request.tenant, request.approval);
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        // INVARIANT: the approval stays locked until commit, so votes on it from any replica
+        // take turns and each sees every vote before it.
+        let current = Self::approval_in(&mut tx, tenant, id, "FOR UPDATE OF a", now).await?;
+        let votes = parse::all(
+            Self::votes_query(tenant, id).fetch_all(&mut *tx).await?,
+            parse::vote,
+        )?;
+        let decision = votes::plan_vote(&current, &votes, &request)?;
+        let reason = request.reason.as_deref();
+        Self::insert_vote_in(
+            &mut tx,
+            tenant,
+            id,
+            request.voter,
+            request.vote,
+            reason,
+            now,
+        )
+        .await?;
+        if let Some(decision) = decision {
+            Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
+        }
+        let approval = Self::approval_in(&mut tx, tenant, id, "", now).await?;
+        Self::audited(tx, approval, draft, now).await
+    }
+
+    pub(crate) async fn approve_batch(
+        &self,
+        request: BatchRequest<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Vec<Approval>, AuditEvent)> {
+        let tenant = request.tenant;
+        // Sorted: concurrent batches lock their approvals in one order.
+        let items = votes::distinct_items(request.items)?;
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        for id in &items {
+            let current = Self::approval_in(&mut tx, tenant, id, "FOR UPDATE OF a", now).await;
+            let n_votes: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approval_votes WHERE tenant_id = $1 AND approval_id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            votes::check_batch_item(id, current, n_votes)?;
+        }
+        let decision = votes::batch_decision(&request);
+        for id in &items {
+            Self::insert_vote_in(&mut tx, tenant, id, request.voter, Vote::Approve, None, now)
+                .await?;
+            Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
+        }
+        let mut approvals = Vec::with_capacity(items.len());
+        for id in request.items {
+            approvals.push(Self::approval_in(&mut tx, tenant, id, "", now).await?);
+        }
+        Self::audited(tx, approvals, draft, now).await
     }
 
     pub async fn redeem_receipt(
@@ -1236,7 +1483,309 @@ impl PgStore {
         Ok(event)
     }
 
+    // ---- policies
+
+    fn current_policy_query(tenant: &TenantId) -> PgQuery<'_> {
+        sqlx::query(
+            "SELECT * FROM policy_versions WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        cedar: &str,
+        settings: &serde_json::Value,
+        hash: &str,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(PolicyVersion, AuditEvent)> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        // INVARIANT: puts for one tenant take turns on its row (NO KEY UPDATE: inserts that
+        // merely reference the tenant are not blocked), and the next statement's snapshot
+        // starts after the lock, so it sees the previous put's version.
+        let locked: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        locked.ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "INSERT INTO policy_versions (tenant_id, version, cedar, settings, hash, created_by, created_at) \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6 FROM policy_versions WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_str())
+        .bind(cedar)
+        .bind(json(settings))
+        .bind(hash)
+        .bind(created_by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let version = parse::policy_version(
+            &Self::current_policy_query(tenant)
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        Self::audited(tx, version, draft, now).await
+    }
+
+    pub async fn current_policy(&self, tenant: &TenantId) -> StoreResult<Option<PolicyVersion>> {
+        let query = Self::current_policy_query(tenant);
+        let row = self.fetch_optional(Scope::Tenant(tenant), query).await?;
+        row.map(|r| parse::policy_version(&r)).transpose()
+    }
+
+    pub async fn policy_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyVersion>> {
+        let query =
+            sqlx::query("SELECT * FROM policy_versions WHERE tenant_id = $1 ORDER BY version DESC")
+                .bind(tenant.as_str());
+        parse::all(
+            self.fetch_all(Scope::Tenant(tenant), query).await?,
+            parse::policy_version,
+        )
+    }
+
+    // ---- guardrails
+
+    fn guardrail_query<'q>(tenant: &'q TenantId, id: &'q GuardrailId) -> PgQuery<'q> {
+        sqlx::query("SELECT * FROM guardrails WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_guardrail(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: &GuardrailSpec,
+        mode: GuardrailMode,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let id = GuardrailId::generate();
+        // No tenant row: nothing inserted, not found.
+        let change = sqlx::query(
+            "INSERT INTO guardrails (id, tenant_id, name, spec, mode, created_by, created_at, updated_at) \
+             SELECT $1, id, $3, $4, $5, $6, $7, $7 FROM tenants WHERE id = $2",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(json(spec))
+        .bind(mode.as_str())
+        .bind(created_by)
+        .bind(now);
+        let read = Self::guardrail_query(tenant, &id);
+        self.change_and_read(tenant, change, read, parse::guardrail, draft, now)
+            .await
+    }
+
+    /// One change to an active guardrail, read back and audited.
+    async fn change_guardrail(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        change: PgQuery<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let read = Self::guardrail_query(tenant, id);
+        self.change_and_read(tenant, change, read, parse::guardrail, draft, now)
+            .await
+    }
+
+    pub async fn set_guardrail_mode(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        mode: GuardrailMode,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET mode = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL")
+            .bind(mode.as_str())
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn set_guardrail_spec(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        spec: &GuardrailSpec,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET spec = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL")
+            .bind(json(spec))
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn revoke_guardrail(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET revoked_at = $1, updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn guardrails(&self, tenant: &TenantId) -> StoreResult<Vec<Guardrail>> {
+        let query = sqlx::query(
+            "SELECT * FROM guardrails WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY created_at, name",
+        )
+        .bind(tenant.as_str());
+        parse::all(
+            self.fetch_all(Scope::Tenant(tenant), query).await?,
+            parse::guardrail,
+        )
+    }
+
+    pub async fn guardrail(&self, tenant: &TenantId, id: &GuardrailId) -> StoreResult<Guardrail> {
+        let query = Self::guardrail_query(tenant, id);
+        parse::guardrail(&self.fetch_one(Scope::Tenant(tenant), query).await?)
+    }
+
+    // ---- spend ledger
+
+    pub async fn charge(
+        &self,
+        charge: &Charge,
+        limit: Option<&ChargeLimit>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let tenant = charge.tenant.as_str();
+        let mut tx = self.begin(Scope::Tenant(&charge.tenant)).await?;
+        if let Some(guardrail) = &charge.guardrail {
+            // INVARIANT: charges against one guardrail take turns on its row until commit,
+            // from any replica, so the budget counted below (by a statement whose snapshot
+            // starts after the lock) is still the budget when this charge commits. NO KEY
+            // UPDATE: the ledger's foreign key only needs KEY SHARE, so unlimited charges
+            // are not blocked.
+            let active: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM guardrails WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL FOR NO KEY UPDATE",
+            )
+            .bind(tenant)
+            .bind(guardrail.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            active.ok_or(StoreError::NotFound)?;
+            if let Some(limit) = limit {
+                let (count, cents): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(SUM(cost_cents), 0)::bigint FROM ledger WHERE tenant_id = $1 AND guardrail_id = $2 AND time >= $3",
+                )
+                .bind(tenant)
+                .bind(guardrail.as_str())
+                .bind(limit.since)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !limit.admits(count, cents, charge.cost_cents) {
+                    return Ok(false);
+                }
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO ledger (tenant_id, time, agent_id, guardrail_id, approval_id, connection_id, tool, cost_cents, action_hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
+             WHERE EXISTS (SELECT 1 FROM agents WHERE tenant_id = $1 AND id = $3) \
+             AND EXISTS (SELECT 1 FROM connections WHERE tenant_id = $1 AND id = $6) \
+             AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM approvals WHERE tenant_id = $1 AND id = $5))",
+        )
+        .bind(tenant)
+        .bind(now)
+        .bind(charge.agent.as_str())
+        .bind(charge.guardrail.as_ref().map(GuardrailId::as_str))
+        .bind(charge.approval.as_ref().map(ApprovalId::as_str))
+        .bind(charge.connection.as_str())
+        .bind(&charge.tool)
+        .bind(charge.cost_cents)
+        .bind(&charge.action_hash)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn spend_since(
+        &self,
+        tenant: &TenantId,
+        since: UnixMillis,
+        agent: Option<&AgentId>,
+        guardrail: Option<&GuardrailId>,
+    ) -> StoreResult<(i64, i64)> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let spent = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(cost_cents), 0)::bigint FROM ledger WHERE tenant_id = $1 AND time >= $2 \
+             AND ($3::text IS NULL OR agent_id = $3) AND ($4::text IS NULL OR guardrail_id = $4)",
+        )
+        .bind(tenant.as_str())
+        .bind(since)
+        .bind(agent.map(AgentId::as_str))
+        .bind(guardrail.map(GuardrailId::as_str))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(spent)
+    }
+
+    pub async fn ledger_entries(
+        &self,
+        tenant: &TenantId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let query = sqlx::query(
+            "SELECT * FROM ledger WHERE tenant_id = $1 AND time >= $2 AND time < $3 ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .bind(from)
+        .bind(to);
+        parse::all(
+            self.fetch_all(Scope::Tenant(tenant), query).await?,
+            parse::ledger_entry,
+        )
+    }
+
     // ---- audit
+
+    pub async fn session_calls(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let query = sqlx::query(
+            "SELECT * FROM audit_events WHERE tenant_id = $1 AND session = $2 AND kind = $3 AND decision = 'allow' \
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(session)
+        .bind(AuditKind::ToolCall.as_str())
+        .bind(self::limit(limit));
+        parse::all(
+            self.fetch_all(Scope::Tenant(tenant), query).await?,
+            parse::audit_event,
+        )
+    }
 
     pub async fn audit_page(
         &self,

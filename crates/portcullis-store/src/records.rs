@@ -2,7 +2,9 @@
 
 use portcullis_core::UnixMillis;
 use portcullis_core::effect::EffectClass;
+use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
 use portcullis_core::id::*;
+use portcullis_core::profile::ToolProfile;
 use portcullis_core::receipt::SignedReceipt;
 use serde::Serialize;
 
@@ -11,6 +13,8 @@ pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub created_at: UnixMillis,
+    /// Set while the tenant's kill switch is on: none of its agents may act.
+    pub suspended_at: Option<UnixMillis>,
 }
 
 /// What a human principal may do.
@@ -64,6 +68,10 @@ pub struct Agent {
     pub name: String,
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
+    /// The human the agent acts for (who therefore may not approve its requests).
+    pub owner: Option<String>,
+    /// Set while the agent's kill switch is on. Unlike revocation, it can be lifted.
+    pub suspended_at: Option<UnixMillis>,
 }
 
 pub struct NewToken<'a> {
@@ -93,6 +101,10 @@ pub struct AgentAuth {
     pub agent_name: String,
     pub agent_revoked: bool,
     pub tenant_name: String,
+    pub agent_suspended: bool,
+    pub tenant_suspended: bool,
+    /// The human the agent acts for, if recorded.
+    pub agent_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +148,8 @@ pub struct ToolRecord {
     pub effect: EffectClass,
     /// `annotations` (seeded) or `operator` (configured).
     pub effect_source: String,
+    /// What an operator declared about the tool; kept across syncs.
+    pub profile: ToolProfile,
 }
 
 impl ToolRecord {
@@ -216,9 +230,143 @@ pub struct Approval {
     pub decided_at: Option<UnixMillis>,
     pub decision_reason: Option<String>,
     pub receipt: Option<SignedReceipt>,
+    /// The rules in force when the call was held (opaque to the store).
+    pub rules: serde_json::Value,
+    /// What the approver is shown as evidence (opaque to the store).
+    pub evidence: serde_json::Value,
+    /// The declared dollar impact, in cents.
+    pub cost_cents: i64,
+    /// The target's state captured by a preview read when the call was held.
+    pub before_state: Option<serde_json::Value>,
+    /// Set when the approval was approved as part of a batch (opaque to the store).
+    pub batch: Option<serde_json::Value>,
+}
+
+/// What a held call carries beyond [`NewApproval`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalExtras {
+    pub rules: serde_json::Value,
+    pub evidence: serde_json::Value,
+    pub cost_cents: i64,
+    pub before_state: Option<serde_json::Value>,
+}
+
+impl Default for ApprovalExtras {
+    fn default() -> Self {
+        Self {
+            rules: serde_json::json!({}),
+            evidence: serde_json::json!({}),
+            cost_cents: 0,
+            before_state: None,
+        }
+    }
+}
+
+/// One approver's vote on an approval that needs several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vote {
+    Approve,
+    Deny,
+}
+
+impl Vote {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Approve, Self::Deny]
+            .into_iter()
+            .find(|v| v.as_str() == value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VoteRecord {
+    pub voter: String,
+    pub vote: Vote,
+    pub reason: Option<String>,
+    pub at: UnixMillis,
+}
+
+/// One version of a tenant's policy. Versions are append-only and numbered from 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyVersion {
+    pub tenant: TenantId,
+    pub version: i64,
+    pub cedar: String,
+    pub settings: serde_json::Value,
+    pub hash: String,
+    pub created_by: String,
+    pub created_at: UnixMillis,
+}
+
+/// One run to record in the spend ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Charge {
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    /// The guardrail that let the call run unasked, if any.
+    pub guardrail: Option<GuardrailId>,
+    /// The approval that let the call run, if any.
+    pub approval: Option<ApprovalId>,
+    pub connection: ConnectionId,
+    pub tool: String,
+    pub cost_cents: i64,
+    pub action_hash: String,
+}
+
+/// The budget a charge must fit in: over the guardrail's entries since `since`, at most
+/// `max_count` runs and `max_cents` cents (each `None` is unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeLimit {
+    pub since: UnixMillis,
+    pub max_count: Option<i64>,
+    pub max_cents: Option<i64>,
+}
+
+impl ChargeLimit {
+    /// Whether one more run costing `cost_cents` fits, after `count` runs costing `cents`.
+    pub fn admits(&self, count: i64, cents: i64, cost_cents: i64) -> bool {
+        self.max_count.is_none_or(|max| count < max)
+            && self.max_cents.is_none_or(|max| cents + cost_cents <= max)
+    }
+}
+
+/// A recorded [`Charge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub time: UnixMillis,
+    pub tenant: TenantId,
+    pub agent: AgentId,
+    pub guardrail: Option<GuardrailId>,
+    pub approval: Option<ApprovalId>,
+    pub connection: ConnectionId,
+    pub tool: String,
+    pub cost_cents: i64,
+    pub action_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Guardrail {
+    pub id: GuardrailId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub spec: GuardrailSpec,
+    pub mode: GuardrailMode,
+    pub created_by: String,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
 }
 
 /// An approver's decision on one approval.
+// Built once per decision and consumed at once; boxing the receipt would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     Approve {
         receipt: SignedReceipt,

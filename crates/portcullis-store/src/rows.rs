@@ -5,6 +5,7 @@
 use crate::*;
 use portcullis_core::audit::{AuditKind, CheckpointBody};
 use portcullis_core::effect::EffectClass;
+use portcullis_core::guardrail::GuardrailMode;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -51,6 +52,14 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column `{column}`: {e}")))
 }
 
+/// A nullable JSON column.
+pub(crate) fn parse_opt_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    text: Option<String>,
+) -> StoreResult<Option<T>> {
+    text.map(|t| parse_json(column, &t)).transpose()
+}
+
 pub(crate) fn parse_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(
     text: String,
 ) -> StoreResult<T> {
@@ -66,6 +75,7 @@ pub(crate) fn tenant(row: &impl Columns) -> StoreResult<Tenant> {
         id: parse_id(row.text("id"))?,
         name: row.text("name"),
         created_at: row.int("created_at"),
+        suspended_at: row.opt_int("suspended_at"),
     })
 }
 
@@ -89,12 +99,15 @@ pub(crate) fn agent(row: &impl Columns) -> StoreResult<Agent> {
         name: row.text("name"),
         created_at: row.int("created_at"),
         revoked_at: row.opt_int("revoked_at"),
+        owner: row.opt_text("owner"),
+        suspended_at: row.opt_int("suspended_at"),
     })
 }
 
 /// The token lookup that authenticates an agent: `agent_tokens t` joined with its agent and
 /// tenant. Both backends append their own placeholder for the hash.
-pub(crate) const AGENT_AUTH_SELECT: &str = "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name \
+pub(crate) const AGENT_AUTH_SELECT: &str = "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name, \
+     a.suspended_at AS agent_suspended_at, n.suspended_at AS tenant_suspended_at, a.owner AS agent_owner \
      FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
      JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = ";
 
@@ -112,6 +125,9 @@ pub(crate) fn agent_auth(row: &impl Columns) -> StoreResult<AgentAuth> {
         agent_name: row.text("agent_name"),
         agent_revoked: row.opt_int("agent_revoked_at").is_some(),
         tenant_name: row.text("tenant_name"),
+        agent_suspended: row.opt_int("agent_suspended_at").is_some(),
+        tenant_suspended: row.opt_int("tenant_suspended_at").is_some(),
+        agent_owner: row.opt_text("agent_owner"),
     })
 }
 
@@ -143,6 +159,7 @@ pub(crate) fn tool(row: &impl Columns) -> StoreResult<ToolRecord> {
         current_hash: row.text("current_hash"),
         effect: parse_effect(&row.text("effect"))?,
         effect_source: row.text("effect_source"),
+        profile: parse_json("profile", &row.text("profile"))?,
     })
 }
 
@@ -203,10 +220,65 @@ pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Appro
         decided_by: row.opt_text("decided_by"),
         decided_at: row.opt_int("decided_at"),
         decision_reason: row.opt_text("decision_reason"),
-        receipt: row
-            .opt_text("receipt")
-            .map(|r| parse_json("receipt", &r))
-            .transpose()?,
+        receipt: parse_opt_json("receipt", row.opt_text("receipt"))?,
+        rules: parse_json("point_rules", &row.text("point_rules"))?,
+        evidence: parse_json("evidence", &row.text("evidence"))?,
+        cost_cents: row.int("cost_cents"),
+        before_state: parse_opt_json("before_state", row.opt_text("before_state"))?,
+        batch: parse_opt_json("batch", row.opt_text("batch"))?,
+    })
+}
+
+pub(crate) fn vote(row: &impl Columns) -> StoreResult<VoteRecord> {
+    let vote = row.text("vote");
+    Ok(VoteRecord {
+        voter: row.text("voter"),
+        vote: Vote::parse(&vote).ok_or_else(|| StoreError::Corrupt(format!("vote `{vote}`")))?,
+        reason: row.opt_text("reason"),
+        at: row.int("created_at"),
+    })
+}
+
+pub(crate) fn policy_version(row: &impl Columns) -> StoreResult<PolicyVersion> {
+    Ok(PolicyVersion {
+        tenant: parse_id(row.text("tenant_id"))?,
+        version: row.int("version"),
+        cedar: row.text("cedar"),
+        settings: parse_json("settings", &row.text("settings"))?,
+        hash: row.text("hash"),
+        created_by: row.text("created_by"),
+        created_at: row.int("created_at"),
+    })
+}
+
+pub(crate) fn ledger_entry(row: &impl Columns) -> StoreResult<LedgerEntry> {
+    Ok(LedgerEntry {
+        id: row.int("id"),
+        time: row.int("time"),
+        tenant: parse_id(row.text("tenant_id"))?,
+        agent: parse_id(row.text("agent_id"))?,
+        guardrail: row.opt_text("guardrail_id").map(parse_id).transpose()?,
+        approval: row.opt_text("approval_id").map(parse_id).transpose()?,
+        connection: parse_id(row.text("connection_id"))?,
+        tool: row.text("tool"),
+        cost_cents: row.int("cost_cents"),
+        action_hash: row.text("action_hash"),
+    })
+}
+
+pub(crate) fn guardrail(row: &impl Columns) -> StoreResult<Guardrail> {
+    let mode = row.text("mode");
+    Ok(Guardrail {
+        id: parse_id(row.text("id"))?,
+        tenant: parse_id(row.text("tenant_id"))?,
+        name: row.text("name"),
+        spec: parse_json("spec", &row.text("spec"))?,
+        mode: GuardrailMode::parse(&mode)
+            .ok_or_else(|| StoreError::Corrupt(format!("guardrail mode `{mode}`")))?,
+        created_by: row.text("created_by"),
+        created_at: row.int("created_at"),
+        updated_at: row.int("updated_at"),
+        revoked_at: row.opt_int("revoked_at"),
     })
 }
 

@@ -6,10 +6,16 @@
 //! head, append after it" step race-free without retry loops, and reads use their own pool.
 
 use crate::rows::{self as parse, json, parse_id};
+use crate::votes::{self, BatchRequest, Decision, VoteRequest};
 use crate::*;
 use portcullis_core::audit::{AuditKind, GENESIS_HASH};
 use portcullis_core::effect::EffectClass;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
+use portcullis_core::profile::ToolProfile;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +28,7 @@ pub struct SqliteStore {
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 impl SqliteStore {
     pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
@@ -63,6 +70,37 @@ impl SqliteStore {
 
     async fn begin(&self) -> StoreResult<Tx<'static>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Append the audit event of what `tx` did and commit both: the tail of every audited
+    /// change.
+    async fn audited<T>(
+        mut tx: Tx<'_>,
+        value: T,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(T, AuditEvent)> {
+        let event = Self::append_in(&mut tx, draft, now).await?;
+        tx.commit().await?;
+        Ok((value, event))
+    }
+
+    /// One statement that writes a single tenant-owned row (none written: not found), the row
+    /// as it now stands (`read`), and the audit event, in one transaction.
+    async fn change_and_read<T>(
+        &self,
+        change: SqliteQuery<'_>,
+        read: SqliteQuery<'_>,
+        parse: impl FnOnce(&SqliteRow) -> StoreResult<T>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(T, AuditEvent)> {
+        let mut tx = self.begin().await?;
+        if change.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let value = parse(&read.fetch_one(&mut *tx).await?)?;
+        Self::audited(tx, value, draft, now).await
     }
 
     /// Append to the chain inside the caller's transaction.
@@ -136,6 +174,7 @@ impl SqliteStore {
             id: TenantId::generate(),
             name: name.to_owned(),
             created_at: now,
+            suspended_at: None,
         };
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
@@ -160,12 +199,34 @@ impl SqliteStore {
         parse::tenant(&row)
     }
 
+    fn tenant_query(id: &TenantId) -> SqliteQuery<'_> {
+        sqlx::query("SELECT * FROM tenants WHERE id = ?").bind(id.as_str())
+    }
+
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_one(&self.read)
-            .await?;
-        parse::tenant(&row)
+        parse::tenant(&Self::tenant_query(id).fetch_one(&self.read).await?)
+    }
+
+    pub async fn set_tenant_suspended(
+        &self,
+        tenant: &TenantId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Tenant, AuditEvent)> {
+        let change = sqlx::query(
+            "UPDATE tenants SET suspended_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(suspended_at, ?1) END WHERE id = ?2",
+        )
+        .bind(suspended.then_some(now))
+        .bind(tenant.as_str());
+        self.change_and_read(
+            change,
+            Self::tenant_query(tenant),
+            parse::tenant,
+            draft,
+            now,
+        )
+        .await
     }
 
     pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -235,6 +296,8 @@ impl SqliteStore {
             name: name.to_owned(),
             created_at: now,
             revoked_at: None,
+            owner: None,
+            suspended_at: None,
         };
         let mut tx = self.begin().await?;
         Self::require_tenant(&mut tx, tenant).await?;
@@ -267,6 +330,48 @@ impl SqliteStore {
             .fetch_all(&self.read)
             .await?;
         parse::all(rows, parse::agent)
+    }
+
+    fn agent_query<'q>(tenant: &'q TenantId, agent: &'q AgentId) -> SqliteQuery<'q> {
+        sqlx::query("SELECT * FROM agents WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(agent.as_str())
+    }
+
+    pub async fn set_agent_suspended(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        suspended: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        let change = sqlx::query(
+            "UPDATE agents SET suspended_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(suspended_at, ?1) END WHERE tenant_id = ?2 AND id = ?3",
+        )
+        .bind(suspended.then_some(now))
+        .bind(tenant.as_str())
+        .bind(agent.as_str());
+        let read = Self::agent_query(tenant, agent);
+        self.change_and_read(change, read, parse::agent, draft, now)
+            .await
+    }
+
+    pub async fn set_agent_owner(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        owner: Option<&str>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Agent, AuditEvent)> {
+        let change = sqlx::query("UPDATE agents SET owner = ? WHERE tenant_id = ? AND id = ?")
+            .bind(owner)
+            .bind(tenant.as_str())
+            .bind(agent.as_str());
+        let read = Self::agent_query(tenant, agent);
+        self.change_and_read(change, read, parse::agent, draft, now)
+            .await
     }
 
     pub async fn revoke_agent(
@@ -628,21 +733,45 @@ impl SqliteStore {
         parse::all(rows, parse::tool)
     }
 
+    fn tool_query<'q>(
+        tenant: &'q TenantId,
+        connection: &'q ConnectionId,
+        name: &'q str,
+    ) -> SqliteQuery<'q> {
+        sqlx::query("SELECT * FROM tools WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(name)
+    }
+
     pub async fn tool(
         &self,
         tenant: &TenantId,
         connection: &ConnectionId,
         name: &str,
     ) -> StoreResult<ToolRecord> {
-        let row = sqlx::query(
-            "SELECT * FROM tools WHERE tenant_id = ? AND connection_id = ? AND name = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(connection.as_str())
-        .bind(name)
-        .fetch_one(&self.read)
-        .await?;
-        parse::tool(&row)
+        let query = Self::tool_query(tenant, connection, name);
+        parse::tool(&query.fetch_one(&self.read).await?)
+    }
+
+    pub async fn set_tool_profile(
+        &self,
+        tenant: &TenantId,
+        connection: &ConnectionId,
+        name: &str,
+        profile: &ToolProfile,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(ToolRecord, AuditEvent)> {
+        let change = sqlx::query("UPDATE tools SET profile = ?, updated_at = ? WHERE tenant_id = ? AND connection_id = ? AND name = ?")
+            .bind(json(profile))
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(connection.as_str())
+            .bind(name);
+        let read = Self::tool_query(tenant, connection, name);
+        self.change_and_read(change, read, parse::tool, draft, now)
+            .await
     }
 
     pub async fn classify_tool(
@@ -717,10 +846,22 @@ impl SqliteStore {
         audit: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<(Approval, AuditEvent)> {
+        self.create_approval_with(new, ApprovalExtras::default(), audit, now)
+            .await
+    }
+
+    pub async fn create_approval_with(
+        &self,
+        new: NewApproval,
+        extras: ApprovalExtras,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at, \
+             point_rules, evidence, cost_cents, before_state) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
         )
         .bind(new.id.as_str())
         .bind(new.tenant.as_str())
@@ -735,19 +876,20 @@ impl SqliteStore {
         .bind(json(&new.reasons))
         .bind(now)
         .bind(new.expires_at)
+        .bind(json(&extras.rules))
+        .bind(json(&extras.evidence))
+        .bind(extras.cost_cents)
+        .bind(extras.before_state.as_ref().map(json))
         .execute(&mut *tx)
         .await?;
-        let event = Self::append_in(&mut tx, audit, now).await?;
-        tx.commit().await?;
-        Ok((
-            self.approval_in_write(&new.tenant, &new.id, now).await?,
-            event,
-        ))
+        let approval = Self::approval_in(&mut tx, &new.tenant, &new.id, now).await?;
+        Self::audited(tx, approval, audit, now).await
     }
 
-    /// Read through the writer so a caller sees its own commit immediately.
-    async fn approval_in_write(
-        &self,
+    /// One approval, read inside a write transaction (which, with one writer, also keeps it
+    /// from changing until commit).
+    async fn approval_in(
+        tx: &mut Tx<'_>,
         tenant: &TenantId,
         id: &ApprovalId,
         now: UnixMillis,
@@ -759,9 +901,37 @@ impl SqliteStore {
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_one(&self.write)
+            .fetch_one(&mut **tx)
             .await?;
         parse::approval(&row, now)
+    }
+
+    /// Close a pending approval.
+    async fn decide_in(
+        tx: &mut Tx<'_>,
+        tenant: &TenantId,
+        id: &ApprovalId,
+        decision: &Decision,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, receipt = ?, batch = COALESCE(?, batch) \
+             WHERE tenant_id = ? AND id = ? AND status = 'pending'",
+        )
+        .bind(decision.status)
+        .bind(&decision.decided_by)
+        .bind(now)
+        .bind(&decision.reason)
+        .bind(&decision.receipt)
+        .bind(&decision.batch)
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("approval is no longer pending".into()));
+        }
+        Ok(())
     }
 
     pub async fn live_approval_for(
@@ -832,43 +1002,119 @@ impl SqliteStore {
         now: UnixMillis,
     ) -> StoreResult<(Approval, AuditEvent)> {
         let mut tx = self.begin().await?;
-        let sql = format!(
-            "{} WHERE a.tenant_id = ? AND a.id = ?",
-            parse::APPROVAL_SELECT
-        );
-        let row = sqlx::query(&sql)
+        let current = Self::approval_in(&mut tx, tenant, id, now).await?;
+        votes::require_pending(&current)?;
+        let decision = Decision::from_verdict(verdict, approver);
+        Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
+        let approval = Self::approval_in(&mut tx, tenant, id, now).await?;
+        Self::audited(tx, approval, audit, now).await
+    }
+
+    fn votes_query<'q>(tenant: &'q TenantId, approval: &'q ApprovalId) -> SqliteQuery<'q> {
+        sqlx::query(
+            "SELECT * FROM approval_votes WHERE tenant_id = ? AND approval_id = ? ORDER BY created_at, voter",
+        )
+        .bind(tenant.as_str())
+        .bind(approval.as_str())
+    }
+
+    pub async fn votes(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+    ) -> StoreResult<Vec<VoteRecord>> {
+        let rows = Self::votes_query(tenant, approval)
+            .fetch_all(&self.read)
+            .await?;
+        parse::all(rows, parse::vote)
+    }
+
+    async fn insert_vote_in(
+        tx: &mut Tx<'_>,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        voter: &str,
+        vote: Vote,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO approval_votes (tenant_id, approval_id, voter, vote, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(voter)
+            .bind(vote.as_str())
+            .bind(reason)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn cast_vote(
+        &self,
+        request: VoteRequest<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Approval, AuditEvent)> {
+        let (tenant, id) = (request.tenant, request.approval);
+        // INVARIANT: the one writer connection serialises votes, so what `plan_vote` sees
+        // stays true until commit.
+        let mut tx = self.begin().await?;
+        let current = Self::approval_in(&mut tx, tenant, id, now).await?;
+        let votes = parse::all(
+            Self::votes_query(tenant, id).fetch_all(&mut *tx).await?,
+            parse::vote,
+        )?;
+        let decision = votes::plan_vote(&current, &votes, &request)?;
+        let reason = request.reason.as_deref();
+        Self::insert_vote_in(
+            &mut tx,
+            tenant,
+            id,
+            request.voter,
+            request.vote,
+            reason,
+            now,
+        )
+        .await?;
+        if let Some(decision) = decision {
+            Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
+        }
+        let approval = Self::approval_in(&mut tx, tenant, id, now).await?;
+        Self::audited(tx, approval, draft, now).await
+    }
+
+    pub(crate) async fn approve_batch(
+        &self,
+        request: BatchRequest<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Vec<Approval>, AuditEvent)> {
+        let tenant = request.tenant;
+        let items = votes::distinct_items(request.items)?;
+        let mut tx = self.begin().await?;
+        for id in &items {
+            let current = Self::approval_in(&mut tx, tenant, id, now).await;
+            let n_votes: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approval_votes WHERE tenant_id = ? AND approval_id = ?",
+            )
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let current = parse::approval(&row, now)?;
-        if current.status != ApprovalStatus::Pending {
-            return Err(StoreError::Conflict(format!(
-                "approval is {}",
-                current.status.as_str()
-            )));
+            .fetch_one(&mut *tx)
+            .await?;
+            votes::check_batch_item(id, current, n_votes)?;
         }
-        let (status, reason, receipt) = match verdict {
-            Verdict::Approve { receipt, reason } => ("approved", reason, Some(json(&receipt))),
-            Verdict::Deny { reason } => ("denied", Some(reason), None),
-        };
-        sqlx::query(
-            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, receipt = ? \
-             WHERE tenant_id = ? AND id = ? AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(approver)
-        .bind(now)
-        .bind(&reason)
-        .bind(receipt)
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let event = Self::append_in(&mut tx, audit, now).await?;
-        tx.commit().await?;
-        Ok((self.approval_in_write(tenant, id, now).await?, event))
+        let decision = votes::batch_decision(&request);
+        for id in &items {
+            Self::insert_vote_in(&mut tx, tenant, id, request.voter, Vote::Approve, None, now)
+                .await?;
+            Self::decide_in(&mut tx, tenant, id, &decision, now).await?;
+        }
+        let mut approvals = Vec::with_capacity(items.len());
+        for id in request.items {
+            approvals.push(Self::approval_in(&mut tx, tenant, id, now).await?);
+        }
+        Self::audited(tx, approvals, draft, now).await
     }
 
     pub async fn redeem_receipt(
@@ -907,7 +1153,290 @@ impl SqliteStore {
         Ok(event)
     }
 
+    // ---- policies
+
+    fn current_policy_query(tenant: &TenantId) -> SqliteQuery<'_> {
+        sqlx::query(
+            "SELECT * FROM policy_versions WHERE tenant_id = ? ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_policy(
+        &self,
+        tenant: &TenantId,
+        cedar: &str,
+        settings: &serde_json::Value,
+        hash: &str,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(PolicyVersion, AuditEvent)> {
+        // The next version is computed inside the (single-writer) transaction, so two puts
+        // cannot take the same number. No tenant row: nothing inserted, not found.
+        let change = sqlx::query(
+            "INSERT INTO policy_versions (tenant_id, version, cedar, settings, hash, created_by, created_at) \
+             SELECT id, (SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions WHERE tenant_id = ?1), ?2, ?3, ?4, ?5, ?6 \
+             FROM tenants WHERE id = ?1",
+        )
+        .bind(tenant.as_str())
+        .bind(cedar)
+        .bind(json(settings))
+        .bind(hash)
+        .bind(created_by)
+        .bind(now);
+        let read = Self::current_policy_query(tenant);
+        self.change_and_read(change, read, parse::policy_version, draft, now)
+            .await
+    }
+
+    pub async fn current_policy(&self, tenant: &TenantId) -> StoreResult<Option<PolicyVersion>> {
+        let row = Self::current_policy_query(tenant)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| parse::policy_version(&r)).transpose()
+    }
+
+    pub async fn policy_versions(&self, tenant: &TenantId) -> StoreResult<Vec<PolicyVersion>> {
+        let rows =
+            sqlx::query("SELECT * FROM policy_versions WHERE tenant_id = ? ORDER BY version DESC")
+                .bind(tenant.as_str())
+                .fetch_all(&self.read)
+                .await?;
+        parse::all(rows, parse::policy_version)
+    }
+
+    // ---- guardrails
+
+    fn guardrail_query<'q>(tenant: &'q TenantId, id: &'q GuardrailId) -> SqliteQuery<'q> {
+        sqlx::query("SELECT * FROM guardrails WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_guardrail(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: &GuardrailSpec,
+        mode: GuardrailMode,
+        created_by: &str,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let id = GuardrailId::generate();
+        let change = sqlx::query(
+            "INSERT INTO guardrails (id, tenant_id, name, spec, mode, created_by, created_at, updated_at) \
+             SELECT ?1, id, ?3, ?4, ?5, ?6, ?7, ?7 FROM tenants WHERE id = ?2",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(json(spec))
+        .bind(mode.as_str())
+        .bind(created_by)
+        .bind(now);
+        let read = Self::guardrail_query(tenant, &id);
+        self.change_and_read(change, read, parse::guardrail, draft, now)
+            .await
+    }
+
+    /// One change to an active guardrail, read back and audited.
+    async fn change_guardrail(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        change: SqliteQuery<'_>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let read = Self::guardrail_query(tenant, id);
+        self.change_and_read(change, read, parse::guardrail, draft, now)
+            .await
+    }
+
+    pub async fn set_guardrail_mode(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        mode: GuardrailMode,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET mode = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL")
+            .bind(mode.as_str())
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn set_guardrail_spec(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        spec: &GuardrailSpec,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET spec = ?, updated_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL")
+            .bind(json(spec))
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn revoke_guardrail(
+        &self,
+        tenant: &TenantId,
+        id: &GuardrailId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Guardrail, AuditEvent)> {
+        let change = sqlx::query("UPDATE guardrails SET revoked_at = ?1, updated_at = ?1 WHERE tenant_id = ?2 AND id = ?3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        self.change_guardrail(tenant, id, change, draft, now).await
+    }
+
+    pub async fn guardrails(&self, tenant: &TenantId) -> StoreResult<Vec<Guardrail>> {
+        let rows = sqlx::query(
+            "SELECT * FROM guardrails WHERE tenant_id = ? AND revoked_at IS NULL ORDER BY created_at, name",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        parse::all(rows, parse::guardrail)
+    }
+
+    pub async fn guardrail(&self, tenant: &TenantId, id: &GuardrailId) -> StoreResult<Guardrail> {
+        parse::guardrail(
+            &Self::guardrail_query(tenant, id)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
+    // ---- spend ledger
+
+    pub async fn charge(
+        &self,
+        charge: &Charge,
+        limit: Option<&ChargeLimit>,
+        now: UnixMillis,
+    ) -> StoreResult<bool> {
+        let tenant = charge.tenant.as_str();
+        // INVARIANT: the one writer connection serialises charges, so the budget counted here
+        // is still the budget when this charge commits.
+        let mut tx = self.begin().await?;
+        if let Some(guardrail) = &charge.guardrail {
+            let active: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM guardrails WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+            )
+            .bind(tenant)
+            .bind(guardrail.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            active.ok_or(StoreError::NotFound)?;
+            if let Some(limit) = limit {
+                let (count, cents): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COALESCE(SUM(cost_cents), 0) FROM ledger WHERE tenant_id = ? AND guardrail_id = ? AND time >= ?",
+                )
+                .bind(tenant)
+                .bind(guardrail.as_str())
+                .bind(limit.since)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !limit.admits(count, cents, charge.cost_cents) {
+                    return Ok(false);
+                }
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO ledger (tenant_id, time, agent_id, guardrail_id, approval_id, connection_id, tool, cost_cents, action_hash) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+             WHERE EXISTS (SELECT 1 FROM agents WHERE tenant_id = ?1 AND id = ?3) \
+             AND EXISTS (SELECT 1 FROM connections WHERE tenant_id = ?1 AND id = ?6) \
+             AND (?5 IS NULL OR EXISTS (SELECT 1 FROM approvals WHERE tenant_id = ?1 AND id = ?5))",
+        )
+        .bind(tenant)
+        .bind(now)
+        .bind(charge.agent.as_str())
+        .bind(charge.guardrail.as_ref().map(GuardrailId::as_str))
+        .bind(charge.approval.as_ref().map(ApprovalId::as_str))
+        .bind(charge.connection.as_str())
+        .bind(&charge.tool)
+        .bind(charge.cost_cents)
+        .bind(&charge.action_hash)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn spend_since(
+        &self,
+        tenant: &TenantId,
+        since: UnixMillis,
+        agent: Option<&AgentId>,
+        guardrail: Option<&GuardrailId>,
+    ) -> StoreResult<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(cost_cents), 0) FROM ledger WHERE tenant_id = ?1 AND time >= ?2 \
+             AND (?3 IS NULL OR agent_id = ?3) AND (?4 IS NULL OR guardrail_id = ?4)",
+        )
+        .bind(tenant.as_str())
+        .bind(since)
+        .bind(agent.map(AgentId::as_str))
+        .bind(guardrail.map(GuardrailId::as_str))
+        .fetch_one(&self.read)
+        .await?)
+    }
+
+    pub async fn ledger_entries(
+        &self,
+        tenant: &TenantId,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM ledger WHERE tenant_id = ? AND time >= ? AND time < ? ORDER BY id",
+        )
+        .bind(tenant.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.read)
+        .await?;
+        parse::all(rows, parse::ledger_entry)
+    }
+
     // ---- audit
+
+    pub async fn session_calls(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE tenant_id = ? AND session = ? AND kind = ? AND decision = 'allow' \
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(session)
+        .bind(AuditKind::ToolCall.as_str())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        parse::all(rows, parse::audit_event)
+    }
 
     pub async fn audit_page(
         &self,

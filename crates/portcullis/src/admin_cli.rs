@@ -29,6 +29,12 @@ pub struct Remote {
     json: bool,
 }
 
+impl Remote {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 #[derive(Subcommand)]
 pub enum AdminCommand {
     /// Create and list tenants.
@@ -253,14 +259,14 @@ pub enum ApprovalsCommand {
     },
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    fn new(remote: &Remote) -> anyhow::Result<Self> {
+    pub(crate) fn new(remote: &Remote) -> anyhow::Result<Self> {
         let Some(token) = remote.token.clone() else {
             bail!("no admin token: pass --token or set PORTCULLIS_ADMIN_TOKEN");
         };
@@ -303,16 +309,20 @@ impl Client {
         Ok(value)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(crate) async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 }
 
-fn enc(segment: &str) -> String {
+pub(crate) fn enc(segment: &str) -> String {
     // Path segments are names and ids; refuse anything that could change the path.
     segment
         .chars()
@@ -320,7 +330,7 @@ fn enc(segment: &str) -> String {
         .collect()
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

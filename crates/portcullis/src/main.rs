@@ -6,6 +6,8 @@
 mod admin_cli;
 mod audit_cli;
 mod mcp_cli;
+mod policy_cli;
+mod trust_cli;
 
 use clap::{Parser, Subcommand};
 use portcullis_server::config::{Config, DEFAULT_CONFIG};
@@ -53,6 +55,11 @@ enum Command {
     Mcp(mcp_cli::McpArgs),
     #[command(flatten)]
     Admin(admin_cli::AdminCommand),
+    /// Check, test and explain Cedar policies offline; upload or show a tenant's policy.
+    #[command(subcommand)]
+    Policy(policy_cli::PolicyCommand),
+    #[command(flatten)]
+    Trust(trust_cli::TrustCommand),
     /// Verify, export and checkpoint the audit trail (reads the database directly).
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
@@ -94,6 +101,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::DemoUpstream { http } => demo_upstream(http).await?,
         Command::Mcp(args) => return mcp_cli::run(args).await,
         Command::Admin(command) => return admin_cli::run(command).await,
+        Command::Policy(command) => return policy_cli::run(command).await,
+        Command::Trust(command) => return trust_cli::run(command).await,
         Command::Audit(command) => return audit_cli::run(command, cli.config.as_deref()).await,
     }
     Ok(std::process::ExitCode::SUCCESS)

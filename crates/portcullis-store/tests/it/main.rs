@@ -37,6 +37,7 @@ macro_rules! contract_tests {
 }
 
 mod contract;
+mod policy;
 mod postgres;
 
 pub const NOW: i64 = 1_800_000_000_000;
@@ -281,6 +282,7 @@ pub fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {
             approved_at: NOW,
             expires_at: approval.expires_at,
             nonce: SignedReceipt::new_nonce(),
+            batch: None,
         },
     )
 }

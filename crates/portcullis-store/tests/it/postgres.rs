@@ -5,9 +5,10 @@
 use crate::*;
 use portcullis_core::action::ToolDefinition;
 use portcullis_core::audit::{Checkpoint, CheckpointBody};
+use portcullis_core::guardrail::GuardrailMode;
 
 /// Every table row-level security guards.
-const TENANT_TABLES: [&str; 12] = [
+const TENANT_TABLES: [&str; 16] = [
     "tenants",
     "admins",
     "agents",
@@ -20,6 +21,10 @@ const TENANT_TABLES: [&str; 12] = [
     "audit_events",
     "audit_heads",
     "audit_checkpoints",
+    "policy_versions",
+    "approval_votes",
+    "guardrails",
+    "ledger",
 ];
 
 fn pg(f: &Fixture) -> &PgDatabase {
@@ -42,7 +47,36 @@ async fn fill_every_table(store: &Store, s: &Seeded) {
     let approval = hold(store, s, 100, NOW + 1000).await;
     let signed = approve(store, &keys, &approval).await;
     redeem(store, &approval, &signed).await.unwrap();
-    hold(store, s, 200, NOW + 1000).await;
+    let pending = hold(store, s, 200, NOW + 1000).await;
+    store
+        .cast_vote(
+            &s.tenant.id,
+            &pending.id,
+            "bob",
+            Vote::Approve,
+            None,
+            &[],
+            None,
+            AuditDraft::new(s.tenant.id.clone(), "admin:bob", AuditKind::Vote),
+            NOW,
+        )
+        .await
+        .unwrap();
+    store
+        .put_policy(
+            &s.tenant.id,
+            "permit(principal, action, resource);",
+            &json!({}),
+            "h",
+            "test",
+            AuditDraft::new(s.tenant.id.clone(), "test", AuditKind::PolicyUpdated),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let guardrail = crate::policy::create_guardrail(store, s, "refunds").await;
+    let charge = crate::policy::charge(s, Some(&guardrail), 10);
+    assert!(store.charge(&charge, None, NOW).await.unwrap());
     store
         .create_admin(
             NewAdmin {
@@ -214,6 +248,19 @@ async fn the_app_role_can_neither_rewrite_history_nor_loosen_the_rules() {
         "UPDATE receipt_nonces SET consumed_at = 0",
         "DELETE FROM audit_heads",
         "TRUNCATE approvals",
+        "UPDATE policy_versions SET cedar = 'forbid'",
+        "DELETE FROM policy_versions",
+        "TRUNCATE policy_versions",
+        "UPDATE approval_votes SET vote = 'deny'",
+        "DELETE FROM approval_votes",
+        "TRUNCATE approval_votes",
+        "UPDATE ledger SET cost_cents = 0",
+        "DELETE FROM ledger",
+        "TRUNCATE ledger",
+        "DELETE FROM guardrails",
+        "DROP TRIGGER ledger_no_update ON ledger",
+        "ALTER TABLE ledger NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON guardrails",
         "DROP TRIGGER audit_events_no_update ON audit_events",
         "ALTER TABLE audit_events DISABLE TRIGGER ALL",
         "ALTER TABLE audit_events DISABLE ROW LEVEL SECURITY",
@@ -588,4 +635,181 @@ async fn lockout_and_rate_limits_are_shared_by_replicas() {
         .unwrap();
     assert_eq!(later, RateDecision::Allowed);
     assert!(f.store.shared_counters().is_some());
+}
+
+/// Run `change` on one replica and check that `other` sees it: the access generation moved
+/// with the commit itself, and a listener started before the change is notified.
+async fn assert_reaches(other: &Store, what: &str, change: impl std::future::Future<Output = ()>) {
+    let generation = || async {
+        other
+            .shared_counters()
+            .unwrap()
+            .request_check("x")
+            .await
+            .unwrap()
+            .access_generation
+    };
+    let mut feed = other.access_changes().await.unwrap().unwrap();
+    let before = generation().await;
+    change.await;
+    assert!(
+        generation().await > before,
+        "{what} bumps the access generation"
+    );
+    let notified = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: notified in time"));
+    assert!(notified.unwrap(), "{what} arrives as a change");
+}
+
+/// Suspension, policies and guardrails decide access: each change reaches the other
+/// replicas like a change to the access tables of 0002.
+#[tokio::test]
+async fn policy_changes_reach_the_other_replicas() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let other = Store::open(&pg(&f).app_url(), &options()).await.unwrap();
+    let s = seed(&f.store, "acme").await;
+    let tenant = &s.tenant.id;
+    let draft = |kind| AuditDraft::new(tenant.clone(), "admin:x", kind);
+    assert_reaches(&other, "suspending a tenant", async {
+        f.store
+            .set_tenant_suspended(tenant, true, draft(AuditKind::TenantSuspended), NOW)
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_reaches(&other, "suspending an agent", async {
+        f.store
+            .set_agent_suspended(
+                tenant,
+                &s.agent.id,
+                true,
+                draft(AuditKind::AgentSuspended),
+                NOW,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_reaches(&other, "a policy version", async {
+        f.store
+            .put_policy(
+                tenant,
+                "permit",
+                &json!({}),
+                "h",
+                "x",
+                draft(AuditKind::PolicyUpdated),
+                NOW,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+    let mut guardrail = None;
+    assert_reaches(&other, "a new guardrail", async {
+        guardrail = Some(crate::policy::create_guardrail(&f.store, &s, "refunds").await);
+    })
+    .await;
+    let guardrail = guardrail.unwrap();
+    assert_reaches(&other, "a guardrail's mode", async {
+        f.store
+            .set_guardrail_mode(
+                tenant,
+                &guardrail.id,
+                GuardrailMode::ApproveEach,
+                draft(AuditKind::GuardrailChanged),
+                NOW,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_reaches(&other, "a revoked guardrail", async {
+        f.store
+            .revoke_guardrail(
+                tenant,
+                &guardrail.id,
+                draft(AuditKind::GuardrailRevoked),
+                NOW,
+            )
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// Votes and charges from two replicas at once: still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_and_charges_from_two_replicas_are_exact() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    let replicas = [
+        f.store.clone(),
+        Store::open(&pg(&f).app_url(), &options()).await.unwrap(),
+    ];
+    let s = seed(&replicas[0], "acme").await;
+    let guardrail = crate::policy::create_guardrail(&replicas[0], &s, "refunds").await;
+    let limit = ChargeLimit {
+        since: NOW,
+        max_count: None,
+        max_cents: Some(70),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, charge) = (
+            replicas[i % 2].clone(),
+            crate::policy::charge(&s, Some(&guardrail), 10),
+        );
+        tasks.push(tokio::spawn(async move {
+            store.charge(&charge, Some(&limit), NOW).await.unwrap()
+        }));
+    }
+    let mut charged = 0;
+    for task in tasks {
+        charged += usize::from(task.await.unwrap());
+    }
+    assert_eq!(
+        charged, 7,
+        "70 cents is seven charges of 10, across replicas"
+    );
+
+    // Three voters on two replicas, two needed: one completes it, one is too late.
+    let keys = std::sync::Arc::new(KeyRing::generate());
+    let approval = hold(&replicas[0], &s, 1, NOW + 1000).await;
+    let mut voters = Vec::new();
+    for (i, voter) in ["bob", "carol", "dave"].into_iter().enumerate() {
+        voters.push(tokio::spawn(crate::policy::vote_until_accepted(
+            replicas[i % 2].clone(),
+            keys.clone(),
+            approval.clone(),
+            voter.into(),
+            2,
+        )));
+    }
+    let mut outcomes = Vec::new();
+    for voter in voters {
+        outcomes.push(voter.await.unwrap());
+    }
+    let completed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(a) if a.status == ApprovalStatus::Approved))
+        .count();
+    let late = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::Conflict(m)) if m == "approval is approved"))
+        .count();
+    assert_eq!((completed, late), (1, 1), "{outcomes:?}");
+    assert_eq!(
+        replicas[1]
+            .votes(&s.tenant.id, &approval.id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    verified_chain(&replicas[1], &s.tenant.id).await;
 }

@@ -1,0 +1,127 @@
+//! Decision latency: one policy evaluation (facts → Cedar request → two sliced sets) with 10,
+//! 100 and 1,000 policies in the tenant. Run with
+//! `cargo bench -p portcullis-core --bench decision`.
+//!
+//! "spread": policies scoped to 100 tools (90 %) or to one agent on any tool (10 %), with
+//! argument conditions — a tenant's set as it grows. "one tool": every policy scoped to the
+//! tool being called, the worst case slicing cannot help with.
+
+use portcullis_core::effect::EffectClass;
+use portcullis_core::policy::{CallFacts, Engine, PolicyDocument, PolicySettings};
+use portcullis_core::profile::ToolProfile;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn policy(i: usize, tool: &str) -> String {
+    match i % 3 {
+        0 => format!(
+            "@id(\"p{i}\") forbid (principal, action, resource == Portcullis::Tool::\"{tool}\") when {{ context.numbers.hasTag(\"amount_cents\") && context.numbers.getTag(\"amount_cents\") > {} }};\n",
+            1_000_000 + i
+        ),
+        1 => format!(
+            "@id(\"p{i}\") @hold forbid (principal, action, resource == Portcullis::Tool::\"{tool}\") when {{ context.args.hasTag(\"to\") && context.args.getTag(\"to\") like \"*@blocked{i}.test\" }};\n"
+        ),
+        _ => format!(
+            "@id(\"p{i}\") forbid (principal == Portcullis::Agent::\"agent-{i}\", action, resource == Portcullis::Tool::\"{tool}\");\n"
+        ),
+    }
+}
+
+fn document(n: usize, spread: bool) -> PolicyDocument {
+    let mut cedar = String::new();
+    for i in 0..n {
+        if !spread {
+            cedar.push_str(&policy(i, "billing/issue_refund"));
+        } else if i % 10 == 9 {
+            cedar.push_str(&format!(
+                "@id(\"p{i}\") forbid (principal == Portcullis::Agent::\"agent-{i}\", action, resource);\n"
+            ));
+        } else {
+            cedar.push_str(&policy(i, &format!("conn{}/tool{}", i % 10, i % 100)));
+        }
+    }
+    PolicyDocument {
+        cedar,
+        settings: PolicySettings::default(),
+    }
+}
+
+fn percentile(sorted: &[u128], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    let profile = ToolProfile {
+        cost_argument: Some("amount_cents".into()),
+        tags: vec!["billing".into()],
+        ..ToolProfile::default()
+    };
+    let arguments = serde_json::json!({"amount_cents": 2500, "to": "a@example.com", "note": "refund for order 1234"});
+    let read_classes = vec!["customer".to_owned()];
+    println!("| policies | layout | p50 µs | p99 µs | max µs | outcome |");
+    println!("|---:|---|---:|---:|---:|---|");
+    // `-- spread` or `-- one` runs one layout only (for profiling).
+    let only: Option<bool> = std::env::args().skip(1).find_map(|a| match a.as_str() {
+        "spread" => Some(true),
+        "one" => Some(false),
+        _ => None,
+    });
+    for (n, spread) in [
+        (10, true),
+        (100, true),
+        (1000, true),
+        (10, false),
+        (100, false),
+        (1000, false),
+    ] {
+        if only.is_some_and(|o| o != spread) {
+            continue;
+        }
+        let engine = Engine::compile(&document(n, spread)).expect("bench policies compile");
+        let (connection, tool) = if spread {
+            ("conn3", "tool13")
+        } else {
+            ("billing", "issue_refund")
+        };
+        let facts = CallFacts {
+            tenant: "acme",
+            agent: "agent-5",
+            agent_owner: Some("alice"),
+            connection,
+            tool,
+            effect: EffectClass::Spend,
+            profile: &profile,
+            arguments: &arguments,
+            cost_cents: 2500,
+            spent_today_cents: 10_000,
+            session_read_classes: &read_classes,
+            session_reads: 3,
+            has_session: true,
+            guardrail: None,
+            definition_changed: false,
+            stated_reason: true,
+            now: 1_790_000_000_000,
+        };
+        for _ in 0..2_000 {
+            black_box(engine.evaluate(black_box(&facts)));
+        }
+        let mut samples = Vec::with_capacity(20_000);
+        let mut outcome = None;
+        for _ in 0..20_000 {
+            let start = Instant::now();
+            let evaluation = engine.evaluate(black_box(&facts));
+            samples.push(start.elapsed().as_nanos());
+            outcome = Some(evaluation.outcome);
+        }
+        samples.sort_unstable();
+        println!(
+            "| {n} | {} | {:.1} | {:.1} | {:.1} | {:?} |",
+            if spread { "spread" } else { "one tool" },
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.99),
+            *samples.last().unwrap() as f64 / 1000.0,
+            outcome.unwrap()
+        );
+    }
+}

@@ -1,0 +1,813 @@
+//! Policy: each tenant's Cedar policies plus the built-in ones, compiled once per version
+//! and evaluated per call to allow, hold or deny (deny > hold > allow).
+//!
+//! Cedar knows permit and forbid. Portcullis reads a `forbid` annotated `@hold` as "hold for
+//! a person" and any other `forbid` as deny; nothing is allowed unless some `permit` matches.
+//! A call is evaluated against two sets cut from the tenant's policies: the gate (permits and
+//! deny-forbids) and the holds.
+//!
+//! INVARIANT: fail closed. Cedar skips a policy whose evaluation errors, which for a `forbid`
+//! would silently allow; here any evaluation error denies, naming the erroring policies.
+//! Policies are validated against the schema in strict mode before they are accepted.
+//!
+//! Cost: the set is sliced per tool (policies scoped to another tool or connection are left
+//! out) and slices are cached, so unrelated policies cost nothing per call.
+
+mod builtin;
+pub mod english;
+pub mod settings;
+pub mod table;
+
+pub use settings::{ApproverRule, Point, PolicySettings, refuse_voter, satisfied};
+
+use crate::UnixMillis;
+use crate::decision::Outcome;
+use crate::effect::EffectClass;
+use crate::guardrail::GuardrailMode;
+use crate::profile::ToolProfile;
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
+    Schema, ValidationMode, Validator,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock, RwLock};
+
+const SCHEMA_TEXT: &str = include_str!("schema.cedarschema");
+
+/// The Cedar schema every tenant policy is validated against.
+pub fn schema_text() -> &'static str {
+    SCHEMA_TEXT
+}
+
+struct Static {
+    schema: Schema,
+    actions: Entities,
+    types: Types,
+}
+
+struct Types {
+    tenant: EntityTypeName,
+    agent: EntityTypeName,
+    connection: EntityTypeName,
+    tool: EntityTypeName,
+    arguments: EntityTypeName,
+    numbers: EntityTypeName,
+    action: EntityTypeName,
+}
+
+static STATIC: LazyLock<Static> = LazyLock::new(|| {
+    let (schema, _warnings) =
+        Schema::from_cedarschema_str(SCHEMA_TEXT).expect("the built-in schema parses");
+    let actions = schema
+        .action_entities()
+        .expect("the built-in schema's actions form entities");
+    let name = |n: &str| EntityTypeName::from_str(n).expect("built-in type names parse");
+    Static {
+        schema,
+        actions,
+        types: Types {
+            tenant: name("Portcullis::Tenant"),
+            agent: name("Portcullis::Agent"),
+            connection: name("Portcullis::Connection"),
+            tool: name("Portcullis::Tool"),
+            arguments: name("Portcullis::Arguments"),
+            numbers: name("Portcullis::Numbers"),
+            action: name("Portcullis::Action"),
+        },
+    }
+});
+
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+}
+
+/// A tenant's policy document: its own Cedar text and the settings of the built-ins.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyDocument {
+    #[serde(default)]
+    pub cedar: String,
+    #[serde(default)]
+    pub settings: PolicySettings,
+}
+
+impl PolicyDocument {
+    /// The hash recorded with every decision: SHA-256 over the canonical JSON of the tenant's
+    /// text, its settings and the built-ins' version.
+    pub fn hash(&self) -> String {
+        let body = serde_json::json!({
+            "builtin_version": builtin::BUILTIN_VERSION,
+            "cedar": self.cedar,
+            "settings": self.settings,
+        });
+        let bytes =
+            crate::action::canonical_json(&body).expect("policy documents contain no floats");
+        crate::sha256_hex(&bytes)
+    }
+}
+
+/// Why a policy document was refused. Every problem is listed, each naming its policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the policy set is invalid:\n  - {}", .problems.join("\n  - "))]
+pub struct PolicyError {
+    pub problems: Vec<String>,
+}
+
+impl PolicyError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// What a policy does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Permit,
+    Hold,
+    Deny,
+}
+
+/// Which calls a policy can apply to, read from its resource scope; the slicing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    Any,
+    Connection(String),
+    Tool(String),
+}
+
+/// One compiled policy and what Portcullis reads from its annotations.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub kind: Kind,
+    pub point: Option<Point>,
+    /// `@reason`, or a generated sentence.
+    pub reason: String,
+    pub builtin: bool,
+    policy: Policy,
+    scope: Scope,
+    /// `principal == Agent::"name"`: only that agent's calls.
+    agent: Option<String>,
+    /// The effect classes the action scope admits; `None`: any.
+    actions: Option<Vec<EffectClass>>,
+}
+
+impl Rule {
+    fn applies(&self, connection: &str, tool_key: &str, agent: &str, effect: EffectClass) -> bool {
+        let scope = match &self.scope {
+            Scope::Any => true,
+            Scope::Connection(c) => c == connection,
+            Scope::Tool(t) => t == tool_key,
+        };
+        scope
+            && self.agent.as_deref().is_none_or(|a| a == agent)
+            && self.actions.as_ref().is_none_or(|a| a.contains(&effect))
+    }
+
+    /// The policy's Cedar text.
+    pub fn text(&self) -> String {
+        self.policy.to_string()
+    }
+
+    /// The policy as a plain-English sentence, generated from its structure.
+    pub fn english(&self) -> String {
+        english::policy(&self.policy, self.kind)
+    }
+}
+
+/// The policies that can apply to one agent calling one tool, and the entities that do not
+/// change from call to call.
+struct Slice {
+    gate: PolicySet,
+    holds: PolicySet,
+    base: Entities,
+}
+
+/// Slices kept per engine before the cache starts over.
+const MAX_SLICES: usize = 4096;
+
+/// A tenant's policies, compiled and validated.
+pub struct Engine {
+    document: PolicyDocument,
+    hash: String,
+    rules: Vec<Rule>,
+    by_id: HashMap<String, usize>,
+    authorizer: Authorizer,
+    slices: RwLock<HashMap<String, Arc<Slice>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("hash", &self.hash)
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+/// The facts one call is decided on, gathered by the caller.
+#[derive(Debug, Clone)]
+pub struct CallFacts<'a> {
+    pub tenant: &'a str,
+    pub agent: &'a str,
+    pub agent_owner: Option<&'a str>,
+    pub connection: &'a str,
+    pub tool: &'a str,
+    pub effect: EffectClass,
+    pub profile: &'a ToolProfile,
+    pub arguments: &'a serde_json::Value,
+    pub cost_cents: i64,
+    pub spent_today_cents: i64,
+    /// Data classes the session has read so far.
+    pub session_read_classes: &'a [String],
+    pub session_reads: i64,
+    pub has_session: bool,
+    /// The guardrail that covers this call, if one does (mode above approve-each, inside its
+    /// limits and expiry).
+    pub guardrail: Option<(&'a str, GuardrailMode)>,
+    pub definition_changed: bool,
+    /// The agent stated a reason or plan in the call's metadata.
+    pub stated_reason: bool,
+    pub now: UnixMillis,
+}
+
+/// The policy engine's answer for one call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub outcome: Outcome,
+    /// Ids of the policies that decided: the matching forbids for deny and hold, the matching
+    /// permits for allow, the erroring policies for an evaluation error.
+    pub policies: Vec<String>,
+    pub reasons: Vec<String>,
+    /// The approval points a hold came from (their approver rules apply).
+    pub points: Vec<Point>,
+    /// Hash of the policy document in force.
+    pub policy_hash: String,
+}
+
+impl Engine {
+    /// The engine for a tenant without a policy document of its own: the built-ins with
+    /// default settings.
+    pub fn builtin_only() -> Self {
+        Self::compile(&PolicyDocument::default()).expect("the built-in policies compile")
+    }
+
+    /// Parse, check and validate a policy document.
+    pub fn compile(document: &PolicyDocument) -> Result<Self, PolicyError> {
+        document.settings.validate().map_err(PolicyError::one)?;
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        let builtins = builtin::policies(&document.settings);
+        for (text, builtin) in [(builtins.as_str(), true), (document.cedar.as_str(), false)] {
+            let parsed = match PolicySet::from_str(text) {
+                Ok(set) => set,
+                Err(e) => {
+                    problems.push(format!("syntax: {e}"));
+                    continue;
+                }
+            };
+            if parsed.templates().next().is_some() {
+                problems.push("templates are not supported; write each policy out".into());
+            }
+            // `policies()` iterates a hash map; sort by Cedar's positional id for stable ids.
+            let mut policies: Vec<&Policy> = parsed.policies().collect();
+            policies.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            for (n, policy) in policies.into_iter().enumerate() {
+                match rule(policy, n, builtin) {
+                    Ok(rule) => rules.push(rule),
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
+        let mut by_id = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if by_id.insert(rule.id.clone(), i).is_some() {
+                problems.push(format!("policy id `{}` is used twice", rule.id));
+            }
+        }
+        if problems.is_empty() {
+            let mut all = PolicySet::new();
+            for rule in &rules {
+                if let Err(e) = all.add(rule.policy.clone()) {
+                    problems.push(format!("policy `{}`: {e}", rule.id));
+                }
+            }
+            let result =
+                Validator::new(STATIC.schema.clone()).validate(&all, ValidationMode::Strict);
+            for error in result.validation_errors() {
+                problems.push(error.to_string());
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError { problems });
+        }
+        Ok(Self {
+            hash: document.hash(),
+            document: document.clone(),
+            rules,
+            by_id,
+            authorizer: Authorizer::new(),
+            slices: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn document(&self) -> &PolicyDocument {
+        &self.document
+    }
+
+    pub fn settings(&self) -> &PolicySettings {
+        &self.document.settings
+    }
+
+    /// Every policy in force, built-ins first.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.by_id.get(id).map(|i| &self.rules[*i])
+    }
+
+    fn slice(&self, facts: &CallFacts<'_>) -> Result<Arc<Slice>, String> {
+        let tool_key = format!("{}/{}", facts.connection, facts.tool);
+        let mut key = String::with_capacity(128);
+        for part in [
+            tool_key.as_str(),
+            facts.agent,
+            facts.agent_owner.unwrap_or_default(),
+            facts.effect.as_str(),
+        ]
+        .into_iter()
+        .chain(facts.profile.tags.iter().map(String::as_str))
+        .chain(["\u{1}"])
+        .chain(facts.profile.data_classes.iter().map(String::as_str))
+        {
+            key.push_str(part);
+            key.push('\u{0}');
+        }
+        if let Some(slice) = self
+            .slices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(slice.clone());
+        }
+        let mut gate = PolicySet::new();
+        let mut holds = PolicySet::new();
+        for rule in &self.rules {
+            if !rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
+                continue;
+            }
+            let set = if rule.kind == Kind::Hold {
+                &mut holds
+            } else {
+                &mut gate
+            };
+            // Ids are unique (checked at compile time), so adding cannot fail.
+            let _ = set.add(rule.policy.clone());
+        }
+        let slice = Arc::new(Slice {
+            gate,
+            holds,
+            base: base_entities(facts)?,
+        });
+        let mut slices = self.slices.write().unwrap_or_else(|e| e.into_inner());
+        if slices.len() >= MAX_SLICES {
+            slices.clear();
+        }
+        slices.insert(key, slice.clone());
+        Ok(slice)
+    }
+
+    /// Decide one call. Deny beats hold beats allow; any evaluation error denies.
+    pub fn evaluate(&self, facts: &CallFacts<'_>) -> Evaluation {
+        let built = self
+            .slice(facts)
+            .and_then(|slice| Ok((request(facts, &self.document.settings, &slice.base)?, slice)));
+        let ((request, entities), slice) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                return self.finish(
+                    Outcome::Deny,
+                    Vec::new(),
+                    vec![format!(
+                        "the call's facts could not be given to the policy engine: {e}"
+                    )],
+                );
+            }
+        };
+        let gate = self
+            .authorizer
+            .is_authorized(&request, &slice.gate, &entities);
+        if let Some(denied) = self.errors(&gate) {
+            return denied;
+        }
+        let gate_ids: Vec<String> = gate
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        if gate.decision() == CedarDecision::Deny {
+            if gate_ids.is_empty() {
+                return self.finish(
+                    Outcome::Deny,
+                    Vec::new(),
+                    vec!["no policy permits this call".into()],
+                );
+            }
+            let reasons = self.reasons(&gate_ids);
+            return self.finish(Outcome::Deny, gate_ids, reasons);
+        }
+        let hold_ids: Vec<String> = if slice.holds.is_empty() {
+            Vec::new()
+        } else {
+            let holds = self
+                .authorizer
+                .is_authorized(&request, &slice.holds, &entities);
+            if let Some(denied) = self.errors(&holds) {
+                return denied;
+            }
+            holds
+                .diagnostics()
+                .reason()
+                .map(|id| id.to_string())
+                .collect()
+        };
+        if !hold_ids.is_empty() {
+            let reasons = self.reasons(&hold_ids);
+            return self.finish(Outcome::Hold, hold_ids, reasons);
+        }
+        let reasons = self.reasons(&gate_ids);
+        self.finish(Outcome::Allow, gate_ids, reasons)
+    }
+
+    /// Any evaluation error denies, naming the erroring policies (Cedar itself would skip them).
+    fn errors(&self, response: &cedar_policy::Response) -> Option<Evaluation> {
+        let errors: Vec<(String, String)> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(inner) => {
+                    (inner.policy_id().to_string(), e.to_string())
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            return None;
+        }
+        let (ids, messages) = errors.into_iter().unzip();
+        Some(self.finish(Outcome::Deny, ids, messages))
+    }
+
+    fn reasons(&self, ids: &[String]) -> Vec<String> {
+        ids.iter()
+            .map(|id| match self.rule(id) {
+                Some(rule) => rule.reason.clone(),
+                None => format!("policy `{id}`"),
+            })
+            .collect()
+    }
+
+    fn finish(
+        &self,
+        outcome: Outcome,
+        mut policies: Vec<String>,
+        reasons: Vec<String>,
+    ) -> Evaluation {
+        policies.sort();
+        let mut points: Vec<Point> = policies
+            .iter()
+            .filter_map(|id| self.rule(id))
+            .filter(|r| outcome == Outcome::Hold && r.kind == Kind::Hold)
+            .filter_map(|r| r.point)
+            .collect();
+        points.sort();
+        points.dedup();
+        let mut reasons = reasons;
+        reasons.dedup();
+        Evaluation {
+            outcome,
+            policies,
+            reasons,
+            points,
+            policy_hash: self.hash.clone(),
+        }
+    }
+
+    /// The approver rules a held call must satisfy: one per approval point it came from
+    /// (`effect` when it came from a tenant hold policy without a point).
+    pub fn approver_rules(&self, evaluation: &Evaluation) -> Vec<(Point, ApproverRule)> {
+        let mut points = evaluation.points.clone();
+        if points.is_empty() {
+            points.push(Point::Effect);
+        }
+        points
+            .into_iter()
+            .map(|p| (p, self.document.settings.point(p).approvers))
+            .collect()
+    }
+}
+
+fn annotation(policy: &Policy, key: &str) -> Option<String> {
+    policy.annotation(key).map(str::to_owned)
+}
+
+/// Read one parsed policy into a [`Rule`], checking the annotations Portcullis gives meaning.
+fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
+    let id = annotation(policy, "id").unwrap_or_else(|| format!("policy{n}"));
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "policy id `{id}` must be 1–128 characters without spaces"
+        ));
+    }
+    if !builtin && id.starts_with(builtin::PREFIX) {
+        return Err(format!(
+            "policy id `{id}`: the `{}` prefix is reserved",
+            builtin::PREFIX
+        ));
+    }
+    let hold = policy.annotation("hold").is_some();
+    let kind = match (policy.effect(), hold) {
+        (cedar_policy::Effect::Permit, false) => Kind::Permit,
+        (cedar_policy::Effect::Forbid, false) => Kind::Deny,
+        (cedar_policy::Effect::Forbid, true) => Kind::Hold,
+        (cedar_policy::Effect::Permit, true) => {
+            return Err(format!(
+                "policy `{id}`: @hold applies to forbid policies (\"hold unless a person approves\")"
+            ));
+        }
+    };
+    let point = match policy.annotation("point") {
+        None => None,
+        Some(p) => Some(
+            Point::parse(p)
+                .ok_or_else(|| format!("policy `{id}`: unknown approval point `{p}`"))?,
+        ),
+    };
+    if point.is_some() && kind != Kind::Hold {
+        return Err(format!("policy `{id}`: @point applies to @hold policies"));
+    }
+    for (key, _) in policy.annotations() {
+        if !["id", "hold", "point", "reason"].contains(&key) {
+            return Err(format!(
+                "policy `{id}`: unknown annotation @{key} (known: @id, @hold, @point, @reason)"
+            ));
+        }
+    }
+    let scope = match policy.resource_constraint() {
+        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid)
+            if uid.type_name() == &STATIC.types.tool =>
+        {
+            Scope::Tool(uid.id().unescaped().to_owned())
+        }
+        ResourceConstraint::In(uid) if uid.type_name() == &STATIC.types.connection => {
+            Scope::Connection(uid.id().unescaped().to_owned())
+        }
+        _ => Scope::Any,
+    };
+    let agent = match policy.principal_constraint() {
+        cedar_policy::PrincipalConstraint::Eq(uid) if uid.type_name() == &STATIC.types.agent => {
+            Some(uid.id().unescaped().to_owned())
+        }
+        _ => None,
+    };
+    let class = |uid: &EntityUid| -> Vec<EffectClass> {
+        let name = uid.id().unescaped();
+        EffectClass::ALL
+            .into_iter()
+            .filter(|c| c.as_str() == name || (name == "effect" && c.is_effect()))
+            .collect()
+    };
+    let actions = match policy.action_constraint() {
+        cedar_policy::ActionConstraint::Any => None,
+        cedar_policy::ActionConstraint::Eq(uid) => Some(class(&uid)),
+        cedar_policy::ActionConstraint::In(uids) => Some(uids.iter().flat_map(class).collect()),
+    };
+    let policy = policy.new_id(PolicyId::new(&id));
+    let reason = annotation(&policy, "reason").unwrap_or_else(|| english::policy(&policy, kind));
+    Ok(Rule {
+        id,
+        kind,
+        point,
+        reason,
+        builtin,
+        policy,
+        scope,
+        agent,
+        actions,
+    })
+}
+
+fn entity_error(e: cedar_policy::EntityAttrEvaluationError) -> String {
+    e.to_string()
+}
+
+fn strings(values: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        values
+            .iter()
+            .map(|v| RestrictedExpression::new_string(v.clone())),
+    )
+}
+
+/// The entities that stay the same for one agent calling one tool: the action hierarchy, the
+/// tenant, the agent, the connection and the tool.
+fn base_entities(facts: &CallFacts<'_>) -> Result<Entities, String> {
+    let t = &STATIC.types;
+    let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    let tenant = uid(&t.tenant, facts.tenant);
+    let connection = uid(&t.connection, facts.connection);
+    let entities = [
+        Entity::new(
+            tenant.clone(),
+            [("name".to_owned(), s(facts.tenant))].into(),
+            HashSet::new(),
+        )
+        .map_err(entity_error)?,
+        Entity::new(
+            uid(&t.agent, facts.agent),
+            [
+                ("name".to_owned(), s(facts.agent)),
+                ("owner".to_owned(), s(facts.agent_owner.unwrap_or_default())),
+            ]
+            .into(),
+            [tenant.clone()].into(),
+        )
+        .map_err(entity_error)?,
+        Entity::new(
+            connection.clone(),
+            [("name".to_owned(), s(facts.connection))].into(),
+            [tenant].into(),
+        )
+        .map_err(entity_error)?,
+        Entity::new(
+            uid(&t.tool, &format!("{}/{}", facts.connection, facts.tool)),
+            [
+                ("name".to_owned(), s(facts.tool)),
+                ("connection".to_owned(), s(facts.connection)),
+                ("effect".to_owned(), s(facts.effect.as_str())),
+                ("tags".to_owned(), strings(&facts.profile.tags)),
+                (
+                    "data_classes".to_owned(),
+                    strings(&facts.profile.data_classes),
+                ),
+            ]
+            .into(),
+            [connection].into(),
+        )
+        .map_err(entity_error)?,
+    ];
+    STATIC
+        .actions
+        .clone()
+        .add_entities(entities, None)
+        .map_err(|e| e.to_string())
+}
+
+/// Turn the call's facts into a Cedar request, and its arguments into entities added to the
+/// slice's base entities.
+fn request(
+    facts: &CallFacts<'_>,
+    settings: &PolicySettings,
+    base: &Entities,
+) -> Result<(Request, Entities), String> {
+    let t = &STATIC.types;
+    let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    let agent = uid(&t.agent, facts.agent);
+    let tool = uid(&t.tool, &format!("{}/{}", facts.connection, facts.tool));
+    let arguments = uid(&t.arguments, "call");
+    let numbers = uid(&t.numbers, "call");
+    let action = uid(&t.action, facts.effect.as_str());
+
+    let mut arg_tags = HashMap::new();
+    let mut num_tags = HashMap::new();
+    if let serde_json::Value::Object(map) = facts.arguments {
+        for (key, value) in map {
+            let text = match value {
+                serde_json::Value::String(v) => v.clone(),
+                other => crate::action::canonical_json(other)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .map_err(|e| e.to_string())?,
+            };
+            arg_tags.insert(key.clone(), s(&text));
+            if let Some(n) = value.as_i64() {
+                num_tags.insert(key.clone(), RestrictedExpression::new_long(n));
+            }
+        }
+    }
+    let entities = base
+        .clone()
+        .add_entities(
+            [
+                Entity::new_with_tags(arguments.clone(), HashMap::new(), HashSet::new(), arg_tags)
+                    .map_err(entity_error)?,
+                Entity::new_with_tags(numbers.clone(), HashMap::new(), HashSet::new(), num_tags)
+                    .map_err(entity_error)?,
+            ],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    let record = |pairs: Vec<(&str, RestrictedExpression)>| {
+        RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
+            .map_err(|e| e.to_string())
+    };
+    let day_ms = 86_400_000;
+    let (guardrail_id, guardrail_mode) = match facts.guardrail {
+        Some((id, mode)) => (id, mode.as_str()),
+        None => ("", "none"),
+    };
+    let context = Context::from_pairs([
+        (
+            "args".to_owned(),
+            RestrictedExpression::new_entity_uid(arguments),
+        ),
+        (
+            "numbers".to_owned(),
+            RestrictedExpression::new_entity_uid(numbers),
+        ),
+        ("effect".to_owned(), s(facts.effect.as_str())),
+        (
+            "cost_cents".to_owned(),
+            RestrictedExpression::new_long(facts.cost_cents),
+        ),
+        (
+            "spent_today_cents".to_owned(),
+            RestrictedExpression::new_long(facts.spent_today_cents),
+        ),
+        (
+            "limits".to_owned(),
+            record(vec![
+                (
+                    "per_action_cents",
+                    RestrictedExpression::new_long(settings.money.per_action_cents),
+                ),
+                (
+                    "per_day_cents",
+                    RestrictedExpression::new_long(settings.money.per_day_cents),
+                ),
+            ])?,
+        ),
+        (
+            "session".to_owned(),
+            record(vec![
+                ("read_classes", strings(facts.session_read_classes)),
+                ("reads", RestrictedExpression::new_long(facts.session_reads)),
+                (
+                    "has_session",
+                    RestrictedExpression::new_bool(facts.has_session),
+                ),
+            ])?,
+        ),
+        (
+            "escalate_classes".to_owned(),
+            strings(&settings.escalation.classes),
+        ),
+        (
+            "guardrail".to_owned(),
+            record(vec![
+                (
+                    "covered",
+                    RestrictedExpression::new_bool(facts.guardrail.is_some()),
+                ),
+                ("id", s(guardrail_id)),
+                ("mode", s(guardrail_mode)),
+            ])?,
+        ),
+        (
+            "definition_changed".to_owned(),
+            RestrictedExpression::new_bool(facts.definition_changed),
+        ),
+        (
+            "stated_reason".to_owned(),
+            RestrictedExpression::new_bool(facts.stated_reason),
+        ),
+        (
+            "hour_utc".to_owned(),
+            RestrictedExpression::new_long(facts.now.rem_euclid(day_ms) / 3_600_000),
+        ),
+        (
+            // 1970-01-01 was a Thursday; 0 = Monday.
+            "weekday".to_owned(),
+            RestrictedExpression::new_long((facts.now.div_euclid(day_ms) + 3).rem_euclid(7)),
+        ),
+    ])
+    .map_err(|e| e.to_string())?;
+    let request = Request::new(agent, action, tool, context, None).map_err(|e| e.to_string())?;
+    Ok((request, entities))
+}

@@ -1,0 +1,314 @@
+//! Tenant-tunable settings of the built-in policies: the money caps, which approval points
+//! are on, who may approve at each point and how many must, and flow-aware escalation.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The five approval points (plus the general rule that every effect needs a person, and the
+/// hold on changed tool definitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Point {
+    /// Any world-changing call not covered by a guardrail.
+    Effect,
+    /// Money over the tenant's cap, per action or per day.
+    Money,
+    /// Public claims under the company's name.
+    Publish,
+    /// Customer data leaving the boundary.
+    Export,
+    /// Production-touching changes.
+    Production,
+    /// External sends after the session read private or untrusted data.
+    Flow,
+    /// The upstream changed a tool's definition since it was accepted.
+    DefinitionChanged,
+}
+
+impl Point {
+    pub const ALL: [Point; 7] = [
+        Self::Effect,
+        Self::Money,
+        Self::Publish,
+        Self::Export,
+        Self::Production,
+        Self::Flow,
+        Self::DefinitionChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Effect => "effect",
+            Self::Money => "money",
+            Self::Publish => "publish",
+            Self::Export => "export",
+            Self::Production => "production",
+            Self::Flow => "flow",
+            Self::DefinitionChanged => "definition_changed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == value)
+    }
+
+    /// Whether a tenant may switch this point off. The general effect hold and the hold on
+    /// changed definitions are the gateway's own promise and stay on.
+    pub fn can_disable(self) -> bool {
+        !matches!(self, Self::Effect | Self::DefinitionChanged)
+    }
+}
+
+/// Who may approve at one approval point, and how many must.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverRule {
+    /// Distinct approvers needed (1–10).
+    #[serde(default = "one")]
+    pub required: u32,
+    /// Named approvers allowed to vote here; empty means any approver of the tenant.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// The agent's owner may not approve its own agent's action.
+    #[serde(default = "yes")]
+    pub no_self_approval: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for ApproverRule {
+    fn default() -> Self {
+        Self {
+            required: 1,
+            approvers: Vec::new(),
+            no_self_approval: true,
+        }
+    }
+}
+
+/// Why `voter` may not vote on a request held under these rules, or `None` when they may: a
+/// voter must be named by at least one rule (or a rule names nobody), and is refused outright
+/// when a rule forbids self-approval and they own the requesting agent.
+pub fn refuse_voter(
+    rules: &[(Point, ApproverRule)],
+    voter: &str,
+    agent_owner: Option<&str>,
+) -> Option<String> {
+    if agent_owner == Some(voter) && rules.iter().any(|(_, r)| r.no_self_approval) {
+        return Some(format!(
+            "`{voter}` owns the requesting agent and may not approve its actions"
+        ));
+    }
+    let named = rules
+        .iter()
+        .any(|(_, r)| r.approvers.is_empty() || r.approvers.iter().any(|a| a == voter));
+    if named {
+        None
+    } else {
+        Some(format!(
+            "`{voter}` is not an approver for {}",
+            rules
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// Whether these distinct approvers satisfy every rule: each rule counts only the approvers
+/// it admits.
+pub fn satisfied(rules: &[(Point, ApproverRule)], approvers: &[String]) -> bool {
+    rules.iter().all(|(_, rule)| {
+        let admitted = approvers
+            .iter()
+            .filter(|a| rule.approvers.is_empty() || rule.approvers.contains(a))
+            .count();
+        admitted >= rule.required as usize
+    })
+}
+
+/// One approval point's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub approvers: ApproverRule,
+}
+
+impl Default for PointSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            approvers: ApproverRule::default(),
+        }
+    }
+}
+
+/// The money caps, in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyLimits {
+    pub per_action_cents: i64,
+    pub per_day_cents: i64,
+}
+
+impl Default for MoneyLimits {
+    fn default() -> Self {
+        Self {
+            per_action_cents: 10_000,
+            per_day_cents: 100_000,
+        }
+    }
+}
+
+/// Flow-aware escalation: which data classes, once read in a session, make external sends
+/// and exports hold even under a guardrail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    #[serde(default = "default_classes")]
+    pub classes: Vec<String>,
+}
+
+fn default_classes() -> Vec<String> {
+    vec!["private".into(), "untrusted".into()]
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Self {
+            classes: default_classes(),
+        }
+    }
+}
+
+/// Everything a tenant tunes about the built-in policies. Missing fields take the defaults,
+/// which are the safe ones: every point on, production needs two approvers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    #[serde(default)]
+    pub money: MoneyLimits,
+    #[serde(default)]
+    pub escalation: Escalation,
+    /// Per point; a point not listed takes [`PolicySettings::point`]'s default.
+    #[serde(default)]
+    pub points: BTreeMap<Point, PointSettings>,
+}
+
+impl PolicySettings {
+    /// The settings of one point, with defaults filled in.
+    pub fn point(&self, point: Point) -> PointSettings {
+        self.points
+            .get(&point)
+            .cloned()
+            .unwrap_or_else(|| PointSettings {
+                enabled: true,
+                approvers: ApproverRule {
+                    required: if point == Point::Production { 2 } else { 1 },
+                    ..ApproverRule::default()
+                },
+            })
+    }
+
+    /// Refuse settings that cannot be honoured.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.money.per_action_cents < 0 || self.money.per_day_cents < 0 {
+            return Err("money caps must not be negative".into());
+        }
+        for (point, settings) in &self.points {
+            if !settings.enabled && !point.can_disable() {
+                return Err(format!(
+                    "the `{}` point cannot be switched off",
+                    point.as_str()
+                ));
+            }
+            let rule = &settings.approvers;
+            if !(1..=10).contains(&rule.required) {
+                return Err(format!(
+                    "`{}`: required approvers must be between 1 and 10",
+                    point.as_str()
+                ));
+            }
+            if !rule.approvers.is_empty() && (rule.approvers.len() as u32) < rule.required {
+                return Err(format!(
+                    "`{}`: {} approvals required but only {} approvers named",
+                    point.as_str(),
+                    rule.required,
+                    rule.approvers.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let s: PolicySettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(s.point(Point::Production).approvers.required, 2);
+        assert_eq!(s.point(Point::Money).approvers.required, 1);
+        assert!(Point::ALL.iter().all(|p| s.point(*p).enabled));
+        assert!(s.point(Point::Export).approvers.no_self_approval);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn approver_rules_count_admitted_distinct_voters() {
+        let any2 = ApproverRule {
+            required: 2,
+            ..ApproverRule::default()
+        };
+        let named = ApproverRule {
+            required: 1,
+            approvers: vec!["sec".into()],
+            no_self_approval: true,
+        };
+        let rules = vec![(Point::Production, any2), (Point::Export, named)];
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(!satisfied(&rules, &v(&["alice"])));
+        assert!(
+            !satisfied(&rules, &v(&["alice", "bob"])),
+            "export needs sec"
+        );
+        assert!(satisfied(&rules, &v(&["alice", "sec"])));
+        assert!(
+            refuse_voter(&rules, "alice", Some("alice")).is_some(),
+            "self"
+        );
+        assert!(refuse_voter(&rules, "alice", Some("bob")).is_none());
+        let only_named = vec![(Point::Export, rules[1].1.clone())];
+        assert!(refuse_voter(&only_named, "alice", None).is_some());
+        assert!(refuse_voter(&only_named, "sec", None).is_none());
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        for bad in [
+            r#"{"points":{"effect":{"enabled":false}}}"#,
+            r#"{"points":{"money":{"approvers":{"required":0}}}}"#,
+            r#"{"points":{"deploy":{}}}"#,
+            r#"{"points":{"production":{"approvers":{"required":2,"approvers":["alice"]}}}}"#,
+            r#"{"money":{"per_action_cents":-1,"per_day_cents":5}}"#,
+            r#"{"surprise":1}"#,
+        ] {
+            let parsed: Result<PolicySettings, _> = serde_json::from_str(bad);
+            assert!(
+                parsed.is_err() || parsed.unwrap().validate().is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -53,6 +53,9 @@ pub enum AuditKind {
     AgentResumed,
     TenantSuspended,
     TenantResumed,
+    AmendmentProposed,
+    AuditAmended,
+    AmendmentRejected,
 }
 
 impl AuditKind {
@@ -109,6 +112,9 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::AgentResumed, "agent_resumed"),
     (AuditKind::TenantSuspended, "tenant_suspended"),
     (AuditKind::TenantResumed, "tenant_resumed"),
+    (AuditKind::AmendmentProposed, "amendment_proposed"),
+    (AuditKind::AuditAmended, "audit_amended"),
+    (AuditKind::AmendmentRejected, "amendment_rejected"),
 ];
 
 /// An event before the store gives it a place in the chain.

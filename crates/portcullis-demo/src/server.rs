@@ -328,6 +328,27 @@ impl DemoServer {
         Ok(json_result(json!(contact)))
     }
 
+    /// Create a contact under a new id. Refused when the id is taken. Returns the contact.
+    #[tool(annotations(
+        title = "Create contact",
+        read_only_hint = false,
+        destructive_hint = false
+    ))]
+    async fn create_contact(
+        &self,
+        Parameters(contact): Parameters<Contact>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.effect_log
+            .record("create_contact", &contact)
+            .map_err(effect_log_error)?;
+        let mut crm = self.crm();
+        if crm.contacts.contains_key(&contact.id) {
+            return Ok(tool_error(format!("contact id {} is taken", contact.id)));
+        }
+        crm.contacts.insert(contact.id.clone(), contact.clone());
+        Ok(json_result(json!(contact)))
+    }
+
     /// Refund a customer. Money leaves the business; returns the refund id.
     #[tool(annotations(
         title = "Issue refund",

@@ -76,6 +76,7 @@ pub fn router() -> Router<AppRef> {
         .route("/audit/checkpoint", post(checkpoint_audit))
         .route("/audit/events", get(audit_events))
         .merge(crate::trust::router())
+        .merge(crate::amend::router())
 }
 
 impl FromRequestParts<AppRef> for AdminContext {

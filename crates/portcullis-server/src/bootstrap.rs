@@ -166,6 +166,7 @@ pub async fn seed_demo(
         ("draft_email", EffectClass::Draft),
         ("send_email", EffectClass::Send),
         ("update_contact", EffectClass::Write),
+        ("create_contact", EffectClass::Write),
         ("issue_refund", EffectClass::Spend),
     ]
     .into_iter()

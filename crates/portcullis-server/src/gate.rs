@@ -189,7 +189,9 @@ fn call_draft(
     let canonical = canonical_json(&action.arguments).unwrap_or_default();
     let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), kind)
         .resource(format!("tool:{}/{}", action.connection, action.tool));
-    draft.session.clone_from(session);
+    // Sessionless (2026-07-28) calls are recorded under the agent's session key, which is
+    // where `policy::session_facts` looks for the reads that escalate a later send.
+    draft.session = Some(crate::policy::session_key(ctx, session).0);
     draft.args_hash = Some(state.keys.keyed_hash(&ctx.tenant, &canonical));
     draft
 }
@@ -332,14 +334,15 @@ pub async fn call_tool(
             max_count: Some(i64::from(guardrail.spec.max_per_day)),
             max_cents: Some(guardrail.spec.max_cost_cents_per_day),
         };
-        if !state
-            .store
-            .charge(&charge, Some(&limit), now)
-            .await
-            .map_err(store_error)?
-        {
+        let admitted = match state.store.charge(&charge, Some(&limit), now).await {
+            Ok(admitted) => admitted,
+            // Revoked since it was read: it covers nothing any more.
+            Err(StoreError::NotFound) => false,
+            Err(e) => return Err(store_error(e)),
+        };
+        if !admitted {
             extra_reasons.push(format!(
-                "guardrail `{}` has reached today's limit",
+                "guardrail `{}` has reached today's limit or was revoked",
                 guardrail.name
             ));
             let mut without = facts.clone();

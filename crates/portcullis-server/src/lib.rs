@@ -7,6 +7,7 @@
 //! port 0.
 
 pub mod admin;
+pub mod amend;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;

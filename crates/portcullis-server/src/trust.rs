@@ -351,9 +351,13 @@ async fn check_spec(
         )));
     }
     if let Some(agent) = &spec.agent {
-        agent_in(state, tenant, agent)
-            .await
-            .map_err(|_| ApiError::BadRequest(format!("no agent `{agent}`")))?;
+        // Matched against the calling agent's name: an id would be accepted and never match.
+        let agents = state.store.list_agents(tenant).await?;
+        if !agents.iter().any(|a| &a.name == agent) {
+            return Err(ApiError::BadRequest(format!(
+                "no agent named `{agent}` (a guardrail names its agent by name)"
+            )));
+        }
     }
     Ok(())
 }

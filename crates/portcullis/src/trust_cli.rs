@@ -52,7 +52,47 @@ pub enum GuardrailsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum AmendCommand {
+    /// Propose a correction or redaction of one audit entry (admin); a new entry.
+    Propose {
+        #[arg(long)]
+        tenant: String,
+        seq: i64,
+        /// `correction` or `redaction`.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Approve a proposal (not your own); appends the amending entry.
+    Approve {
+        #[arg(long)]
+        tenant: String,
+        proposal: i64,
+    },
+    /// Reject a proposal (not your own).
+    Reject {
+        #[arg(long)]
+        tenant: String,
+        proposal: i64,
+    },
+    /// Proposals and their status.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum TrustCommand {
+    /// Corrections and redactions of the audit trail: proposed, then approved by another
+    /// human, each a new entry (nothing is rewritten).
+    Amendments {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: AmendCommand,
+    },
     /// Guardrails: let a proven workflow run without asking, within limits.
     Guardrails {
         #[command(flatten)]
@@ -142,6 +182,48 @@ fn mode(value: &str) -> anyhow::Result<Value> {
 
 pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
     match command {
+        TrustCommand::Amendments { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                AmendCommand::Propose {
+                    tenant,
+                    seq,
+                    kind,
+                    note,
+                } => {
+                    c.post(
+                        &format!("/tenants/{}/audit/{seq}/amendments", enc(&tenant)),
+                        json!({ "kind": kind, "note": note }),
+                    )
+                    .await?
+                }
+                AmendCommand::Approve { tenant, proposal } => {
+                    c.post(
+                        &format!(
+                            "/tenants/{}/audit/amendments/{proposal}/approve",
+                            enc(&tenant)
+                        ),
+                        json!({}),
+                    )
+                    .await?
+                }
+                AmendCommand::Reject { tenant, proposal } => {
+                    c.post(
+                        &format!(
+                            "/tenants/{}/audit/amendments/{proposal}/reject",
+                            enc(&tenant)
+                        ),
+                        json!({}),
+                    )
+                    .await?
+                }
+                AmendCommand::List { tenant } => {
+                    c.get(&format!("/tenants/{}/audit/amendments", enc(&tenant)))
+                        .await?
+                }
+            };
+            print_json(&out);
+        }
         TrustCommand::Guardrails { remote, command } => {
             let c = Client::new(&remote)?;
             let (out, lines): (Value, Vec<String>) = match command {

@@ -2,9 +2,10 @@
 //! and evaluated per call to allow, hold or deny (deny > hold > allow).
 //!
 //! Cedar knows permit and forbid. Portcullis reads a `forbid` annotated `@hold` as "hold for
-//! a person" and any other `forbid` as deny; nothing is allowed unless some `permit` matches.
-//! A call is evaluated against two sets cut from the tenant's policies: the gate (permits and
-//! deny-forbids) and the holds.
+//! a person" and any other `forbid` as deny. The built-in permits cover every action (what an
+//! agent may call at all is decided by grants and token scopes before policy), so tenant
+//! policies restrict: a matching deny-forbid denies, else a matching hold-forbid holds, else
+//! the call is allowed. One Cedar evaluation per call reports every matching forbid.
 //!
 //! INVARIANT: fail closed. Cedar skips a policy whose evaluation errors, which for a `forbid`
 //! would silently allow; here any evaluation error denies, naming the erroring policies.
@@ -183,8 +184,7 @@ impl Rule {
 /// The policies that can apply to one agent calling one tool, and the entities that do not
 /// change from call to call.
 struct Slice {
-    gate: PolicySet,
-    holds: PolicySet,
+    set: PolicySet,
     base: Entities,
 }
 
@@ -346,7 +346,10 @@ impl Engine {
     fn slice(&self, facts: &CallFacts<'_>) -> Result<Arc<Slice>, String> {
         let tool_key = format!("{}/{}", facts.connection, facts.tool);
         let mut key = String::with_capacity(128);
+        // The tenant too: tenants with identical documents share one engine, and the slice's
+        // base entities place the agent in its tenant.
         for part in [
+            facts.tenant,
             tool_key.as_str(),
             facts.agent,
             facts.agent_owner.unwrap_or_default(),
@@ -368,23 +371,15 @@ impl Engine {
         {
             return Ok(slice.clone());
         }
-        let mut gate = PolicySet::new();
-        let mut holds = PolicySet::new();
+        let mut set = PolicySet::new();
         for rule in &self.rules {
-            if !rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
-                continue;
+            if rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
+                // Ids are unique (checked at compile time), so adding cannot fail.
+                let _ = set.add(rule.policy.clone());
             }
-            let set = if rule.kind == Kind::Hold {
-                &mut holds
-            } else {
-                &mut gate
-            };
-            // Ids are unique (checked at compile time), so adding cannot fail.
-            let _ = set.add(rule.policy.clone());
         }
         let slice = Arc::new(Slice {
-            gate,
-            holds,
+            set,
             base: base_entities(facts)?,
         });
         let mut slices = self.slices.write().unwrap_or_else(|e| e.into_inner());
@@ -412,49 +407,43 @@ impl Engine {
                 );
             }
         };
-        let gate = self
+        // One evaluation: the built-in permits cover every action, so Cedar denies exactly when
+        // some forbid matched, and then names every matching forbid — deny-kind ones win over
+        // `@hold` ones.
+        let response = self
             .authorizer
-            .is_authorized(&request, &slice.gate, &entities);
-        if let Some(denied) = self.errors(&gate) {
+            .is_authorized(&request, &slice.set, &entities);
+        if let Some(denied) = self.errors(&response) {
             return denied;
         }
-        let gate_ids: Vec<String> = gate
+        let ids: Vec<String> = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
             .collect();
-        if gate.decision() == CedarDecision::Deny {
-            if gate_ids.is_empty() {
-                return self.finish(
-                    Outcome::Deny,
-                    Vec::new(),
-                    vec!["no policy permits this call".into()],
-                );
-            }
-            let reasons = self.reasons(&gate_ids);
-            return self.finish(Outcome::Deny, gate_ids, reasons);
+        if response.decision() == CedarDecision::Allow {
+            let reasons = self.reasons(&ids);
+            return self.finish(Outcome::Allow, ids, reasons);
         }
-        let hold_ids: Vec<String> = if slice.holds.is_empty() {
-            Vec::new()
+        if ids.is_empty() {
+            return self.finish(
+                Outcome::Deny,
+                Vec::new(),
+                vec!["no policy permits this call".into()],
+            );
+        }
+        let denying: Vec<String> = ids
+            .iter()
+            .filter(|id| self.rule(id).is_none_or(|r| r.kind != Kind::Hold))
+            .cloned()
+            .collect();
+        let (outcome, ids) = if denying.is_empty() {
+            (Outcome::Hold, ids)
         } else {
-            let holds = self
-                .authorizer
-                .is_authorized(&request, &slice.holds, &entities);
-            if let Some(denied) = self.errors(&holds) {
-                return denied;
-            }
-            holds
-                .diagnostics()
-                .reason()
-                .map(|id| id.to_string())
-                .collect()
+            (Outcome::Deny, denying)
         };
-        if !hold_ids.is_empty() {
-            let reasons = self.reasons(&hold_ids);
-            return self.finish(Outcome::Hold, hold_ids, reasons);
-        }
-        let reasons = self.reasons(&gate_ids);
-        self.finish(Outcome::Allow, gate_ids, reasons)
+        let reasons = self.reasons(&ids);
+        self.finish(outcome, ids, reasons)
     }
 
     /// Any evaluation error denies, naming the erroring policies (Cedar itself would skip them).

@@ -57,6 +57,10 @@ async fn stdio_lists_annotated_tools_and_logs_only_effects() {
         hints("issue_refund"),
         (Some(false), Some(false), None, None)
     );
+    assert_eq!(
+        hints("create_contact"),
+        (Some(false), Some(false), None, None)
+    );
 
     // Reads and drafts leave no trace in the effect log.
     let contacts = call(&client, "list_contacts", json!({})).await;

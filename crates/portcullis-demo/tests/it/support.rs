@@ -19,8 +19,9 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis-demo-upstream");
 
-pub const ALL_TOOLS: [&str; 7] = [
+pub const ALL_TOOLS: [&str; 8] = [
     "count_to",
+    "create_contact",
     "draft_email",
     "get_contact",
     "issue_refund",

@@ -126,7 +126,7 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
 
     // The seeded agent (granted `*`) still sees everything: grants are per agent.
     let full = app.client("acme", &acme.agent_token, Era::Discover).await;
-    assert_eq!(full.tool_names().await.len(), 7);
+    assert_eq!(full.tool_names().await.len(), 8);
 
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
     let denials: Vec<_> = events_of_kind(&events, "tool_call")
@@ -175,7 +175,7 @@ async fn a_token_scoped_to_one_tool_sees_and_calls_only_that_tool() {
 
     // The agent's unscoped token still reaches everything.
     let full = app.client("acme", &acme.agent_token, Era::Discover).await;
-    assert_eq!(full.tool_names().await.len(), 7);
+    assert_eq!(full.tool_names().await.len(), 8);
     app.stop().await;
 }
 
@@ -491,7 +491,7 @@ async fn revoking_a_connection_hides_its_tools_and_pauses_pending_approvals() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
-    assert_eq!(client.tool_names().await.len(), 7);
+    assert_eq!(client.tool_names().await.len(), 8);
     let send = json!({ "to": "ada@example.com", "subject": "Hi", "body": "Hello" });
     let held = approval_id(&client.call("crm__send_email", send.clone()).await);
 

@@ -143,7 +143,7 @@ async fn malformed_http_and_json_rpc_get_clear_errors_and_change_nothing() {
     // A fresh client still connects, in both eras.
     for era in [Era::Discover, Era::Initialize] {
         let fresh = app.client("acme", &acme.agent_token, era).await;
-        assert_eq!(fresh.tool_names().await.len(), 7);
+        assert_eq!(fresh.tool_names().await.len(), 8);
     }
     app.stop().await;
 }

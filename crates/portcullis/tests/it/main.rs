@@ -4,14 +4,17 @@
 mod support;
 
 mod access;
+mod amend;
 mod approvals;
 mod audit_trail;
 mod bad_input;
 mod crash;
 mod pinning;
+mod policy;
 mod protocol;
 mod receipts;
 mod replicas;
 mod smoke;
 mod tasks;
 mod tenants;
+mod trust;

@@ -26,6 +26,7 @@ async fn both_eras_read_hold_approve_and_execute_once() {
             tools,
             [
                 "count_to",
+                "create_contact",
                 "draft_email",
                 "get_contact",
                 "issue_refund",

@@ -533,7 +533,7 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_others_on_their_next_r
     let mut clients = Vec::new();
     for replica in 0..REPLICAS {
         let client = cluster.client_with(replica, &secret).await;
-        assert_eq!(client.tool_names().await.len(), 7);
+        assert_eq!(client.tool_names().await.len(), 8);
         assert_eq!(
             status(&client.call("crm__get_contact", read_args()).await),
             "ok"
@@ -591,7 +591,7 @@ async fn a_connection_revoked_on_one_replica_disappears_from_the_others() {
     let mut clients = Vec::new();
     for replica in 0..REPLICAS {
         let client = cluster.client(replica).await;
-        assert_eq!(client.tool_names().await.len(), 7);
+        assert_eq!(client.tool_names().await.len(), 8);
         assert_eq!(
             status(&client.call("crm__get_contact", read_args()).await),
             "ok"

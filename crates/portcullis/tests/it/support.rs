@@ -74,7 +74,7 @@ pub struct Tenant {
 pub fn demo_classification() -> Value {
     json!({
         "list_contacts": "read", "get_contact": "read", "count_to": "read",
-        "draft_email": "draft", "send_email": "send", "update_contact": "write", "issue_refund": "spend"
+        "draft_email": "draft", "send_email": "send", "update_contact": "write", "create_contact": "write", "issue_refund": "spend"
     })
 }
 

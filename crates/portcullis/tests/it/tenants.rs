@@ -247,8 +247,8 @@ async fn tenants_see_only_their_own_tools_and_effects() {
     let b_client = app.client("b", &b.agent_token, Era::Initialize).await;
     let a_tools = a_client.tool_names().await;
     let b_tools = b_client.tool_names().await;
-    assert_eq!(a_tools.len(), 14, "{a_tools:?}");
-    assert_eq!(b_tools.len(), 7, "{b_tools:?}");
+    assert_eq!(a_tools.len(), 16, "{a_tools:?}");
+    assert_eq!(b_tools.len(), 8, "{b_tools:?}");
     assert!(
         b_tools.iter().all(|t| t.starts_with("crm__")),
         "B sees A's connection: {b_tools:?}"
@@ -469,7 +469,7 @@ async fn another_tenants_ids_are_not_found_to_a_tenant_scoped_admin() {
 
     // Nothing of A changed: its connection, tool classification, agent and tokens all work.
     let client = app.client("a", &a.agent_token, Era::Discover).await;
-    assert_eq!(client.tool_names().await.len(), 7);
+    assert_eq!(client.tool_names().await.len(), 8);
     assert_eq!(
         status(
             &client
@@ -490,7 +490,7 @@ async fn another_tenants_ids_are_not_found_to_a_tenant_scoped_admin() {
             Era::Discover,
         )
         .await;
-    assert_eq!(other.tool_names().await.len(), 7);
+    assert_eq!(other.tool_names().await.len(), 8);
     let a_events = audit_events_of(&app, &app.admin_token, "a").await;
     assert!(
         !a_events.iter().any(|e| e["actor"] == "admin:b-admin"),

@@ -132,6 +132,11 @@ fn invalid_documents_are_refused_with_every_problem_named() {
             r#"permit (principal, action, resource) when { context.cost_cents == "five" };"#,
             "",
         ),
+        // Action groups belong in the head, where slicing honours them.
+        (
+            r#"forbid (principal, action, resource) when { action in Portcullis::Action::"effect" };"#,
+            "action in",
+        ),
     ] {
         let document = PolicyDocument {
             cedar: cedar.into(),

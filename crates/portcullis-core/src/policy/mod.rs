@@ -45,7 +45,6 @@ pub fn schema_text() -> &'static str {
 
 struct Static {
     schema: Schema,
-    actions: Entities,
     types: Types,
 }
 
@@ -62,13 +61,9 @@ struct Types {
 static STATIC: LazyLock<Static> = LazyLock::new(|| {
     let (schema, _warnings) =
         Schema::from_cedarschema_str(SCHEMA_TEXT).expect("the built-in schema parses");
-    let actions = schema
-        .action_entities()
-        .expect("the built-in schema's actions form entities");
     let name = |n: &str| EntityTypeName::from_str(n).expect("built-in type names parse");
     Static {
         schema,
-        actions,
         types: Types {
             tenant: name("Portcullis::Tenant"),
             agent: name("Portcullis::Agent"),
@@ -151,6 +146,10 @@ pub struct Rule {
     pub reason: String,
     pub builtin: bool,
     policy: Policy,
+    /// What Cedar evaluates: the policy with its action scope lifted. Slicing already admits
+    /// exactly the actions the scope names (groups expanded), so the action hierarchy never
+    /// has to be put in the per-call entities.
+    evaluated: Policy,
     scope: Scope,
     /// `principal == Agent::"name"`: only that agent's calls.
     agent: Option<String>,
@@ -375,7 +374,7 @@ impl Engine {
         for rule in &self.rules {
             if rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
                 // Ids are unique (checked at compile time), so adding cannot fail.
-                let _ = set.add(rule.policy.clone());
+                let _ = set.add(rule.evaluated.clone());
             }
         }
         let slice = Arc::new(Slice {
@@ -589,6 +588,17 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         cedar_policy::ActionConstraint::In(uids) => Some(uids.iter().flat_map(class).collect()),
     };
     let policy = policy.new_id(PolicyId::new(&id));
+    let mut est = policy
+        .to_json()
+        .map_err(|e| format!("policy `{id}`: {e}"))?;
+    if mentions_action_in(&est["conditions"]) {
+        return Err(format!(
+            "policy `{id}`: `action in …` inside a condition is not supported; scope actions in the policy head (`action in [...]`) or compare with `action == …`"
+        ));
+    }
+    est["action"] = serde_json::json!({ "op": "All" });
+    let evaluated = Policy::from_json(Some(PolicyId::new(&id)), est)
+        .map_err(|e| format!("policy `{id}`: {e}"))?;
     let reason = annotation(&policy, "reason").unwrap_or_else(|| english::policy(&policy, kind));
     Ok(Rule {
         id,
@@ -597,6 +607,7 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         reason,
         builtin,
         policy,
+        evaluated,
         scope,
         agent,
         actions,
@@ -615,8 +626,8 @@ fn strings(values: &[String]) -> RestrictedExpression {
     )
 }
 
-/// The entities that stay the same for one agent calling one tool: the action hierarchy, the
-/// tenant, the agent, the connection and the tool.
+/// The entities that stay the same for one agent calling one tool: the tenant, the agent, the
+/// connection and the tool.
 fn base_entities(facts: &CallFacts<'_>) -> Result<Entities, String> {
     let t = &STATIC.types;
     let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
@@ -662,11 +673,21 @@ fn base_entities(facts: &CallFacts<'_>) -> Result<Entities, String> {
         )
         .map_err(entity_error)?,
     ];
-    STATIC
-        .actions
-        .clone()
-        .add_entities(entities, None)
-        .map_err(|e| e.to_string())
+    Entities::from_entities(entities, None).map_err(|e| e.to_string())
+}
+
+/// Whether a condition tests `action in …` (which needs the action hierarchy; see
+/// [`Rule`]'s `evaluated`).
+fn mentions_action_in(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.get("in")
+                .is_some_and(|e| e["left"] == serde_json::json!({ "Var": "action" }))
+                || map.values().any(mentions_action_in)
+        }
+        serde_json::Value::Array(items) => items.iter().any(mentions_action_in),
+        _ => false,
+    }
 }
 
 /// Turn the call's facts into a Cedar request, and its arguments into entities added to the

@@ -26,6 +26,20 @@ pub struct ToolProfile {
     /// again just before it executes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,
+    /// How to put the target back: a write of the same connection whose arguments come from
+    /// the before-state the preview captured. Lets an approver propose the inverse action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<Revert>,
+}
+
+/// The inverse of a write, built from a captured before-state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revert {
+    /// A tool of the same connection.
+    pub tool: String,
+    /// Revert argument name → the field of the before-state's structured value it takes.
+    pub arguments: std::collections::BTreeMap<String, String>,
 }
 
 /// Which read tool previews a write, and how the write's arguments map onto it.
@@ -66,6 +80,18 @@ impl ToolProfile {
     }
 }
 
+impl Revert {
+    /// The inverse call's arguments from a before-state's structured value, or `None` when
+    /// a mapped field is missing (nothing to restore from).
+    pub fn arguments_from(&self, before: &serde_json::Value) -> Option<serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (to, from) in &self.arguments {
+            out.insert(to.clone(), before.get(from)?.clone());
+        }
+        Some(serde_json::Value::Object(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +110,21 @@ mod tests {
         assert!(p.cost_of(&json!({"amount_cents": "12"})).is_err());
         assert!(p.cost_of(&json!({"amount_cents": 1.5})).is_err());
         assert_eq!(ToolProfile::default().cost_of(&json!({"x": 1})), Ok(0));
+    }
+
+    #[test]
+    fn revert_arguments_come_from_the_before_state() {
+        let revert = Revert {
+            tool: "update_contact".into(),
+            arguments: [("id", "id"), ("company", "company")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .into(),
+        };
+        assert_eq!(
+            revert.arguments_from(&json!({"id": "c_2", "company": "Compiler Corp", "x": 1})),
+            Some(json!({"id": "c_2", "company": "Compiler Corp"}))
+        );
+        assert_eq!(revert.arguments_from(&json!({"id": "c_2"})), None);
     }
 
     #[test]

@@ -984,6 +984,11 @@ pub async fn approve(
     if let Some(why) = refuse_voter(&rules, &me, owner.as_deref()) {
         return Err(ApiError::Forbidden(why));
     }
+    if approval.evidence["proposed_by"].as_str() == Some(me.as_str()) {
+        return Err(ApiError::Forbidden(
+            "the proposer of a revert may not approve it".into(),
+        ));
+    }
     for _ in 0..8 {
         let now = state.clock.now();
         let votes = state.store.votes(&approval.tenant, &approval.id).await?;
@@ -1061,6 +1066,10 @@ pub async fn approve(
                         })
                         .inc();
                     tracing::info!(approval = %approval.id, approvers = %all.join(","), "approved");
+                    // A revert has no agent to re-send it: the gateway runs it on approval.
+                    if approval.evidence.get("revert_of").is_some() {
+                        return execute_revert(state, ctx, approval).await;
+                    }
                 }
                 return Ok(approval);
             }
@@ -1197,4 +1206,179 @@ pub async fn approve_batch(
         .approve_batch(tenant, &ids, &me, &batch, receipt, draft, now)
         .await?;
     Ok(approved)
+}
+
+/// Propose the inverse of an executed write: the tool profile's `revert` call, its arguments
+/// taken from the before-state captured when the original was held. The proposal is a new
+/// held action (for the original agent's tenant and connection) that another person must
+/// approve; on approval the gateway runs it once.
+pub async fn propose_revert(
+    state: &AppState,
+    ctx: &AdminContext,
+    original: Approval,
+) -> Result<Approval, ApiError> {
+    require_approver(ctx)?;
+    let conflict = |m: &str| ApiError::Conflict(m.to_owned());
+    if original.status != ApprovalStatus::Executed {
+        return Err(conflict("only an executed action can be reverted"));
+    }
+    let before = original
+        .before_state
+        .as_ref()
+        .ok_or_else(|| conflict("no before-state was captured for this action"))?;
+    if before["value"]["is_error"] == json!(true) {
+        return Err(conflict(
+            "the target did not exist before this action; there is no state to restore",
+        ));
+    }
+    let structured = before["value"]["structured"].clone();
+    let tenant = original.tenant.clone();
+    let tool = state
+        .store
+        .tool(&tenant, &original.connection, &original.tool)
+        .await?;
+    let revert = tool
+        .profile
+        .revert
+        .as_ref()
+        .ok_or_else(|| conflict("this tool's profile names no revert"))?;
+    let arguments = revert
+        .arguments_from(&structured)
+        .ok_or_else(|| conflict("the before-state lacks a field the revert needs"))?;
+    let connection = state
+        .store
+        .connection(&tenant, &original.connection)
+        .await?;
+    if connection.revoked_at.is_some() {
+        return Err(conflict("the connection was revoked"));
+    }
+    let target = state
+        .store
+        .tool(&tenant, &original.connection, &revert.tool)
+        .await
+        .map_err(|_| conflict("the revert tool does not exist"))?;
+    if target.definition_changed() {
+        return Err(conflict(
+            "the revert tool's definition changed; accept it before proposing a revert",
+        ));
+    }
+    let action = Action {
+        tenant: tenant.clone(),
+        connection: connection.id.clone(),
+        tool: target.name.clone(),
+        tool_definition_hash: target.current_hash.clone(),
+        arguments,
+    };
+    let action_hash = action
+        .hash()
+        .map_err(|e| ApiError::BadRequest(format!("the revert's arguments: {e}")))?;
+    let now = state.clock.now();
+    let id = ApprovalId::generate();
+    let me = ctx.admin.name.clone();
+    let mut draft = AuditDraft::new(tenant.clone(), ctx.actor(), AuditKind::Hold)
+        .resource(format!("tool:{}/{}", connection.id, target.name));
+    draft.decision = Some("hold".into());
+    draft.detail = json!({ "approval": id, "revert_of": original.id, "action_hash": action_hash });
+    let effect = target.effect;
+    let new = NewApproval {
+        id,
+        tenant: tenant.clone(),
+        agent: original.agent.clone(),
+        session: None,
+        summary: format!(
+            "revert of {}: {}",
+            original.id,
+            summary(effect, &connection.name, &target.name, &action.arguments)
+        ),
+        action,
+        action_hash,
+        effect,
+        reasons: vec![format!(
+            "revert of {} proposed by {me}: restores the state captured before it ran",
+            original.id
+        )],
+        expires_at: now
+            + (state.config.approvals.default_ttl_secs as i64 * 1000)
+                .min(portcullis_core::MAX_APPROVAL_TTL_MS),
+    };
+    let extras = ApprovalExtras {
+        rules: serde_json::to_value(vec![(Point::Effect, ApproverRule::default())])
+            .unwrap_or_default(),
+        evidence: json!({ "revert_of": original.id, "proposed_by": me, "before_state": before }),
+        cost_cents: 0,
+        before_state: None,
+    };
+    let (approval, _) = state
+        .store
+        .create_approval_with(new, extras, draft, now)
+        .await?;
+    Ok(approval)
+}
+
+/// Run an approved revert once, on behalf of the approvers (no agent request to forward to).
+async fn execute_revert(
+    state: &AppState,
+    ctx: &AdminContext,
+    approval: Approval,
+) -> Result<Approval, ApiError> {
+    let now = state.clock.now();
+    let signed = approval
+        .receipt
+        .as_ref()
+        .ok_or_else(|| ApiError::Conflict("approved without a receipt".into()))?;
+    let permit = receipt::verify(
+        signed,
+        &state.keys.verifying_key(),
+        approval.action.clone(),
+        now,
+    )
+    .map_err(|e| ApiError::Conflict(format!("receipt refused: {e}")))?;
+    let by = permit
+        .approval()
+        .expect("verified permits carry their receipt")
+        .clone();
+    if !matches!(
+        state.upstreams.status(&approval.connection),
+        crate::upstream::Status::Ready { .. }
+    ) {
+        return Err(ApiError::Conflict(
+            "approved, but the upstream is not connected; the revert did not run".into(),
+        ));
+    }
+    let resource = format!("tool:{}/{}", approval.connection, approval.action.tool);
+    let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Execute)
+        .resource(resource.clone());
+    draft.decision = Some("allow".into());
+    draft.receipt_id = Some(by.receipt_id.to_string());
+    draft.detail = json!({ "approval": approval.id, "approver": by.approver, "revert_of": approval.evidence["revert_of"] });
+    state
+        .store
+        .redeem_receipt(
+            &approval.tenant,
+            &approval.id,
+            &by.receipt_id,
+            &by.nonce,
+            draft,
+            now,
+        )
+        .await?;
+    let outcome = state.upstreams.call_unattended(permit).await;
+    let mut draft = AuditDraft::new(
+        approval.tenant.clone(),
+        ctx.actor(),
+        AuditKind::ExecutionResult,
+    )
+    .resource(resource);
+    draft.receipt_id = Some(by.receipt_id.to_string());
+    draft.detail = json!({
+        "approval": approval.id,
+        "upstream_error": outcome.as_ref().map_or(true, |r| r.is_error.unwrap_or(false)),
+    });
+    if let Err(e) = state.store.append_audit(draft, state.clock.now()).await {
+        tracing::error!(error = %e, "could not audit a revert's result");
+    }
+    Ok(state
+        .store
+        .find_approval(Some(&approval.tenant), &approval.id, state.clock.now())
+        .await?)
 }

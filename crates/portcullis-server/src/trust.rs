@@ -72,6 +72,7 @@ pub fn router() -> Router<AppRef> {
         )
         .route("/tenants/{tenant}/approvals/batch", post(batch_approve))
         .route("/approvals/{approval}/votes", get(votes))
+        .route("/approvals/{approval}/revert", post(propose_revert))
 }
 
 fn draft(tenant: &TenantId, ctx: &AdminContext, kind: AuditKind, resource: String) -> AuditDraft {
@@ -601,6 +602,7 @@ async fn spend(
     }
     let entries = state.store.ledger_entries(&tenant.id, from, to).await?;
     let agents = state.store.list_agents(&tenant.id).await?;
+    let guardrails = state.store.guardrails(&tenant.id).await?;
     let mut by_agent = std::collections::BTreeMap::<String, (i64, i64)>::new();
     let mut by_workflow = std::collections::BTreeMap::<String, (i64, i64)>::new();
     let mut total = 0;
@@ -609,10 +611,13 @@ async fn spend(
             .iter()
             .find(|a| a.id == e.agent)
             .map_or_else(|| e.agent.to_string(), |a| a.name.clone());
-        let workflow = e
-            .guardrail
-            .as_ref()
-            .map_or_else(|| "approved".to_owned(), |g| g.to_string());
+        let workflow = match &e.guardrail {
+            None => "approved".to_owned(),
+            Some(id) => guardrails
+                .iter()
+                .find(|g| &g.id == id)
+                .map_or_else(|| id.to_string(), |g| format!("guardrail {}", g.name)),
+        };
         for (map, key) in [(&mut by_agent, agent), (&mut by_workflow, workflow)] {
             let slot = map.entry(key).or_default();
             slot.0 += 1;
@@ -720,5 +725,17 @@ async fn batch_approve(
     let items = batch_items(&state, &ctx, &tenant, &body.items).await?;
     Ok(Json(
         crate::gate::approve_batch(&state, &ctx, &tenant.id, items, &claimed, body.reason).await?,
+    ))
+}
+
+/// Propose the inverse of an executed write (see `gate::propose_revert`).
+async fn propose_revert(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(id): Path<String>,
+) -> ApiResult<Approval> {
+    let original = approval_for(&state, &ctx, &id).await?;
+    Ok(Json(
+        crate::gate::propose_revert(&state, &ctx, original).await?,
     ))
 }

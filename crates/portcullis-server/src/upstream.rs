@@ -527,6 +527,20 @@ impl Upstreams {
         permit: Permit,
         agent: AgentSide,
     ) -> Result<CallToolResult, UpstreamError> {
+        self.call_for(permit, Some(agent)).await
+    }
+
+    /// [`Upstreams::call`] on behalf of a person rather than an agent's request (an approved
+    /// revert): no progress, sampling or cancellation to forward.
+    pub async fn call_unattended(&self, permit: Permit) -> Result<CallToolResult, UpstreamError> {
+        self.call_for(permit, None).await
+    }
+
+    async fn call_for(
+        &self,
+        permit: Permit,
+        agent: Option<AgentSide>,
+    ) -> Result<CallToolResult, UpstreamError> {
         let action = permit.into_action();
         let slot = self
             .inner
@@ -562,20 +576,25 @@ impl Upstreams {
             .await
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let upstream_token = handle.progress_token.clone();
-        let call = InFlight {
-            peer: agent.peer,
-            agent_token: agent.progress_token,
-            request_id: agent.request_id,
-            can_sample: agent.can_sample,
-            can_elicit: agent.can_elicit,
-        };
-        for early in slot.routes.register(upstream_token.clone(), call.clone()) {
-            forward_progress(&call, early).await;
+        let cancel = agent
+            .as_ref()
+            .map_or_else(CancellationToken::new, |a| a.cancel.clone());
+        if let Some(agent) = agent {
+            let call = InFlight {
+                peer: agent.peer,
+                agent_token: agent.progress_token,
+                request_id: agent.request_id,
+                can_sample: agent.can_sample,
+                can_elicit: agent.can_elicit,
+            };
+            for early in slot.routes.register(upstream_token.clone(), call.clone()) {
+                forward_progress(&call, early).await;
+            }
         }
         let request_id = handle.id.clone();
         let outcome = tokio::select! {
             response = handle.await_response() => Some(response),
-            () = agent.cancel.cancelled() => None,
+            () = cancel.cancelled() => None,
         };
         slot.routes.unregister(&upstream_token);
         match outcome {

@@ -146,6 +146,14 @@ pub enum TrustCommand {
         tool: String,
         file: std::path::PathBuf,
     },
+    /// Propose the inverse of an executed write (restores its captured before-state); a new
+    /// held action someone else must approve, which the gateway then runs once.
+    Revert {
+        #[command(flatten)]
+        remote: Remote,
+        /// The executed approval to revert.
+        id: String,
+    },
     /// Show an approval's votes and the approver rules it was held under.
     Votes {
         #[command(flatten)]
@@ -411,6 +419,21 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             print_json(&out);
+        }
+        TrustCommand::Revert { remote, id } => {
+            let out = Client::new(&remote)?
+                .post(&format!("/approvals/{}/revert", enc(&id)), json!({}))
+                .await?;
+            if remote.json() {
+                print_json(&out);
+            } else {
+                println!(
+                    "{}  {}  {}",
+                    out["id"].as_str().unwrap_or_default(),
+                    out["status"].as_str().unwrap_or_default(),
+                    out["summary"].as_str().unwrap_or_default()
+                );
+            }
         }
         TrustCommand::Votes { remote, id } => {
             let out = Client::new(&remote)?

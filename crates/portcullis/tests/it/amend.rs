@@ -97,3 +97,95 @@ async fn audit_amendments_are_new_entries_approved_by_someone_else() {
         .await;
     assert_eq!(verify["ok"], true, "{verify}");
 }
+
+/// Revert: from an executed write whose before-state was captured, an approver proposes the
+/// inverse action; another person approves it and the gateway runs it once.
+#[tokio::test]
+async fn an_executed_write_is_reverted_from_its_before_state_by_a_second_person() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    app.admin(
+        Method::PUT,
+        &format!(
+            "/tenants/acme/connections/{}/tools/update_contact/profile",
+            acme.connection_id
+        ),
+        Some(json!({
+            "preview": {"tool": "get_contact", "arguments": {"id": "id"}},
+            "revert": {"tool": "update_contact",
+                       "arguments": {"id": "id", "name": "name", "email": "email", "company": "company"}}
+        })),
+    )
+    .await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let change = json!({"id": "c_2", "company": "Navy"});
+    let id = approval_id(&client.call("crm__update_contact", change.clone()).await);
+
+    // Nothing to revert before it ran.
+    let revert = format!("/approvals/{id}/revert");
+    let (status, _) = app.api(Method::POST, &revert, &app.admin_token, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    app.approve(&acme, &id).await;
+    let done = client.call("crm__update_contact", change).await;
+    assert_eq!(structured(&done)["company"], "Navy");
+
+    let (status, proposal) = app.api(Method::POST, &revert, &app.admin_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{proposal}");
+    assert_eq!(proposal["status"], "pending");
+    assert_eq!(proposal["action"]["arguments"]["company"], "Compiler Corp");
+    assert!(
+        proposal["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("revert of")
+    );
+    let pid = proposal["id"].as_str().unwrap().to_owned();
+    let approve = format!("/approvals/{pid}/approve");
+    let (status, _) = app
+        .api(Method::POST, &approve, &app.admin_token, None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the proposer may not approve"
+    );
+    let (status, ran) = app
+        .api(
+            Method::POST,
+            &approve,
+            &acme.approver_token,
+            Some(json!({"reason": "undo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(ran["status"], "executed");
+
+    let back = client.call("crm__get_contact", json!({"id": "c_2"})).await;
+    assert_eq!(structured(&back)["company"], "Compiler Corp");
+    let updates: Vec<_> = effect_lines(&acme.effect_log)
+        .into_iter()
+        .filter(|e| e["tool"] == "update_contact")
+        .collect();
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    assert_eq!(updates[1]["arguments"]["company"], "Compiler Corp");
+    // Executed once: approving again changes nothing.
+    let (status, _) = app
+        .api(Method::POST, &approve, &acme.approver_token, None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A write without a captured before-state cannot be reverted.
+    let send = json!({"to": "a@example.com", "subject": "s", "body": "b"});
+    let sid = approval_id(&client.call("crm__send_email", send.clone()).await);
+    app.approve(&acme, &sid).await;
+    client.call("crm__send_email", send).await;
+    let (status, _) = app
+        .api(
+            Method::POST,
+            &format!("/approvals/{sid}/revert"),
+            &acme.approver_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

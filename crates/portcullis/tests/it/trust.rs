@@ -283,7 +283,9 @@ async fn a_guardrail_caps_the_declared_cost_per_day() {
     assert_eq!(refunds, [3000, 1500, 500]);
     let report = spend(&app, &acme).await;
     assert_eq!(report["total_cents"], 5000, "{report}");
-    let gid = guardrail["id"].as_str().expect("id");
+    // The report names workflows by guardrail name.
+    let gid = format!("guardrail {}", guardrail["name"].as_str().expect("name"));
+    let gid = gid.as_str();
     assert_eq!(
         report["by_workflow"][gid],
         json!({ "runs": 3, "cents": 5000 }),
@@ -479,7 +481,7 @@ async fn concurrent_calls_never_exceed_the_daily_count() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let created = create_guardrail(&app, &acme, "mail", send_spec(&app, 3, DAY_MS), "auto").await;
-    let gid = created["id"].as_str().expect("id").to_owned();
+    let gid = format!("guardrail {}", created["name"].as_str().expect("name"));
     let mut clients = Vec::new();
     for _ in 0..5 {
         clients.push(Arc::new(
@@ -853,7 +855,9 @@ async fn the_spend_report_lists_guardrail_runs_and_approved_charges() {
         "expires_at": app.clock.now() + DAY_MS,
     });
     let guardrail = create_guardrail(&app, &acme, "small-refunds", spec, "auto").await;
-    let gid = guardrail["id"].as_str().expect("id");
+    // The report names workflows by guardrail name.
+    let gid = format!("guardrail {}", guardrail["name"].as_str().expect("name"));
+    let gid = gid.as_str();
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let other = app.client("acme", &second, Era::Discover).await;
 

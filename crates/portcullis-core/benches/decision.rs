@@ -95,6 +95,7 @@ fn main() {
             arguments: &arguments,
             cost_cents: 2500,
             spent_today_cents: 10_000,
+            agent_spent_today_cents: 2_500,
             session_read_classes: &read_classes,
             session_reads: 3,
             has_session: true,

@@ -49,6 +49,7 @@ fn facts<'a>(profile: &'a ToolProfile, arguments: &'a serde_json::Value) -> Call
         arguments,
         cost_cents: 0,
         spent_today_cents: 0,
+        agent_spent_today_cents: 0,
         session_read_classes: &[],
         session_reads: 0,
         has_session: false,
@@ -186,6 +187,28 @@ fn settings_tune_the_built_in_points() {
     assert_eq!(evaluation.outcome, Outcome::Hold);
     assert_eq!(evaluation.points, [Point::Money]);
     assert_eq!(strict.evaluate(&call).outcome, Outcome::Allow);
+
+    // A per-agent daily cap, below the tenant's.
+    let per_agent: PolicySettings = serde_json::from_value(json!({"money": {
+        "per_action_cents": 10_000, "per_day_cents": 100_000, "per_agent_day_cents": 3_000
+    }}))
+    .unwrap();
+    let per_agent = Engine::compile(&PolicyDocument {
+        cedar: String::new(),
+        settings: per_agent,
+    })
+    .unwrap();
+    call.agent_spent_today_cents = 1_000;
+    assert_eq!(per_agent.evaluate(&call).outcome, Outcome::Allow);
+    call.agent_spent_today_cents = 1_001;
+    let evaluation = per_agent.evaluate(&call);
+    assert_eq!(evaluation.outcome, Outcome::Hold);
+    assert_eq!(evaluation.points, [Point::Money]);
+    assert_eq!(
+        strict.evaluate(&call).outcome,
+        Outcome::Allow,
+        "default: the tenant's cap"
+    );
 }
 
 #[test]

@@ -523,6 +523,7 @@ struct Facts {
     cost_cents: i64,
     cost_problem: Option<String>,
     spent_today_cents: i64,
+    agent_spent_today_cents: i64,
     session: Arc<crate::policy::SessionFacts>,
     guardrail: Option<Guardrail>,
 }
@@ -557,6 +558,7 @@ async fn gather(
         cost_cents,
         cost_problem,
         spent_today_cents: 0,
+        agent_spent_today_cents: 0,
         session: Arc::default(),
         guardrail: None,
     };
@@ -572,6 +574,17 @@ async fn gather(
                 &ctx.tenant,
                 portcullis_core::guardrail::day_start(now),
                 None,
+                None,
+            )
+            .await
+            .map_err(store_error)?
+            .1;
+        facts.agent_spent_today_cents = state
+            .store
+            .spend_since(
+                &ctx.tenant,
+                portcullis_core::guardrail::day_start(now),
+                Some(&ctx.agent),
                 None,
             )
             .await
@@ -628,6 +641,7 @@ fn evaluate(
         arguments: &action.arguments,
         cost_cents: facts.cost_cents,
         spent_today_cents: facts.spent_today_cents,
+        agent_spent_today_cents: facts.agent_spent_today_cents,
         session_read_classes: &facts.session.classes,
         session_reads: facts.session.reads,
         has_session: req.session.is_some(),

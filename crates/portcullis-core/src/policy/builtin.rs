@@ -6,7 +6,7 @@ use super::settings::{Point, PolicySettings};
 use std::fmt::Write as _;
 
 /// Bumped whenever the text below changes meaning, so the policy-set hash changes with it.
-pub const BUILTIN_VERSION: u32 = 1;
+pub const BUILTIN_VERSION: u32 = 2;
 
 /// Reserved id prefix of built-in policies.
 pub const PREFIX: &str = "builtin.";
@@ -43,7 +43,8 @@ when { context.definition_changed };
             "money over the tenant's cap (per action or per day)",
             r#"forbid (principal, action in Portcullis::Action::"effect", resource)
 when { context.cost_cents > context.limits.per_action_cents ||
-       context.spent_today_cents + context.cost_cents > context.limits.per_day_cents };"#,
+       context.spent_today_cents + context.cost_cents > context.limits.per_day_cents ||
+       context.agent_spent_today_cents + context.cost_cents > context.limits.per_agent_day_cents };"#,
         ),
         (
             Point::Publish,

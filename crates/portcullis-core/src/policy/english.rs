@@ -108,6 +108,8 @@ fn noun(path: &str) -> String {
     match path {
         "context.cost_cents" => "the cost in cents".into(),
         "context.spent_today_cents" => "today's spend in cents".into(),
+        "context.agent_spent_today_cents" => "the agent's spend today in cents".into(),
+        "context.limits.per_agent_day_cents" => "the agent's daily cap".into(),
         "context.limits.per_action_cents" => "the per-action cap".into(),
         "context.limits.per_day_cents" => "the daily cap".into(),
         "context.session.read_classes" => "the data classes the session has read".into(),

@@ -222,6 +222,8 @@ pub struct CallFacts<'a> {
     pub arguments: &'a serde_json::Value,
     pub cost_cents: i64,
     pub spent_today_cents: i64,
+    /// This agent's spend today (UTC).
+    pub agent_spent_today_cents: i64,
     /// Data classes the session has read so far.
     pub session_read_classes: &'a [String],
     pub session_reads: i64,
@@ -761,6 +763,10 @@ fn request(
             RestrictedExpression::new_long(facts.spent_today_cents),
         ),
         (
+            "agent_spent_today_cents".to_owned(),
+            RestrictedExpression::new_long(facts.agent_spent_today_cents),
+        ),
+        (
             "limits".to_owned(),
             record(vec![
                 (
@@ -770,6 +776,10 @@ fn request(
                 (
                     "per_day_cents",
                     RestrictedExpression::new_long(settings.money.per_day_cents),
+                ),
+                (
+                    "per_agent_day_cents",
+                    RestrictedExpression::new_long(settings.money.per_agent_day()),
                 ),
             ])?,
         ),

@@ -157,7 +157,17 @@ impl Default for PointSettings {
 #[serde(deny_unknown_fields)]
 pub struct MoneyLimits {
     pub per_action_cents: i64,
+    /// The whole tenant, per UTC day.
     pub per_day_cents: i64,
+    /// Each agent, per UTC day; `None`: the tenant's daily cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_agent_day_cents: Option<i64>,
+}
+
+impl MoneyLimits {
+    pub fn per_agent_day(&self) -> i64 {
+        self.per_agent_day_cents.unwrap_or(self.per_day_cents)
+    }
 }
 
 impl Default for MoneyLimits {
@@ -165,6 +175,7 @@ impl Default for MoneyLimits {
         Self {
             per_action_cents: 10_000,
             per_day_cents: 100_000,
+            per_agent_day_cents: None,
         }
     }
 }
@@ -221,7 +232,10 @@ impl PolicySettings {
 
     /// Refuse settings that cannot be honoured.
     pub fn validate(&self) -> Result<(), String> {
-        if self.money.per_action_cents < 0 || self.money.per_day_cents < 0 {
+        if self.money.per_action_cents < 0
+            || self.money.per_day_cents < 0
+            || self.money.per_agent_day() < 0
+        {
             return Err("money caps must not be negative".into());
         }
         for (point, settings) in &self.points {

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Options: `tags=a,b` `classes=a,b` (the tool's profile), `cost_arg=NAME` `cost=CENTS`,
-//! `spent=CENTS` (today's spend so far), `read=a,b` (classes the session has read),
+//! `spent=CENTS` (today's spend so far), `agent_spent=CENTS` (the agent's), `read=a,b` (classes the session has read),
 //! `guardrail=auto|auto_with_notice`, `changed` (definition changed), `owner=NAME`,
 //! `reason` (the agent stated one), `at=UNIX_MS`, `by=POLICY_ID` (must be among the
 //! deciding policies; repeatable).
@@ -32,6 +32,7 @@ pub struct Case {
     pub arguments: serde_json::Value,
     pub profile: ToolProfile,
     pub spent_today_cents: i64,
+    pub agent_spent_today_cents: i64,
     pub session_classes: Vec<String>,
     pub guardrail: Option<GuardrailMode>,
     pub definition_changed: bool,
@@ -125,6 +126,7 @@ fn parse_line(line: &str) -> Result<Case, String> {
         arguments,
         profile: ToolProfile::default(),
         spent_today_cents: 0,
+        agent_spent_today_cents: 0,
         session_classes: Vec::new(),
         guardrail: None,
         definition_changed: false,
@@ -146,6 +148,7 @@ fn parse_line(line: &str) -> Result<Case, String> {
             "cost_arg" => case.profile.cost_argument = Some(value.to_owned()),
             "cost" => case.profile.cost_cents = Some(number()?),
             "spent" => case.spent_today_cents = number()?,
+            "agent_spent" => case.agent_spent_today_cents = number()?,
             "read" => case.session_classes = list(value),
             "guardrail" => {
                 case.guardrail = Some(
@@ -179,6 +182,7 @@ pub fn evaluate(engine: &Engine, case: &Case) -> Result<Evaluation, String> {
         arguments: &case.arguments,
         cost_cents: cost,
         spent_today_cents: case.spent_today_cents,
+        agent_spent_today_cents: case.agent_spent_today_cents,
         session_read_classes: &case.session_classes,
         session_reads: case.session_classes.len() as i64,
         has_session: true,

@@ -593,6 +593,25 @@ async fn money_over_the_cap_is_held_even_under_an_auto_guardrail() {
     let over_day = client.call("crm__issue_refund", refund("c_1", 1001)).await;
     assert_eq!(status(&over_day), "pending_approval", "{over_day:?}");
     assert_eq!(effect_lines(&acme.effect_log).len(), 3);
+
+    // A per-agent daily cap: this agent has spent 13000 today, a fresh agent nothing.
+    app.admin(
+        Method::PUT,
+        "/tenants/acme/policy",
+        Some(json!({ "cedar": "", "settings": { "money": {
+            "per_action_cents": 10_000, "per_day_cents": 100_000, "per_agent_day_cents": 13_500
+        } } })),
+    )
+    .await;
+    let over_agent = client.call("crm__issue_refund", refund("c_2", 600)).await;
+    assert_eq!(status(&over_agent), "pending_approval", "{over_agent:?}");
+    let second_token = add_agent(&app, &acme, "second").await;
+    let second = app.client("acme", &second_token, Era::Discover).await;
+    assert_eq!(
+        status(&second.call("crm__issue_refund", refund("c_2", 600)).await),
+        "issued"
+    );
+    assert_eq!(effect_lines(&acme.effect_log).len(), 4);
     app.stop().await;
 }
 

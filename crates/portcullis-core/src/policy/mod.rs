@@ -45,6 +45,7 @@ pub fn schema_text() -> &'static str {
 
 struct Static {
     schema: Schema,
+    slice_permit: Policy,
     types: Types,
 }
 
@@ -62,8 +63,14 @@ static STATIC: LazyLock<Static> = LazyLock::new(|| {
     let (schema, _warnings) =
         Schema::from_cedarschema_str(SCHEMA_TEXT).expect("the built-in schema parses");
     let name = |n: &str| EntityTypeName::from_str(n).expect("built-in type names parse");
+    let slice_permit = Policy::parse(
+        Some(PolicyId::new(SLICE_PERMIT)),
+        "permit (principal, action, resource);",
+    )
+    .expect("the slice permit parses");
     Static {
         schema,
+        slice_permit,
         types: Types {
             tenant: name("Portcullis::Tenant"),
             agent: name("Portcullis::Agent"),
@@ -150,6 +157,8 @@ pub struct Rule {
     /// exactly the actions the scope names (groups expanded), so the action hierarchy never
     /// has to be put in the per-call entities.
     evaluated: Policy,
+    /// The conditions read `context`; otherwise the policy is decided once per slice.
+    reads_context: bool,
     scope: Scope,
     /// `principal == Agent::"name"`: only that agent's calls.
     agent: Option<String>,
@@ -183,9 +192,17 @@ impl Rule {
 /// The policies that can apply to one agent calling one tool, and the entities that do not
 /// change from call to call.
 struct Slice {
+    /// The policies whose outcome depends on the call's context, plus [`SLICE_PERMIT`] when a
+    /// context-free permit matched.
     set: PolicySet,
+    /// Context-free policies already known to match this slice (their outcome cannot change
+    /// from call to call: principal, action, resource and their entities are fixed here).
+    constant: Vec<String>,
     base: Entities,
 }
+
+/// Stands in, inside a slice's set, for the context-free permits that matched.
+const SLICE_PERMIT: &str = "builtin.slice-permit";
 
 /// Slices kept per engine before the cache starts over.
 const MAX_SLICES: usize = 4096;
@@ -372,16 +389,39 @@ impl Engine {
         {
             return Ok(slice.clone());
         }
+        let base = base_entities(facts)?;
+        let fixed = fixed_request(facts)?;
         let mut set = PolicySet::new();
+        let mut constant = Vec::new();
         for rule in &self.rules {
-            if rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
-                // Ids are unique (checked at compile time), so adding cannot fail.
-                let _ = set.add(rule.evaluated.clone());
+            if !rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
+                continue;
             }
+            if !rule.reads_context {
+                // Decide it once for the slice; an error keeps it per call, where it denies.
+                let mut alone = PolicySet::new();
+                let _ = alone.add(rule.evaluated.clone());
+                let response = self.authorizer.is_authorized(&fixed, &alone, &base);
+                if response.diagnostics().errors().next().is_none() {
+                    if response.diagnostics().reason().next().is_some() {
+                        constant.push(rule.id.clone());
+                    }
+                    continue;
+                }
+            }
+            // Ids are unique (checked at compile time), so adding cannot fail.
+            let _ = set.add(rule.evaluated.clone());
+        }
+        if constant
+            .iter()
+            .any(|id| self.rule(id).is_some_and(|r| r.kind == Kind::Permit))
+        {
+            let _ = set.add(STATIC.slice_permit.clone());
         }
         let slice = Arc::new(Slice {
             set,
-            base: base_entities(facts)?,
+            constant,
+            base,
         });
         let mut slices = self.slices.write().unwrap_or_else(|e| e.into_inner());
         if slices.len() >= MAX_SLICES {
@@ -408,8 +448,8 @@ impl Engine {
                 );
             }
         };
-        // One evaluation: the built-in permits cover every action, so Cedar denies exactly when
-        // some forbid matched, and then names every matching forbid — deny-kind ones win over
+        // One evaluation of the context-dependent policies; the context-free ones were decided
+        // when the slice was cut. A deny names every matching forbid; deny-kind ones win over
         // `@hold` ones.
         let response = self
             .authorizer
@@ -417,29 +457,39 @@ impl Engine {
         if let Some(denied) = self.errors(&response) {
             return denied;
         }
-        let ids: Vec<String> = response
+        let matched = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
-            .collect();
+            .filter(|id| id != SLICE_PERMIT);
+        let (mut permits, mut forbids): (Vec<String>, Vec<String>) = slice
+            .constant
+            .iter()
+            .cloned()
+            .partition(|id| self.rule(id).is_some_and(|r| r.kind == Kind::Permit));
         if response.decision() == CedarDecision::Allow {
-            let reasons = self.reasons(&ids);
-            return self.finish(Outcome::Allow, ids, reasons);
+            permits.extend(matched);
+        } else {
+            forbids.extend(matched);
         }
-        if ids.is_empty() {
-            return self.finish(
-                Outcome::Deny,
-                Vec::new(),
-                vec!["no policy permits this call".into()],
-            );
+        if forbids.is_empty() {
+            if permits.is_empty() {
+                return self.finish(
+                    Outcome::Deny,
+                    Vec::new(),
+                    vec!["no policy permits this call".into()],
+                );
+            }
+            let reasons = self.reasons(&permits);
+            return self.finish(Outcome::Allow, permits, reasons);
         }
-        let denying: Vec<String> = ids
+        let denying: Vec<String> = forbids
             .iter()
             .filter(|id| self.rule(id).is_none_or(|r| r.kind != Kind::Hold))
             .cloned()
             .collect();
         let (outcome, ids) = if denying.is_empty() {
-            (Outcome::Hold, ids)
+            (Outcome::Hold, forbids)
         } else {
             (Outcome::Deny, denying)
         };
@@ -598,6 +648,7 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
             "policy `{id}`: `action in …` inside a condition is not supported; scope actions in the policy head (`action in [...]`) or compare with `action == …`"
         ));
     }
+    let reads_context = mentions_var(&est["conditions"], "context");
     est["action"] = serde_json::json!({ "op": "All" });
     let evaluated = Policy::from_json(Some(PolicyId::new(&id)), est)
         .map_err(|e| format!("policy `{id}`: {e}"))?;
@@ -610,6 +661,7 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         builtin,
         policy,
         evaluated,
+        reads_context,
         scope,
         agent,
         actions,
@@ -676,6 +728,32 @@ fn base_entities(facts: &CallFacts<'_>) -> Result<Entities, String> {
         .map_err(entity_error)?,
     ];
     Entities::from_entities(entities, None).map_err(|e| e.to_string())
+}
+
+/// Whether an expression reads the variable `name` anywhere.
+fn mentions_var(value: &serde_json::Value, name: &str) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.get("Var").and_then(|v| v.as_str()) == Some(name)
+                || map.values().any(|v| mentions_var(v, name))
+        }
+        serde_json::Value::Array(items) => items.iter().any(|v| mentions_var(v, name)),
+        _ => false,
+    }
+}
+
+/// The request a slice's context-free policies are decided with: its principal, action and
+/// resource, and an empty context (which they do not read).
+fn fixed_request(facts: &CallFacts<'_>) -> Result<Request, String> {
+    let t = &STATIC.types;
+    Request::new(
+        uid(&t.agent, facts.agent),
+        uid(&t.action, facts.effect.as_str()),
+        uid(&t.tool, &format!("{}/{}", facts.connection, facts.tool)),
+        Context::empty(),
+        None,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Whether a condition tests `action in …` (which needs the action hierarchy; see

@@ -544,7 +544,8 @@ async fn gather(
         .map_err(store_error)?
     {
         Ok(engine) => (engine, None),
-        Err(problem) => (Arc::new(Engine::builtin_only()), Some(problem)),
+        // Every call is denied with `problem`; the built-ins only fill the evaluation's shape.
+        Err(problem) => (crate::policy::builtin(), Some(problem)),
     };
     let (cost_cents, cost_problem) = match tool.profile.cost_of(&action.arguments) {
         Ok(cost) => (cost, None),

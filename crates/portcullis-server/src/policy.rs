@@ -12,7 +12,7 @@ use portcullis_core::UnixMillis;
 use portcullis_core::guardrail::GuardrailMode;
 use portcullis_core::id::TenantId;
 use portcullis_core::policy::{Engine, PolicyDocument, PolicySettings};
-use portcullis_store::{Guardrail, StoreError, StoreResult};
+use portcullis_store::{Guardrail, StoreResult};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, RwLock};
@@ -25,6 +25,11 @@ const SESSION_READS: i64 = 1_000;
 const EVIDENCE_READS: usize = 20;
 
 static BUILTIN: LazyLock<Arc<Engine>> = LazyLock::new(|| Arc::new(Engine::builtin_only()));
+
+/// The built-in policies alone, compiled once per process.
+pub fn builtin() -> Arc<Engine> {
+    BUILTIN.clone()
+}
 
 /// Compiled engines by policy-document hash: recompiled only when a document changes.
 #[derive(Default)]
@@ -63,7 +68,7 @@ pub async fn engine(
     tenant: &TenantId,
 ) -> StoreResult<Result<Arc<Engine>, String>> {
     let Some(version) = state.cache.policy(&state.store, tenant).await? else {
-        return Ok(Ok(BUILTIN.clone()));
+        return Ok(Ok(builtin()));
     };
     Ok(document(&version.cedar, &version.settings)
         .and_then(|doc| state.engines.get_or_compile(&doc, &version.hash))
@@ -195,9 +200,4 @@ pub async fn covering_guardrail(
         }
     }
     Ok(None)
-}
-
-/// A store error as the reason it is (for callers that must fail closed on it).
-pub fn unavailable(e: &StoreError) -> String {
-    format!("the gateway cannot reach its store: {e}")
 }

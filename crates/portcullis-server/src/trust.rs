@@ -159,12 +159,10 @@ async fn get_policy(
 ) -> ApiResult<Value> {
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let version = state.store.current_policy(&tenant.id).await?;
-    let engine = match &version {
-        None => Engine::builtin_only(),
-        Some(v) => crate::policy::document(&v.cedar, &v.settings)
-            .and_then(|d| Engine::compile(&d).map_err(|e| e.to_string()))
-            .map_err(|e| ApiError::Conflict(format!("the stored policy cannot be used: {e}")))?,
-    };
+    // The engine the gate uses (compiled once per document), not a second compilation.
+    let engine = crate::policy::engine(&state, &tenant.id)
+        .await?
+        .map_err(ApiError::Conflict)?;
     Ok(Json(engine_json(&engine, version.map(|v| v.version))))
 }
 

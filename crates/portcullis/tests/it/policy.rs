@@ -1083,3 +1083,39 @@ async fn a_preview_never_runs_an_effect_and_only_admins_change_policy_or_profile
     assert!(policy["version"].is_null(), "{policy}");
     app.stop().await;
 }
+
+/// A stored policy this binary cannot compile (written behind the API's back, or by another
+/// version) fails closed: every call of that tenant is denied with the reason, reads too,
+/// while other tenants keep working.
+#[tokio::test]
+async fn a_stored_policy_that_no_longer_compiles_denies_every_call_of_its_tenant() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let globex = app.seed_tenant("globex").await;
+    app.raw_sql(&format!(
+        "INSERT INTO policy_versions (tenant_id, version, cedar, settings, hash, created_by, created_at) \
+         VALUES ('{}', 1, 'permit (principal, action, resource', '{{}}', 'forged', 'mallory', 1)",
+        acme.id
+    ))
+    .await
+    .expect("insert a broken policy version");
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let read = client.call("crm__get_contact", json!({"id": "c_1"})).await;
+    assert_eq!(status(&read), "denied", "{read:?}");
+    assert!(
+        structured(&read)["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot be used"),
+        "{read:?}"
+    );
+    let other = app
+        .client("globex", &globex.agent_token, Era::Discover)
+        .await;
+    let fine = other.call("crm__get_contact", json!({"id": "c_1"})).await;
+    assert_eq!(structured(&fine)["id"], "c_1");
+    let (code, _) = app
+        .api(Method::GET, "/tenants/acme/policy", &app.admin_token, None)
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+}

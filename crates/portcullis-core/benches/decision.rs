@@ -6,6 +6,10 @@
 //! argument conditions — a tenant's set as it grows. "one tool": every policy scoped to the
 //! tool being called, the worst case slicing cannot help with.
 
+// The allocator the `portcullis` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use portcullis_core::effect::EffectClass;
 use portcullis_core::policy::{CallFacts, Engine, PolicyDocument, PolicySettings};
 use portcullis_core::profile::ToolProfile;
@@ -61,12 +65,13 @@ fn main() {
     let read_classes = vec!["customer".to_owned()];
     println!("| policies | layout | p50 µs | p99 µs | max µs | outcome |");
     println!("|---:|---|---:|---:|---:|---|");
-    // `-- spread` or `-- one` runs one layout only (for profiling).
+    // `-- spread` or `-- one` runs one layout only, `-- 1000` one size (for profiling).
     let only: Option<bool> = std::env::args().skip(1).find_map(|a| match a.as_str() {
         "spread" => Some(true),
         "one" => Some(false),
         _ => None,
     });
+    let size: Option<usize> = std::env::args().skip(1).find_map(|a| a.parse().ok());
     for (n, spread) in [
         (10, true),
         (100, true),
@@ -75,7 +80,7 @@ fn main() {
         (100, false),
         (1000, false),
     ] {
-        if only.is_some_and(|o| o != spread) {
+        if only.is_some_and(|o| o != spread) || size.is_some_and(|s| s != n) {
             continue;
         }
         let engine = Engine::compile(&document(n, spread)).expect("bench policies compile");

@@ -1,12 +1,15 @@
 //! The built-in policies: the general effect hold and the five approval points, written in
 //! Cedar and generated from the tenant's [`PolicySettings`] (a switched-off point is left
 //! out). Their ids start with `builtin.`, a prefix tenant policies may not use.
+//!
+//! The tenant's caps and escalating data classes are written into the text as literals, so a
+//! reviewer reads the numbers in force and a call does not carry them in its context.
 
 use super::settings::{Point, PolicySettings};
 use std::fmt::Write as _;
 
 /// Bumped whenever the text below changes meaning, so the policy-set hash changes with it.
-pub const BUILTIN_VERSION: u32 = 2;
+pub const BUILTIN_VERSION: u32 = 3;
 
 /// Reserved id prefix of built-in policies.
 pub const PREFIX: &str = "builtin.";
@@ -37,14 +40,33 @@ forbid (principal, action, resource)
 when { context.definition_changed };
 "#,
     );
+    let money = &settings.money;
+    let money_body = format!(
+        r#"forbid (principal, action in Portcullis::Action::"effect", resource)
+when {{ context.cost_cents > {} ||
+       context.spent_today_cents + context.cost_cents > {} ||
+       context.agent_spent_today_cents + context.cost_cents > {} }};"#,
+        money.per_action_cents,
+        money.per_day_cents,
+        money.per_agent_day()
+    );
+    // `{:?}` writes a Rust string literal, whose escapes Cedar's string literals share.
+    let classes: Vec<String> = settings
+        .escalation
+        .classes
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    let flow_body = format!(
+        r#"forbid (principal, action in [Portcullis::Action::"send", Portcullis::Action::"publish", Portcullis::Action::"export"], resource)
+when {{ context.session.read_classes.containsAny([{}]) }};"#,
+        classes.join(", ")
+    );
     let points: [(Point, &str, &str); 5] = [
         (
             Point::Money,
             "money over the tenant's cap (per action or per day)",
-            r#"forbid (principal, action in Portcullis::Action::"effect", resource)
-when { context.cost_cents > context.limits.per_action_cents ||
-       context.spent_today_cents + context.cost_cents > context.limits.per_day_cents ||
-       context.agent_spent_today_cents + context.cost_cents > context.limits.per_agent_day_cents };"#,
+            &money_body,
         ),
         (
             Point::Publish,
@@ -69,8 +91,7 @@ when { action == Portcullis::Action::"deploy" ||
         (
             Point::Flow,
             "an external send after the session read private or untrusted data",
-            r#"forbid (principal, action in [Portcullis::Action::"send", Portcullis::Action::"publish", Portcullis::Action::"export"], resource)
-when { context.session.read_classes.containsAny(context.escalate_classes) };"#,
+            &flow_body,
         ),
     ];
     for (point, reason, body) in points {

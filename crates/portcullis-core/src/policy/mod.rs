@@ -32,7 +32,8 @@ use cedar_policy::{
     Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, RwLock};
 
@@ -153,12 +154,21 @@ pub struct Rule {
     pub reason: String,
     pub builtin: bool,
     policy: Policy,
-    /// What Cedar evaluates: the policy with its action scope lifted. Slicing already admits
-    /// exactly the actions the scope names (groups expanded), so the action hierarchy never
-    /// has to be put in the per-call entities.
+    /// What Cedar evaluates: the policy with the scopes slicing decides exactly lifted to
+    /// "any". Slicing admits exactly the actions the scope names (groups expanded), so the
+    /// action hierarchy never has to be put in the per-call entities; a principal naming one
+    /// agent and a resource naming a tool or connection are matched there too.
     evaluated: Policy,
-    /// The conditions read `context`; otherwise the policy is decided once per slice.
-    reads_context: bool,
+    /// What the conditions read of `context`; a policy reading nothing is decided once per
+    /// slice.
+    reads: ContextReads,
+    /// The conditions (or a scope slicing does not decide) look at entities: `principal`,
+    /// `resource` or an entity literal. Otherwise the per-call entities are only the
+    /// arguments, and the slice's base entities are left out of the call.
+    reads_entities: bool,
+    /// A tenant forbid whose scopes slicing decides entirely: its conditions as one Cedar
+    /// expression (JSON form), so a slice can check several such policies in one go.
+    condition: Option<serde_json::Value>,
     scope: Scope,
     /// `principal == Agent::"name"`: only that agent's calls.
     agent: Option<String>,
@@ -198,8 +208,27 @@ struct Slice {
     /// Context-free policies already known to match this slice (their outcome cannot change
     /// from call to call: principal, action, resource and their entities are fixed here).
     constant: Vec<String>,
+    /// What the policies in `set` read of the context: all a call has to build.
+    reads: ContextReads,
+    /// Some policy in `set` looks at entities, so calls carry `base`.
+    reads_entities: bool,
+    /// Tenant forbids checked together: `set` holds one policy per group, the disjunction of
+    /// its members' conditions, and only when it matches or errors are the members evaluated
+    /// one by one to name them. Most calls match no tenant forbid, so most pay one
+    /// evaluation per group instead of one per policy.
+    groups: Vec<Group>,
     base: Entities,
 }
+
+/// Several tenant forbids of one kind, checked as one (see [`Slice`]).
+struct Group {
+    id: &'static str,
+    members: PolicySet,
+}
+
+/// Ids of the group policies, one per kind.
+const GROUP_DENY: &str = "builtin.slice-deny";
+const GROUP_HOLD: &str = "builtin.slice-hold";
 
 /// Stands in, inside a slice's set, for the context-free permits that matched.
 const SLICE_PERMIT: &str = "builtin.slice-permit";
@@ -393,11 +422,14 @@ impl Engine {
         let fixed = fixed_request(facts)?;
         let mut set = PolicySet::new();
         let mut constant = Vec::new();
+        let mut reads = ContextReads::default();
+        let mut reads_entities = false;
+        let (mut deny_group, mut hold_group) = (Vec::new(), Vec::new());
         for rule in &self.rules {
             if !rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
                 continue;
             }
-            if !rule.reads_context {
+            if rule.reads.is_empty() {
                 // Decide it once for the slice; an error keeps it per call, where it denies.
                 let mut alone = PolicySet::new();
                 let _ = alone.add(rule.evaluated.clone());
@@ -409,8 +441,29 @@ impl Engine {
                     continue;
                 }
             }
+            reads.extend(&rule.reads);
+            reads_entities |= rule.reads_entities;
+            if rule.condition.is_some() {
+                match rule.kind {
+                    Kind::Deny => deny_group.push(rule),
+                    _ => hold_group.push(rule),
+                }
+                continue;
+            }
             // Ids are unique (checked at compile time), so adding cannot fail.
             let _ = set.add(rule.evaluated.clone());
+        }
+        let mut groups = Vec::new();
+        for (id, members) in [(GROUP_DENY, deny_group), (GROUP_HOLD, hold_group)] {
+            match group(id, &members) {
+                Some((combined, group)) => {
+                    let _ = set.add(combined);
+                    groups.push(group);
+                }
+                None => members.iter().for_each(|rule| {
+                    let _ = set.add(rule.evaluated.clone());
+                }),
+            }
         }
         if constant
             .iter()
@@ -421,6 +474,9 @@ impl Engine {
         let slice = Arc::new(Slice {
             set,
             constant,
+            reads,
+            reads_entities,
+            groups,
             base,
         });
         let mut slices = self.slices.write().unwrap_or_else(|e| e.into_inner());
@@ -433,20 +489,24 @@ impl Engine {
 
     /// Decide one call. Deny beats hold beats allow; any evaluation error denies.
     pub fn evaluate(&self, facts: &CallFacts<'_>) -> Evaluation {
-        let built = self
-            .slice(facts)
-            .and_then(|slice| Ok((request(facts, &self.document.settings, &slice.base)?, slice)));
-        let ((request, entities), slice) = match built {
+        let unusable = |e: String| {
+            self.finish(
+                Outcome::Deny,
+                Vec::new(),
+                vec![format!(
+                    "the call's facts could not be given to the policy engine: {e}"
+                )],
+            )
+        };
+        let slice = match self.slice(facts) {
+            Ok(slice) => slice,
+            Err(e) => return unusable(e),
+        };
+        let base = slice.reads_entities.then_some(&slice.base);
+        let (request, entities) = match request(facts, &self.document.settings, &slice.reads, base)
+        {
             Ok(built) => built,
-            Err(e) => {
-                return self.finish(
-                    Outcome::Deny,
-                    Vec::new(),
-                    vec![format!(
-                        "the call's facts could not be given to the policy engine: {e}"
-                    )],
-                );
-            }
+            Err(e) => return unusable(e),
         };
         // One evaluation of the context-dependent policies; the context-free ones were decided
         // when the slice was cut. A deny names every matching forbid; deny-kind ones win over
@@ -454,20 +514,47 @@ impl Engine {
         let response = self
             .authorizer
             .is_authorized(&request, &slice.set, &entities);
-        if let Some(denied) = self.errors(&response) {
-            return denied;
-        }
-        let matched = response
+        let allowed = response.decision() == CedarDecision::Allow;
+        let mut failed = errors(&response);
+        let mut matched: Vec<String> = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
-            .filter(|id| id != SLICE_PERMIT);
+            .filter(|id| id != SLICE_PERMIT)
+            .collect();
+        for group in &slice.groups {
+            let before = (matched.len(), failed.len());
+            matched.retain(|id| id != group.id);
+            failed.retain(|(id, _)| id != group.id);
+            if before == (matched.len(), failed.len()) {
+                continue;
+            }
+            // The group matched or erred: evaluate its members to name them.
+            let members = self
+                .authorizer
+                .is_authorized(&request, &group.members, &entities);
+            let found = (members.diagnostics().reason().next().is_some())
+                || members.diagnostics().errors().next().is_some();
+            matched.extend(members.diagnostics().reason().map(|id| id.to_string()));
+            failed.extend(errors(&members));
+            if !found {
+                // Cannot happen (the group is the disjunction of its members); deny if it does.
+                failed.push((
+                    group.id.to_owned(),
+                    "the tenant's policies matched together but none alone".into(),
+                ));
+            }
+        }
+        if !failed.is_empty() {
+            let (ids, messages) = failed.into_iter().unzip();
+            return self.finish(Outcome::Deny, ids, messages);
+        }
         let (mut permits, mut forbids): (Vec<String>, Vec<String>) = slice
             .constant
             .iter()
             .cloned()
             .partition(|id| self.rule(id).is_some_and(|r| r.kind == Kind::Permit));
-        if response.decision() == CedarDecision::Allow {
+        if allowed {
             permits.extend(matched);
         } else {
             forbids.extend(matched);
@@ -495,24 +582,6 @@ impl Engine {
         };
         let reasons = self.reasons(&ids);
         self.finish(outcome, ids, reasons)
-    }
-
-    /// Any evaluation error denies, naming the erroring policies (Cedar itself would skip them).
-    fn errors(&self, response: &cedar_policy::Response) -> Option<Evaluation> {
-        let errors: Vec<(String, String)> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(inner) => {
-                    (inner.policy_id().to_string(), e.to_string())
-                }
-            })
-            .collect();
-        if errors.is_empty() {
-            return None;
-        }
-        let (ids, messages) = errors.into_iter().unzip();
-        Some(self.finish(Outcome::Deny, ids, messages))
     }
 
     fn reasons(&self, ids: &[String]) -> Vec<String> {
@@ -562,6 +631,70 @@ impl Engine {
             .map(|p| (p, self.document.settings.point(p).approvers))
             .collect()
     }
+}
+
+/// The policies whose evaluation erred, with the error. Any error denies (Cedar itself would
+/// skip the policy).
+fn errors(response: &cedar_policy::Response) -> Vec<(String, String)> {
+    response
+        .diagnostics()
+        .errors()
+        .map(|e| match e {
+            cedar_policy::AuthorizationError::PolicyEvaluationError(inner) => {
+                (inner.policy_id().to_string(), e.to_string())
+            }
+        })
+        .collect()
+}
+
+/// One policy checking `members` together: forbid when any member's condition holds. `None`
+/// when there are fewer than two (nothing to gain) or Cedar refuses the combination.
+fn group(id: &'static str, members: &[&Rule]) -> Option<(Policy, Group)> {
+    if members.len() < 2 {
+        return None;
+    }
+    let conditions: Vec<serde_json::Value> = members
+        .iter()
+        .filter_map(|rule| rule.condition.clone())
+        .collect();
+    let json = serde_json::json!({
+        "effect": "forbid",
+        "principal": { "op": "All" },
+        "action": { "op": "All" },
+        "resource": { "op": "All" },
+        "conditions": [{ "kind": "when", "body": disjunction(&conditions) }],
+    });
+    let combined = Policy::from_json(Some(PolicyId::new(id)), json).ok()?;
+    let mut set = PolicySet::new();
+    for rule in members {
+        set.add(rule.evaluated.clone()).ok()?;
+    }
+    Some((combined, Group { id, members: set }))
+}
+
+/// `a || b || …` as a balanced tree, so depth grows with the log of the count.
+fn disjunction(items: &[serde_json::Value]) -> serde_json::Value {
+    match items {
+        [] => serde_json::json!({ "Value": false }),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = items.split_at(items.len() / 2);
+            serde_json::json!({ "||": { "left": disjunction(left), "right": disjunction(right) } })
+        }
+    }
+}
+
+/// A policy's `when`/`unless` clauses (Cedar's JSON form) as one expression; `None` without
+/// clauses.
+fn conjunction(conditions: &serde_json::Value) -> Option<serde_json::Value> {
+    conditions
+        .as_array()?
+        .iter()
+        .map(|c| match c["kind"].as_str() {
+            Some("unless") => serde_json::json!({ "!": { "arg": c["body"].clone() } }),
+            _ => c["body"].clone(),
+        })
+        .reduce(|left, right| serde_json::json!({ "&&": { "left": left, "right": right } }))
 }
 
 fn annotation(policy: &Policy, key: &str) -> Option<String> {
@@ -648,8 +781,30 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
             "policy `{id}`: `action in …` inside a condition is not supported; scope actions in the policy head (`action in [...]`) or compare with `action == …`"
         ));
     }
-    let reads_context = mentions_var(&est["conditions"], "context");
+    if names_argument_entity(&est) {
+        return Err(format!(
+            "policy `{id}`: read the call's arguments through `context.args` and `context.numbers`, not by naming their entities"
+        ));
+    }
+    let reads = ContextReads::of(&est["conditions"]);
+    // Lift what slicing already decides exactly: the action scope always, the principal scope
+    // when it names one agent, the resource scope when it names a tool or a connection.
     est["action"] = serde_json::json!({ "op": "All" });
+    if agent.is_some() {
+        est["principal"] = serde_json::json!({ "op": "All" });
+    }
+    if scope != Scope::Any {
+        est["resource"] = serde_json::json!({ "op": "All" });
+    }
+    let reads_entities = est["principal"]["op"] != "All"
+        || est["resource"]["op"] != "All"
+        || reads_entities(&est["conditions"]);
+    let condition = (!builtin
+        && kind != Kind::Permit
+        && est["principal"]["op"] == "All"
+        && est["resource"]["op"] == "All")
+        .then(|| conjunction(&est["conditions"]))
+        .flatten();
     let evaluated = Policy::from_json(Some(PolicyId::new(&id)), est)
         .map_err(|e| format!("policy `{id}`: {e}"))?;
     let reason = annotation(&policy, "reason").unwrap_or_else(|| english::policy(&policy, kind));
@@ -661,7 +816,9 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         builtin,
         policy,
         evaluated,
-        reads_context,
+        reads,
+        reads_entities,
+        condition,
         scope,
         agent,
         actions,
@@ -730,17 +887,193 @@ fn base_entities(facts: &CallFacts<'_>) -> Result<Entities, String> {
     Entities::from_entities(entities, None).map_err(|e| e.to_string())
 }
 
-/// Whether an expression reads the variable `name` anywhere.
-fn mentions_var(value: &serde_json::Value, name: &str) -> bool {
+/// What some policies read of `context`: per top-level attribute, the whole value or only
+/// some of its parts (a record's fields, the argument entities' tag keys); everything when a
+/// policy uses `context` itself as a value.
+///
+/// Per call, only these parts are built. A record field or attribute this missed would make
+/// the reading policy's evaluation error, and an error denies. Tag keys must be exact, since a
+/// missing tag reads as absent rather than erroring: a key is narrowed only when it is a string
+/// literal in `hasTag`/`getTag` directly on `context.args`/`context.numbers`, any other use
+/// takes the whole entity, and policies may not name the argument entities by literal uid
+/// (refused when compiled), so no other path reaches them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ContextReads {
+    all: bool,
+    attrs: BTreeMap<String, Part>,
+}
+
+/// How much of one context attribute is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Whole,
+    /// Only these fields or tag keys (none: only whether the attribute is there).
+    Only(BTreeSet<String>),
+}
+
+/// What one expression needs of a context attribute.
+#[derive(Clone, Copy)]
+enum Need<'a> {
+    Whole,
+    Present,
+    Part(&'a str),
+}
+
+/// `context.<attr>`, if `value` is exactly that expression.
+fn context_attr(value: &serde_json::Value) -> Option<&str> {
+    let access = value.get(".")?;
+    (access["left"] == serde_json::json!({ "Var": "context" }))
+        .then(|| access["attr"].as_str())
+        .flatten()
+}
+
+impl ContextReads {
+    /// What the conditions of one policy (Cedar's JSON form) read.
+    fn of(conditions: &serde_json::Value) -> Self {
+        let mut reads = Self::default();
+        reads.walk(conditions);
+        reads
+    }
+
+    fn read(&mut self, attr: &str, need: Need<'_>) {
+        let entry = self
+            .attrs
+            .entry(attr.to_owned())
+            .or_insert_with(|| Part::Only(BTreeSet::new()));
+        match (entry, need) {
+            (Part::Whole, _) | (_, Need::Present) => {}
+            (entry, Need::Whole) => *entry = Part::Whole,
+            (Part::Only(parts), Need::Part(part)) => {
+                parts.insert(part.to_owned());
+            }
+        }
+    }
+
+    fn walk(&mut self, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("Var").and_then(|v| v.as_str()) == Some("context") {
+                    self.all = true;
+                    return;
+                }
+                for op in [".", "has"] {
+                    let Some(access) = map.get(op) else { continue };
+                    let attr = access["attr"].as_str().unwrap_or_default();
+                    if access["left"] == serde_json::json!({ "Var": "context" }) {
+                        // `context.x` used as a value takes all of it; `context has x` only
+                        // needs it present.
+                        let need = if op == "has" {
+                            Need::Present
+                        } else {
+                            Need::Whole
+                        };
+                        self.read(attr, need);
+                    } else if let Some(outer) = context_attr(&access["left"]) {
+                        self.read(outer, Need::Part(attr));
+                    } else {
+                        self.walk(&access["left"]);
+                    }
+                    return;
+                }
+                for op in ["hasTag", "getTag"] {
+                    let Some(call) = map.get(op) else { continue };
+                    if let Some(outer) = context_attr(&call["left"]) {
+                        match call["right"].get("Value").and_then(|k| k.as_str()) {
+                            Some(key) => self.read(outer, Need::Part(key)),
+                            None => {
+                                self.read(outer, Need::Whole);
+                                self.walk(&call["right"]);
+                            }
+                        }
+                    } else {
+                        self.walk(&call["left"]);
+                        self.walk(&call["right"]);
+                    }
+                    return;
+                }
+                map.values().for_each(|v| self.walk(v));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| self.walk(v)),
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.attrs.is_empty()
+    }
+
+    /// How much of `attr` a call must build: `None` when nothing reads it.
+    fn part(&self, attr: &str) -> Option<&Part> {
+        if self.all {
+            return Some(&Part::Whole);
+        }
+        self.attrs.get(attr)
+    }
+
+    fn extend(&mut self, other: &Self) {
+        self.all |= other.all;
+        for (attr, part) in &other.attrs {
+            match part {
+                Part::Whole => self.read(attr, Need::Whole),
+                Part::Only(parts) => {
+                    self.read(attr, Need::Present);
+                    for p in parts {
+                        self.read(attr, Need::Part(p));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Part {
+    fn wants(&self, part: &str) -> bool {
+        match self {
+            Part::Whole => true,
+            Part::Only(parts) => parts.contains(part),
+        }
+    }
+}
+
+/// Whether a policy names one of the per-call argument entities by literal uid (see
+/// [`ContextReads`]).
+fn names_argument_entity(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::Object(map) => {
-            map.get("Var").and_then(|v| v.as_str()) == Some(name)
-                || map.values().any(|v| mentions_var(v, name))
+            map.get("__entity")
+                .and_then(|e| e["type"].as_str())
+                .is_some_and(|t| ARGUMENT_TYPES.contains(&t))
+                || map
+                    .get("entity")
+                    .and_then(|e| e["type"].as_str())
+                    .is_some_and(|t| ARGUMENT_TYPES.contains(&t))
+                || map.values().any(names_argument_entity)
         }
-        serde_json::Value::Array(items) => items.iter().any(|v| mentions_var(v, name)),
+        serde_json::Value::Array(items) => items.iter().any(names_argument_entity),
         _ => false,
     }
 }
+
+/// Whether conditions look at an entity in the store: `principal`, `resource`, or a literal
+/// uid of any type but an action (action entities are never in the store; comparing action
+/// uids needs none).
+fn reads_entities(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            matches!(
+                map.get("Var").and_then(|v| v.as_str()),
+                Some("principal" | "resource")
+            ) || map
+                .get("__entity")
+                .is_some_and(|e| e["type"] != "Portcullis::Action")
+                || map.values().any(reads_entities)
+        }
+        serde_json::Value::Array(items) => items.iter().any(reads_entities),
+        _ => false,
+    }
+}
+
+const ARGUMENT_TYPES: [&str; 2] = ["Portcullis::Arguments", "Portcullis::Numbers"];
 
 /// The request a slice's context-free policies are decided with: its principal, action and
 /// resource, and an empty context (which they do not read).
@@ -770,142 +1103,156 @@ fn mentions_action_in(value: &serde_json::Value) -> bool {
     }
 }
 
-/// Turn the call's facts into a Cedar request, and its arguments into entities added to the
-/// slice's base entities.
-fn request(
+/// Builds one context attribute, given how much of it is read.
+type BuildAttr<'a> = dyn Fn(&Part) -> Result<RestrictedExpression, String> + 'a;
+
+/// Turn the call's facts into a Cedar request carrying what `reads` names of the context, and
+/// the call's entities: the arguments that are read, added to `base` when one is given.
+fn request<'b>(
     facts: &CallFacts<'_>,
     settings: &PolicySettings,
-    base: &Entities,
-) -> Result<(Request, Entities), String> {
+    reads: &ContextReads,
+    base: Option<&'b Entities>,
+) -> Result<(Request, Cow<'b, Entities>), String> {
     let t = &STATIC.types;
     let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
-    let agent = uid(&t.agent, facts.agent);
-    let tool = uid(&t.tool, &format!("{}/{}", facts.connection, facts.tool));
-    let arguments = uid(&t.arguments, "call");
-    let numbers = uid(&t.numbers, "call");
-    let action = uid(&t.action, facts.effect.as_str());
+    let long = RestrictedExpression::new_long;
+    let boolean = RestrictedExpression::new_bool;
+    let mut context: Vec<(String, RestrictedExpression)> = Vec::new();
+    let mut entities = Vec::new();
 
-    let mut arg_tags = HashMap::new();
-    let mut num_tags = HashMap::new();
-    if let serde_json::Value::Object(map) = facts.arguments {
-        for (key, value) in map {
-            let text = match value {
-                serde_json::Value::String(v) => v.clone(),
-                other => crate::action::canonical_json(other)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .map_err(|e| e.to_string())?,
-            };
-            arg_tags.insert(key.clone(), s(&text));
-            if let Some(n) = value.as_i64() {
-                num_tags.insert(key.clone(), RestrictedExpression::new_long(n));
+    // The arguments: every value as text (`args`), integers also as numbers (`numbers`).
+    let (args, numbers) = (reads.part("args"), reads.part("numbers"));
+    if args.is_some() || numbers.is_some() {
+        let mut arg_tags = HashMap::new();
+        let mut num_tags = HashMap::new();
+        if let serde_json::Value::Object(map) = facts.arguments {
+            for (key, value) in map {
+                if args.is_some_and(|p| p.wants(key)) {
+                    let text = match value {
+                        serde_json::Value::String(v) => v.clone(),
+                        other => crate::action::canonical_json(other)
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .map_err(|e| e.to_string())?,
+                    };
+                    arg_tags.insert(key.clone(), RestrictedExpression::new_string(text));
+                }
+                if numbers.is_some_and(|p| p.wants(key))
+                    && let Some(n) = value.as_i64()
+                {
+                    num_tags.insert(key.clone(), long(n));
+                }
+            }
+        }
+        for (part, name, ty, tags) in [
+            (args, "args", &t.arguments, arg_tags),
+            (numbers, "numbers", &t.numbers, num_tags),
+        ] {
+            if part.is_some() {
+                let id = uid(ty, "call");
+                entities.push(
+                    Entity::new_with_tags(id.clone(), HashMap::new(), HashSet::new(), tags)
+                        .map_err(entity_error)?,
+                );
+                context.push((name.to_owned(), RestrictedExpression::new_entity_uid(id)));
             }
         }
     }
-    let entities = base
-        .clone()
-        .add_entities(
-            [
-                Entity::new_with_tags(arguments.clone(), HashMap::new(), HashSet::new(), arg_tags)
-                    .map_err(entity_error)?,
-                Entity::new_with_tags(numbers.clone(), HashMap::new(), HashSet::new(), num_tags)
-                    .map_err(entity_error)?,
-            ],
-            None,
+
+    // A record with the fields that are read.
+    let record = |part: &Part, fields: Vec<(&str, RestrictedExpression)>| {
+        RestrictedExpression::new_record(
+            fields
+                .into_iter()
+                .filter(|(k, _)| part.wants(k))
+                .map(|(k, v)| (k.to_owned(), v)),
         )
-        .map_err(|e| e.to_string())?;
-    let record = |pairs: Vec<(&str, RestrictedExpression)>| {
-        RestrictedExpression::new_record(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)))
-            .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
     };
     let day_ms = 86_400_000;
     let (guardrail_id, guardrail_mode) = match facts.guardrail {
         Some((id, mode)) => (id, mode.as_str()),
         None => ("", "none"),
     };
-    let context = Context::from_pairs([
-        (
-            "args".to_owned(),
-            RestrictedExpression::new_entity_uid(arguments),
-        ),
-        (
-            "numbers".to_owned(),
-            RestrictedExpression::new_entity_uid(numbers),
-        ),
-        ("effect".to_owned(), s(facts.effect.as_str())),
-        (
-            "cost_cents".to_owned(),
-            RestrictedExpression::new_long(facts.cost_cents),
-        ),
-        (
-            "spent_today_cents".to_owned(),
-            RestrictedExpression::new_long(facts.spent_today_cents),
-        ),
-        (
-            "agent_spent_today_cents".to_owned(),
-            RestrictedExpression::new_long(facts.agent_spent_today_cents),
-        ),
-        (
-            "limits".to_owned(),
-            record(vec![
-                (
-                    "per_action_cents",
-                    RestrictedExpression::new_long(settings.money.per_action_cents),
-                ),
-                (
-                    "per_day_cents",
-                    RestrictedExpression::new_long(settings.money.per_day_cents),
-                ),
-                (
-                    "per_agent_day_cents",
-                    RestrictedExpression::new_long(settings.money.per_agent_day()),
-                ),
-            ])?,
-        ),
-        (
-            "session".to_owned(),
-            record(vec![
-                ("read_classes", strings(facts.session_read_classes)),
-                ("reads", RestrictedExpression::new_long(facts.session_reads)),
-                (
-                    "has_session",
-                    RestrictedExpression::new_bool(facts.has_session),
-                ),
-            ])?,
-        ),
-        (
-            "escalate_classes".to_owned(),
-            strings(&settings.escalation.classes),
-        ),
-        (
-            "guardrail".to_owned(),
-            record(vec![
-                (
-                    "covered",
-                    RestrictedExpression::new_bool(facts.guardrail.is_some()),
-                ),
-                ("id", s(guardrail_id)),
-                ("mode", s(guardrail_mode)),
-            ])?,
-        ),
-        (
-            "definition_changed".to_owned(),
-            RestrictedExpression::new_bool(facts.definition_changed),
-        ),
-        (
-            "stated_reason".to_owned(),
-            RestrictedExpression::new_bool(facts.stated_reason),
-        ),
-        (
-            "hour_utc".to_owned(),
-            RestrictedExpression::new_long(facts.now.rem_euclid(day_ms) / 3_600_000),
-        ),
-        (
-            // 1970-01-01 was a Thursday; 0 = Monday.
-            "weekday".to_owned(),
-            RestrictedExpression::new_long((facts.now.div_euclid(day_ms) + 3).rem_euclid(7)),
-        ),
-    ])
+    let attrs: [(&str, &BuildAttr<'_>); 12] = [
+        ("effect", &|_| Ok(s(facts.effect.as_str()))),
+        ("cost_cents", &|_| Ok(long(facts.cost_cents))),
+        ("spent_today_cents", &|_| Ok(long(facts.spent_today_cents))),
+        ("agent_spent_today_cents", &|_| {
+            Ok(long(facts.agent_spent_today_cents))
+        }),
+        ("limits", &|part| {
+            let money = &settings.money;
+            record(
+                part,
+                vec![
+                    ("per_action_cents", long(money.per_action_cents)),
+                    ("per_day_cents", long(money.per_day_cents)),
+                    ("per_agent_day_cents", long(money.per_agent_day())),
+                ],
+            )
+        }),
+        ("session", &|part| {
+            record(
+                part,
+                vec![
+                    ("read_classes", strings(facts.session_read_classes)),
+                    ("reads", long(facts.session_reads)),
+                    ("has_session", boolean(facts.has_session)),
+                ],
+            )
+        }),
+        ("escalate_classes", &|_| {
+            Ok(strings(&settings.escalation.classes))
+        }),
+        ("guardrail", &|part| {
+            record(
+                part,
+                vec![
+                    ("covered", boolean(facts.guardrail.is_some())),
+                    ("id", s(guardrail_id)),
+                    ("mode", s(guardrail_mode)),
+                ],
+            )
+        }),
+        ("definition_changed", &|_| {
+            Ok(boolean(facts.definition_changed))
+        }),
+        ("stated_reason", &|_| Ok(boolean(facts.stated_reason))),
+        ("hour_utc", &|_| {
+            Ok(long(facts.now.rem_euclid(day_ms) / 3_600_000))
+        }),
+        // 1970-01-01 was a Thursday; 0 = Monday.
+        ("weekday", &|_| {
+            Ok(long((facts.now.div_euclid(day_ms) + 3).rem_euclid(7)))
+        }),
+    ];
+    for (name, build) in attrs {
+        if let Some(part) = reads.part(name) {
+            context.push((name.to_owned(), build(part)?));
+        }
+    }
+    let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
+    let request = Request::new(
+        uid(&t.agent, facts.agent),
+        uid(&t.action, facts.effect.as_str()),
+        uid(&t.tool, &format!("{}/{}", facts.connection, facts.tool)),
+        context,
+        None,
+    )
     .map_err(|e| e.to_string())?;
-    let request = Request::new(agent, action, tool, context, None).map_err(|e| e.to_string())?;
+    let entities = match base {
+        Some(base) if entities.is_empty() => Cow::Borrowed(base),
+        Some(base) => Cow::Owned(
+            base.clone()
+                .add_entities(entities, None)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => Cow::Owned(
+            Entities::empty()
+                .add_entities(entities, None)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     Ok((request, entities))
 }

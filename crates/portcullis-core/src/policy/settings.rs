@@ -238,6 +238,13 @@ impl PolicySettings {
         {
             return Err("money caps must not be negative".into());
         }
+        for class in &self.escalation.classes {
+            if class.is_empty() || class.len() > 64 || class.chars().any(char::is_control) {
+                return Err(format!(
+                    "escalation class {class:?} must be 1–64 characters without control characters"
+                ));
+            }
+        }
         for (point, settings) in &self.points {
             if !settings.enabled && !point.can_disable() {
                 return Err(format!(
@@ -317,6 +324,8 @@ mod tests {
             r#"{"points":{"production":{"approvers":{"required":2,"approvers":["alice"]}}}}"#,
             r#"{"money":{"per_action_cents":-1,"per_day_cents":5}}"#,
             r#"{"surprise":1}"#,
+            r#"{"escalation":{"classes":[""]}}"#,
+            r#"{"escalation":{"classes":["a\nb"]}}"#,
         ] {
             let parsed: Result<PolicySettings, _> = serde_json::from_str(bad);
             assert!(

@@ -1,10 +1,12 @@
-//! Decision latency: one policy evaluation (facts → Cedar request → two sliced sets) with 10,
-//! 100 and 1,000 policies in the tenant. Run with
+//! Decision latency: one `Engine::evaluate` (slice lookup, then the fast evaluator or Cedar)
+//! with 10, 100 and 1,000 policies in the tenant. Run with
 //! `cargo bench -p portcullis-core --bench decision`.
 //!
 //! "spread": policies scoped to 100 tools (90 %) or to one agent on any tool (10 %), with
-//! argument conditions — a tenant's set as it grows. "one tool": every policy scoped to the
-//! tool being called, the worst case slicing cannot help with.
+//! argument conditions — a tenant's set as it grows. "spread, Cedar": the same, but a third of
+//! the tool policies are scoped `principal in Tenant` (outside the fast evaluator's subset), so
+//! the called tool's slice is decided by Cedar. "one tool": every policy scoped to the tool
+//! being called, the worst case slicing cannot help with.
 
 // The allocator the `portcullis` binary runs with.
 #[global_allocator]
@@ -16,7 +18,7 @@ use portcullis_core::profile::ToolProfile;
 use std::hint::black_box;
 use std::time::Instant;
 
-fn policy(i: usize, tool: &str) -> String {
+fn policy(i: usize, tool: &str, cedar: bool) -> String {
     match i % 3 {
         0 => format!(
             "@id(\"p{i}\") forbid (principal, action, resource == Portcullis::Tool::\"{tool}\") when {{ context.numbers.hasTag(\"amount_cents\") && context.numbers.getTag(\"amount_cents\") > {} }};\n",
@@ -25,24 +27,36 @@ fn policy(i: usize, tool: &str) -> String {
         1 => format!(
             "@id(\"p{i}\") @hold forbid (principal, action, resource == Portcullis::Tool::\"{tool}\") when {{ context.args.hasTag(\"to\") && context.args.getTag(\"to\") like \"*@blocked{i}.test\" }};\n"
         ),
+        _ if cedar => format!(
+            "@id(\"p{i}\") forbid (principal in Portcullis::Tenant::\"acme\", action, resource == Portcullis::Tool::\"{tool}\") when {{ context.cost_cents > {} }};\n",
+            1_000_000 + i
+        ),
         _ => format!(
             "@id(\"p{i}\") forbid (principal == Portcullis::Agent::\"agent-{i}\", action, resource == Portcullis::Tool::\"{tool}\");\n"
         ),
     }
 }
 
-fn document(n: usize, spread: bool) -> PolicyDocument {
+fn document(n: usize, spread: bool, cedar_path: bool) -> PolicyDocument {
     let mut cedar = String::new();
     for i in 0..n {
         if !spread {
-            cedar.push_str(&policy(i, "billing/issue_refund"));
+            cedar.push_str(&policy(i, "billing/issue_refund", false));
         } else if i % 10 == 9 {
             cedar.push_str(&format!(
                 "@id(\"p{i}\") forbid (principal == Portcullis::Agent::\"agent-{i}\", action, resource);\n"
             ));
         } else {
-            cedar.push_str(&policy(i, &format!("conn{}/tool{}", i % 10, i % 100)));
+            cedar.push_str(&policy(
+                i,
+                &format!("conn{}/tool{}", i % 10, i % 100),
+                cedar_path,
+            ));
         }
+    }
+    if cedar_path {
+        // At every size, one policy on the called tool outside the fast subset.
+        cedar.push_str("@id(\"tenant-wide\") forbid (principal in Portcullis::Tenant::\"acme\", action, resource == Portcullis::Tool::\"conn3/tool13\") when { context.cost_cents > 5000000 };\n");
     }
     PolicyDocument {
         cedar,
@@ -65,25 +79,22 @@ fn main() {
     let read_classes = vec!["customer".to_owned()];
     println!("| policies | layout | p50 µs | p99 µs | max µs | outcome |");
     println!("|---:|---|---:|---:|---:|---|");
-    // `-- spread` or `-- one` runs one layout only, `-- 1000` one size (for profiling).
-    let only: Option<bool> = std::env::args().skip(1).find_map(|a| match a.as_str() {
-        "spread" => Some(true),
-        "one" => Some(false),
-        _ => None,
-    });
+    // `-- spread`, `-- cedar` or `-- one` runs one layout only, `-- 1000` one size (for
+    // profiling).
+    let only: Option<&str> = std::env::args()
+        .skip(1)
+        .find_map(|a| ["spread", "cedar", "one"].into_iter().find(|l| *l == a));
     let size: Option<usize> = std::env::args().skip(1).find_map(|a| a.parse().ok());
-    for (n, spread) in [
-        (10, true),
-        (100, true),
-        (1000, true),
-        (10, false),
-        (100, false),
-        (1000, false),
-    ] {
-        if only.is_some_and(|o| o != spread) || size.is_some_and(|s| s != n) {
+    for (n, layout) in [10, 100, 1000]
+        .into_iter()
+        .flat_map(|n| ["spread", "cedar", "one"].map(|layout| (n, layout)))
+    {
+        if only.is_some_and(|o| o != layout) || size.is_some_and(|s| s != n) {
             continue;
         }
-        let engine = Engine::compile(&document(n, spread)).expect("bench policies compile");
+        let spread = layout != "one";
+        let engine = Engine::compile(&document(n, spread, layout == "cedar"))
+            .expect("bench policies compile");
         let (connection, tool) = if spread {
             ("conn3", "tool13")
         } else {
@@ -123,7 +134,11 @@ fn main() {
         samples.sort_unstable();
         println!(
             "| {n} | {} | {:.1} | {:.1} | {:.1} | {:?} |",
-            if spread { "spread" } else { "one tool" },
+            match layout {
+                "spread" => "spread",
+                "cedar" => "spread, Cedar",
+                _ => "one tool",
+            },
             percentile(&samples, 0.5),
             percentile(&samples, 0.99),
             *samples.last().unwrap() as f64 / 1000.0,

@@ -15,7 +15,10 @@
 //! out) and slices are cached, so unrelated policies cost nothing per call.
 
 mod builtin;
+#[cfg(test)]
+mod differential;
 pub mod english;
+mod fast;
 pub mod settings;
 pub mod table;
 
@@ -27,9 +30,9 @@ use crate::effect::EffectClass;
 use crate::guardrail::GuardrailMode;
 use crate::profile::ToolProfile;
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, ResourceConstraint, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, Request, ResourceConstraint, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -169,6 +172,9 @@ pub struct Rule {
     /// A tenant forbid whose scopes slicing decides entirely: its conditions as one Cedar
     /// expression (JSON form), so a slice can check several such policies in one go.
     condition: Option<serde_json::Value>,
+    /// The conditions compiled for [`fast`], when every scope is lifted and the conditions
+    /// stay inside its subset.
+    fast: Option<fast::Expr>,
     scope: Scope,
     /// `principal == Agent::"name"`: only that agent's calls.
     agent: Option<String>,
@@ -217,7 +223,18 @@ struct Slice {
     /// one by one to name them. Most calls match no tenant forbid, so most pay one
     /// evaluation per group instead of one per policy.
     groups: Vec<Group>,
+    /// Every per-call policy (indices into the engine's rules) when all of them compile for
+    /// [`fast`]; the slice is then decided without Cedar's request.
+    fast: Option<Vec<usize>>,
     base: Entities,
+}
+
+/// What the per-call policies of a slice came to for one call.
+#[derive(Debug, Default)]
+struct Found {
+    matched: Vec<String>,
+    /// Policy id and error message.
+    failed: Vec<(String, String)>,
 }
 
 /// Several tenant forbids of one kind, checked as one (see [`Slice`]).
@@ -425,7 +442,8 @@ impl Engine {
         let mut reads = ContextReads::default();
         let mut reads_entities = false;
         let (mut deny_group, mut hold_group) = (Vec::new(), Vec::new());
-        for rule in &self.rules {
+        let mut fast = Some(Vec::new());
+        for (index, rule) in self.rules.iter().enumerate() {
             if !rule.applies(facts.connection, &tool_key, facts.agent, facts.effect) {
                 continue;
             }
@@ -443,6 +461,10 @@ impl Engine {
             }
             reads.extend(&rule.reads);
             reads_entities |= rule.reads_entities;
+            fast = fast.filter(|_| rule.fast.is_some()).map(|mut rules| {
+                rules.push(index);
+                rules
+            });
             if rule.condition.is_some() {
                 match rule.kind {
                     Kind::Deny => deny_group.push(rule),
@@ -477,6 +499,7 @@ impl Engine {
             reads,
             reads_entities,
             groups,
+            fast,
             base,
         });
         let mut slices = self.slices.write().unwrap_or_else(|e| e.into_inner());
@@ -489,32 +512,46 @@ impl Engine {
 
     /// Decide one call. Deny beats hold beats allow; any evaluation error denies.
     pub fn evaluate(&self, facts: &CallFacts<'_>) -> Evaluation {
-        let unusable = |e: String| {
-            self.finish(
-                Outcome::Deny,
-                Vec::new(),
-                vec![format!(
-                    "the call's facts could not be given to the policy engine: {e}"
-                )],
-            )
-        };
         let slice = match self.slice(facts) {
             Ok(slice) => slice,
-            Err(e) => return unusable(e),
+            Err(e) => return self.unusable(e),
         };
+        let found = match &slice.fast {
+            Some(rules) => self.match_fast(rules, &slice, facts),
+            None => self.match_cedar(&slice, facts),
+        };
+        let evaluation = self.conclude(&slice, found);
+        // Cedar is the reference: in debug builds (every test), check the fast path against it.
+        #[cfg(debug_assertions)]
+        if slice.fast.is_some() {
+            let cedar = self.conclude(&slice, self.match_cedar(&slice, facts));
+            assert_eq!(
+                (cedar.outcome, &cedar.policies),
+                (evaluation.outcome, &evaluation.policies),
+                "the fast path and Cedar disagree on {facts:?}: {evaluation:?} vs {cedar:?}"
+            );
+        }
+        evaluation
+    }
+
+    fn unusable(&self, e: String) -> Evaluation {
+        self.finish(
+            Outcome::Deny,
+            Vec::new(),
+            vec![format!(
+                "the call's facts could not be given to the policy engine: {e}"
+            )],
+        )
+    }
+
+    /// The per-call policies that match and those that err, by Cedar. One evaluation covers
+    /// them all (groups are expanded only when they match or err).
+    fn match_cedar(&self, slice: &Slice, facts: &CallFacts<'_>) -> Result<Found, String> {
         let base = slice.reads_entities.then_some(&slice.base);
-        let (request, entities) = match request(facts, &self.document.settings, &slice.reads, base)
-        {
-            Ok(built) => built,
-            Err(e) => return unusable(e),
-        };
-        // One evaluation of the context-dependent policies; the context-free ones were decided
-        // when the slice was cut. A deny names every matching forbid; deny-kind ones win over
-        // `@hold` ones.
+        let (request, entities) = request(facts, &self.document.settings, &slice.reads, base)?;
         let response = self
             .authorizer
             .is_authorized(&request, &slice.set, &entities);
-        let allowed = response.decision() == CedarDecision::Allow;
         let mut failed = errors(&response);
         let mut matched: Vec<String> = response
             .diagnostics()
@@ -545,20 +582,54 @@ impl Engine {
                 ));
             }
         }
+        Ok(Found { matched, failed })
+    }
+
+    /// The same, by the [`fast`] evaluator.
+    fn match_fast(
+        &self,
+        rules: &[usize],
+        slice: &Slice,
+        facts: &CallFacts<'_>,
+    ) -> Result<Found, String> {
+        let args = slice.reads.part("args");
+        let view = fast::Facts::new(facts, &self.document.settings, |key| {
+            args.is_some_and(|part| part.wants(key))
+        })?;
+        let mut found = Found::default();
+        for rule in rules.iter().map(|i| &self.rules[*i]) {
+            let Some(condition) = &rule.fast else {
+                continue;
+            };
+            match view.holds(condition) {
+                Ok(true) => found.matched.push(rule.id.clone()),
+                Ok(false) => {}
+                Err(e) => found.failed.push((
+                    rule.id.clone(),
+                    format!("error while evaluating policy `{}`: {e}", rule.id),
+                )),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Combine the slice's context-free decisions with the per-call ones: any error denies,
+    /// then deny-forbids beat hold-forbids beat permits.
+    fn conclude(&self, slice: &Slice, found: Result<Found, String>) -> Evaluation {
+        let Found { matched, failed } = match found {
+            Ok(found) => found,
+            Err(e) => return self.unusable(e),
+        };
         if !failed.is_empty() {
             let (ids, messages) = failed.into_iter().unzip();
             return self.finish(Outcome::Deny, ids, messages);
         }
-        let (mut permits, mut forbids): (Vec<String>, Vec<String>) = slice
+        let (permits, forbids): (Vec<String>, Vec<String>) = slice
             .constant
             .iter()
             .cloned()
+            .chain(matched)
             .partition(|id| self.rule(id).is_some_and(|r| r.kind == Kind::Permit));
-        if allowed {
-            permits.extend(matched);
-        } else {
-            forbids.extend(matched);
-        }
         if forbids.is_empty() {
             if permits.is_empty() {
                 return self.finish(
@@ -799,6 +870,11 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
     let reads_entities = est["principal"]["op"] != "All"
         || est["resource"]["op"] != "All"
         || reads_entities(&est["conditions"]);
+    let fast = (est["principal"]["op"] == "All"
+        && est["resource"]["op"] == "All"
+        && est["action"]["op"] == "All")
+        .then(|| fast::compile(&est["conditions"]))
+        .flatten();
     let condition = (!builtin
         && kind != Kind::Permit
         && est["principal"]["op"] == "All"
@@ -819,6 +895,7 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         reads,
         reads_entities,
         condition,
+        fast,
         scope,
         agent,
         actions,

@@ -107,6 +107,9 @@ fn bool_leaf() -> impl Strategy<Value = String> {
             "action == Portcullis::Action::\"send\"",
             "Portcullis::Action::\"deploy\" == action",
             "action != Portcullis::Action::\"read\"",
+            "context has limits.per_day_cents",
+            "context has guardrail.covered",
+            "{\"has\": 0, \"a\": context.args}.a.hasTag(\"to\")",
         ])
         .prop_map(String::from),
         key().prop_map(|k| format!("context.args.hasTag(\"{k}\")")),
@@ -555,4 +558,127 @@ fn context_reads_name_what_is_read() {
         r#"forbid (principal, action, resource) when { context == context };"#,
     ));
     assert!(all.all);
+}
+
+/// A call with these facts; everything else empty.
+fn simple_call<'a>(
+    profile: &'a ToolProfile,
+    arguments: &'a serde_json::Value,
+    agent: &'a str,
+    tool: &'a str,
+    effect: EffectClass,
+    cost: i64,
+) -> CallFacts<'a> {
+    CallFacts {
+        tenant: "acme",
+        agent,
+        agent_owner: None,
+        connection: "mail",
+        tool,
+        effect,
+        profile,
+        arguments,
+        cost_cents: cost,
+        spent_today_cents: 0,
+        agent_spent_today_cents: 0,
+        session_read_classes: &[],
+        session_reads: 0,
+        has_session: false,
+        guardrail: None,
+        definition_changed: false,
+        stated_reason: false,
+        now: 0,
+    }
+}
+
+fn compiled(cedar: &str) -> Engine {
+    Engine::compile(&PolicyDocument {
+        cedar: cedar.into(),
+        settings: PolicySettings::default(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_has_path_reads_the_whole_attribute() {
+    let profile = ToolProfile::default();
+    let none = serde_json::Value::Null;
+    for condition in [
+        "context has limits.per_day_cents && context.cost_cents > 100",
+        "context.guardrail.mode == \"none\" && context has guardrail.covered",
+    ] {
+        let engine = compiled(&format!(
+            "@id(\"p\") forbid (principal, action, resource) when {{ {condition} }};"
+        ));
+        let call = simple_call(&profile, &none, "agent-a", "send", EffectClass::Read, 500);
+        let evaluation = engine.evaluate(&call);
+        assert_eq!(
+            (evaluation.outcome, evaluation.policies),
+            (Outcome::Deny, vec!["p".to_owned()]),
+            "{condition}"
+        );
+    }
+}
+
+#[test]
+fn testing_an_actions_groups_in_a_condition_is_refused() {
+    for condition in [
+        "action in Portcullis::Action::\"effect\"",
+        "action is Portcullis::Action in Portcullis::Action::\"effect\"",
+        "(if true then action else action) in Portcullis::Action::\"effect\"",
+        "Portcullis::Action::\"send\" in Portcullis::Action::\"effect\"",
+    ] {
+        let refused = Engine::compile(&PolicyDocument {
+            cedar: format!(
+                "@id(\"p\") forbid (principal, action, resource) when {{ {condition} }};"
+            ),
+            settings: PolicySettings::default(),
+        });
+        let problems = match refused {
+            Err(e) => e.problems.join("\n"),
+            Ok(_) => panic!("accepted: {condition}"),
+        };
+        assert!(
+            problems.contains("action's groups") || problems.contains("validation"),
+            "{condition}: {problems}"
+        );
+    }
+}
+
+#[test]
+fn a_record_literal_cannot_hide_an_argument_read() {
+    let engine = compiled(
+        r#"@id("p") forbid (principal, action, resource) when {
+            context.args.hasTag("x") || {"has": 0, "a": context.args}.a.hasTag("secret") };"#,
+    );
+    let profile = ToolProfile::default();
+    let arguments = serde_json::json!({"secret": "s"});
+    let call = simple_call(
+        &profile,
+        &arguments,
+        "agent-a",
+        "send",
+        EffectClass::Read,
+        0,
+    );
+    let evaluation = engine.evaluate(&call);
+    assert_eq!(
+        (evaluation.outcome, evaluation.policies),
+        (Outcome::Deny, vec!["p".to_owned()])
+    );
+}
+
+#[test]
+fn names_with_separators_cannot_share_a_slice() {
+    // With plain separators these two calls had the same cache key: the first cut a slice
+    // without the forbid, which the second then reused.
+    let engine = compiled(
+        "@id(\"p\") forbid (principal == Portcullis::Agent::\"b\", action, resource == Portcullis::Tool::\"mail/t\\0a\");",
+    );
+    let profile = ToolProfile::default();
+    let none = serde_json::Value::Null;
+    let first = simple_call(&profile, &none, "a\0b", "t", EffectClass::Read, 0);
+    assert_eq!(engine.evaluate(&first).outcome, Outcome::Allow);
+    let second = simple_call(&profile, &none, "b", "t\0a", EffectClass::Read, 0);
+    assert_eq!(engine.evaluate(&second).outcome, Outcome::Deny);
 }

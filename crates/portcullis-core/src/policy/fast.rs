@@ -227,7 +227,19 @@ fn action_literal(value: &serde_json::Value) -> Option<&str> {
         .flatten()
 }
 
+/// Deeper conditions are left to Cedar (which bounds its own recursion), so evaluation here
+/// cannot exhaust the stack.
+const MAX_DEPTH: usize = 48;
+
 fn expr(value: &serde_json::Value) -> Option<(Expr, Ty)> {
+    expr_at(value, 0)
+}
+
+fn expr_at(value: &serde_json::Value, depth: usize) -> Option<(Expr, Ty)> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let expr = |v: &serde_json::Value| expr_at(v, depth + 1);
     let map = value.as_object()?;
     if map.len() != 1 {
         return None;

@@ -37,6 +37,7 @@ use cedar_policy::{
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, RwLock};
 
@@ -411,7 +412,9 @@ impl Engine {
         let tool_key = format!("{}/{}", facts.connection, facts.tool);
         let mut key = String::with_capacity(128);
         // The tenant too: tenants with identical documents share one engine, and the slice's
-        // base entities place the agent in its tenant.
+        // base entities place the agent in its tenant. Each part is length-prefixed, so no
+        // name (whatever characters it holds) can make two different calls share a key.
+        let _ = write!(key, "{}:", facts.profile.tags.len());
         for part in [
             facts.tenant,
             tool_key.as_str(),
@@ -421,11 +424,9 @@ impl Engine {
         ]
         .into_iter()
         .chain(facts.profile.tags.iter().map(String::as_str))
-        .chain(["\u{1}"])
         .chain(facts.profile.data_classes.iter().map(String::as_str))
         {
-            key.push_str(part);
-            key.push('\u{0}');
+            let _ = write!(key, "{}:{part}", part.len());
         }
         if let Some(slice) = self
             .slices
@@ -849,7 +850,7 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         .map_err(|e| format!("policy `{id}`: {e}"))?;
     if mentions_action_in(&est["conditions"]) {
         return Err(format!(
-            "policy `{id}`: `action in …` inside a condition is not supported; scope actions in the policy head (`action in [...]`) or compare with `action == …`"
+            "policy `{id}`: testing an action's groups (`in`) inside a condition is not supported; scope actions in the policy head (`action in [...]`) or compare with `action == …`"
         ));
     }
     if names_argument_entity(&est) {
@@ -1033,20 +1034,32 @@ impl ContextReads {
                     self.all = true;
                     return;
                 }
+                // A record literal's keys are names, not operations.
+                if let Some(fields) = map.get("Record").and_then(|r| r.as_object()) {
+                    fields.values().for_each(|v| self.walk(v));
+                    return;
+                }
                 for op in [".", "has"] {
                     let Some(access) = map.get(op) else { continue };
-                    let attr = access["attr"].as_str().unwrap_or_default();
+                    // `has a.b` names a path: take the whole of its first attribute.
+                    let (attr, path) = match &access["attr"] {
+                        serde_json::Value::Array(path) => (
+                            path.first().and_then(|a| a.as_str()).unwrap_or_default(),
+                            true,
+                        ),
+                        attr => (attr.as_str().unwrap_or_default(), false),
+                    };
                     if access["left"] == serde_json::json!({ "Var": "context" }) {
                         // `context.x` used as a value takes all of it; `context has x` only
                         // needs it present.
-                        let need = if op == "has" {
+                        let need = if op == "has" && !path {
                             Need::Present
                         } else {
                             Need::Whole
                         };
                         self.read(attr, need);
                     } else if let Some(outer) = context_attr(&access["left"]) {
-                        self.read(outer, Need::Part(attr));
+                        self.read(outer, if path { Need::Whole } else { Need::Part(attr) });
                     } else {
                         self.walk(&access["left"]);
                     }
@@ -1166,13 +1179,29 @@ fn fixed_request(facts: &CallFacts<'_>) -> Result<Request, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Whether a condition tests `action in …` (which needs the action hierarchy; see
-/// [`Rule`]'s `evaluated`).
+/// Whether a condition tests hierarchy membership (`in`, `is … in`) of an action: its left
+/// side mentions `action` or an action literal (see [`Rule`]'s `evaluated`: the per-call
+/// entities hold no action hierarchy, so such a test would quietly compare equality).
 fn mentions_action_in(value: &serde_json::Value) -> bool {
+    fn mentions_action(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.get("Var").and_then(|v| v.as_str()) == Some("action")
+                    || map
+                        .get("__entity")
+                        .is_some_and(|e| e["type"] == "Portcullis::Action")
+                    || map.values().any(mentions_action)
+            }
+            serde_json::Value::Array(items) => items.iter().any(mentions_action),
+            _ => false,
+        }
+    }
     match value {
         serde_json::Value::Object(map) => {
-            map.get("in")
-                .is_some_and(|e| e["left"] == serde_json::json!({ "Var": "action" }))
+            map.get("in").is_some_and(|e| mentions_action(&e["left"]))
+                || map
+                    .get("is")
+                    .is_some_and(|e| e.get("in").is_some() && mentions_action(&e["left"]))
                 || map.values().any(mentions_action_in)
         }
         serde_json::Value::Array(items) => items.iter().any(mentions_action_in),

@@ -170,6 +170,9 @@ fn policy(n: usize) -> impl Strategy<Value = String> {
             "principal, action, resource",
             "principal == Portcullis::Agent::\"agent-a\", action, resource",
             "principal, action in [Portcullis::Action::\"send\", Portcullis::Action::\"spend\"], resource",
+            "principal, action in Portcullis::Action::\"effect\", resource",
+            "principal, action == Portcullis::Action::\"effect\", resource",
+            "principal, action == Portcullis::Action::\"publish\", resource",
             "principal, action, resource == Portcullis::Tool::\"mail/send\"",
             "principal, action, resource in Portcullis::Connection::\"mail\"",
             // Outside what slicing decides: kept for Cedar.
@@ -681,4 +684,20 @@ fn names_with_separators_cannot_share_a_slice() {
     assert_eq!(engine.evaluate(&first).outcome, Outcome::Allow);
     let second = simple_call(&profile, &none, "b", "t\0a", EffectClass::Read, 0);
     assert_eq!(engine.evaluate(&second).outcome, Outcome::Deny);
+}
+
+#[test]
+fn action_equal_to_the_group_matches_no_call() {
+    // Cedar: a call's action is never the `effect` group itself, so `==` never matches.
+    let Ok(engine) = Engine::compile(&PolicyDocument {
+        cedar: r#"@id("p") forbid (principal, action == Portcullis::Action::"effect", resource);"#
+            .into(),
+        settings: PolicySettings::default(),
+    }) else {
+        return; // refused by validation: nothing can go wrong
+    };
+    let profile = ToolProfile::default();
+    let none = serde_json::Value::Null;
+    let call = simple_call(&profile, &none, "agent-a", "send", EffectClass::Send, 0);
+    assert!(!engine.evaluate(&call).policies.contains(&"p".to_owned()));
 }

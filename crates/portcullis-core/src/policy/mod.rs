@@ -832,17 +832,21 @@ fn rule(policy: &Policy, n: usize, builtin: bool) -> Result<Rule, String> {
         }
         _ => None,
     };
-    let class = |uid: &EntityUid| -> Vec<EffectClass> {
+    // `in` admits a group's members; `==` only the action itself (a call's action is never
+    // the `effect` group, so `action == Action::"effect"` admits nothing, as in Cedar).
+    let class = |uid: &EntityUid, members: bool| -> Vec<EffectClass> {
         let name = uid.id().unescaped();
         EffectClass::ALL
             .into_iter()
-            .filter(|c| c.as_str() == name || (name == "effect" && c.is_effect()))
+            .filter(|c| c.as_str() == name || (members && name == "effect" && c.is_effect()))
             .collect()
     };
     let actions = match policy.action_constraint() {
         cedar_policy::ActionConstraint::Any => None,
-        cedar_policy::ActionConstraint::Eq(uid) => Some(class(&uid)),
-        cedar_policy::ActionConstraint::In(uids) => Some(uids.iter().flat_map(class).collect()),
+        cedar_policy::ActionConstraint::Eq(uid) => Some(class(&uid, false)),
+        cedar_policy::ActionConstraint::In(uids) => {
+            Some(uids.iter().flat_map(|uid| class(uid, true)).collect())
+        }
     };
     let policy = policy.new_id(PolicyId::new(&id));
     let mut est = policy

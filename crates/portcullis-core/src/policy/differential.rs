@@ -210,6 +210,31 @@ struct Call {
     now: i64,
 }
 
+impl Call {
+    fn facts<'a>(&'a self, profile: &'a ToolProfile) -> CallFacts<'a> {
+        CallFacts {
+            tenant: "acme",
+            agent: self.agent,
+            agent_owner: self.owner,
+            connection: self.connection,
+            tool: self.tool,
+            effect: self.effect,
+            profile,
+            arguments: &self.arguments,
+            cost_cents: self.cost,
+            spent_today_cents: self.spent,
+            agent_spent_today_cents: self.agent_spent,
+            session_read_classes: &self.read,
+            session_reads: self.reads,
+            has_session: true,
+            guardrail: self.guardrail.then_some(("grd_1", GuardrailMode::Auto)),
+            definition_changed: self.changed,
+            stated_reason: self.reason,
+            now: self.now,
+        }
+    }
+}
+
 fn subset(of: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
     prop::sample::subsequence(of.to_vec(), 0..=of.len())
         .prop_map(|v| v.into_iter().map(String::from).collect())
@@ -282,26 +307,7 @@ fn call() -> impl Strategy<Value = Call> {
 
 /// Decide `call` both ways; `None` when the slice is not on the fast path.
 fn both(engine: &Engine, call: &Call, profile: &ToolProfile) -> Option<(Evaluation, Evaluation)> {
-    let facts = CallFacts {
-        tenant: "acme",
-        agent: call.agent,
-        agent_owner: call.owner,
-        connection: call.connection,
-        tool: call.tool,
-        effect: call.effect,
-        profile,
-        arguments: &call.arguments,
-        cost_cents: call.cost,
-        spent_today_cents: call.spent,
-        agent_spent_today_cents: call.agent_spent,
-        session_read_classes: &call.read,
-        session_reads: call.reads,
-        has_session: true,
-        guardrail: call.guardrail.then_some(("grd_1", GuardrailMode::Auto)),
-        definition_changed: call.changed,
-        stated_reason: call.reason,
-        now: call.now,
-    };
+    let facts = call.facts(profile);
     let slice = engine.slice(&facts).ok()?;
     let rules = slice.fast.clone()?;
     let fast = engine.conclude(&slice, engine.match_fast(&rules, &slice, &facts));
@@ -314,26 +320,7 @@ fn both(engine: &Engine, call: &Call, profile: &ToolProfile) -> Option<(Evaluati
 /// `None` when the full context cannot be built (an argument that has no canonical JSON, which
 /// the engine refuses only when a policy reads it).
 fn plain(engine: &Engine, call: &Call, profile: &ToolProfile) -> Option<(Outcome, Vec<String>)> {
-    let facts = CallFacts {
-        tenant: "acme",
-        agent: call.agent,
-        agent_owner: call.owner,
-        connection: call.connection,
-        tool: call.tool,
-        effect: call.effect,
-        profile,
-        arguments: &call.arguments,
-        cost_cents: call.cost,
-        spent_today_cents: call.spent,
-        agent_spent_today_cents: call.agent_spent,
-        session_read_classes: &call.read,
-        session_reads: call.reads,
-        has_session: true,
-        guardrail: call.guardrail.then_some(("grd_1", GuardrailMode::Auto)),
-        definition_changed: call.changed,
-        stated_reason: call.reason,
-        now: call.now,
-    };
+    let facts = call.facts(profile);
     let everything = ContextReads {
         all: true,
         attrs: BTreeMap::new(),
@@ -422,26 +409,7 @@ proptest! {
             }
             // Slicing, lifted scopes, pruned context, groups and the fast path together
             // against the plain set.
-            let evaluation = engine.evaluate(&CallFacts {
-                tenant: "acme",
-                agent: call.agent,
-                agent_owner: call.owner,
-                connection: call.connection,
-                tool: call.tool,
-                effect: call.effect,
-                profile: &profile,
-                arguments: &call.arguments,
-                cost_cents: call.cost,
-                spent_today_cents: call.spent,
-                agent_spent_today_cents: call.agent_spent,
-                session_read_classes: &call.read,
-                session_reads: call.reads,
-                has_session: true,
-                guardrail: call.guardrail.then_some(("grd_1", GuardrailMode::Auto)),
-                definition_changed: call.changed,
-                stated_reason: call.reason,
-                now: call.now,
-            });
+            let evaluation = engine.evaluate(&call.facts(&profile));
             let Some((outcome, policies)) = plain(&engine, call, &profile) else {
                 continue;
             };

@@ -381,7 +381,11 @@ fn plain(engine: &Engine, call: &Call, profile: &ToolProfile) -> Option<(Outcome
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases per run; `PROPTEST_CASES` asks for more (e.g. after a Cedar upgrade).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
 
     /// The fast evaluator and Cedar agree on outcome and deciding policies.
     #[test]

@@ -599,10 +599,13 @@ impl Engine {
         })?;
         let mut found = Found::default();
         for rule in rules.iter().map(|i| &self.rules[*i]) {
-            let Some(condition) = &rule.fast else {
-                continue;
+            // A slice lists only compiled rules; should one not be, it errs (and so denies)
+            // rather than being skipped.
+            let held = match &rule.fast {
+                Some(condition) => view.holds(condition),
+                None => Err("the policy was not compiled".into()),
             };
-            match view.holds(condition) {
+            match held {
                 Ok(true) => found.matched.push(rule.id.clone()),
                 Ok(false) => {}
                 Err(e) => found.failed.push((

@@ -461,26 +461,8 @@ fn a_policy_outside_the_subset_sends_its_slices_to_cedar() {
     .unwrap();
     assert!(engine.rule("tenant").unwrap().fast.is_none());
     let profile = ToolProfile::default();
-    let call = |cost| CallFacts {
-        tenant: "acme",
-        agent: "agent-a",
-        agent_owner: None,
-        connection: "mail",
-        tool: "send",
-        effect: EffectClass::Send,
-        profile: &profile,
-        arguments: &serde_json::Value::Null,
-        cost_cents: cost,
-        spent_today_cents: 0,
-        agent_spent_today_cents: 0,
-        session_read_classes: &[],
-        session_reads: 0,
-        has_session: false,
-        guardrail: None,
-        definition_changed: false,
-        stated_reason: false,
-        now: 0,
-    };
+    let none = serde_json::Value::Null;
+    let call = |cost| simple_call(&profile, &none, "agent-a", "send", EffectClass::Send, cost);
     assert!(engine.slice(&call(1)).unwrap().fast.is_none());
     assert_eq!(engine.evaluate(&call(6)).outcome, Outcome::Deny);
     assert_eq!(

@@ -21,7 +21,7 @@
 //! (overflow is an error), a missing tag is an error, and a comparison of different types is
 //! false.
 
-use super::{CallFacts, PolicySettings};
+use super::{CallFacts, PolicySettings, context_attr};
 use std::borrow::Cow;
 
 /// A compiled condition.
@@ -208,15 +208,6 @@ pub(super) fn compile(conditions: &serde_json::Value) -> Option<Expr> {
 
 fn boxed(e: Expr) -> Box<Expr> {
     Box::new(e)
-}
-
-/// `context.<attr>`, if `value` is exactly that.
-fn context_attr(value: &serde_json::Value) -> Option<&str> {
-    let access = value.get(".")?;
-    if access["left"] != serde_json::json!({ "Var": "context" }) {
-        return None;
-    }
-    access["attr"].as_str()
 }
 
 /// An action uid literal's name.
@@ -586,10 +577,6 @@ impl<'a> Facts<'a> {
         }
     }
 
-    fn bool(&'a self, e: &'a Expr) -> Result<bool> {
-        self.holds(e)
-    }
-
     fn long(&'a self, e: &'a Expr) -> Result<i64> {
         match self.eval(e)? {
             Value::Long(n) => Ok(n),
@@ -614,11 +601,11 @@ impl<'a> Facts<'a> {
                 .tag(*tags, key)
                 .ok_or_else(|| format!("the call has no argument `{key}`"))?,
             Expr::ActionIs(name) => Value::Bool(self.call.effect.as_str() == name),
-            Expr::Not(arg) => Value::Bool(!self.bool(arg)?),
+            Expr::Not(arg) => Value::Bool(!self.holds(arg)?),
             Expr::Neg(arg) => Value::Long(self.long(arg)?.checked_neg().ok_or("integer overflow")?),
             Expr::IsEmpty(arg) => Value::Bool(self.eval(arg)?.set_len_is_zero()),
             Expr::If(test, then, other) => {
-                if self.bool(test)? {
+                if self.holds(test)? {
                     self.eval(then)?
                 } else {
                     self.eval(other)?
@@ -644,8 +631,8 @@ impl<'a> Facts<'a> {
             Ok(Value::Bool(f(&a, &b)))
         };
         Ok(match op {
-            Op::And => Value::Bool(self.bool(left)? && self.bool(right)?),
-            Op::Or => Value::Bool(self.bool(left)? || self.bool(right)?),
+            Op::And => Value::Bool(self.holds(left)? && self.holds(right)?),
+            Op::Or => Value::Bool(self.holds(left)? || self.holds(right)?),
             Op::Eq => Value::Bool(equal(&self.eval(left)?, &self.eval(right)?)),
             Op::Lt => compare(i64::lt)?,
             Op::Le => compare(i64::le)?,

@@ -56,6 +56,14 @@ pub enum AuditKind {
     AmendmentProposed,
     AuditAmended,
     AmendmentRejected,
+    /// A tenant's request refused before anything changed (a program outside the catalog).
+    ConfigRefused,
+    AdminRevoked,
+    AdminRotated,
+    AdminChanged,
+    /// An approval's receipt was redeemed but no result was ever recorded (found at start-up
+    /// or by the periodic sweep); it is never re-run.
+    ExecutionUnknown,
 }
 
 impl AuditKind {
@@ -115,6 +123,11 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::AmendmentProposed, "amendment_proposed"),
     (AuditKind::AuditAmended, "audit_amended"),
     (AuditKind::AmendmentRejected, "amendment_rejected"),
+    (AuditKind::ConfigRefused, "config_refused"),
+    (AuditKind::AdminRevoked, "admin_revoked"),
+    (AuditKind::AdminRotated, "admin_rotated"),
+    (AuditKind::AdminChanged, "admin_changed"),
+    (AuditKind::ExecutionUnknown, "execution_unknown"),
 ];
 
 /// An event before the store gives it a place in the chain.

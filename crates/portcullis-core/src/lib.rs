@@ -14,6 +14,7 @@ pub mod keys;
 pub mod policy;
 pub mod profile;
 pub mod receipt;
+pub mod summary;
 pub mod token;
 
 /// Milliseconds since the Unix epoch. The core never reads the clock; callers pass `now`.

@@ -30,6 +30,10 @@ pub struct ToolProfile {
     /// the before-state the preview captured. Lets an approver propose the inverse action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<Revert>,
+    /// The arguments approvers should read first in a summary (a recipient, an amount).
+    /// Every other argument is still shown after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summary_keys: Vec<String>,
 }
 
 /// The inverse of a write, built from a captured before-state.

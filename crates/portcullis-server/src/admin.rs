@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::effect::EffectClass;
 use portcullis_core::id::*;
 use portcullis_core::token::{BearerSecret, TokenKind};
@@ -25,7 +26,12 @@ pub(crate) type ApiResult<T> = Result<Json<T>, ApiError>;
 pub fn router() -> Router<AppRef> {
     Router::new()
         .route("/tenants", post(create_tenant).get(list_tenants))
-        .route("/admins", post(create_admin))
+        .route("/admins", post(create_admin).get(list_admins))
+        .route("/admins/me", get(whoami))
+        .route("/admins/{admin}/revoke", post(revoke_admin))
+        .route("/admins/{admin}/rotate", post(rotate_admin))
+        .route("/admins/{admin}/expiry", put(set_admin_expiry))
+        .route("/programs", get(list_programs))
         .route(
             "/tenants/{tenant}/agents",
             post(create_agent).get(list_agents),
@@ -87,10 +93,11 @@ impl FromRequestParts<AppRef> for AdminContext {
         state: &AppRef,
     ) -> Result<Self, Self::Rejection> {
         state.metrics.request("admin");
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let ip = crate::auth::client_ip(peer, &parts.headers, &state.trusted_proxies);
         let header = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -187,6 +194,32 @@ struct AdminIn {
     name: String,
     role: String,
     tenant: Option<String>,
+    /// Life of the credential in seconds; none: until revoked.
+    ttl_secs: Option<u64>,
+}
+
+/// The longest a human's credential may be given at once (a year); rotate to extend.
+const MAX_ADMIN_TTL_SECS: u64 = 366 * 24 * 3600;
+
+fn admin_expiry(now: i64, ttl_secs: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match ttl_secs {
+        None => Ok(None),
+        Some(ttl) if ttl == 0 || ttl > MAX_ADMIN_TTL_SECS => Err(ApiError::BadRequest(format!(
+            "ttl_secs must be between 1 and {MAX_ADMIN_TTL_SECS}"
+        ))),
+        Some(ttl) => Ok(Some(now + ttl as i64 * 1000)),
+    }
+}
+
+/// A human as the API shows them: never a token or its hash.
+fn admin_json(admin: &Admin, tenant_name: Option<&str>) -> Value {
+    json!({
+        "id": admin.id, "name": admin.name, "role": admin.role,
+        "tenant": tenant_name, "tenant_id": admin.tenant,
+        "created_at": admin.created_at, "created_by": admin.created_by,
+        "expires_at": admin.expires_at, "rotated_at": admin.rotated_at,
+        "revoked_at": admin.revoked_at,
+    })
 }
 
 async fn create_admin(
@@ -199,7 +232,7 @@ async fn create_admin(
     let role = AdminRole::parse(&body.role)
         .ok_or_else(|| ApiError::BadRequest("role must be `admin` or `approver`".into()))?;
     let tenant = match &body.tenant {
-        Some(name) => Some(tenant_for(&state, &ctx, name).await?.id),
+        Some(name) => Some(tenant_for(&state, &ctx, name).await?),
         None if ctx.admin.tenant.is_some() => {
             return Err(ApiError::Forbidden(
                 "a tenant-scoped admin can only create humans in its tenant".into(),
@@ -207,6 +240,8 @@ async fn create_admin(
         }
         None => None,
     };
+    let now = state.clock.now();
+    let expires_at = admin_expiry(now, body.ttl_secs)?;
     let secret = BearerSecret::generate(TokenKind::Admin);
     let admin = state
         .store
@@ -214,15 +249,195 @@ async fn create_admin(
             NewAdmin {
                 name: &body.name,
                 role,
-                tenant: tenant.as_ref(),
+                tenant: tenant.as_ref().map(|t| &t.id),
                 token_hash: &secret.hash(),
+                created_by: &ctx.admin.name,
+                expires_at,
             },
             &ctx.actor(),
-            state.clock.now(),
+            now,
         )
         .await?;
+    Ok(Json(json!({
+        "admin": admin_json(&admin, tenant.as_ref().map(|t| t.name.as_str())),
+        "token": secret.expose(),
+        "note": "shown once; only its hash is stored",
+    })))
+}
+
+#[derive(Deserialize)]
+struct AdminsQuery {
+    tenant: Option<String>,
+}
+
+/// Humans this admin may manage: a tenant-scoped admin sees its tenant's; an unscoped admin
+/// sees everyone (or one tenant's with `?tenant=`).
+async fn list_admins(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<AdminsQuery>,
+) -> ApiResult<Vec<Value>> {
+    require_admin(&ctx)?;
+    let scope = match (&q.tenant, &ctx.admin.tenant) {
+        (Some(name), _) => Some(tenant_for(&state, &ctx, name).await?.id),
+        (None, scoped) => scoped.clone(),
+    };
+    let admins = state.store.list_admins(scope.as_ref()).await?;
+    let tenants = state.store.list_tenants().await?;
+    let name_of = |id: &Option<TenantId>| {
+        id.as_ref()
+            .and_then(|id| tenants.iter().find(|t| &t.id == id))
+            .map(|t| t.name.clone())
+    };
     Ok(Json(
-        json!({ "admin": admin, "token": secret.expose(), "note": "shown once; only its hash is stored" }),
+        admins
+            .iter()
+            .map(|a| admin_json(a, name_of(&a.tenant).as_deref()))
+            .collect(),
+    ))
+}
+
+async fn whoami(ctx: AdminContext) -> ApiResult<Value> {
+    Ok(Json(admin_json(&ctx.admin, None)))
+}
+
+/// The human named (or with id) `key` that this human may manage: themselves, or — for an
+/// admin — anyone in their scope. Anyone else is "not found".
+async fn managed_admin(
+    state: &AppState,
+    ctx: &AdminContext,
+    key: &str,
+    self_allowed: bool,
+) -> Result<Admin, ApiError> {
+    let target = if key.starts_with("adm_") {
+        let id: AdminId = parse_id(key)?;
+        state
+            .store
+            .list_admins(None)
+            .await?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or(ApiError::NotFound)?
+    } else {
+        state.store.admin_by_name(key).await?
+    };
+    let is_self = target.id == ctx.admin.id;
+    let in_scope = match &ctx.admin.tenant {
+        None => true,
+        Some(mine) => target.tenant.as_ref() == Some(mine),
+    };
+    if !in_scope && !is_self {
+        return Err(ApiError::NotFound);
+    }
+    if is_self && self_allowed {
+        return Ok(target);
+    }
+    require_admin(ctx)?;
+    Ok(target)
+}
+
+fn admin_draft(ctx: &AdminContext, target: &Admin, kind: AuditKind) -> AuditDraft {
+    let chain = target.tenant.clone().unwrap_or_else(TenantId::system);
+    AuditDraft::new(chain, ctx.actor(), kind).resource(format!("admin:{}", target.id))
+}
+
+/// Revoke a human's credential: refused on their next request. Admins revoke anyone in
+/// scope; anyone may revoke themselves.
+async fn revoke_admin(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(key): Path<String>,
+) -> ApiResult<Value> {
+    let target = managed_admin(&state, &ctx, &key, true).await?;
+    let draft =
+        admin_draft(&ctx, &target, AuditKind::AdminRevoked).detail(json!({ "name": target.name }));
+    let (admin, _) = state
+        .store
+        .revoke_admin(&target.id, draft, state.clock.now())
+        .await?;
+    Ok(Json(admin_json(&admin, None)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateIn {
+    ttl_secs: Option<u64>,
+}
+
+/// Replace a human's token: the old one stops working at once, the new one is shown once.
+/// Admins rotate anyone in scope; anyone may rotate their own.
+async fn rotate_admin(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(key): Path<String>,
+    body: Option<Json<RotateIn>>,
+) -> ApiResult<Value> {
+    let target = managed_admin(&state, &ctx, &key, true).await?;
+    let now = state.clock.now();
+    let expires_at = admin_expiry(now, body.and_then(|b| b.0.ttl_secs))?;
+    let secret = BearerSecret::generate(TokenKind::Admin);
+    let draft = admin_draft(&ctx, &target, AuditKind::AdminRotated)
+        .detail(json!({ "name": target.name, "expires_at": expires_at }));
+    let (admin, _) = state
+        .store
+        .rotate_admin(&target.id, &secret.hash(), expires_at, draft, now)
+        .await?;
+    Ok(Json(json!({
+        "admin": admin_json(&admin, None),
+        "token": secret.expose(),
+        "note": "shown once; only its hash is stored; the previous token no longer works",
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpiryIn {
+    /// Unix milliseconds, or null for no expiry.
+    expires_at: Option<i64>,
+}
+
+/// Set or clear when a human's credential expires (admins only).
+async fn set_admin_expiry(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(key): Path<String>,
+    Json(body): Json<ExpiryIn>,
+) -> ApiResult<Value> {
+    let target = managed_admin(&state, &ctx, &key, false).await?;
+    let now = state.clock.now();
+    if let Some(at) = body.expires_at
+        && at > now + MAX_ADMIN_TTL_SECS as i64 * 1000
+    {
+        return Err(ApiError::BadRequest(
+            "an expiry is at most a year away; rotate to extend".into(),
+        ));
+    }
+    let draft = admin_draft(&ctx, &target, AuditKind::AdminChanged)
+        .detail(json!({ "name": target.name, "expires_at": body.expires_at }));
+    let (admin, _) = state
+        .store
+        .set_admin_expiry(&target.id, body.expires_at, draft, now)
+        .await?;
+    Ok(Json(admin_json(&admin, None)))
+}
+
+/// The operator's program catalog as tenant admins may see it: names, descriptions and what
+/// a tenant may set — never the command line or the operator's environment.
+async fn list_programs(State(state): State<AppRef>, ctx: AdminContext) -> ApiResult<Vec<Value>> {
+    require_admin(&ctx)?;
+    Ok(Json(
+        state
+            .catalog
+            .programs()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "description": p.description,
+                    "tenant_args": p.tenant_arg_patterns().collect::<Vec<_>>(),
+                    "tenant_env": p.tenant_env_names().collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
     ))
 }
 
@@ -355,16 +570,43 @@ struct ConnectionIn {
     spec: crate::upstream::ConnectionSpec,
 }
 
+/// Register a connection. A stdio connection names a program from the operator's catalog and
+/// only the extra arguments and environment that entry allows; anything else (a `command`, an
+/// unknown program, a value outside an entry's patterns) is refused, audited, and changes
+/// nothing.
 async fn create_connection(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
-    Json(body): Json<ConnectionIn>,
+    Json(raw): Json<Value>,
 ) -> ApiResult<Value> {
     require_admin(&ctx)?;
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let refused = |reason: String| {
+        let state = state.clone();
+        let (tenant, actor) = (tenant.id.clone(), ctx.actor());
+        async move {
+            let draft = AuditDraft::new(tenant, actor, AuditKind::ConfigRefused)
+                .resource("connections".to_owned())
+                .detail(json!({ "reason": reason }));
+            state.store.append_audit(draft, state.clock.now()).await?;
+            Err::<Json<Value>, ApiError>(ApiError::BadRequest(reason))
+        }
+    };
+    if raw.get("command").is_some() || raw.get("cmd").is_some() {
+        return refused(
+            "a stdio connection names a program from the operator's catalog (`program`); tenants cannot choose a command (see `portcullis programs`)".into(),
+        )
+        .await;
+    }
+    let body: ConnectionIn = match serde_json::from_value(raw) {
+        Ok(body) => body,
+        Err(e) => return Err(ApiError::BadRequest(format!("invalid connection: {e}"))),
+    };
     valid_name("connection", &body.name)?;
-    body.spec.validate().map_err(ApiError::BadRequest)?;
+    if let Err(reason) = body.spec.validate(&state.catalog) {
+        return refused(reason).await;
+    }
     let connection = state
         .store
         .create_connection(
@@ -395,6 +637,7 @@ async fn list_connections(
             .map(|c| {
                 json!({
                     "id": c.id, "name": c.name, "kind": c.transport.get("kind"),
+                    "program": c.transport.get("program"),
                     "created_at": c.created_at, "revoked_at": c.revoked_at,
                     "status": state.upstreams.status(&c.id),
                 })
@@ -588,6 +831,8 @@ async fn remove_grant(
 struct ApprovalQuery {
     tenant: Option<String>,
     status: Option<String>,
+    /// The same as `status`.
+    state: Option<String>,
     limit: Option<i64>,
 }
 
@@ -603,6 +848,7 @@ async fn list_approvals(
     let status = q
         .status
         .as_deref()
+        .or(q.state.as_deref())
         .map(|s| {
             ApprovalStatus::parse(s)
                 .ok_or_else(|| ApiError::BadRequest(format!("unknown status `{s}`")))

@@ -89,3 +89,48 @@ pub async fn checkpoint_all(
     }
     Ok(written)
 }
+
+/// Report executions whose receipt was redeemed before `redeemed_before` but whose outcome was
+/// never recorded: each is marked `unknown` (its effective status), audited as
+/// `execution_unknown` on its tenant's chain, counted in a metric and logged. None is re-run:
+/// the upstream may or may not have acted, and only a person can find out. Returns how many
+/// were reported.
+pub async fn report_unknown_executions(
+    state: &crate::state::AppState,
+    redeemed_before: UnixMillis,
+) -> Result<usize, StoreError> {
+    use portcullis_core::audit::{AuditDraft, AuditKind};
+    let now = state.clock.now();
+    let unfinished = state
+        .store
+        .unfinished_executions(redeemed_before, 1_000, now)
+        .await?;
+    let mut reported = 0;
+    for approval in unfinished {
+        let draft = AuditDraft::new(approval.tenant.clone(), "system", AuditKind::ExecutionUnknown)
+            .resource(format!("approval:{}", approval.id))
+            .detail(serde_json::json!({
+                "approval": approval.id,
+                "tool": format!("tool:{}/{}", approval.connection, approval.tool),
+                "executed_at": approval.executed_at,
+                "message": "the receipt was redeemed but no result was recorded (the gateway stopped in between); the action was not re-run and may or may not have taken effect",
+            }));
+        if state
+            .store
+            .record_outcome(
+                &approval.tenant,
+                &approval.id,
+                portcullis_store::ExecutionOutcome::Unknown,
+                draft,
+                now,
+            )
+            .await?
+            .is_some()
+        {
+            reported += 1;
+            state.metrics.executions_unknown.inc();
+            tracing::warn!(approval = %approval.id, tenant = %approval.tenant, "an approved action's outcome is unknown: redeemed, never finished; not re-run");
+        }
+    }
+    Ok(reported)
+}

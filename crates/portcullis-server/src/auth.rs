@@ -100,11 +100,110 @@ struct Bucket {
     limited: bool,
 }
 
-/// In-memory lockout and rate-limit counters.
+/// Who a lockout counts: one IPv4 address, or one IPv6 /64 (a single host usually holds a
+/// whole /64, so counting addresses would let it rotate past the lockout), or — when the
+/// table is full — everyone not yet in it, together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(u64),
+    Overflow,
+}
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4),
+                None => Self::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::V4(v4) => write!(f, "{v4}"),
+            Self::V6Prefix(prefix) => {
+                let addr = std::net::Ipv6Addr::from(u128::from(*prefix) << 64);
+                write!(f, "{addr}/64")
+            }
+            Self::Overflow => f.write_str("overflow"),
+        }
+    }
+}
+
+/// Most clients with failures (and most token buckets) held in memory. A full table is
+/// pruned of what has expired; clients that still do not fit share one counter, so flooding
+/// the table from many addresses locks the flood out rather than forgetting anyone.
+pub const MAX_TRACKED: usize = 65_536;
+
+/// In-memory lockout and rate-limit counters (SQLite), and the fallback that keeps counting
+/// when the shared counters (PostgreSQL) cannot be written.
 #[derive(Default)]
 pub struct Guards {
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<ClientKey, Failures>>,
     buckets: Mutex<HashMap<TokenId, Bucket>>,
+}
+
+/// The client a request comes from. `Forwarded` (`for=`) and then `X-Forwarded-For` are
+/// believed only when the connecting peer is a trusted proxy; then the client is the
+/// right-most address that is not itself a trusted proxy (anything left of it could have
+/// been written by the client).
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    let forwarded: Vec<&str> = headers
+        .get_all(http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if forwarded.is_empty() {
+        for value in headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            hops.extend(value.split(',').filter_map(|h| parse_hop(h.trim())));
+        }
+    } else {
+        for value in forwarded {
+            for element in value.split(',') {
+                let client = element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| value.trim().trim_matches('"'))
+                });
+                if let Some(hop) = client.and_then(parse_hop) {
+                    hops.push(hop);
+                }
+            }
+        }
+    }
+    hops.into_iter()
+        .rev()
+        .find(|hop| !is_trusted(hop))
+        .unwrap_or(peer)
+}
+
+/// One forwarding hop: `203.0.113.7`, `203.0.113.7:4711`, `[2001:db8::1]` or
+/// `[2001:db8::1]:4711`. Obfuscated or unknown hops are skipped.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(inside, _)| inside.parse().ok())
 }
 
 impl Guards {
@@ -124,9 +223,10 @@ impl Guards {
         now: UnixMillis,
         state: &AppState,
     ) -> Result<Option<u64>, AuthRefusal> {
+        let key = ClientKey::of(ip);
         if let Some(shared) = state.store.shared_counters() {
             let check = shared
-                .request_check(&ip.to_string())
+                .request_check(&key.to_string())
                 .await
                 .map_err(|_| AuthRefusal::Unavailable)?;
             // INVARIANT: before anything is served from the cache, a change committed on any
@@ -135,25 +235,33 @@ impl Guards {
                 .cache
                 .observe_shared_generation(check.access_generation);
             let until = check.locked_until;
-            return Ok((until > now).then(|| ((until - now) as u64).div_ceil(1000)));
+            if until > now {
+                return Ok(Some(((until - now) as u64).div_ceil(1000)));
+            }
+            // Failures this replica could not write to the shared counters (see `fail`).
+            return Ok(self.locked_in_memory(key, now));
         }
-        Ok(self.locked_in_memory(ip, now))
+        Ok(self.locked_in_memory(key, now))
     }
 
-    async fn fail(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> bool {
+    /// Count one failure; `Ok(true)` when this failure starts a lockout. On PostgreSQL a
+    /// failure that cannot be written to the shared counters is still counted here (`Err`,
+    /// with the same meaning), and the request answers "unavailable": counting fails closed.
+    async fn fail(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> Result<bool, bool> {
+        let key = ClientKey::of(ip);
         if let Some(shared) = state.store.shared_counters() {
             return match shared
-                .record_auth_failure(&ip.to_string(), now, &Self::lockout_rule(state))
+                .record_auth_failure(&key.to_string(), now, &Self::lockout_rule(state))
                 .await
             {
-                Ok(started) => started,
+                Ok(started) => Ok(started),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot count an authentication failure");
-                    false
+                    tracing::error!(error = %e, "cannot count an authentication failure in the shared counters; counting in memory");
+                    Err(self.fail_in_memory(key, now, state))
                 }
             };
         }
-        self.fail_in_memory(ip, now, state)
+        Ok(self.fail_in_memory(key, now, state))
     }
 
     async fn take(
@@ -186,19 +294,35 @@ impl Guards {
         Ok(self.take_in_memory(token, now, state))
     }
 
-    fn locked_in_memory(&self, ip: IpAddr, now: UnixMillis) -> Option<u64> {
+    fn locked_in_memory(&self, key: ClientKey, now: UnixMillis) -> Option<u64> {
         let map = self.failures.lock().expect("lock poisoned");
-        map.get(&ip)
+        [key, ClientKey::Overflow]
+            .iter()
+            .filter_map(|k| map.get(k))
             .filter(|f| f.locked_until > now)
             .map(|f| ((f.locked_until - now) as u64).div_ceil(1000))
+            .max()
     }
 
     /// Count one failure; returns true when this failure starts a lockout.
-    fn fail_in_memory(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> bool {
+    fn fail_in_memory(&self, key: ClientKey, now: UnixMillis, state: &AppState) -> bool {
         let auth = &state.config.auth;
+        let window_ms = (auth.lockout_window_secs * 1000) as i64;
         let mut map = self.failures.lock().expect("lock poisoned");
-        let entry = map.entry(ip).or_default();
-        if now - entry.window_start > (auth.lockout_window_secs * 1000) as i64 {
+        let key = if map.contains_key(&key) || map.len() < MAX_TRACKED {
+            key
+        } else {
+            // Full: forget what no longer matters (window over, not locked), then, if still
+            // full, count this client with everyone else who does not fit.
+            map.retain(|_, f| f.locked_until > now || now - f.window_start <= window_ms);
+            if map.len() < MAX_TRACKED {
+                key
+            } else {
+                ClientKey::Overflow
+            }
+        };
+        let entry = map.entry(key).or_default();
+        if now - entry.window_start > window_ms {
             entry.window_start = now;
             entry.count = 0;
         }
@@ -209,6 +333,16 @@ impl Guards {
             return true;
         }
         false
+    }
+
+    /// How many clients the in-memory lockout table holds.
+    pub fn tracked_clients(&self) -> usize {
+        self.failures.lock().expect("lock poisoned").len()
+    }
+
+    /// How many token buckets are held in memory.
+    pub fn tracked_buckets(&self) -> usize {
+        self.buckets.lock().expect("lock poisoned").len()
     }
 
     /// Take one request from the token's bucket. `Err((retry_after, first))` when empty;
@@ -223,6 +357,12 @@ impl Guards {
         let per_ms = f64::from(auth.rate_limit_per_minute) / 60_000.0;
         let burst = f64::from(auth.rate_limit_burst);
         let mut map = self.buckets.lock().expect("lock poisoned");
+        if map.len() >= MAX_TRACKED && !map.contains_key(token) {
+            // A bucket refilled to the brim is the same as no bucket: forget those.
+            map.retain(|_, b| {
+                b.limited || b.tokens + (now - b.last).max(0) as f64 * per_ms < burst
+            });
+        }
         let bucket = map.entry(token.clone()).or_insert(Bucket {
             tokens: burst,
             last: now,
@@ -253,34 +393,101 @@ fn bearer(header: Option<&str>) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Record a failed authentication: count it against the address and audit it (and the
+/// Record a failed authentication: count it against the client and audit it (and the
 /// lockout, if it starts one). The audit goes to the named tenant's chain when that tenant
-/// exists, else to the system chain.
+/// exists, else to the system chain. `Err` when the failure could not be counted where it
+/// should have been (the shared counters): the request is then refused as unavailable.
 async fn record_failure(
     state: &AppState,
     ip: IpAddr,
     chain: TenantId,
     surface: &str,
     reason: &str,
-) {
+) -> Result<(), AuthRefusal> {
     let now = state.clock.now();
     state.metrics.auth_failures.inc();
-    let locked = state.guards.fail(ip, now, state).await;
+    let counted = state.guards.fail(ip, now, state).await;
+    let locked = match counted {
+        Ok(started) | Err(started) => started,
+    };
+    let client = ClientKey::of(ip);
     let draft = AuditDraft::new(chain.clone(), format!("ip:{ip}"), AuditKind::AuthFailed)
         .resource(surface.to_owned())
-        .detail(serde_json::json!({ "reason": reason }));
+        .detail(serde_json::json!({ "reason": reason, "counted_as": client.to_string() }));
     if let Err(e) = state.store.append_audit(draft, now).await {
         tracing::error!(error = %e, "could not audit an authentication failure");
     }
     if locked {
-        tracing::warn!(%ip, "address locked out after repeated authentication failures");
+        tracing::warn!(%ip, counted_as = %client, "address locked out after repeated authentication failures");
         let draft = AuditDraft::new(chain, format!("ip:{ip}"), AuditKind::LockedOut)
             .resource(surface.to_owned())
-            .detail(serde_json::json!({ "lockout_secs": state.config.auth.lockout_secs }));
+            .detail(serde_json::json!({ "lockout_secs": state.config.auth.lockout_secs, "counted_as": client.to_string() }));
         if let Err(e) = state.store.append_audit(draft, now).await {
             tracing::error!(error = %e, "could not audit a lockout");
         }
     }
+    match counted {
+        Ok(_) => Ok(()),
+        Err(_) => Err(AuthRefusal::Unavailable),
+    }
+}
+
+/// The refusal after a failed authentication: unauthenticated, or unavailable when the
+/// failure could not be counted.
+async fn refuse(
+    state: &AppState,
+    ip: IpAddr,
+    chain: TenantId,
+    surface: &str,
+    reason: &str,
+) -> AuthRefusal {
+    match record_failure(state, ip, chain, surface, reason).await {
+        Ok(()) => AuthRefusal::Unauthenticated,
+        Err(refusal) => refusal,
+    }
+}
+
+/// Authenticate a scrape of `/metrics` on the main listener: the bearer token's SHA-256 must
+/// be `metrics.token_sha256` (compared in constant time). Without one configured, refused.
+pub async fn authenticate_metrics(
+    state: &AppState,
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+) -> Result<(), AuthRefusal> {
+    let now = state.clock.now();
+    let ip = client_ip(peer, headers, &state.trusted_proxies);
+    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
+        return Err(AuthRefusal::LockedOut { retry_after_secs });
+    }
+    let expected = state.config.metrics.token_sha256.to_ascii_lowercase();
+    let presented = bearer(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let matches = match presented {
+        Some(token) if !expected.is_empty() => {
+            let hash = portcullis_core::sha256_hex(token.as_bytes());
+            constant_time_eq(hash.as_bytes(), expected.as_bytes())
+        }
+        _ => false,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(refuse(
+            state,
+            ip,
+            TenantId::system(),
+            "metrics",
+            "missing or wrong metrics token",
+        )
+        .await)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Authenticate an agent for the MCP endpoint of the tenant named `tenant_name`.
@@ -304,15 +511,14 @@ pub async fn authenticate_agent(
         .map_or_else(TenantId::system, |t| t.id.clone());
     let surface = "mcp";
     let Some(presented) = bearer(authorization).filter(|t| looks_like(TokenKind::Agent, t)) else {
-        record_failure(
+        return Err(refuse(
             state,
             ip,
             chain,
             surface,
             "missing or malformed agent token",
         )
-        .await;
-        return Err(AuthRefusal::Unauthenticated);
+        .await);
     };
     let auth = match state
         .cache
@@ -321,8 +527,7 @@ pub async fn authenticate_agent(
     {
         Ok(auth) => auth,
         Err(StoreError::NotFound) => {
-            record_failure(state, ip, chain, surface, "unknown agent token").await;
-            return Err(AuthRefusal::Unauthenticated);
+            return Err(refuse(state, ip, chain, surface, "unknown agent token").await);
         }
         Err(_) => return Err(AuthRefusal::Unavailable),
     };
@@ -341,8 +546,7 @@ pub async fn authenticate_agent(
         None
     };
     if let Some(reason) = reason {
-        record_failure(state, ip, chain, surface, reason).await;
-        return Err(AuthRefusal::Unauthenticated);
+        return Err(refuse(state, ip, chain, surface, reason).await);
     }
     if auth.agent_suspended || auth.tenant_suspended {
         return Err(AuthRefusal::Suspended);
@@ -386,44 +590,39 @@ pub async fn authenticate_admin(
     }
     let surface = "admin";
     let Some(presented) = bearer(authorization).filter(|t| looks_like(TokenKind::Admin, t)) else {
-        record_failure(
+        return Err(refuse(
             state,
             ip,
             TenantId::system(),
             surface,
             "missing or malformed admin token",
         )
-        .await;
-        return Err(AuthRefusal::Unauthenticated);
+        .await);
     };
+    // INVARIANT: every request reads the credential from the store, so a revocation,
+    // rotation or expiry is honoured on the very next request, on every replica.
     match state
         .store
         .admin_by_token_hash(&token_hash(presented))
         .await
     {
-        Ok(admin) if admin.revoked_at.is_none() => Ok(AdminContext { admin, ip }),
-        Ok(_) => {
-            record_failure(
-                state,
-                ip,
-                TenantId::system(),
-                surface,
-                "admin credential revoked",
-            )
-            .await;
-            Err(AuthRefusal::Unauthenticated)
+        Ok(admin) if admin.is_usable(now) => Ok(AdminContext { admin, ip }),
+        Ok(admin) => {
+            let reason = if admin.revoked_at.is_some() {
+                "admin credential revoked"
+            } else {
+                "admin credential expired"
+            };
+            Err(refuse(state, ip, TenantId::system(), surface, reason).await)
         }
-        Err(StoreError::NotFound) => {
-            record_failure(
-                state,
-                ip,
-                TenantId::system(),
-                surface,
-                "unknown admin token",
-            )
-            .await;
-            Err(AuthRefusal::Unauthenticated)
-        }
+        Err(StoreError::NotFound) => Err(refuse(
+            state,
+            ip,
+            TenantId::system(),
+            surface,
+            "unknown admin token",
+        )
+        .await),
         Err(_) => Err(AuthRefusal::Unavailable),
     }
 }

@@ -1,7 +1,11 @@
-//! First start: the data folder (0700), the local key file (0600), the database, the
-//! bootstrap admin token (printed once), and optionally a ready demo tenant.
+//! First start: the data folder (0700), the local key file (0600), the database file (0600,
+//! so SQLite creates its WAL and shared-memory files 0600 too), the bootstrap admin token
+//! (printed once), the program catalog, and optionally a ready demo tenant. Every start
+//! refuses a data folder or database files that group or others can read, unless the
+//! operator explicitly allows it.
 
 use crate::config::Config;
+use crate::programs::{Catalog, ProgramConfig};
 use crate::upstream::Transport;
 use portcullis_core::effect::EffectClass;
 use portcullis_core::keys::KeyRing;
@@ -22,6 +26,16 @@ pub enum BootstrapError {
     KeyFile { path: String, reason: String },
     #[error("key file `{path}` is readable by other users (mode {mode:o}); run `chmod 600` on it")]
     KeyFilePermissions { path: String, mode: u32 },
+    #[error(
+        "`{path}` is readable or writable by group or others (mode {mode:o}); run `chmod {fix} {path}`, or set data.allow_open_permissions = true to start anyway"
+    )]
+    OpenPermissions {
+        path: String,
+        mode: u32,
+        fix: &'static str,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -112,6 +126,93 @@ pub fn ensure_data_dir(config: &Config) -> Result<(), BootstrapError> {
     Ok(())
 }
 
+/// The embedded database file, when SQLite is configured.
+fn sqlite_file(config: &Config) -> Option<std::path::PathBuf> {
+    let url = config.database_url();
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Create the SQLite database file with mode 0600 before SQLite does (SQLite gives its WAL
+/// and shared-memory files the database file's mode).
+pub fn prepare_database_file(config: &Config) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = sqlite_file(config) else {
+        return Ok(());
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(BootstrapError::DataDir {
+            path: path.display().to_string(),
+            source: e,
+        }),
+    }
+}
+
+/// Refuse (or, when allowed, warn about) a data folder or database files that group or
+/// others can read or write.
+pub fn check_permissions(config: &Config) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut paths = vec![(config.data.dir.clone(), "700")];
+    if let Some(db) = sqlite_file(config) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            paths.push((name.into(), "600"));
+        }
+    }
+    for (path, fix) in paths {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let error = BootstrapError::OpenPermissions {
+            path: path.display().to_string(),
+            mode,
+            fix,
+        };
+        if config.data.allow_open_permissions {
+            tracing::warn!("{error}");
+        } else {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// The program catalog: the configured entries, plus the demo upstream (`demo`: this
+/// binary's `demo-upstream`) when the demo is on and the configuration does not define it.
+pub fn catalog(config: &Config, options: &crate::BuildOptions) -> Result<Catalog, BootstrapError> {
+    let mut entries = config.programs.clone();
+    if options.demo && !entries.contains_key(DEMO_PROGRAM) {
+        entries.insert(
+            DEMO_PROGRAM.to_owned(),
+            ProgramConfig {
+                command: crate::programs::SELF_COMMAND.to_owned(),
+                args: vec!["demo-upstream".into()],
+                description: "The shipped demo CRM/mail/billing MCP server".into(),
+                ..Default::default()
+            },
+        );
+    }
+    Catalog::build(&entries, options.self_exe.as_deref()).map_err(BootstrapError::Config)
+}
+
+/// The catalog name of the demo upstream.
+pub const DEMO_PROGRAM: &str = "demo";
+
 /// Create the bootstrap admin when there is no admin yet. Returns its token, to print once.
 pub async fn bootstrap_admin(
     store: &Store,
@@ -128,6 +229,8 @@ pub async fn bootstrap_admin(
                 role: AdminRole::Admin,
                 tenant: None,
                 token_hash: &secret.hash(),
+                created_by: "system",
+                expires_at: None,
             },
             "system",
             now,
@@ -144,11 +247,10 @@ pub struct Demo {
     pub approver_token: BearerSecret,
 }
 
-/// Create the demo tenant (`demo`), its CRM connection (the shipped demo upstream over stdio),
-/// an agent granted every CRM tool, and an approver. Does nothing if the tenant exists.
+/// Create the demo tenant (`demo`), its CRM connection (the catalog's `demo` program over
+/// stdio), an agent granted every CRM tool, and an approver. Does nothing if the tenant exists.
 pub async fn seed_demo(
     store: &Store,
-    upstream_command: &Path,
     now: i64,
     token_ttl_ms: i64,
 ) -> Result<Option<Demo>, BootstrapError> {
@@ -173,8 +275,8 @@ pub async fn seed_demo(
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let transport = Transport::Stdio {
-        command: upstream_command.display().to_string(),
-        args: vec!["demo-upstream".into()],
+        program: DEMO_PROGRAM.into(),
+        args: Vec::new(),
         env: BTreeMap::new(),
     };
     let spec = crate::upstream::ConnectionSpec {
@@ -212,6 +314,8 @@ pub async fn seed_demo(
                 role: AdminRole::Approver,
                 tenant: Some(&tenant.id),
                 token_hash: &approver_token.hash(),
+                created_by: actor,
+                expires_at: None,
             },
             actor,
             now,

@@ -4,6 +4,7 @@
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,11 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub audit: AuditConfig,
     pub upstream: UpstreamConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// The operator's program catalog: what stdio connections may launch, by name.
+    #[serde(default)]
+    pub programs: BTreeMap<String, crate::programs::ProgramConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +33,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub allowed_hosts: Vec<String>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client. From anyone else those headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +45,9 @@ pub struct DataConfig {
     pub database_url: String,
     pub key_file: String,
     pub max_connections: u32,
+    /// Start even when the data folder or database files are readable by group or others
+    /// (with a warning). Off: such a start is refused.
+    pub allow_open_permissions: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +78,17 @@ pub struct AuditConfig {
 pub struct UpstreamConfig {
     pub call_timeout_secs: u64,
     pub restart_backoff_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate listen address for `/metrics` (no credentials there: keep it private).
+    /// Empty: none.
+    pub listen: String,
+    /// SHA-256 (hex) of the bearer token that may read `/metrics` on the main listener.
+    /// Empty: `/metrics` on the main listener is refused.
+    pub token_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,7 +178,45 @@ impl Config {
         if self.upstream.call_timeout_secs == 0 {
             return invalid("upstream.call_timeout_secs must be at least 1");
         }
+        self.trusted_proxies().map_err(ConfigError::Invalid)?;
+        self.metrics_listen().map_err(ConfigError::Invalid)?;
+        let hash = &self.metrics.token_sha256;
+        if !hash.is_empty() && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return invalid("metrics.token_sha256 must be 64 hex digits (sha256 of the token)");
+        }
+        // `@self` resolves later, to the running binary.
+        crate::programs::Catalog::build(&self.programs, Some(std::path::Path::new("/")))
+            .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The trusted reverse proxies, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("server.trusted_proxies: `{entry}` is not an address or CIDR block")
+                    })
+            })
+            .collect()
+    }
+
+    /// The separate metrics listener, if configured.
+    pub fn metrics_listen(&self) -> Result<Option<SocketAddr>, String> {
+        if self.metrics.listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics.listen.parse().map(Some).map_err(|_| {
+            format!(
+                "metrics.listen: `{}` is not an address:port",
+                self.metrics.listen
+            )
+        })
     }
 
     pub fn database_url(&self) -> String {

@@ -7,6 +7,7 @@
 
 use crate::auth::{AdminContext, AgentContext};
 use crate::error::ApiError;
+use crate::policy::Caller;
 use crate::state::AppState;
 use crate::upstream::{AgentSide, UpstreamError};
 use portcullis_core::action::{Action, canonical_json};
@@ -15,12 +16,13 @@ use portcullis_core::decision::{Decision, DecisionInput, DefinitionStatus, Permi
 use portcullis_core::guardrail::GuardrailMode;
 use portcullis_core::id::{ApprovalId, ReceiptId, TenantId};
 use portcullis_core::policy::{
-    ApproverRule, CallFacts, Engine, Evaluation, Point, refuse_voter, satisfied,
+    ApproverRule, CallFacts, Engine, Evaluation, Point, VoterIdentity, refuse_identity,
+    refuse_voter, satisfied,
 };
 use portcullis_core::receipt::{self, ReceiptBody, SignedReceipt};
 use portcullis_store::{
-    Approval, ApprovalExtras, ApprovalStatus, Charge, ChargeLimit, Connection, Guardrail,
-    NewApproval, StoreError, ToolRecord, Vote,
+    Admin, Approval, ApprovalExtras, ApprovalStatus, Charge, ChargeLimit, Connection,
+    ExecutionOutcome, Guardrail, HoldOutcome, NewApproval, StoreError, ToolRecord, Vote,
 };
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -169,6 +171,7 @@ fn pending(approval: &Approval) -> CallToolResult {
             "approval_id": approval.id,
             "expires_at": crate::clock::rfc3339(approval.expires_at),
             "summary": approval.summary,
+            "reasons": approval.reasons,
             "message": format!(
                 "Not executed: this action is held for human approval ({}). Re-send the identical call after it is approved to execute it once; a call with any changed argument is a new request.",
                 approval.id
@@ -179,39 +182,76 @@ fn pending(approval: &Approval) -> CallToolResult {
 }
 
 /// The audit skeleton shared by every event about one call.
-fn call_draft(
-    state: &AppState,
-    ctx: &AgentContext,
-    session: &Option<String>,
-    action: &Action,
-    kind: AuditKind,
-) -> AuditDraft {
+fn call_draft(state: &AppState, caller: &Caller, action: &Action, kind: AuditKind) -> AuditDraft {
     let canonical = canonical_json(&action.arguments).unwrap_or_default();
-    let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), kind)
+    let mut draft = AuditDraft::new(caller.tenant.clone(), caller.actor(), kind)
         .resource(format!("tool:{}/{}", action.connection, action.tool));
-    // Sessionless (2026-07-28) calls are recorded under the agent's session key, which is
-    // where `policy::session_facts` looks for the reads that escalate a later send.
-    draft.session = Some(crate::policy::session_key(ctx, session).0);
-    draft.args_hash = Some(state.keys.keyed_hash(&ctx.tenant, &canonical));
+    // Sessionless (2026-07-28) calls are recorded under the agent's session key; every call
+    // also carries the agent as its actor, which is where `policy::session_facts` finds the
+    // reads that escalate a later send from any session.
+    draft.session = Some(caller.session_key());
+    draft.args_hash = Some(state.keys.keyed_hash(&caller.tenant, &canonical));
     draft
 }
 
-fn summary(
+/// What approvers read in lists: every argument, the profile's important ones first.
+fn summary_of(
     effect: portcullis_core::effect::EffectClass,
     connection: &str,
-    tool: &str,
+    tool: &ToolRecord,
     arguments: &serde_json::Value,
 ) -> String {
-    let mut args = serde_json::to_string(arguments).unwrap_or_default();
-    if args.len() > 400 {
-        let cut = (0..=400)
-            .rev()
-            .find(|i| args.is_char_boundary(*i))
-            .unwrap_or(0);
-        args.truncate(cut);
-        args.push('…');
+    portcullis_core::summary::summary(
+        effect,
+        connection,
+        &tool.name,
+        arguments,
+        &tool.profile.summary_keys,
+    )
+}
+
+/// The one answer for every tool name the agent may not use.
+fn unknown_tool(name: &str) -> McpError {
+    McpError::invalid_params(format!("unknown tool `{name}`"), None)
+}
+
+/// The connection and tool a call names, when this agent may see them; otherwise why not (for
+/// the audit trail only: the agent is told "unknown tool" whatever the reason).
+async fn resolve_visible(
+    state: &AppState,
+    ctx: &AgentContext,
+    connection_name: &str,
+    tool_name: &str,
+) -> Result<(Option<Connection>, Option<ToolRecord>, &'static str), StoreError> {
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    let Some(connection) = connections
+        .iter()
+        .find(|c| c.name == connection_name && c.revoked_at.is_none())
+        .cloned()
+    else {
+        return Ok((None, None, "no such connection"));
+    };
+    let tools = state
+        .cache
+        .tools(&state.store, &ctx.tenant, &connection.id)
+        .await?;
+    let Some(tool) = tools.iter().find(|t| t.name == tool_name).cloned() else {
+        return Ok((None, None, "no such tool"));
+    };
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    if !grants
+        .iter()
+        .any(|g| g.connection == connection.id && (g.tool == "*" || g.tool == tool.name))
+    {
+        return Ok((None, None, "not granted to this agent"));
     }
-    format!("{effect}: {connection}.{tool} {args}")
+    if !ctx.scope_covers(&connection.name, &tool.name) {
+        return Ok((None, None, "outside this token's scope"));
+    }
+    Ok((Some(connection), Some(tool), "visible"))
 }
 
 /// `tools/call`.
@@ -223,58 +263,30 @@ pub async fn call_tool(
     let now = state.clock.now();
     let tasks = req.tasks;
     let Some((connection_name, tool_name)) = req.name.split_once(NAMESPACE_SEPARATOR) else {
-        return Err(McpError::invalid_params(
-            format!("unknown tool `{}`", req.name),
-            None,
-        ));
+        return Err(unknown_tool(&req.name));
     };
-    // Resolve among what this agent may see; anything else is unknown (not "forbidden"), so
-    // ids and names of other tenants or ungranted tools leak nothing.
-    let connections = state
-        .cache
-        .connections(&state.store, &ctx.tenant)
+    // INVARIANT: resolve only among what this agent may see (a live connection, a tool
+    // granted to the agent, inside the token's scope). Anything else — another tenant's name,
+    // a tool that does not exist, an ungranted or out-of-scope tool — gets the one answer
+    // "unknown tool", so an agent learns nothing about what it may not use.
+    let (connection, tool, why_unknown) = resolve_visible(state, ctx, connection_name, tool_name)
         .await
         .map_err(store_error)?;
-    let connection = connections
-        .iter()
-        .find(|c| c.name == connection_name && c.revoked_at.is_none())
-        .cloned();
-    let tool = match &connection {
-        Some(c) => {
-            let tools = state
-                .cache
-                .tools(&state.store, &ctx.tenant, &c.id)
-                .await
-                .map_err(store_error)?;
-            tools.iter().find(|t| t.name == tool_name).cloned()
-        }
-        None => None,
-    };
     let (Some(connection), Some(tool)) = (connection, tool) else {
         let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), AuditKind::ToolCall)
             .resource(format!("tool:{}", req.name));
         draft.session.clone_from(&req.session);
         draft.decision = Some("deny".into());
-        draft.detail = json!({ "reasons": ["unknown tool"] });
+        draft.detail = json!({ "reasons": ["unknown tool"], "why": why_unknown });
         state
             .store
             .append_audit(draft, now)
             .await
             .map_err(store_error)?;
         state.metrics.decision("deny");
-        return Err(McpError::invalid_params(
-            format!("unknown tool `{}`", req.name),
-            None,
-        ));
+        return Err(unknown_tool(&req.name));
     };
-    let grants = state
-        .cache
-        .grants(&state.store, &ctx.tenant, &ctx.agent)
-        .await
-        .map_err(store_error)?;
-    let granted = grants
-        .iter()
-        .any(|g| g.connection == connection.id && (g.tool == "*" || g.tool == tool.name));
+    let caller = Caller::of(ctx, req.session.clone(), req.stated_reason.is_some());
     let action = Action {
         tenant: ctx.tenant.clone(),
         connection: connection.id.clone(),
@@ -292,27 +304,39 @@ pub async fn call_tool(
     };
     let effect = definition.effective(tool.effect);
     let world = effect.is_effect();
-    let facts = gather(state, ctx, &req, &connection, &tool, &action, effect, now).await?;
+    let facts = gather(
+        state,
+        &caller,
+        &connection,
+        &tool,
+        &action,
+        effect,
+        Guardrails::Consider,
+        now,
+    )
+    .await
+    .map_err(store_error)?;
     let mut evaluation = evaluate(
         &facts,
-        ctx,
+        &caller,
         &connection.name,
         &tool,
         &action,
         effect,
         definition,
-        &req,
         now,
     );
+    // Resolution above admits only granted, in-scope tools of live connections.
     let mut input = DecisionInput {
-        granted,
-        in_token_scope: ctx.scope_covers(&connection.name, &tool.name),
+        granted: true,
+        in_token_scope: true,
         connection_active: connection.revoked_at.is_none(),
         effect,
         guardrail: facts.guardrail.as_ref().map(|g| g.id.clone()),
     };
     let mut decision = decide(action.clone(), &input, &evaluation);
-    let mut extra_reasons = Vec::new();
+    // Why no guardrail let this call run, when one matched but its day is used up.
+    let mut extra_reasons = facts.guardrails_exhausted.clone();
     // A guardrail lets the call run only if today's count and cost still admit it: the charge
     // is the exact, concurrency-safe check. Over the limit, the call is decided again without
     // the guardrail (and so held).
@@ -341,21 +365,25 @@ pub async fn call_tool(
             Err(e) => return Err(store_error(e)),
         };
         if !admitted {
-            extra_reasons.push(format!(
-                "guardrail `{}` has reached today's limit or was revoked",
-                guardrail.name
-            ));
+            let (runs, cents) = state
+                .store
+                .spend_since(&ctx.tenant, limit.since, None, Some(&guardrail.id))
+                .await
+                .map_err(store_error)?;
+            extra_reasons.push(
+                crate::policy::exhausted_reason(guardrail, runs, cents, facts.cost_cents)
+                    .unwrap_or_else(|| format!("guardrail `{}` was revoked", guardrail.name)),
+            );
             let mut without = facts.clone();
             without.guardrail = None;
             evaluation = evaluate(
                 &without,
-                ctx,
+                &caller,
                 &connection.name,
                 &tool,
                 &action,
                 effect,
                 definition,
-                &req,
                 now,
             );
             input.guardrail = None;
@@ -370,7 +398,7 @@ pub async fn call_tool(
     });
     match decision {
         Decision::Deny { reasons } => {
-            let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+            let mut draft = call_draft(state, &caller, &action, AuditKind::ToolCall);
             draft.decision = Some("deny".into());
             draft.detail = json!({ "effect": effect, "reasons": reasons, "policy": policy_detail });
             state
@@ -382,7 +410,7 @@ pub async fn call_tool(
         }
         Decision::Allow(permit) => {
             let guardrail = permit.guardrail().cloned();
-            let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+            let mut draft = call_draft(state, &caller, &action, AuditKind::ToolCall);
             draft.decision = Some("allow".into());
             draft.detail =
                 json!({ "effect": effect, "policy": policy_detail, "guardrail": guardrail });
@@ -394,11 +422,11 @@ pub async fn call_tool(
             if let Some(g) = facts.guardrail.as_ref().filter(|_| guardrail.is_some())
                 && g.mode == GuardrailMode::AutoWithNotice
             {
-                let mut notice = call_draft(state, ctx, &req.session, &action, AuditKind::Notice);
+                let mut notice = call_draft(state, &caller, &action, AuditKind::Notice);
                 notice.detail = json!({
                     "guardrail": g.id,
                     "guardrail_name": g.name,
-                    "summary": summary(effect, &connection.name, &tool.name, &action.arguments),
+                    "summary": summary_of(effect, &connection.name, &tool, &action.arguments),
                     "cost_cents": facts.cost_cents,
                 });
                 state
@@ -407,33 +435,37 @@ pub async fn call_tool(
                     .await
                     .map_err(store_error)?;
             }
-            Ok(forward(state, *permit, req.agent).await.into())
+            Ok(forward(state, *permit, Some(req.agent)).await.0.into())
         }
         Decision::Hold { mut reasons } => {
             reasons.extend(extra_reasons);
+            // INVARIANT: one live request per action. An identical call joins the request
+            // that already decides it (approved first: a retry executes it), and the store's
+            // unique index makes concurrent first calls join one new request.
             let live = state
                 .store
                 .live_approval_for(&ctx.tenant, &ctx.agent, &action_hash, now)
                 .await
                 .map_err(store_error)?;
-            match live {
+            let approval = match live {
+                Some(approval) => approval,
                 None => {
                     let expires_at = now
                         + (state.config.approvals.default_ttl_secs as i64 * 1000)
                             .min(portcullis_core::MAX_APPROVAL_TTL_MS);
                     let id = ApprovalId::generate();
                     let rules = facts.engine.approver_rules(&evaluation);
-                    let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Hold);
+                    let mut draft = call_draft(state, &caller, &action, AuditKind::Hold);
                     draft.decision = Some("hold".into());
                     draft.detail = json!({ "effect": effect, "reasons": reasons, "approval": id, "action_hash": action_hash, "policy": policy_detail });
                     let before_state = if world {
                         crate::preview::capture(
                             state,
-                            ctx,
+                            &ctx.tenant,
                             &connection,
                             &tool,
                             &action.arguments,
-                            &req.agent,
+                            Some(&req.agent),
                         )
                         .await
                     } else {
@@ -456,25 +488,33 @@ pub async fn call_tool(
                         tenant: ctx.tenant.clone(),
                         agent: ctx.agent.clone(),
                         session: req.session.clone(),
-                        summary: summary(effect, &connection.name, &tool.name, &action.arguments),
-                        action,
-                        action_hash,
+                        summary: summary_of(effect, &connection.name, &tool, &action.arguments),
+                        action: action.clone(),
+                        action_hash: action_hash.clone(),
                         effect,
                         reasons,
                         expires_at,
+                        revert_of: None,
                     };
-                    let (approval, _) = state
+                    match state
                         .store
                         .create_approval_with(new, extras, draft, now)
                         .await
-                        .map_err(store_error)?;
-                    state.metrics.holds.inc();
-                    tracing::info!(approval = %approval.id, tenant = %ctx.tenant_name, "action held for approval");
-                    Ok(held(&approval, tasks, now))
+                        .map_err(store_error)?
+                    {
+                        HoldOutcome::Created(approval, _) => {
+                            state.metrics.holds.inc();
+                            tracing::info!(approval = %approval.id, tenant = %ctx.tenant_name, "action held for approval");
+                            return Ok(held(&approval, tasks, now));
+                        }
+                        // A concurrent identical call stored its request first: join it.
+                        HoldOutcome::Joined(approval) => approval,
+                    }
                 }
-                Some(approval) if approval.status == ApprovalStatus::Pending => {
-                    let mut draft =
-                        call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+            };
+            match approval.status {
+                ApprovalStatus::Pending => {
+                    let mut draft = call_draft(state, &caller, &action, AuditKind::ToolCall);
                     draft.decision = Some("hold".into());
                     draft.detail =
                         json!({ "effect": effect, "approval": approval.id, "status": "pending" });
@@ -485,7 +525,7 @@ pub async fn call_tool(
                         .map_err(store_error)?;
                     Ok(held(&approval, tasks, now))
                 }
-                Some(approval) if approval.status == ApprovalStatus::Denied => {
+                ApprovalStatus::Denied => {
                     let reason = format!(
                         "denied by {}: {}",
                         approval.decided_by.as_deref().unwrap_or("an approver"),
@@ -494,8 +534,7 @@ pub async fn call_tool(
                             .as_deref()
                             .unwrap_or("no reason given")
                     );
-                    let mut draft =
-                        call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+                    let mut draft = call_draft(state, &caller, &action, AuditKind::ToolCall);
                     draft.decision = Some("deny".into());
                     draft.detail =
                         json!({ "effect": effect, "approval": approval.id, "status": "denied" });
@@ -506,9 +545,17 @@ pub async fn call_tool(
                         .map_err(store_error)?;
                     Ok(denied(&[reason]).into())
                 }
-                Some(approval) => execute_approved(state, ctx, req, action, approval)
-                    .await
-                    .map(Into::into),
+                ApprovalStatus::Approved => {
+                    execute_approved(state, &caller, Some(req.agent), action, approval)
+                        .await
+                        .map(Into::into)
+                        .map_err(store_error)
+                }
+                other => {
+                    // Not reachable through the lookups above; refuse rather than guess.
+                    let reason = format!("approval {} is {}", approval.id, other.as_str());
+                    Ok(denied(&[reason]).into())
+                }
             }
         }
     }
@@ -526,23 +573,31 @@ struct Facts {
     agent_spent_today_cents: i64,
     session: Arc<crate::policy::SessionFacts>,
     guardrail: Option<Guardrail>,
+    /// Matching guardrails whose daily count or budget is used up, one sentence each.
+    guardrails_exhausted: Vec<String>,
+}
+
+/// Whether a guardrail may let the call run without a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guardrails {
+    /// An agent's own call: a covering guardrail may let it run.
+    Consider,
+    /// Work a person proposed (a revert): always decided by people, never by a guardrail.
+    Ignore,
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn gather(
     state: &AppState,
-    ctx: &AgentContext,
-    req: &CallRequest,
+    caller: &Caller,
     connection: &Connection,
     tool: &ToolRecord,
     action: &Action,
     effect: portcullis_core::effect::EffectClass,
+    guardrails: Guardrails,
     now: i64,
-) -> Result<Facts, McpError> {
-    let (engine, engine_problem) = match crate::policy::engine(state, &ctx.tenant)
-        .await
-        .map_err(store_error)?
-    {
+) -> Result<Facts, StoreError> {
+    let (engine, engine_problem) = match crate::policy::engine(state, &caller.tenant).await? {
         Ok(engine) => (engine, None),
         // Every call is denied with `problem`; the built-ins only fill the evaluation's shape.
         Err(problem) => (crate::policy::builtin(), Some(problem)),
@@ -562,60 +617,47 @@ async fn gather(
         agent_spent_today_cents: 0,
         session: Arc::default(),
         guardrail: None,
+        guardrails_exhausted: Vec::new(),
     };
     if effect.is_effect() {
-        facts.session = Arc::new(
-            crate::policy::session_facts(state, ctx, &req.session, now)
-                .await
-                .map_err(store_error)?,
-        );
+        facts.session = Arc::new(crate::policy::session_facts(state, caller, now).await?);
+        let since = portcullis_core::guardrail::day_start(now);
         facts.spent_today_cents = state
             .store
-            .spend_since(
-                &ctx.tenant,
-                portcullis_core::guardrail::day_start(now),
-                None,
-                None,
-            )
-            .await
-            .map_err(store_error)?
+            .spend_since(&caller.tenant, since, None, None)
+            .await?
             .1;
         facts.agent_spent_today_cents = state
             .store
-            .spend_since(
-                &ctx.tenant,
-                portcullis_core::guardrail::day_start(now),
-                Some(&ctx.agent),
-                None,
-            )
-            .await
-            .map_err(store_error)?
+            .spend_since(&caller.tenant, since, Some(&caller.agent), None)
+            .await?
             .1;
-        facts.guardrail = crate::policy::covering_guardrail(
-            state,
-            ctx,
-            &connection.name,
-            &tool.name,
-            &action.arguments,
-            cost_cents,
-            now,
-        )
-        .await
-        .map_err(store_error)?;
+        if guardrails == Guardrails::Consider {
+            let cover = crate::policy::covering_guardrail(
+                state,
+                caller,
+                &connection.name,
+                &tool.name,
+                &action.arguments,
+                cost_cents,
+                now,
+            )
+            .await?;
+            facts.guardrail = cover.covering;
+            facts.guardrails_exhausted = cover.exhausted;
+        }
     }
     Ok(facts)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn evaluate(
     facts: &Facts,
-    ctx: &AgentContext,
+    caller: &Caller,
     connection: &str,
     tool: &ToolRecord,
     action: &Action,
     effect: portcullis_core::effect::EffectClass,
     definition: DefinitionStatus,
-    req: &CallRequest,
     now: i64,
 ) -> Evaluation {
     let problem = facts
@@ -632,9 +674,9 @@ fn evaluate(
         };
     }
     facts.engine.evaluate(&CallFacts {
-        tenant: &ctx.tenant_name,
-        agent: &ctx.agent_name,
-        agent_owner: ctx.agent_owner.as_deref(),
+        tenant: &caller.tenant_name,
+        agent: &caller.agent_name,
+        agent_owner: caller.agent_owner.as_deref(),
         connection,
         tool: &tool.name,
         effect,
@@ -645,37 +687,35 @@ fn evaluate(
         agent_spent_today_cents: facts.agent_spent_today_cents,
         session_read_classes: &facts.session.classes,
         session_reads: facts.session.reads,
-        has_session: req.session.is_some(),
+        has_session: caller.session.is_some(),
         guardrail: facts.guardrail.as_ref().map(|g| (g.id.as_str(), g.mode)),
         definition_changed: definition == DefinitionStatus::Changed,
-        stated_reason: req.stated_reason.is_some(),
+        stated_reason: caller.stated_reason,
         now,
     })
 }
 
 /// An approved action: verify its receipt, consume the nonce together with the `execute`
-/// audit event, then call the upstream exactly once.
+/// audit event, then call the upstream exactly once and record what it produced. `agent` is
+/// the calling agent's request (a retried call or a task), or `None` when the gateway runs the
+/// action for a person (an approved revert).
 async fn execute_approved(
     state: &AppState,
-    ctx: &AgentContext,
-    req: CallRequest,
+    caller: &Caller,
+    agent: Option<AgentSide>,
     action: Action,
     approval: Approval,
-) -> Result<CallToolResult, McpError> {
+) -> Result<CallToolResult, StoreError> {
     let now = state.clock.now();
     let refuse = |reason: String| {
-        let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Deny);
+        let mut draft = call_draft(state, caller, &action, AuditKind::Deny);
         draft.decision = Some("deny".into());
         draft.detail = json!({ "approval": approval.id, "reasons": [reason.clone()] });
         (draft, reason)
     };
     let Some(signed) = approval.receipt.as_ref() else {
         let (draft, reason) = refuse("approved request has no receipt".into());
-        state
-            .store
-            .append_audit(draft, now)
-            .await
-            .map_err(store_error)?;
+        state.store.append_audit(draft, now).await?;
         return Ok(denied(&[reason]));
     };
     let permit = match receipt::verify(signed, &state.keys.verifying_key(), action.clone(), now) {
@@ -683,11 +723,7 @@ async fn execute_approved(
         Err(e) => {
             tracing::warn!(approval = %approval.id, error = %e, "receipt refused");
             let (draft, reason) = refuse(format!("approval receipt refused: {e}"));
-            state
-                .store
-                .append_audit(draft, now)
-                .await
-                .map_err(store_error)?;
+            state.store.append_audit(draft, now).await?;
             state
                 .metrics
                 .executions
@@ -706,14 +742,10 @@ async fn execute_approved(
         state.upstreams.status(&action.connection),
         crate::upstream::Status::Ready { .. }
     ) {
-        let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+        let mut draft = call_draft(state, caller, &action, AuditKind::ToolCall);
         draft.decision = Some("hold".into());
         draft.detail = json!({ "approval": approval.id, "status": "upstream_unavailable" });
-        state
-            .store
-            .append_audit(draft, now)
-            .await
-            .map_err(store_error)?;
+        state.store.append_audit(draft, now).await?;
         return Ok(result_json(
             json!({ "status": "upstream_unavailable", "executed": false, "approval_id": approval.id,
                     "message": "The upstream is not connected; nothing was done and the approval is kept. Re-send the identical call once it is back." }),
@@ -721,28 +753,25 @@ async fn execute_approved(
         ));
     }
     if let Some(before) = &approval.before_state
-        && let Err(reason) = check_before_state(state, ctx, &action, before, &req.agent).await
+        && let Err(reason) =
+            check_before_state(state, caller, &action, before, agent.as_ref()).await
     {
         let (draft, reason) = refuse(reason);
-        state
-            .store
-            .append_audit(draft, now)
-            .await
-            .map_err(store_error)?;
+        state.store.append_audit(draft, now).await?;
         return Ok(result_json(
             json!({ "status": "stale", "executed": false, "approval_id": approval.id, "reasons": [reason],
                     "message": "Not executed: the target changed since this action was approved. Send the call again to request a fresh approval once this one expires." }),
             true,
         ));
     }
-    let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::Execute);
+    let mut draft = call_draft(state, caller, &action, AuditKind::Execute);
     draft.decision = Some("allow".into());
     draft.receipt_id = Some(approved_by.receipt_id.to_string());
-    draft.detail = json!({ "approval": approval.id, "approver": approved_by.approver });
+    draft.detail = json!({ "approval": approval.id, "approver": approved_by.approver, "revert_of": approval.revert_of });
     match state
         .store
         .redeem_receipt(
-            &ctx.tenant,
+            &caller.tenant,
             &approval.id,
             &approved_by.receipt_id,
             &approved_by.nonce,
@@ -755,27 +784,24 @@ async fn execute_approved(
         Err(StoreError::Conflict(_)) => {
             // Another request redeemed it first (or it is no longer redeemable): this call is
             // refused, and like every decision that refusal is recorded before the answer.
-            let mut draft = call_draft(state, ctx, &req.session, &action, AuditKind::ToolCall);
+            let mut draft = call_draft(state, caller, &action, AuditKind::ToolCall);
             draft.decision = Some("deny".into());
             draft.receipt_id = Some(approved_by.receipt_id.to_string());
             draft.detail = json!({ "approval": approval.id, "status": "already_executed" });
-            state
-                .store
-                .append_audit(draft, state.clock.now())
-                .await
-                .map_err(store_error)?;
+            state.store.append_audit(draft, state.clock.now()).await?;
             return Ok(result_json(
                 json!({ "status": "already_executed", "executed": false, "approval_id": approval.id,
                         "message": "This approval was already used; an approval executes its action once. Send the call again to request a new approval." }),
                 true,
             ));
         }
-        Err(e) => return Err(store_error(e)),
+        Err(e) => return Err(e),
     }
-    // The spend ledger records what ran; an approved call is not limited by a guardrail.
+    // The spend ledger records what ran (reverts included); an approved call is not limited
+    // by a guardrail.
     let charge = Charge {
-        tenant: ctx.tenant.clone(),
-        agent: ctx.agent.clone(),
+        tenant: caller.tenant.clone(),
+        agent: caller.agent.clone(),
         guardrail: None,
         approval: Some(approval.id.clone()),
         connection: action.connection.clone(),
@@ -786,15 +812,28 @@ async fn execute_approved(
     if let Err(e) = state.store.charge(&charge, None, now).await {
         tracing::error!(error = %e, approval = %approval.id, "could not record an approved call's spend");
     }
-    let session = req.session;
-    let result = forward(state, permit, req.agent).await;
-    let mut draft = call_draft(state, ctx, &session, &action, AuditKind::ExecutionResult);
+    let (result, outcome) = forward(state, permit, agent).await;
+    let mut draft = call_draft(state, caller, &action, AuditKind::ExecutionResult);
     draft.receipt_id = Some(approved_by.receipt_id.to_string());
-    draft.detail =
-        json!({ "approval": approval.id, "upstream_error": result.is_error.unwrap_or(false) });
-    if let Err(e) = state.store.append_audit(draft, state.clock.now()).await {
-        // The `execute` event is already durable; the outcome event is best effort.
-        tracing::error!(error = %e, "could not audit an execution result");
+    draft.detail = json!({
+        "approval": approval.id,
+        "outcome": outcome,
+        "upstream_error": outcome != ExecutionOutcome::Ok,
+    });
+    if let Err(e) = state
+        .store
+        .record_outcome(
+            &caller.tenant,
+            &approval.id,
+            outcome,
+            draft,
+            state.clock.now(),
+        )
+        .await
+    {
+        // The `execute` event is already durable; without a recorded outcome the approval is
+        // reported as `unknown` by the sweep (never re-run).
+        tracing::error!(error = %e, approval = %approval.id, "could not record an execution's outcome");
     }
     Ok(result)
 }
@@ -802,24 +841,24 @@ async fn execute_approved(
 /// Read the target again and compare with the state captured when the call was held.
 async fn check_before_state(
     state: &AppState,
-    ctx: &AgentContext,
+    caller: &Caller,
     action: &Action,
     before: &serde_json::Value,
-    agent: &AgentSide,
+    agent: Option<&AgentSide>,
 ) -> Result<(), String> {
     let connection = state
         .store
-        .connection(&ctx.tenant, &action.connection)
+        .connection(&caller.tenant, &action.connection)
         .await
         .map_err(|_| "the connection is gone".to_owned())?;
     let tool = state
         .store
-        .tool(&ctx.tenant, &action.connection, &action.tool)
+        .tool(&caller.tenant, &action.connection, &action.tool)
         .await
         .map_err(|_| "the tool is gone".to_owned())?;
     crate::preview::still_current(
         state,
-        ctx,
+        &caller.tenant,
         &connection,
         &tool,
         &action.arguments,
@@ -839,6 +878,7 @@ pub async fn execute_held(
     agent: AgentSide,
     session: Option<String>,
 ) -> Result<CallToolResult, McpError> {
+    let caller = Caller::of(ctx, session, false);
     let action = approval.action.clone();
     let connection = state
         .store
@@ -877,7 +917,7 @@ pub async fn execute_held(
         _ => None,
     };
     if let Some(problem) = problem {
-        let mut draft = call_draft(state, ctx, &session, &action, AuditKind::Deny);
+        let mut draft = call_draft(state, &caller, &action, AuditKind::Deny);
         draft.decision = Some("deny".into());
         draft.detail = json!({ "approval": approval.id, "reasons": [problem] });
         state
@@ -889,21 +929,23 @@ pub async fn execute_held(
             "the approved action cannot run as approved: {problem}"
         )]));
     }
-    let request = CallRequest {
-        tasks: true,
-        name: String::new(),
-        arguments: None,
-        session,
-        stated_reason: None,
-        agent,
-    };
-    execute_approved(state, ctx, request, action, approval).await
+    execute_approved(state, &caller, Some(agent), action, approval)
+        .await
+        .map_err(store_error)
 }
 
 /// Send a permitted action upstream and turn any failure into a tool error the agent can read.
-async fn forward(state: &AppState, permit: Permit, agent: AgentSide) -> CallToolResult {
+/// Returns the result with what it means for the execution record.
+async fn forward(
+    state: &AppState,
+    permit: Permit,
+    agent: Option<AgentSide>,
+) -> (CallToolResult, ExecutionOutcome) {
     let started = std::time::Instant::now();
-    let outcome = state.upstreams.call(permit, agent).await;
+    let outcome = match agent {
+        Some(agent) => state.upstreams.call(permit, agent).await,
+        None => state.upstreams.call_unattended(permit).await,
+    };
     state
         .metrics
         .upstream_latency
@@ -917,15 +959,17 @@ async fn forward(state: &AppState, permit: Permit, agent: AgentSide) -> CallTool
     };
     match outcome {
         Ok(mut result) => {
-            label(if result.is_error == Some(true) {
-                "tool_error"
-            } else {
-                "ok"
-            });
+            let tool_error = result.is_error == Some(true);
+            label(if tool_error { "tool_error" } else { "ok" });
             // Results from an upstream on an older protocol lack `resultType`; agents on
             // 2026-07-28 need it (rmcp strips it again for older agents).
             result.result_type = Some(rmcp::model::ResultType::COMPLETE);
-            result
+            let outcome = if tool_error {
+                ExecutionOutcome::ToolError
+            } else {
+                ExecutionOutcome::Ok
+            };
+            (result, outcome)
         }
         Err(e) => {
             label(match e {
@@ -933,9 +977,12 @@ async fn forward(state: &AppState, permit: Permit, agent: AgentSide) -> CallTool
                 UpstreamError::Cancelled => "cancelled",
                 _ => "error",
             });
-            result_json(
-                json!({ "status": "upstream_error", "detail": e.to_string() }),
-                true,
+            (
+                result_json(
+                    json!({ "status": "upstream_error", "detail": e.to_string() }),
+                    true,
+                ),
+                ExecutionOutcome::UpstreamError,
             )
         }
     }
@@ -976,6 +1023,54 @@ async fn agent_owner(state: &AppState, approval: &Approval) -> Result<Option<Str
         .and_then(|a| a.owner))
 }
 
+/// The identities that created `admin`, nearest first, followed transitively (bounded; a
+/// name that no longer resolves ends the chain).
+async fn creators_of(state: &AppState, admin: &Admin) -> Result<Vec<String>, ApiError> {
+    let mut chain: Vec<String> = Vec::new();
+    let mut next = admin.created_by.clone();
+    while let Some(name) = next.take() {
+        if chain.contains(&name) || chain.len() >= 32 {
+            break;
+        }
+        chain.push(name.clone());
+        match state.store.admin_by_name(&name).await {
+            Ok(creator) => next = creator.created_by,
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(chain)
+}
+
+/// Refuse a vote to approve `approval` by this human when any rule says so: not named by the
+/// rules, the agent's owner or one of its creations, created after the request was held, or
+/// (for a revert) its proposer or one of theirs.
+async fn check_voter(
+    state: &AppState,
+    ctx: &AdminContext,
+    approval: &Approval,
+    rules: &[(Point, ApproverRule)],
+) -> Result<(), ApiError> {
+    let owner = agent_owner(state, approval).await?;
+    let creators = creators_of(state, &ctx.admin).await?;
+    let voter = VoterIdentity {
+        name: &ctx.admin.name,
+        creators: &creators,
+        created_at: ctx.admin.created_at,
+    };
+    let proposer = approval.evidence["proposed_by"].as_str();
+    match refuse_identity(
+        rules,
+        &voter,
+        owner.as_deref(),
+        proposer,
+        approval.created_at,
+    ) {
+        Some(why) => Err(ApiError::Forbidden(why)),
+        None => Ok(()),
+    }
+}
+
 /// Vote to approve a pending request. When the votes so far plus this one satisfy every
 /// approver rule of the request, sign a receipt over its action hash naming all approvers and
 /// store it with the vote, in one transaction; otherwise record the vote and leave it pending.
@@ -994,16 +1089,8 @@ pub async fn approve(
         )));
     }
     let rules = approval_rules(&approval)?;
-    let owner = agent_owner(state, &approval).await?;
+    check_voter(state, ctx, &approval, &rules).await?;
     let me = ctx.admin.name.clone();
-    if let Some(why) = refuse_voter(&rules, &me, owner.as_deref()) {
-        return Err(ApiError::Forbidden(why));
-    }
-    if approval.evidence["proposed_by"].as_str() == Some(me.as_str()) {
-        return Err(ApiError::Forbidden(
-            "the proposer of a revert may not approve it".into(),
-        ));
-    }
     for _ in 0..8 {
         let now = state.clock.now();
         let votes = state.store.votes(&approval.tenant, &approval.id).await?;
@@ -1082,7 +1169,7 @@ pub async fn approve(
                         .inc();
                     tracing::info!(approval = %approval.id, approvers = %all.join(","), "approved");
                     // A revert has no agent to re-send it: the gateway runs it on approval.
-                    if approval.evidence.get("revert_of").is_some() {
+                    if approval.revert_of.is_some() {
                         return execute_revert(state, ctx, approval).await;
                     }
                 }
@@ -1176,9 +1263,14 @@ pub async fn approve_batch(
                 item.status.as_str()
             )));
         }
+        if item.revert_of.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "approval {} is a revert; approve it on its own",
+                item.id
+            )));
+        }
         let rules = approval_rules(item)?;
-        let owner = agent_owner(state, item).await?;
-        if let Some(why) = refuse_voter(&rules, &me, owner.as_deref()) {
+        if let Err(ApiError::Forbidden(why)) = check_voter(state, ctx, item, &rules).await {
             return Err(ApiError::Forbidden(format!("approval {}: {why}", item.id)));
         }
         if !satisfied(&rules, std::slice::from_ref(&me)) {
@@ -1190,10 +1282,12 @@ pub async fn approve_batch(
     }
     let hashes: Vec<String> = items.iter().map(|a| a.action_hash.clone()).collect();
     let hash = portcullis_core::receipt::batch_hash(&hashes);
+    // The refusal does not name the current hash: an approver must review the batch again
+    // (`batch/preview`) rather than copy a hash they never looked at.
     if hash != claimed_hash {
-        return Err(ApiError::Conflict(format!(
-            "the batch changed since it was reviewed (its hash is now {hash}); review it again"
-        )));
+        return Err(ApiError::Conflict(
+            "the batch is not the one reviewed (an item was added, removed, reordered or changed); preview it again and approve what you reviewed".into(),
+        ));
     }
     let receipt = SignedReceipt::sign(
         state.keys.signing_key(),
@@ -1224,9 +1318,15 @@ pub async fn approve_batch(
 }
 
 /// Propose the inverse of an executed write: the tool profile's `revert` call, its arguments
-/// taken from the before-state captured when the original was held. The proposal is a new
-/// held action (for the original agent's tenant and connection) that another person must
-/// approve; on approval the gateway runs it once.
+/// taken from the before-state captured when the original was held.
+///
+/// INVARIANT: a revert is an action like any other. It is decided by the same policy
+/// evaluation as the forward call the original agent would make (a deny policy refuses it;
+/// the approval points and their approver rules apply), it is refused while the agent or its
+/// tenant is suspended, it is charged to the spend ledger when it runs, at most one revert per
+/// original is live or executed (a unique index), and its own before-state is captured so a
+/// target that changed since refuses it as stale. It never runs under a guardrail: a person
+/// proposed it and other people approve it.
 pub async fn propose_revert(
     state: &AppState,
     ctx: &AdminContext,
@@ -1277,6 +1377,7 @@ pub async fn propose_revert(
             "the revert tool's definition changed; accept it before proposing a revert",
         ));
     }
+    let caller = revert_caller(state, &original).await?;
     let action = Action {
         tenant: tenant.clone(),
         connection: connection.id.clone(),
@@ -1288,13 +1389,71 @@ pub async fn propose_revert(
         .hash()
         .map_err(|e| ApiError::BadRequest(format!("the revert's arguments: {e}")))?;
     let now = state.clock.now();
-    let id = ApprovalId::generate();
     let me = ctx.admin.name.clone();
+    // The same evaluation as the agent's own call of the revert tool, minus guardrails.
+    let effect = DefinitionStatus::Accepted.effective(target.effect);
+    let facts = gather(
+        state,
+        &caller,
+        &connection,
+        &target,
+        &action,
+        effect,
+        Guardrails::Ignore,
+        now,
+    )
+    .await?;
+    let evaluation = evaluate(
+        &facts,
+        &caller,
+        &connection.name,
+        &target,
+        &action,
+        effect,
+        DefinitionStatus::Accepted,
+        now,
+    );
+    let policy_detail = json!({
+        "policies": evaluation.policies,
+        "policy_hash": evaluation.policy_hash,
+        "points": evaluation.points,
+    });
+    if evaluation.outcome == portcullis_core::decision::Outcome::Deny {
+        let mut draft = AuditDraft::new(tenant.clone(), ctx.actor(), AuditKind::Deny)
+            .resource(format!("tool:{}/{}", connection.id, target.name));
+        draft.decision = Some("deny".into());
+        draft.detail = json!({ "revert_of": original.id, "action_hash": action_hash, "reasons": evaluation.reasons, "policy": policy_detail });
+        state.store.append_audit(draft, now).await?;
+        return Err(ApiError::Forbidden(format!(
+            "policy denies this revert: {}",
+            evaluation.reasons.join("; ")
+        )));
+    }
+    let mut rules = facts.engine.approver_rules(&evaluation);
+    if rules.is_empty() {
+        rules.push((Point::Effect, ApproverRule::default()));
+    }
+    let id = ApprovalId::generate();
     let mut draft = AuditDraft::new(tenant.clone(), ctx.actor(), AuditKind::Hold)
         .resource(format!("tool:{}/{}", connection.id, target.name));
     draft.decision = Some("hold".into());
-    draft.detail = json!({ "approval": id, "revert_of": original.id, "action_hash": action_hash });
-    let effect = target.effect;
+    draft.detail = json!({ "approval": id, "revert_of": original.id, "action_hash": action_hash, "policy": policy_detail });
+    // The revert's own before-state: what the target looks like now, checked again just
+    // before the revert runs.
+    let before_state = crate::preview::capture(
+        state,
+        &tenant,
+        &connection,
+        &target,
+        &action.arguments,
+        None,
+    )
+    .await;
+    let mut reasons = evaluation.reasons.clone();
+    reasons.push(format!(
+        "revert of {} proposed by {me}: restores the state captured before it ran",
+        original.id
+    ));
     let new = NewApproval {
         id,
         tenant: tenant.clone(),
@@ -1303,94 +1462,144 @@ pub async fn propose_revert(
         summary: format!(
             "revert of {}: {}",
             original.id,
-            summary(effect, &connection.name, &target.name, &action.arguments)
+            summary_of(effect, &connection.name, &target, &action.arguments)
         ),
         action,
         action_hash,
         effect,
-        reasons: vec![format!(
-            "revert of {} proposed by {me}: restores the state captured before it ran",
-            original.id
-        )],
+        reasons,
         expires_at: now
             + (state.config.approvals.default_ttl_secs as i64 * 1000)
                 .min(portcullis_core::MAX_APPROVAL_TTL_MS),
+        revert_of: Some(original.id.clone()),
     };
     let extras = ApprovalExtras {
-        rules: serde_json::to_value(vec![(Point::Effect, ApproverRule::default())])
-            .unwrap_or_default(),
-        evidence: json!({ "revert_of": original.id, "proposed_by": me, "before_state": before }),
-        cost_cents: 0,
-        before_state: None,
+        rules: serde_json::to_value(&rules).unwrap_or_default(),
+        evidence: json!({
+            "revert_of": original.id, "proposed_by": me, "before_state": before,
+            "policies": evaluation.policies, "policy_hash": evaluation.policy_hash,
+        }),
+        cost_cents: facts.cost_cents,
+        before_state,
     };
-    let (approval, _) = state
+    match state
         .store
         .create_approval_with(new, extras, draft, now)
-        .await?;
-    Ok(approval)
+        .await?
+    {
+        HoldOutcome::Created(approval, _) => Ok(approval),
+        HoldOutcome::Joined(existing) if existing.revert_of.as_ref() == Some(&original.id) => {
+            Err(ApiError::Conflict(format!(
+                "{} already has a revert ({}, {}); an action is reverted at most once",
+                original.id,
+                existing.id,
+                existing.status.as_str()
+            )))
+        }
+        HoldOutcome::Joined(existing) => Err(ApiError::Conflict(format!(
+            "an identical action by this agent is already waiting for approval ({}); decide that request instead",
+            existing.id
+        ))),
+    }
 }
 
-/// Run an approved revert once, on behalf of the approvers (no agent request to forward to).
+/// The agent a revert acts for, as policy sees it: the original's agent, no session. Refused
+/// while the agent or its tenant is suspended (the kill switch stops reverts too).
+async fn revert_caller(state: &AppState, approval: &Approval) -> Result<Caller, ApiError> {
+    let tenant = state.store.tenant(&approval.tenant).await?;
+    let agent = state
+        .store
+        .list_agents(&approval.tenant)
+        .await?
+        .into_iter()
+        .find(|a| a.id == approval.agent)
+        .ok_or(ApiError::NotFound)?;
+    if tenant.suspended_at.is_some() || agent.suspended_at.is_some() {
+        return Err(ApiError::Conflict(
+            "the agent or its tenant is suspended; nothing was done".into(),
+        ));
+    }
+    if agent.revoked_at.is_some() {
+        return Err(ApiError::Conflict(
+            "the agent was revoked; nothing was done".into(),
+        ));
+    }
+    Ok(Caller {
+        tenant: tenant.id,
+        tenant_name: tenant.name,
+        agent: agent.id,
+        agent_name: agent.name,
+        agent_owner: agent.owner,
+        session: None,
+        stated_reason: false,
+    })
+}
+
+/// Run an approved revert once, on behalf of the approvers (no agent request to forward to),
+/// through the same verify-redeem-execute path as an agent's retried call.
 async fn execute_revert(
     state: &AppState,
     ctx: &AdminContext,
     approval: Approval,
 ) -> Result<Approval, ApiError> {
-    let now = state.clock.now();
-    let signed = approval
-        .receipt
-        .as_ref()
-        .ok_or_else(|| ApiError::Conflict("approved without a receipt".into()))?;
-    let permit = receipt::verify(
-        signed,
-        &state.keys.verifying_key(),
-        approval.action.clone(),
-        now,
-    )
-    .map_err(|e| ApiError::Conflict(format!("receipt refused: {e}")))?;
-    let by = permit
-        .approval()
-        .expect("verified permits carry their receipt")
-        .clone();
-    if !matches!(
-        state.upstreams.status(&approval.connection),
-        crate::upstream::Status::Ready { .. }
-    ) {
-        return Err(ApiError::Conflict(
-            "approved, but the upstream is not connected; the revert did not run".into(),
-        ));
-    }
-    let resource = format!("tool:{}/{}", approval.connection, approval.action.tool);
-    let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Execute)
-        .resource(resource.clone());
-    draft.decision = Some("allow".into());
-    draft.receipt_id = Some(by.receipt_id.to_string());
-    draft.detail = json!({ "approval": approval.id, "approver": by.approver, "revert_of": approval.evidence["revert_of"] });
-    state
+    let caller = match revert_caller(state, &approval).await {
+        Ok(caller) => caller,
+        Err(refusal) => {
+            let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Deny)
+                .resource(format!("approval:{}", approval.id));
+            draft.decision = Some("deny".into());
+            draft.detail = json!({ "approval": approval.id, "reasons": ["the agent or its tenant is suspended or revoked; the revert did not run"] });
+            state.store.append_audit(draft, state.clock.now()).await?;
+            return Err(refusal);
+        }
+    };
+    let connection = state
         .store
-        .redeem_receipt(
+        .connection(&approval.tenant, &approval.connection)
+        .await?;
+    let tool = state
+        .store
+        .tool(
             &approval.tenant,
-            &approval.id,
-            &by.receipt_id,
-            &by.nonce,
-            draft,
-            now,
+            &approval.connection,
+            &approval.action.tool,
         )
         .await?;
-    let outcome = state.upstreams.call_unattended(permit).await;
-    let mut draft = AuditDraft::new(
-        approval.tenant.clone(),
-        ctx.actor(),
-        AuditKind::ExecutionResult,
+    if connection.revoked_at.is_some() {
+        return Err(ApiError::Conflict(
+            "approved, but the connection was revoked; the revert did not run".into(),
+        ));
+    }
+    if tool.current_hash != approval.action.tool_definition_hash {
+        return Err(ApiError::Conflict(
+            "approved, but the revert tool's definition changed; the revert did not run".into(),
+        ));
+    }
+    let result = execute_approved(
+        state,
+        &caller,
+        None,
+        approval.action.clone(),
+        approval.clone(),
     )
-    .resource(resource);
-    draft.receipt_id = Some(by.receipt_id.to_string());
-    draft.detail = json!({
-        "approval": approval.id,
-        "upstream_error": outcome.as_ref().map_or(true, |r| r.is_error.unwrap_or(false)),
-    });
-    if let Err(e) = state.store.append_audit(draft, state.clock.now()).await {
-        tracing::error!(error = %e, "could not audit a revert's result");
+    .await?;
+    let status = result
+        .structured_content
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("ok")
+        .to_owned();
+    let refused = [
+        "denied",
+        "stale",
+        "already_executed",
+        "upstream_unavailable",
+    ];
+    if refused.contains(&status.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "approved, but the revert did not run: {status}"
+        )));
     }
     Ok(state
         .store

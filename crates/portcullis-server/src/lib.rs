@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod preview;
+pub mod programs;
 pub mod state;
 pub mod tasks;
 pub mod trust;
@@ -46,8 +47,11 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct BuildOptions {
     pub clock: Clock,
-    /// Seed the demo tenant on first start, with this program as the demo upstream command.
-    pub demo_upstream_command: Option<PathBuf>,
+    /// The `portcullis` binary: what `@self` means in the program catalog.
+    pub self_exe: Option<PathBuf>,
+    /// Add the demo upstream to the catalog (as `demo`, unless configured) and seed the demo
+    /// tenant on first start.
+    pub demo: bool,
 }
 
 /// What first start created and must be shown once.
@@ -60,6 +64,8 @@ pub struct FirstStart {
 pub struct Application {
     state: Arc<AppState>,
     pub first_start: FirstStart,
+    /// The separate `/metrics` listener (`metrics.listen`), bound by `build`.
+    metrics_listener: Option<tokio::net::TcpListener>,
     /// Cancelled when shutdown begins: ends open MCP streams (legacy sessions' GET streams),
     /// which would otherwise keep graceful shutdown waiting forever.
     streams: tokio_util::sync::CancellationToken,
@@ -71,25 +77,21 @@ impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> Result<Self, BootstrapError> {
         bootstrap::ensure_data_dir(&config)?;
         let keys = Arc::new(bootstrap::load_or_create_keys(&config.key_file())?);
+        bootstrap::prepare_database_file(&config)?;
+        let catalog = Arc::new(bootstrap::catalog(&config, &options)?);
         let store_options = StoreOptions {
             max_read_connections: config.data.max_connections.min(64),
             max_connections: config.data.max_connections,
         };
         let store = Store::open(&config.database_url(), &store_options).await?;
+        bootstrap::check_permissions(&config)?;
         let clock = options.clock;
         let now = clock.now();
         let admin_token = bootstrap::bootstrap_admin(&store, now).await?;
-        let demo = match &options.demo_upstream_command {
-            Some(command) => {
-                bootstrap::seed_demo(
-                    &store,
-                    command,
-                    now,
-                    config.auth.token_ttl_secs as i64 * 1000,
-                )
-                .await?
-            }
-            None => None,
+        let demo = if options.demo {
+            bootstrap::seed_demo(&store, now, config.auth.token_ttl_secs as i64 * 1000).await?
+        } else {
+            None
         };
         let cache = Arc::new(cache::AccessCache::default());
         // Another replica's changes are only seen through the change feed: until it is
@@ -97,11 +99,15 @@ impl Application {
         cache.set_enabled(!store.is_shared());
         let upstreams = upstream::Upstreams::new(
             store.clone(),
+            catalog.clone(),
             cache.clone(),
             clock.clone(),
             Duration::from_secs(config.upstream.call_timeout_secs),
             Duration::from_secs(config.upstream.restart_backoff_max_secs),
         );
+        let trusted_proxies = config
+            .trusted_proxies()
+            .map_err(|e| BootstrapError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
             config,
             cache,
@@ -112,12 +118,32 @@ impl Application {
             guards: auth::Guards::default(),
             upstreams,
             engines: policy::Engines::default(),
+            catalog,
+            trusted_proxies,
         });
+        let metrics_listener = match state
+            .config
+            .metrics_listen()
+            .map_err(BootstrapError::Config)?
+        {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                BootstrapError::Config(format!("cannot listen for metrics on {addr}: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Self {
             state,
             first_start: FirstStart { admin_token, demo },
+            metrics_listener,
             streams: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Where the separate `/metrics` listener is bound, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -165,10 +191,37 @@ impl Application {
                 .for_each(|c| state.upstreams.start(c)),
             Err(e) => tracing::error!(error = %e, "cannot load connections"),
         }
+        // Executions a previous process redeemed but never finished are reported now (and
+        // never re-run). On SQLite this process is the only writer, so every one is from a
+        // process that died; replicas sharing PostgreSQL may still be running theirs, so
+        // there only those past the call timeout count.
+        let redeemed_before = if state.store.is_shared() {
+            state.clock.now() - unknown_after_ms(&state.config)
+        } else {
+            state.clock.now()
+        };
+        if let Err(e) = audit::report_unknown_executions(&state, redeemed_before).await {
+            tracing::error!(error = %e, "cannot look for unfinished executions");
+        }
         let workers = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_worker(state.clone(), workers.clone()));
         tokio::spawn(watch_access_changes(state.clone(), workers.clone()));
+        tokio::spawn(unknown_executions_worker(state.clone(), workers.clone()));
         let router = self.router();
+        if let Some(listener) = self.metrics_listener {
+            let metrics = Router::new()
+                .route("/metrics", get(metrics_open))
+                .with_state(state.clone());
+            let stop = workers.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, metrics)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         let result = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -212,14 +265,18 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             StatusCode::OK,
             axum::Json(serde_json::json!({ "status": "ready", "store": "ok" })),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "unavailable", "store": e.to_string() })),
-        ),
+        Err(e) => {
+            // The cause (hosts, roles, driver messages) is for the operator's log only.
+            tracing::error!(error = %e, "readiness check: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "status": "unavailable", "store": "unavailable" })),
+            )
+        }
     }
 }
 
-async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+fn metrics_body(state: &AppState) -> axum::response::Response {
     (
         [(
             http::header::CONTENT_TYPE,
@@ -227,6 +284,53 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> impl IntoRespons
         )],
         state.metrics.render(),
     )
+        .into_response()
+}
+
+/// `/metrics` on the main listener: only with the metrics token (`metrics.token_sha256`).
+/// Wrong tokens count towards the address's lockout like any failed authentication.
+async fn metrics_handler(
+    State(state): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    match auth::authenticate_metrics(&state, peer.ip(), &headers).await {
+        Ok(()) => metrics_body(&state),
+        Err(refusal) => error::ApiError::from(refusal).into_response(),
+    }
+}
+
+/// `/metrics` on the separate metrics listener (`metrics.listen`): no credentials there.
+async fn metrics_open(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    metrics_body(&state)
+}
+
+/// How long after its redemption an execution with no recorded outcome is reported as
+/// unknown: the call timeout (by then the call would have ended and recorded one) plus a
+/// margin for recording it.
+pub fn unknown_after_ms(config: &Config) -> i64 {
+    (config.upstream.call_timeout_secs as i64 + 30) * 1000
+}
+
+/// Report executions whose outcome never arrived, every minute.
+async fn unknown_executions_worker(
+    state: Arc<AppState>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let before = state.clock.now() - unknown_after_ms(&state.config);
+                if let Err(e) = audit::report_unknown_executions(&state, before).await {
+                    tracing::warn!(error = %e, "cannot look for unfinished executions");
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// The longest a replica may serve cached access data that another replica changed, should
@@ -302,15 +406,41 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
 }
 
 /// Install the tracing subscriber per the log configuration (`RUST_LOG` wins over `log.filter`).
+///
+/// INVARIANT: tool arguments and results never reach the log, whatever the filter says. The
+/// gateway's own code never logs them; the libraries that would (rmcp logs whole messages at
+/// debug and notifications at info; HTTP and database drivers log bodies or statements at
+/// debug and trace) are capped by [`payload_guard`], a second filter every event must also
+/// pass.
 pub fn init_tracing(config: &config::LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Text => builder.try_init(),
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.filter))
+        .and(payload_guard());
+    let layer = match config.format {
+        config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        config::LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// The most any library may log: rmcp warnings (it logs messages and notifications below
+/// that), other libraries information (they log bodies, headers and statements below that).
+/// Portcullis's own crates are limited only by the configured filter.
+pub fn payload_guard() -> tracing_subscriber::filter::Targets {
+    use tracing::level_filters::LevelFilter;
+    tracing_subscriber::filter::Targets::new()
+        .with_target("portcullis", LevelFilter::TRACE)
+        .with_target("rmcp", LevelFilter::WARN)
+        .with_default(LevelFilter::INFO)
 }

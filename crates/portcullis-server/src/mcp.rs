@@ -24,7 +24,75 @@ use std::sync::{Arc, Mutex};
 /// The rmcp service behind every tenant's endpoint, plus the session → agent bindings.
 pub struct McpEndpoint {
     service: StreamableHttpService<GatewayHandler, LocalSessionManager>,
-    sessions: Mutex<HashMap<String, AgentId>>,
+    manager: Arc<LocalSessionManager>,
+    sessions: Mutex<SessionTable>,
+}
+
+/// Most legacy sessions held at once, and per agent. Past a cap the least recently used
+/// session is closed (and then refused like any unknown session): one agent opening sessions
+/// in a loop can crowd out only its own.
+pub const MAX_SESSIONS: usize = 16_384;
+pub const MAX_SESSIONS_PER_AGENT: usize = 64;
+/// A session idle this long is forgotten (rmcp closes it after five idle minutes).
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(360);
+
+/// Session id → the agent that opened it and when it was last used.
+#[derive(Default)]
+struct SessionTable {
+    entries: HashMap<String, (AgentId, std::time::Instant)>,
+}
+
+impl SessionTable {
+    /// The agent a session belongs to (and mark it used).
+    fn owner(&mut self, id: &str, now: std::time::Instant) -> Option<AgentId> {
+        let entry = self.entries.get_mut(id)?;
+        entry.1 = now;
+        Some(entry.0.clone())
+    }
+
+    /// Record a new session; returns the sessions evicted to make room (to close).
+    fn insert(&mut self, id: String, agent: AgentId, now: std::time::Instant) -> Vec<String> {
+        let mut evicted: Vec<String> = Vec::new();
+        self.entries.retain(|id, (_, seen)| {
+            let keep = now.duration_since(*seen) < SESSION_IDLE;
+            if !keep {
+                evicted.push(id.clone());
+            }
+            keep
+        });
+        let oldest = |entries: &HashMap<String, (AgentId, std::time::Instant)>,
+                      agent: Option<&AgentId>| {
+            entries
+                .iter()
+                .filter(|(_, (a, _))| agent.is_none_or(|agent| a == agent))
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(id, _)| id.clone())
+        };
+        while self.entries.values().filter(|(a, _)| *a == agent).count() >= MAX_SESSIONS_PER_AGENT {
+            let Some(id) = oldest(&self.entries, Some(&agent)) else {
+                break;
+            };
+            self.entries.remove(&id);
+            evicted.push(id);
+        }
+        while self.entries.len() >= MAX_SESSIONS {
+            let Some(id) = oldest(&self.entries, None) else {
+                break;
+            };
+            self.entries.remove(&id);
+            evicted.push(id);
+        }
+        self.entries.insert(id, (agent, now));
+        evicted
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.entries.remove(id);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 impl McpEndpoint {
@@ -37,14 +105,28 @@ impl McpEndpoint {
             state,
             task_results: Arc::default(),
         };
-        let service = StreamableHttpService::new(
-            move || Ok(handler.clone()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
+        let manager = Arc::new(LocalSessionManager::default());
+        let service =
+            StreamableHttpService::new(move || Ok(handler.clone()), manager.clone(), config);
         Self {
             service,
-            sessions: Mutex::new(HashMap::new()),
+            manager,
+            sessions: Mutex::new(SessionTable::default()),
+        }
+    }
+
+    /// How many legacy sessions are bound (for tests and metrics).
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().expect("lock poisoned").len()
+    }
+
+    fn close(&self, evicted: Vec<String>) {
+        use rmcp::transport::streamable_http_server::session::SessionManager as _;
+        for id in evicted {
+            let manager = self.manager.clone();
+            tokio::spawn(async move {
+                let _ = manager.close_session(&id.into()).await;
+            });
         }
     }
 }
@@ -271,7 +353,8 @@ pub async fn endpoint(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let ctx = match authenticate_agent(&state, peer.ip(), &tenant, header).await {
+    let ip = crate::auth::client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
+    let ctx = match authenticate_agent(&state, ip, &tenant, header).await {
         Ok(ctx) => ctx,
         Err(r) => return refusal(r),
     };
@@ -287,8 +370,7 @@ pub async fn endpoint(
             .sessions
             .lock()
             .expect("lock poisoned")
-            .get(session)
-            .cloned();
+            .owner(session, std::time::Instant::now());
         // Every session was opened through this handler and recorded below, so an unknown one
         // is refused here too (fail closed) rather than left to rmcp.
         if owner.as_ref() != Some(&ctx.agent) {
@@ -309,11 +391,12 @@ pub async fn endpoint(
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
     {
-        endpoint
-            .sessions
-            .lock()
-            .expect("lock poisoned")
-            .insert(created.to_owned(), agent);
+        let evicted = endpoint.sessions.lock().expect("lock poisoned").insert(
+            created.to_owned(),
+            agent,
+            std::time::Instant::now(),
+        );
+        endpoint.close(evicted);
     }
     if closing
         && response.status().is_success()

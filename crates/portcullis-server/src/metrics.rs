@@ -26,6 +26,9 @@ pub struct Metrics {
     pub executions: Family<OutcomeLabel, Counter>,
     pub auth_failures: Counter,
     pub upstream_latency: Histogram,
+    /// Approved actions found redeemed with no recorded outcome (see `approvals list
+    /// --status unknown`).
+    pub executions_unknown: Counter,
 }
 
 impl Metrics {
@@ -65,8 +68,15 @@ impl Metrics {
             "Upstream tool call latency",
             upstream_latency.clone(),
         );
+        let executions_unknown = Counter::default();
+        registry.register(
+            "executions_unknown",
+            "Approved actions redeemed whose outcome was never recorded (never re-run)",
+            executions_unknown.clone(),
+        );
         Self {
             registry,
+            executions_unknown,
             requests,
             decisions,
             holds,

@@ -10,14 +10,14 @@ use crate::auth::AgentContext;
 use crate::state::AppState;
 use portcullis_core::UnixMillis;
 use portcullis_core::guardrail::GuardrailMode;
-use portcullis_core::id::TenantId;
+use portcullis_core::id::{AgentId, TenantId};
 use portcullis_core::policy::{Engine, PolicyDocument, PolicySettings};
 use portcullis_store::{Guardrail, StoreResult};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, RwLock};
 
-/// Reads older than this do not count for a call made without an MCP session.
+/// How far back an agent's reads in other sessions (and sessionless reads) count for a call.
 pub const SESSIONLESS_WINDOW_MS: UnixMillis = 60 * 60 * 1000;
 /// How many of a session's reads are consulted.
 const SESSION_READS: i64 = 1_000;
@@ -80,12 +80,49 @@ pub async fn engine(
         }))
 }
 
-/// The session key of a call: the MCP session, or for sessionless (2026-07-28) clients a
-/// per-agent key whose reads count for [`SESSIONLESS_WINDOW_MS`].
-pub fn session_key(ctx: &AgentContext, session: &Option<String>) -> (String, bool) {
-    match session {
-        Some(s) => (s.clone(), true),
-        None => (format!("agent:{}", ctx.agent), false),
+/// Who a call is decided for: the agent (id, name, owner), its tenant and its session. Built
+/// from an authenticated agent request, or from the stored agent for work a person starts on
+/// an agent's behalf (a revert).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub tenant_name: String,
+    pub agent: AgentId,
+    pub agent_name: String,
+    /// The human the agent acts for, if recorded.
+    pub agent_owner: Option<String>,
+    /// The MCP session of a legacy client; `None` for sessionless (2026-07-28) calls and for
+    /// work done on a person's behalf.
+    pub session: Option<String>,
+    /// The agent stated a reason or plan for this call.
+    pub stated_reason: bool,
+}
+
+impl Caller {
+    pub fn of(ctx: &AgentContext, session: Option<String>, stated_reason: bool) -> Self {
+        Self {
+            tenant: ctx.tenant.clone(),
+            tenant_name: ctx.tenant_name.clone(),
+            agent: ctx.agent.clone(),
+            agent_name: ctx.agent_name.clone(),
+            agent_owner: ctx.agent_owner.clone(),
+            session,
+            stated_reason,
+        }
+    }
+
+    /// The actor the audit trail records for this agent's calls.
+    pub fn actor(&self) -> String {
+        format!("agent:{}", self.agent)
+    }
+
+    /// The session key the audit trail records a call under: the MCP session, or for
+    /// sessionless calls a per-agent key.
+    pub fn session_key(&self) -> String {
+        match &self.session {
+            Some(s) => s.clone(),
+            None => format!("agent:{}", self.agent),
+        }
     }
 }
 
@@ -98,26 +135,36 @@ pub struct SessionFacts {
     pub evidence: Vec<Value>,
 }
 
-/// The session's reads and the data classes they carried (from the tools' profiles).
+/// The reads that count for a call, and the data classes they carried (from the tools'
+/// profiles).
+///
+/// INVARIANT: flow escalation follows the agent, not the connection. A call sees the union of
+/// its own session's reads (any age) and every read the agent made in any session, of either
+/// protocol era, within [`SESSIONLESS_WINDOW_MS`]: opening a fresh session does not wash away
+/// what the agent read.
 pub async fn session_facts(
     state: &AppState,
-    ctx: &AgentContext,
-    session: &Option<String>,
+    caller: &Caller,
     now: UnixMillis,
 ) -> StoreResult<SessionFacts> {
-    let (key, real) = session_key(ctx, session);
     let events = state
         .store
-        .session_calls(&ctx.tenant, &key, SESSION_READS)
+        .session_calls(
+            &caller.tenant,
+            caller.session.as_deref(),
+            &caller.actor(),
+            now - SESSIONLESS_WINDOW_MS,
+            SESSION_READS,
+        )
         .await?;
-    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    let connections = state
+        .cache
+        .connections(&state.store, &caller.tenant)
+        .await?;
     let mut classes = BTreeSet::new();
     let mut facts = SessionFacts::default();
     let mut tools_by_connection = HashMap::new();
     for event in events {
-        if !real && event.time < now - SESSIONLESS_WINDOW_MS {
-            continue;
-        }
         // Resources of allowed calls are `tool:{connection id}/{tool}`.
         let Some((connection_id, tool_name)) = event
             .draft
@@ -134,7 +181,7 @@ pub async fn session_facts(
         if !tools_by_connection.contains_key(connection_id) {
             let tools = state
                 .cache
-                .tools(&state.store, &ctx.tenant, &connection.id)
+                .tools(&state.store, &caller.tenant, &connection.id)
                 .await?;
             tools_by_connection.insert(connection_id.to_owned(), tools);
         }
@@ -162,42 +209,84 @@ pub async fn session_facts(
     Ok(facts)
 }
 
+/// Which guardrail covers a call, and which would have but for today's limits.
+#[derive(Debug, Clone, Default)]
+pub struct GuardrailCover {
+    pub covering: Option<Guardrail>,
+    /// One sentence per matching guardrail whose daily count or budget is used up, naming it.
+    pub exhausted: Vec<String>,
+}
+
+/// Why a matching guardrail cannot admit one more run today, if it cannot.
+pub fn exhausted_reason(
+    guardrail: &Guardrail,
+    runs_today: i64,
+    cents_today: i64,
+    cost_cents: i64,
+) -> Option<String> {
+    let spec = &guardrail.spec;
+    if runs_today >= i64::from(spec.max_per_day) {
+        Some(format!(
+            "guardrail `{}` has used today's {} runs (UTC day)",
+            guardrail.name, spec.max_per_day
+        ))
+    } else if cents_today + cost_cents > spec.max_cost_cents_per_day {
+        Some(format!(
+            "guardrail `{}` has used today's budget: {} of {} spent, this call costs {} (UTC day)",
+            guardrail.name,
+            cents(cents_today),
+            cents(spec.max_cost_cents_per_day),
+            cents(cost_cents)
+        ))
+    } else {
+        None
+    }
+}
+
+fn cents(value: i64) -> String {
+    format!("${}.{:02}", value / 100, (value % 100).abs())
+}
+
 /// The guardrail that covers this call, if any: active, above approve-each, matching, and
 /// (as far as a read can tell) inside today's count and cost. The charge made when the call
-/// runs is the exact check; this only picks the candidate.
+/// runs is the exact check; this only picks the candidate. Matching guardrails whose limits
+/// are used up are named, so the hold can say why no guardrail covered the call.
 pub async fn covering_guardrail(
     state: &AppState,
-    ctx: &AgentContext,
+    caller: &Caller,
     connection: &str,
     tool: &str,
     arguments: &Value,
     cost_cents: i64,
     now: UnixMillis,
-) -> StoreResult<Option<Guardrail>> {
-    let guardrails = state.cache.guardrails(&state.store, &ctx.tenant).await?;
+) -> StoreResult<GuardrailCover> {
+    let guardrails = state.cache.guardrails(&state.store, &caller.tenant).await?;
+    let mut cover = GuardrailCover::default();
     for guardrail in guardrails.iter() {
         if guardrail.revoked_at.is_some()
             || guardrail.mode == GuardrailMode::ApproveEach
             || !guardrail
                 .spec
-                .matches(&ctx.agent_name, connection, tool, arguments, now)
+                .matches(&caller.agent_name, connection, tool, arguments, now)
         {
             continue;
         }
         let (runs, cents) = state
             .store
             .spend_since(
-                &ctx.tenant,
+                &caller.tenant,
                 portcullis_core::guardrail::day_start(now),
                 None,
                 Some(&guardrail.id),
             )
             .await?;
-        if runs < i64::from(guardrail.spec.max_per_day)
-            && cents + cost_cents <= guardrail.spec.max_cost_cents_per_day
-        {
-            return Ok(Some(guardrail.clone()));
+        match exhausted_reason(guardrail, runs, cents, cost_cents) {
+            None => {
+                cover.covering = Some(guardrail.clone());
+                return Ok(cover);
+            }
+            Some(reason) => cover.exhausted.push(reason),
         }
     }
-    Ok(None)
+    Ok(cover)
 }

@@ -7,12 +7,12 @@
 //! preview tool is classified `read` with an accepted definition, and its result never reaches
 //! the agent.
 
-use crate::auth::AgentContext;
 use crate::state::AppState;
 use crate::upstream::AgentSide;
 use portcullis_core::action::Action;
 use portcullis_core::decision::{Decision, DecisionInput, Outcome, decide};
 use portcullis_core::effect::EffectClass;
+use portcullis_core::id::TenantId;
 use portcullis_core::policy::Evaluation;
 use portcullis_store::{Connection, ToolRecord};
 use serde_json::{Value, json};
@@ -21,17 +21,17 @@ use serde_json::{Value, json};
 /// (then the approval shows no before-state and execution checks nothing).
 pub async fn capture(
     state: &AppState,
-    ctx: &AgentContext,
+    tenant: &TenantId,
     connection: &Connection,
     tool: &ToolRecord,
     arguments: &Value,
-    agent: &AgentSide,
+    agent: Option<&AgentSide>,
 ) -> Option<Value> {
     let preview = tool.profile.preview.as_ref()?;
     let preview_arguments = tool.profile.preview_arguments(arguments)?;
     let tools = state
         .cache
-        .tools(&state.store, &ctx.tenant, &connection.id)
+        .tools(&state.store, tenant, &connection.id)
         .await
         .ok()?;
     let read = tools.iter().find(|t| t.name == preview.tool)?;
@@ -39,7 +39,7 @@ pub async fn capture(
         return None;
     }
     let action = Action {
-        tenant: ctx.tenant.clone(),
+        tenant: tenant.clone(),
         connection: connection.id.clone(),
         tool: read.name.clone(),
         tool_definition_hash: read.current_hash.clone(),
@@ -63,7 +63,10 @@ pub async fn capture(
     let Decision::Allow(permit) = decide(action, &input, &allow) else {
         return None;
     };
-    let result = state.upstreams.call(*permit, agent.quiet()).await.ok()?;
+    let result = match agent {
+        Some(agent) => state.upstreams.call(*permit, agent.quiet()).await.ok()?,
+        None => state.upstreams.call_unattended(*permit).await.ok()?,
+    };
     // The state is what the read returned, error or not ("unknown id" is an empty target).
     let value = json!({
         "is_error": result.is_error.unwrap_or(false),
@@ -84,17 +87,17 @@ pub async fn capture(
 /// mismatch or a preview that can no longer be taken (both refuse the call).
 pub async fn still_current(
     state: &AppState,
-    ctx: &AgentContext,
+    tenant: &TenantId,
     connection: &Connection,
     tool: &ToolRecord,
     arguments: &Value,
     before: &Value,
-    agent: &AgentSide,
+    agent: Option<&AgentSide>,
 ) -> Result<(), String> {
     let Some(expected) = before.get("hash").and_then(Value::as_str) else {
         return Ok(());
     };
-    let now = capture(state, ctx, connection, tool, arguments, agent)
+    let now = capture(state, tenant, connection, tool, arguments, agent)
         .await
         .ok_or("the target's state could not be read again before executing")?;
     if now.get("hash").and_then(Value::as_str) == Some(expected) {

@@ -20,4 +20,8 @@ pub struct AppState {
     pub guards: Guards,
     pub upstreams: Upstreams,
     pub engines: crate::policy::Engines,
+    /// The operator's program catalog (what stdio connections may launch).
+    pub catalog: Arc<crate::programs::Catalog>,
+    /// Reverse proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }

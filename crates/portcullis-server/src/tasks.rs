@@ -159,6 +159,11 @@ pub async fn get(
             );
             Ok(failed(&approval, &message, now))
         }
+        ApprovalStatus::Unknown => Ok(failed(
+            &approval,
+            "the action was started but its outcome is unknown (the gateway stopped in between); it was not re-run",
+            now,
+        )),
         ApprovalStatus::Executed => Ok(match results.get(&approval.id) {
             Some(result) => completed(result),
             None => working("executed; the result was delivered to an earlier tasks/get"),

@@ -705,6 +705,7 @@ async fn batch_preview(
         "batch_hash": portcullis_core::receipt::batch_hash(&hashes),
         "items": items.iter().map(|a| json!({
             "id": a.id, "summary": a.summary, "action_hash": a.action_hash, "status": a.status,
+            "tool": a.tool, "arguments": a.action.arguments,
             "cost_cents": a.cost_cents, "before_state": a.before_state, "evidence": a.evidence,
         })).collect::<Vec<_>>(),
     })))

@@ -29,8 +29,10 @@ use crate::clock::Clock;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Transport {
+    /// A program from the operator's catalog ([`crate::programs`]), with the extra arguments
+    /// and environment the tenant chose (checked against the entry at every launch).
     Stdio {
-        command: String,
+        program: String,
         #[serde(default)]
         args: Vec<String>,
         #[serde(default)]
@@ -57,25 +59,38 @@ impl ConnectionSpec {
     }
 
     pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
-        serde_json::from_value(value.clone()).map_err(|e| format!("bad connection spec: {e}"))
+        if value.get("command").is_some() {
+            // Stored before the program catalog existed: a tenant chose the command line.
+            return Err(
+                "this connection names a command directly, which is no longer allowed; re-create it with a program from the catalog".into(),
+            );
+        }
+        serde_json::from_value(value.clone()).map_err(|e| {
+            // serde's message may quote a stored value: the operator's log only.
+            tracing::error!(error = %e, "unreadable connection configuration");
+            "the stored connection configuration is unreadable; re-create the connection".to_owned()
+        })
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// Check a tenant's request against the catalog (stdio) or the URL's shape (HTTP).
+    pub fn validate(&self, catalog: &crate::programs::Catalog) -> Result<(), String> {
         match &self.transport {
-            Transport::Stdio { command, .. } if command.trim().is_empty() => {
-                Err("stdio command is empty".into())
-            }
+            Transport::Stdio { program, args, env } => catalog
+                .resolve(program, args, env)
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Transport::Http { url }
                 if !(url.starts_with("http://") || url.starts_with("https://")) =>
             {
                 Err("http url must start with http:// or https://".into())
             }
-            _ => Ok(()),
+            Transport::Http { .. } => Ok(()),
         }
     }
 }
 
-/// What went wrong calling an upstream.
+/// What went wrong calling an upstream. Transport failures carry no detail: what a
+/// misbehaving (or not-MCP) server sent back stays in the operator's log.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream is not connected")]
@@ -84,8 +99,30 @@ pub enum UpstreamError {
     Timeout,
     #[error("call cancelled by the agent")]
     Cancelled,
+    /// The upstream answered with a JSON-RPC error: its message is part of the tool's answer.
     #[error("upstream error: {0}")]
     Protocol(String),
+    #[error("the upstream could not be reached or answered outside the protocol")]
+    Transport,
+}
+
+/// A failure to reach an upstream as tenants see it: a generic reason and, for HTTP, the
+/// status code. The full error goes to the operator's log only.
+fn generic_failure(what: &str, error: &str, connection: &ConnectionId) -> String {
+    tracing::warn!(%connection, %error, "{what}");
+    match http_status_in(error) {
+        Some(code) => format!("{what} (HTTP {code})"),
+        None => what.to_owned(),
+    }
+}
+
+/// The first `HTTP nnn` status code in an error message, if any.
+fn http_status_in(text: &str) -> Option<u16> {
+    text.match_indices("HTTP ").find_map(|(i, _)| {
+        let digits = text.get(i + 5..i + 8)?;
+        let code: u16 = digits.parse().ok()?;
+        (100..600).contains(&code).then_some(code)
+    })
 }
 
 /// Connection status, for the admin API.
@@ -385,6 +422,7 @@ pub struct Upstreams {
 struct Inner {
     slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
     store: Store,
+    catalog: Arc<crate::programs::Catalog>,
     cache: Arc<crate::cache::AccessCache>,
     clock: Clock,
     call_timeout: Duration,
@@ -395,6 +433,7 @@ struct Inner {
 impl Upstreams {
     pub fn new(
         store: Store,
+        catalog: Arc<crate::programs::Catalog>,
         cache: Arc<crate::cache::AccessCache>,
         clock: Clock,
         call_timeout: Duration,
@@ -404,6 +443,7 @@ impl Upstreams {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 store,
+                catalog,
                 cache,
                 clock,
                 call_timeout,
@@ -558,6 +598,7 @@ impl Upstreams {
             .expect("lock poisoned")
             .clone()
             .ok_or(UpstreamError::NotConnected)?;
+        let connection_id = action.connection.clone();
         let arguments = match action.arguments {
             serde_json::Value::Object(map) => Some(map),
             _ => None,
@@ -574,7 +615,10 @@ impl Upstreams {
                 options,
             )
             .await
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            .map_err(|e| {
+                tracing::warn!(connection = %connection_id, error = %e, "cannot send to the upstream");
+                UpstreamError::Transport
+            })?;
         let upstream_token = handle.progress_token.clone();
         let cancel = agent
             .as_ref()
@@ -615,7 +659,10 @@ impl Upstreams {
             Some(Err(rmcp::ServiceError::McpError(e))) => {
                 Err(UpstreamError::Protocol(e.message.to_string()))
             }
-            Some(Err(e)) => Err(UpstreamError::Protocol(e.to_string())),
+            Some(Err(e)) => {
+                tracing::warn!(connection = %connection_id, error = %e, "upstream call failed");
+                Err(UpstreamError::Transport)
+            }
         }
     }
 }
@@ -643,7 +690,7 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             routes: slot.routes.clone(),
             tools_changed: tools_changed.clone(),
         };
-        let reason = match connect(&spec.transport, client).await {
+        let reason = match connect(&inner, &connection.id, &spec.transport, client).await {
             Ok(running) => {
                 let peer = running.peer().clone();
                 // The gateway must see what the upstream serves now, never a cached list.
@@ -706,7 +753,10 @@ async fn serve_until_closed(
     let mut waiting = std::pin::pin!(running.waiting());
     loop {
         tokio::select! {
-            quit = &mut waiting => return format!("upstream closed: {quit:?}"),
+            quit = &mut waiting => {
+                tracing::warn!(connection = %connection.id, reason = ?quit, "upstream closed");
+                return "upstream closed".into();
+            }
             () = slot.stop.cancelled() => {
                 cancel.cancel();
                 return "stopped".into();
@@ -726,31 +776,45 @@ async fn serve_until_closed(
 }
 
 async fn connect(
+    inner: &Inner,
+    connection: &ConnectionId,
     transport: &Transport,
     client: UpstreamClient,
 ) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
     let routes = client.routes.clone();
     match transport {
-        Transport::Stdio { command, args, env } => {
-            let mut cmd = tokio::process::Command::new(command);
+        Transport::Stdio { program, args, env } => {
+            // INVARIANT: the executable comes from the operator's catalog, checked again at
+            // every launch (the catalog may have changed since the connection was created).
+            let launch = inner
+                .catalog
+                .resolve(program, args, env)
+                .map_err(|refusal| refusal.to_string())?;
+            let mut cmd = tokio::process::Command::new(&launch.command);
             // The gateway's own environment (admin tokens, database URLs) never reaches an
-            // upstream: start from nothing and add only PATH and what the operator configured.
-            cmd.args(args).env_clear().kill_on_drop(true);
+            // upstream: start from nothing and add only PATH and the entry's environment.
+            cmd.args(&launch.args).env_clear().kill_on_drop(true);
             if let Ok(path) = std::env::var("PATH") {
                 cmd.env("PATH", path);
             }
-            cmd.envs(env);
+            cmd.envs(&launch.env);
             let (transport, _stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
                 .stderr(std::process::Stdio::inherit())
                 .spawn()
-                .map_err(|e| format!("cannot launch `{command}`: {e}"))?;
+                .map_err(|e| {
+                    generic_failure(
+                        &format!("cannot launch program `{program}`"),
+                        &e.to_string(),
+                        connection,
+                    )
+                })?;
             client
                 .serve(InOrder {
                     inner: transport,
                     routes,
                 })
                 .await
-                .map_err(|e| format!("handshake failed: {e}"))
+                .map_err(|e| generic_failure("handshake failed", &e.to_string(), connection))
         }
         Transport::Http { url } => {
             let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
@@ -760,7 +824,7 @@ async fn connect(
                     routes,
                 })
                 .await
-                .map_err(|e| format!("handshake failed: {e}"))
+                .map_err(|e| generic_failure("handshake failed", &e.to_string(), connection))
         }
     }
 }
@@ -774,7 +838,7 @@ async fn sync_tools(
     let tools = peer
         .list_all_tools()
         .await
-        .map_err(|e| format!("tools/list failed: {e}"))?;
+        .map_err(|e| generic_failure("tools/list failed", &e.to_string(), &connection.id))?;
     let mut discovered = Vec::with_capacity(tools.len());
     for tool in tools {
         let annotations = tool.annotations.as_ref();
@@ -811,7 +875,10 @@ async fn sync_tools(
             inner.clock.now(),
         )
         .await
-        .map_err(|e| format!("cannot store tools: {e}"))?;
+        .map_err(|e| {
+            tracing::error!(connection = %connection.id, error = %e, "cannot store tools");
+            "cannot store tools".to_owned()
+        })?;
     // A changed definition must be seen as changed by the very next call.
     inner.cache.invalidate();
     Ok(records.len())

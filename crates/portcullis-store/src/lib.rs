@@ -9,6 +9,7 @@
 
 mod group_commit;
 mod postgres;
+mod queries;
 mod records;
 mod rows;
 mod sqlite;
@@ -283,6 +284,44 @@ impl Store {
     pub async fn admin_by_token_hash(&self, hash: &str) -> StoreResult<Admin> {
         dispatch!(self, s => s.admin_by_token_hash(hash).await)
     }
+    /// Humans of one tenant, or (`None`) of every tenant and the unscoped ones.
+    pub async fn list_admins(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<Admin>> {
+        dispatch!(self, s => s.list_admins(tenant).await)
+    }
+    pub async fn admin_by_name(&self, name: &str) -> StoreResult<Admin> {
+        dispatch!(self, s => s.admin_by_name(name).await)
+    }
+    /// Revoke a human's credential (refused on their next request), with its audit event.
+    /// The last usable unscoped admin cannot be revoked (a conflict).
+    pub async fn revoke_admin(
+        &self,
+        id: &AdminId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        dispatch!(self, s => s.revoke_admin(id, draft, now).await)
+    }
+    /// Replace a human's token (the old one stops working at once) and set its expiry.
+    pub async fn rotate_admin(
+        &self,
+        id: &AdminId,
+        token_hash: &str,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        dispatch!(self, s => s.rotate_admin(id, token_hash, expires_at, draft, now).await)
+    }
+    /// Set (or clear) when a human's credential expires.
+    pub async fn set_admin_expiry(
+        &self,
+        id: &AdminId,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        dispatch!(self, s => s.set_admin_expiry(id, expires_at, draft, now).await)
+    }
     pub async fn count_admins(&self) -> StoreResult<i64> {
         dispatch!(self, s => s.count_admins().await)
     }
@@ -497,23 +536,28 @@ impl Store {
         new: NewApproval,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         dispatch!(self, s => s.create_approval(new, audit, now).await)
     }
-    /// The newest unexpired approval (pending, approved or denied) for exactly this action by
-    /// this agent. A denial stands until its request would have expired, so an agent cannot
-    /// wear approvers down by repeating a denied call.
     /// [`Store::create_approval`] with what the hold found beyond the action: the rules in
     /// force, the evidence, the declared cost and the target's state before the call.
+    ///
+    /// INVARIANT (enforced by unique indexes): at most one pending-or-approved request per
+    /// (tenant, agent, action hash), and at most one live or executed revert per original.
+    /// When one exists, nothing is written and it is returned as [`HoldOutcome::Joined`];
+    /// an expired one is superseded first, so it never blocks a new request.
     pub async fn create_approval_with(
         &self,
         new: NewApproval,
         extras: ApprovalExtras,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         dispatch!(self, s => s.create_approval_with(new, extras, audit, now).await)
     }
+    /// The request that decides an identical call by this agent now: approved first (a retry
+    /// executes it), then pending, then an unexpired denial (a denial stands until its request
+    /// would have expired, so an agent cannot wear approvers down by repeating a call).
     pub async fn live_approval_for(
         &self,
         tenant: &TenantId,
@@ -614,8 +658,10 @@ impl Store {
         };
         dispatch!(self, s => s.approve_batch(request, draft, now).await)
     }
-    /// Consume a receipt's nonce, mark its approval executed and append the `execute` audit
-    /// event, all in one transaction. A nonce already consumed is a conflict and changes nothing.
+    /// Consume a receipt's nonce, mark its approval executed (recording when) and append the
+    /// `execute` audit event, all in one transaction. A nonce already consumed, or an approval
+    /// that is no longer live (superseded, its connection revoked), is a conflict and changes
+    /// nothing.
     pub async fn redeem_receipt(
         &self,
         tenant: &TenantId,
@@ -626,6 +672,30 @@ impl Store {
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
         dispatch!(self, s => s.redeem_receipt(tenant, approval, receipt, nonce, audit, now).await)
+    }
+
+    /// Record what an executed approval's upstream call produced, with its audit event. A
+    /// real outcome replaces `unknown`; nothing replaces a real outcome (then nothing is
+    /// written and the answer is `None`).
+    pub async fn record_outcome(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        outcome: ExecutionOutcome,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<Option<AuditEvent>> {
+        dispatch!(self, s => s.record_outcome(tenant, approval, outcome, audit, now).await)
+    }
+    /// Executed approvals, in every tenant, whose receipt was redeemed before
+    /// `redeemed_before` and whose outcome was never recorded. Oldest first, at most `limit`.
+    pub async fn unfinished_executions(
+        &self,
+        redeemed_before: UnixMillis,
+        limit: i64,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<Approval>> {
+        dispatch!(self, s => s.unfinished_executions(redeemed_before, limit, now).await)
     }
 
     // ---- policies
@@ -749,15 +819,19 @@ impl Store {
 
     // ---- audit
 
-    /// The calls a session made that were allowed (`tool_call` events with decision
-    /// `allow`), newest first, at most `limit`.
+    /// The allowed calls (`tool_call` events with decision `allow`) that count as a call's
+    /// history: every one recorded under `session` (an MCP session, whatever its age), and
+    /// every one `actor` made at or after `since` in any session. Newest first, at most
+    /// `limit`.
     pub async fn session_calls(
         &self,
         tenant: &TenantId,
-        session: &str,
+        session: Option<&str>,
+        actor: &str,
+        since: UnixMillis,
         limit: i64,
     ) -> StoreResult<Vec<AuditEvent>> {
-        dispatch!(self, s => s.session_calls(tenant, session, limit).await)
+        dispatch!(self, s => s.session_calls(tenant, session, actor, since, limit).await)
     }
 
     /// Append one event to its tenant's chain, durably.

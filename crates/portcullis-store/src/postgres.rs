@@ -567,27 +567,137 @@ impl PgStore {
             role: new.role,
             tenant: new.tenant.cloned(),
             created_at: now,
+            created_by: Some(new.created_by.to_owned()),
+            expires_at: new.expires_at,
+            rotated_at: None,
             revoked_at: None,
         };
         // A tenant's admin is written within that tenant; an unscoped one (and its event on
         // the system chain) spans tenants.
         let mut tx = self.begin(Scope::of(new.tenant)).await?;
-        sqlx::query("INSERT INTO admins (id, name, role, tenant_id, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query(crate::queries::INSERT_ADMIN)
             .bind(admin.id.as_str())
             .bind(new.name)
             .bind(new.role.as_str())
             .bind(new.tenant.map(TenantId::as_str))
             .bind(new.token_hash)
             .bind(now)
+            .bind(new.created_by)
+            .bind(new.expires_at)
             .execute(&mut *tx)
             .await?;
         let chain = admin.tenant.clone().unwrap_or_else(TenantId::system);
         let draft = AuditDraft::new(chain, actor, AuditKind::AdminCreated)
             .resource(format!("admin:{}", admin.id))
-            .detail(serde_json::json!({ "name": new.name, "role": new.role }));
+            .detail(serde_json::json!({ "name": new.name, "role": new.role, "expires_at": new.expires_at }));
         Self::append_in(&mut tx, draft, now).await?;
         tx.commit().await?;
         Ok(admin)
+    }
+
+    pub async fn list_admins(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<Admin>> {
+        let query = sqlx::query(crate::queries::LIST_ADMINS).bind(tenant.map(TenantId::as_str));
+        parse::all(
+            self.fetch_all(Scope::of(tenant), query).await?,
+            parse::admin,
+        )
+    }
+
+    /// Spans tenants: names are unique across the installation.
+    pub async fn admin_by_name(&self, name: &str) -> StoreResult<Admin> {
+        let query = sqlx::query("SELECT * FROM admins WHERE name = $1").bind(name);
+        parse::admin(&self.fetch_one(Scope::AllTenants, query).await?)
+    }
+
+    /// One change to a human's credential (`change` binds the id as `$1`), read back and
+    /// audited; a revoked (or unknown) identity is not found. Spans tenants: an unscoped
+    /// human's events go to the system chain.
+    async fn change_admin(
+        &self,
+        id: &AdminId,
+        change: PgQuery<'_>,
+        guard_last_root: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let mut tx = self.begin(Scope::AllTenants).await?;
+        if guard_last_root {
+            // Serialise every change that could remove the last unscoped admin.
+            sqlx::query(
+                "SELECT id FROM admins WHERE tenant_id IS NULL AND role = 'admin' FOR UPDATE",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let current = parse::admin(
+                &sqlx::query("SELECT * FROM admins WHERE id = $1")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?,
+            )?;
+            let others: i64 = sqlx::query_scalar(crate::queries::OTHER_ACTIVE_ROOT_ADMINS)
+                .bind(now)
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if current.tenant.is_none() && current.role == AdminRole::Admin && others == 0 {
+                return Err(StoreError::Conflict(
+                    "this is the last unscoped admin; create another before revoking it".into(),
+                ));
+            }
+        }
+        if change.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let admin = parse::admin(
+            &sqlx::query("SELECT * FROM admins WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        Self::audited(tx, admin, draft, now).await
+    }
+
+    pub async fn revoke_admin(
+        &self,
+        id: &AdminId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::REVOKE_ADMIN)
+            .bind(id.as_str())
+            .bind(now);
+        self.change_admin(id, change, true, draft, now).await
+    }
+
+    pub async fn rotate_admin(
+        &self,
+        id: &AdminId,
+        token_hash: &str,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::ROTATE_ADMIN)
+            .bind(id.as_str())
+            .bind(token_hash)
+            .bind(now)
+            .bind(expires_at);
+        self.change_admin(id, change, false, draft, now).await
+    }
+
+    pub async fn set_admin_expiry(
+        &self,
+        id: &AdminId,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::SET_ADMIN_EXPIRY)
+            .bind(id.as_str())
+            .bind(expires_at);
+        // An expiry in the past ends the credential like a revocation.
+        let ends = expires_at.is_some_and(|t| t <= now);
+        self.change_admin(id, change, ends, draft, now).await
     }
 
     /// Spans tenants: the hash is all that is known before authentication.
@@ -1190,7 +1300,7 @@ impl PgStore {
         new: NewApproval,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         self.create_approval_with(new, ApprovalExtras::default(), audit, now)
             .await
     }
@@ -1201,34 +1311,62 @@ impl PgStore {
         extras: ApprovalExtras,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         let mut tx = self.begin(Scope::Tenant(&new.tenant)).await?;
-        sqlx::query(
-            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at, \
-             point_rules, evidence, cost_cents, before_state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.tenant.as_str())
-        .bind(new.agent.as_str())
-        .bind(&new.session)
-        .bind(new.action.connection.as_str())
-        .bind(&new.action.tool)
-        .bind(new.effect.as_str())
-        .bind(json(&new.action))
-        .bind(&new.action_hash)
-        .bind(&new.summary)
-        .bind(json(&new.reasons))
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(json(&extras.rules))
-        .bind(json(&extras.evidence))
-        .bind(extras.cost_cents)
-        .bind(extras.before_state.as_ref().map(json))
-        .execute(&mut *tx)
-        .await?;
+        let revert_of = new.revert_of.as_ref().map(ApprovalId::as_str);
+        sqlx::query(crate::queries::SUPERSEDE_EXPIRED_LIVE)
+            .bind(new.tenant.as_str())
+            .bind(new.agent.as_str())
+            .bind(&new.action_hash)
+            .bind(revert_of)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // INVARIANT: one live request per action across replicas. A concurrent identical
+        // insert waits on the unique index for the first transaction: if it commits, this
+        // insert does nothing and the read below (a new snapshot at READ COMMITTED) finds it.
+        let inserted = sqlx::query(crate::queries::INSERT_APPROVAL)
+            .bind(new.id.as_str())
+            .bind(new.tenant.as_str())
+            .bind(new.agent.as_str())
+            .bind(&new.session)
+            .bind(new.action.connection.as_str())
+            .bind(&new.action.tool)
+            .bind(new.effect.as_str())
+            .bind(json(&new.action))
+            .bind(&new.action_hash)
+            .bind(&new.summary)
+            .bind(json(&new.reasons))
+            .bind(now)
+            .bind(new.expires_at)
+            .bind(json(&extras.rules))
+            .bind(json(&extras.evidence))
+            .bind(extras.cost_cents)
+            .bind(extras.before_state.as_ref().map(json))
+            .bind(revert_of)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            let sql = format!(
+                "{}{}",
+                parse::APPROVAL_SELECT,
+                crate::queries::LIVE_CONFLICT
+            );
+            let row = sqlx::query(&sql)
+                .bind(new.tenant.as_str())
+                .bind(new.agent.as_str())
+                .bind(&new.action_hash)
+                .bind(revert_of)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Conflict("the approval could not be stored".into()))?;
+            let existing = parse::approval(&row, now)?;
+            tx.commit().await?;
+            return Ok(HoldOutcome::Joined(existing));
+        }
         let approval = Self::approval_in(&mut tx, &new.tenant, &new.id, "", now).await?;
-        Self::audited(tx, approval, audit, now).await
+        let (approval, event) = Self::audited(tx, approval, audit, now).await?;
+        Ok(HoldOutcome::Created(approval, event))
     }
 
     pub async fn live_approval_for(
@@ -1239,9 +1377,9 @@ impl PgStore {
         now: UnixMillis,
     ) -> StoreResult<Option<Approval>> {
         let sql = format!(
-            "{} WHERE a.tenant_id = $1 AND a.agent_id = $2 AND a.action_hash = $3 AND a.status IN ('pending', 'approved', 'denied') AND a.expires_at > $4 \
-             ORDER BY a.created_at DESC LIMIT 1",
-            parse::APPROVAL_SELECT
+            "{}{}",
+            parse::APPROVAL_SELECT,
+            crate::queries::LIVE_FOR_ACTION
         );
         let query = sqlx::query(&sql)
             .bind(tenant.as_str())
@@ -1297,7 +1435,7 @@ impl PgStore {
     ) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_reason = $4, receipt = $5, batch = COALESCE($6, batch) \
-             WHERE tenant_id = $7 AND id = $8 AND status = 'pending'",
+             WHERE tenant_id = $7 AND id = $8 AND status = 'pending' AND superseded_at IS NULL",
         )
         .bind(decision.status)
         .bind(&decision.decided_by)
@@ -1467,20 +1605,59 @@ impl PgStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict("receipt already used".into()));
         }
-        let done = sqlx::query(
-            "UPDATE approvals SET status = 'executed' WHERE tenant_id = $1 AND id = $2 AND status = 'approved' \
-             AND connection_id IN (SELECT id FROM connections WHERE revoked_at IS NULL)",
-        )
-        .bind(tenant.as_str())
-        .bind(approval.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(crate::queries::MARK_EXECUTED)
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict("approval is not redeemable".into()));
         }
         let event = Self::append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(event)
+    }
+
+    pub async fn record_outcome(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        outcome: ExecutionOutcome,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let done = sqlx::query(crate::queries::RECORD_OUTCOME)
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let event = Self::append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    /// Spans tenants: the sweep that reports crashed executions looks at every tenant.
+    pub async fn unfinished_executions(
+        &self,
+        redeemed_before: UnixMillis,
+        limit: i64,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<Approval>> {
+        let sql = format!(
+            "{}{}",
+            parse::APPROVAL_SELECT,
+            crate::queries::UNFINISHED_EXECUTIONS
+        );
+        let query = sqlx::query(&sql).bind(redeemed_before).bind(limit);
+        parse::all(self.fetch_all(Scope::AllTenants, query).await?, |row| {
+            parse::approval(row, now)
+        })
     }
 
     // ---- policies
@@ -1770,16 +1947,20 @@ impl PgStore {
     pub async fn session_calls(
         &self,
         tenant: &TenantId,
-        session: &str,
+        session: Option<&str>,
+        actor: &str,
+        since: UnixMillis,
         limit: i64,
     ) -> StoreResult<Vec<AuditEvent>> {
         let query = sqlx::query(
-            "SELECT * FROM audit_events WHERE tenant_id = $1 AND session = $2 AND kind = $3 AND decision = 'allow' \
-             ORDER BY seq DESC LIMIT $4",
+            "SELECT * FROM audit_events WHERE tenant_id = $1 AND kind = $2 AND decision = 'allow' \
+             AND (session = $3 OR (actor = $4 AND time >= $5)) ORDER BY seq DESC LIMIT $6",
         )
         .bind(tenant.as_str())
-        .bind(session)
         .bind(AuditKind::ToolCall.as_str())
+        .bind(session)
+        .bind(actor)
+        .bind(since)
         .bind(self::limit(limit));
         parse::all(
             self.fetch_all(Scope::Tenant(tenant), query).await?,

@@ -1,6 +1,7 @@
 //! Records the store reads and writes. Plain data; the store owns their SQL shape.
 
 use portcullis_core::UnixMillis;
+use portcullis_core::audit::AuditEvent;
 use portcullis_core::effect::EffectClass;
 use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
 use portcullis_core::id::*;
@@ -51,7 +52,21 @@ pub struct Admin {
     /// `None`: every tenant. `Some`: only this one.
     pub tenant: Option<TenantId>,
     pub created_at: UnixMillis,
+    /// Who created this identity: an admin's name, or `system` (first start, the demo).
+    /// `None` for identities created before this was recorded.
+    pub created_by: Option<String>,
+    /// When the credential stops working; `None`: until revoked.
+    pub expires_at: Option<UnixMillis>,
+    /// When the token was last replaced by a new one.
+    pub rotated_at: Option<UnixMillis>,
     pub revoked_at: Option<UnixMillis>,
+}
+
+impl Admin {
+    /// Whether the credential may be used at `now`: not revoked, not expired.
+    pub fn is_usable(&self, now: UnixMillis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
 }
 
 pub struct NewAdmin<'a> {
@@ -59,6 +74,9 @@ pub struct NewAdmin<'a> {
     pub role: AdminRole,
     pub tenant: Option<&'a TenantId>,
     pub token_hash: &'a str,
+    /// The creating admin's name, or `system`.
+    pub created_by: &'a str,
+    pub expires_at: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,10 +183,14 @@ pub enum ApprovalStatus {
     Approved,
     Denied,
     Executed,
-    /// Derived, never stored: pending or approved, but its expiry passed.
+    /// Derived, never stored: pending or approved, but its expiry passed (or a newer request
+    /// for the same action superseded it).
     Expired,
     /// Derived, never stored: pending or approved, but its connection was revoked.
     NeedsReconnection,
+    /// Derived, never stored: its receipt was redeemed (the upstream may have been called) but
+    /// no result was ever recorded — the process died in between. Never re-run.
+    Unknown,
 }
 
 impl ApprovalStatus {
@@ -180,6 +202,7 @@ impl ApprovalStatus {
             Self::Executed => "executed",
             Self::Expired => "expired",
             Self::NeedsReconnection => "needs_reconnection",
+            Self::Unknown => "unknown",
         }
     }
     pub fn parse(value: &str) -> Option<Self> {
@@ -190,6 +213,42 @@ impl ApprovalStatus {
             Self::Executed,
             Self::Expired,
             Self::NeedsReconnection,
+            Self::Unknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// What an executed approval's upstream call produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionOutcome {
+    /// The upstream answered with a result.
+    Ok,
+    /// The upstream answered with a tool error (`isError`).
+    ToolError,
+    /// No answer: the upstream failed, timed out, or the call was cancelled.
+    UpstreamError,
+    /// Redeemed, but no result was ever recorded (the process died in between).
+    Unknown,
+}
+
+impl ExecutionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ToolError => "tool_error",
+            Self::UpstreamError => "upstream_error",
+            Self::Unknown => "unknown",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Ok,
+            Self::ToolError,
+            Self::UpstreamError,
+            Self::Unknown,
         ]
         .into_iter()
         .find(|s| s.as_str() == value)
@@ -207,6 +266,29 @@ pub struct NewApproval {
     pub summary: String,
     pub reasons: Vec<String>,
     pub expires_at: UnixMillis,
+    /// For a revert: the executed approval it undoes (at most one live revert each).
+    pub revert_of: Option<ApprovalId>,
+}
+
+/// What storing a held action did.
+#[derive(Debug, Clone)]
+// Built once per hold and taken apart at once; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum HoldOutcome {
+    /// A new pending request, with its `hold` audit event.
+    Created(Approval, AuditEvent),
+    /// An identical action (same tenant, agent and action hash) already has a live request —
+    /// pending or approved — or, for a revert, its original already has a live or executed
+    /// revert: that request, unchanged. Nothing was written.
+    Joined(Approval),
+}
+
+impl HoldOutcome {
+    pub fn approval(&self) -> &Approval {
+        match self {
+            Self::Created(approval, _) | Self::Joined(approval) => approval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -240,6 +322,12 @@ pub struct Approval {
     pub before_state: Option<serde_json::Value>,
     /// Set when the approval was approved as part of a batch (opaque to the store).
     pub batch: Option<serde_json::Value>,
+    /// For a revert: the executed approval it undoes.
+    pub revert_of: Option<ApprovalId>,
+    /// When its receipt was redeemed.
+    pub executed_at: Option<UnixMillis>,
+    /// What the upstream call produced, once recorded.
+    pub outcome: Option<ExecutionOutcome>,
 }
 
 /// What a held call carries beyond [`NewApproval`].

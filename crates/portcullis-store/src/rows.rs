@@ -88,6 +88,9 @@ pub(crate) fn admin(row: &impl Columns) -> StoreResult<Admin> {
             .ok_or_else(|| StoreError::Corrupt(format!("role `{role}`")))?,
         tenant: row.opt_text("tenant_id").map(parse_id).transpose()?,
         created_at: row.int("created_at"),
+        created_by: row.opt_text("created_by"),
+        expires_at: row.opt_int("expires_at"),
+        rotated_at: row.opt_int("rotated_at"),
         revoked_at: row.opt_int("revoked_at"),
     })
 }
@@ -170,22 +173,29 @@ pub(crate) const APPROVAL_SELECT: &str = "SELECT a.*, c.revoked_at AS connection
 /// backend's placeholder for the current time. The same derivation as [`approval`], in SQL so
 /// a status filter pages correctly.
 pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &str) -> String {
+    let live = "a.superseded_at IS NULL AND c.revoked_at IS NULL";
     match status {
         None => "TRUE".to_owned(),
         Some(ApprovalStatus::Pending) => {
-            format!("a.status = 'pending' AND a.expires_at > {now} AND c.revoked_at IS NULL")
+            format!("a.status = 'pending' AND a.expires_at > {now} AND {live}")
         }
         Some(ApprovalStatus::Approved) => {
-            format!("a.status = 'approved' AND a.expires_at > {now} AND c.revoked_at IS NULL")
+            format!("a.status = 'approved' AND a.expires_at > {now} AND {live}")
         }
         Some(ApprovalStatus::Expired) => format!(
-            "a.status IN ('pending', 'approved') AND a.expires_at <= {now} AND c.revoked_at IS NULL"
+            "a.status IN ('pending', 'approved') AND c.revoked_at IS NULL \
+             AND (a.expires_at <= {now} OR a.superseded_at IS NOT NULL)"
         ),
         Some(ApprovalStatus::NeedsReconnection) => {
             "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL".to_owned()
         }
         Some(ApprovalStatus::Denied) => "a.status = 'denied'".to_owned(),
-        Some(ApprovalStatus::Executed) => "a.status = 'executed'".to_owned(),
+        Some(ApprovalStatus::Executed) => {
+            "a.status = 'executed' AND (a.outcome IS NULL OR a.outcome <> 'unknown')".to_owned()
+        }
+        Some(ApprovalStatus::Unknown) => {
+            "a.status = 'executed' AND a.outcome = 'unknown'".to_owned()
+        }
     }
 }
 
@@ -195,12 +205,21 @@ pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Appro
     let expires_at = row.int("expires_at");
     let mut status = ApprovalStatus::parse(&stored)
         .ok_or_else(|| StoreError::Corrupt(format!("status `{stored}`")))?;
+    let outcome = row
+        .opt_text("outcome")
+        .map(|o| {
+            ExecutionOutcome::parse(&o).ok_or_else(|| StoreError::Corrupt(format!("outcome `{o}`")))
+        })
+        .transpose()?;
     if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
         if row.opt_int("connection_revoked_at").is_some() {
             status = ApprovalStatus::NeedsReconnection;
-        } else if now >= expires_at {
+        } else if now >= expires_at || row.opt_int("superseded_at").is_some() {
             status = ApprovalStatus::Expired;
         }
+    }
+    if status == ApprovalStatus::Executed && outcome == Some(ExecutionOutcome::Unknown) {
+        status = ApprovalStatus::Unknown;
     }
     Ok(Approval {
         id: parse_id(row.text("id"))?,
@@ -226,6 +245,9 @@ pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Appro
         cost_cents: row.int("cost_cents"),
         before_state: parse_opt_json("before_state", row.opt_text("before_state"))?,
         batch: parse_opt_json("batch", row.opt_text("batch"))?,
+        revert_of: row.opt_text("revert_of").map(parse_id).transpose()?,
+        executed_at: row.opt_int("executed_at"),
+        outcome,
     })
 }
 

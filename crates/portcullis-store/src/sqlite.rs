@@ -248,25 +248,130 @@ impl SqliteStore {
             role: new.role,
             tenant: new.tenant.cloned(),
             created_at: now,
+            created_by: Some(new.created_by.to_owned()),
+            expires_at: new.expires_at,
+            rotated_at: None,
             revoked_at: None,
         };
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO admins (id, name, role, tenant_id, token_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query(crate::queries::INSERT_ADMIN)
             .bind(admin.id.as_str())
             .bind(new.name)
             .bind(new.role.as_str())
             .bind(new.tenant.map(TenantId::as_str))
             .bind(new.token_hash)
             .bind(now)
+            .bind(new.created_by)
+            .bind(new.expires_at)
             .execute(&mut *tx)
             .await?;
         let chain = admin.tenant.clone().unwrap_or_else(TenantId::system);
         let draft = AuditDraft::new(chain, actor, AuditKind::AdminCreated)
             .resource(format!("admin:{}", admin.id))
-            .detail(serde_json::json!({ "name": new.name, "role": new.role }));
+            .detail(serde_json::json!({ "name": new.name, "role": new.role, "expires_at": new.expires_at }));
         Self::append_in(&mut tx, draft, now).await?;
         tx.commit().await?;
         Ok(admin)
+    }
+
+    pub async fn list_admins(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<Admin>> {
+        let rows = sqlx::query(crate::queries::LIST_ADMINS)
+            .bind(tenant.map(TenantId::as_str))
+            .fetch_all(&self.read)
+            .await?;
+        parse::all(rows, parse::admin)
+    }
+
+    pub async fn admin_by_name(&self, name: &str) -> StoreResult<Admin> {
+        let row = sqlx::query("SELECT * FROM admins WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.read)
+            .await?;
+        parse::admin(&row)
+    }
+
+    /// One change to a human's credential (`change` binds the id as `$1`), read back and
+    /// audited; a revoked (or unknown) identity is not found.
+    async fn change_admin(
+        &self,
+        id: &AdminId,
+        change: SqliteQuery<'_>,
+        guard_last_root: bool,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let mut tx = self.begin().await?;
+        if guard_last_root {
+            let current = parse::admin(
+                &sqlx::query("SELECT * FROM admins WHERE id = $1")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?,
+            )?;
+            let others: i64 = sqlx::query_scalar(crate::queries::OTHER_ACTIVE_ROOT_ADMINS)
+                .bind(now)
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            if current.tenant.is_none() && current.role == AdminRole::Admin && others == 0 {
+                return Err(StoreError::Conflict(
+                    "this is the last unscoped admin; create another before revoking it".into(),
+                ));
+            }
+        }
+        if change.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let admin = parse::admin(
+            &sqlx::query("SELECT * FROM admins WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?,
+        )?;
+        Self::audited(tx, admin, draft, now).await
+    }
+
+    pub async fn revoke_admin(
+        &self,
+        id: &AdminId,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::REVOKE_ADMIN)
+            .bind(id.as_str())
+            .bind(now);
+        self.change_admin(id, change, true, draft, now).await
+    }
+
+    pub async fn rotate_admin(
+        &self,
+        id: &AdminId,
+        token_hash: &str,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::ROTATE_ADMIN)
+            .bind(id.as_str())
+            .bind(token_hash)
+            .bind(now)
+            .bind(expires_at);
+        self.change_admin(id, change, false, draft, now).await
+    }
+
+    pub async fn set_admin_expiry(
+        &self,
+        id: &AdminId,
+        expires_at: Option<UnixMillis>,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Admin, AuditEvent)> {
+        let change = sqlx::query(crate::queries::SET_ADMIN_EXPIRY)
+            .bind(id.as_str())
+            .bind(expires_at);
+        // An expiry in the past ends the credential like a revocation.
+        let ends = expires_at.is_some_and(|t| t <= now);
+        self.change_admin(id, change, ends, draft, now).await
     }
 
     pub async fn admin_by_token_hash(&self, hash: &str) -> StoreResult<Admin> {
@@ -845,7 +950,7 @@ impl SqliteStore {
         new: NewApproval,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         self.create_approval_with(new, ApprovalExtras::default(), audit, now)
             .await
     }
@@ -856,34 +961,59 @@ impl SqliteStore {
         extras: ApprovalExtras,
         audit: AuditDraft,
         now: UnixMillis,
-    ) -> StoreResult<(Approval, AuditEvent)> {
+    ) -> StoreResult<HoldOutcome> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO approvals (id, tenant_id, agent_id, session, connection_id, tool, effect, action, action_hash, summary, reasons, status, created_at, expires_at, \
-             point_rules, evidence, cost_cents, before_state) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.tenant.as_str())
-        .bind(new.agent.as_str())
-        .bind(&new.session)
-        .bind(new.action.connection.as_str())
-        .bind(&new.action.tool)
-        .bind(new.effect.as_str())
-        .bind(json(&new.action))
-        .bind(&new.action_hash)
-        .bind(&new.summary)
-        .bind(json(&new.reasons))
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(json(&extras.rules))
-        .bind(json(&extras.evidence))
-        .bind(extras.cost_cents)
-        .bind(extras.before_state.as_ref().map(json))
-        .execute(&mut *tx)
-        .await?;
+        let revert_of = new.revert_of.as_ref().map(ApprovalId::as_str);
+        sqlx::query(crate::queries::SUPERSEDE_EXPIRED_LIVE)
+            .bind(new.tenant.as_str())
+            .bind(new.agent.as_str())
+            .bind(&new.action_hash)
+            .bind(revert_of)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(crate::queries::INSERT_APPROVAL)
+            .bind(new.id.as_str())
+            .bind(new.tenant.as_str())
+            .bind(new.agent.as_str())
+            .bind(&new.session)
+            .bind(new.action.connection.as_str())
+            .bind(&new.action.tool)
+            .bind(new.effect.as_str())
+            .bind(json(&new.action))
+            .bind(&new.action_hash)
+            .bind(&new.summary)
+            .bind(json(&new.reasons))
+            .bind(now)
+            .bind(new.expires_at)
+            .bind(json(&extras.rules))
+            .bind(json(&extras.evidence))
+            .bind(extras.cost_cents)
+            .bind(extras.before_state.as_ref().map(json))
+            .bind(revert_of)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            let sql = format!(
+                "{}{}",
+                parse::APPROVAL_SELECT,
+                crate::queries::LIVE_CONFLICT
+            );
+            let row = sqlx::query(&sql)
+                .bind(new.tenant.as_str())
+                .bind(new.agent.as_str())
+                .bind(&new.action_hash)
+                .bind(revert_of)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Conflict("the approval could not be stored".into()))?;
+            let existing = parse::approval(&row, now)?;
+            tx.commit().await?;
+            return Ok(HoldOutcome::Joined(existing));
+        }
         let approval = Self::approval_in(&mut tx, &new.tenant, &new.id, now).await?;
-        Self::audited(tx, approval, audit, now).await
+        let (approval, event) = Self::audited(tx, approval, audit, now).await?;
+        Ok(HoldOutcome::Created(approval, event))
     }
 
     /// One approval, read inside a write transaction (which, with one writer, also keeps it
@@ -916,7 +1046,7 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, receipt = ?, batch = COALESCE(?, batch) \
-             WHERE tenant_id = ? AND id = ? AND status = 'pending'",
+             WHERE tenant_id = ? AND id = ? AND status = 'pending' AND superseded_at IS NULL",
         )
         .bind(decision.status)
         .bind(&decision.decided_by)
@@ -942,9 +1072,9 @@ impl SqliteStore {
         now: UnixMillis,
     ) -> StoreResult<Option<Approval>> {
         let sql = format!(
-            "{} WHERE a.tenant_id = ? AND a.agent_id = ? AND a.action_hash = ? AND a.status IN ('pending', 'approved', 'denied') AND a.expires_at > ? \
-             ORDER BY a.created_at DESC LIMIT 1",
-            parse::APPROVAL_SELECT
+            "{}{}",
+            parse::APPROVAL_SELECT,
+            crate::queries::LIVE_FOR_ACTION
         );
         let row = sqlx::query(&sql)
             .bind(tenant.as_str())
@@ -1137,20 +1267,60 @@ impl SqliteStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict("receipt already used".into()));
         }
-        let done = sqlx::query(
-            "UPDATE approvals SET status = 'executed' WHERE tenant_id = ? AND id = ? AND status = 'approved' \
-             AND connection_id IN (SELECT id FROM connections WHERE revoked_at IS NULL)",
-        )
-        .bind(tenant.as_str())
-        .bind(approval.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query(crate::queries::MARK_EXECUTED)
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict("approval is not redeemable".into()));
         }
         let event = Self::append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(event)
+    }
+
+    pub async fn record_outcome(
+        &self,
+        tenant: &TenantId,
+        approval: &ApprovalId,
+        outcome: ExecutionOutcome,
+        audit: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<Option<AuditEvent>> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(crate::queries::RECORD_OUTCOME)
+            .bind(tenant.as_str())
+            .bind(approval.as_str())
+            .bind(outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let event = Self::append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    pub async fn unfinished_executions(
+        &self,
+        redeemed_before: UnixMillis,
+        limit: i64,
+        now: UnixMillis,
+    ) -> StoreResult<Vec<Approval>> {
+        let sql = format!(
+            "{}{}",
+            parse::APPROVAL_SELECT,
+            crate::queries::UNFINISHED_EXECUTIONS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(redeemed_before)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await?;
+        parse::all(rows, |row| parse::approval(row, now))
     }
 
     // ---- policies
@@ -1422,16 +1592,20 @@ impl SqliteStore {
     pub async fn session_calls(
         &self,
         tenant: &TenantId,
-        session: &str,
+        session: Option<&str>,
+        actor: &str,
+        since: UnixMillis,
         limit: i64,
     ) -> StoreResult<Vec<AuditEvent>> {
         let rows = sqlx::query(
-            "SELECT * FROM audit_events WHERE tenant_id = ? AND session = ? AND kind = ? AND decision = 'allow' \
-             ORDER BY seq DESC LIMIT ?",
+            "SELECT * FROM audit_events WHERE tenant_id = ?1 AND kind = ?2 AND decision = 'allow' \
+             AND (session = ?3 OR (actor = ?4 AND time >= ?5)) ORDER BY seq DESC LIMIT ?6",
         )
         .bind(tenant.as_str())
-        .bind(session)
         .bind(AuditKind::ToolCall.as_str())
+        .bind(session)
+        .bind(actor)
+        .bind(since)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;

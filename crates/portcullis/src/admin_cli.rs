@@ -44,7 +44,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TenantsCommand,
     },
-    /// Create human admins and approvers.
+    /// List the operator's program catalog: what stdio connections may launch.
+    Programs {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create, list, rotate, expire and revoke human admins and approvers.
     Admins {
         #[command(flatten)]
         remote: Remote,
@@ -105,6 +110,33 @@ pub enum AdminsCommand {
         /// Limit them to one tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// Life of the credential in seconds (default: until revoked).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// List the humans you may manage (never their tokens).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a human's credential; it is refused on its next request.
+    Revoke { name: String },
+    /// Replace a human's token (the old one stops working at once); prints the new one once.
+    Rotate {
+        name: String,
+        /// Life of the new credential in seconds (default: until revoked).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Set when a human's credential expires.
+    Expire {
+        name: String,
+        /// Expire this many seconds from now (0: at once).
+        #[arg(long, conflicts_with = "never", required_unless_present = "never")]
+        in_secs: Option<u64>,
+        /// Never expire (until revoked).
+        #[arg(long)]
+        never: bool,
     },
 }
 
@@ -149,20 +181,23 @@ pub enum TokensCommand {
 
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {
-    /// Register an upstream MCP server: `--command` (stdio) or `--url` (streamable HTTP).
+    /// Register an upstream MCP server: a `--program` from the operator's catalog (stdio) or
+    /// an `--http-url` (streamable HTTP).
     Add {
         #[arg(long)]
         tenant: String,
         name: String,
+        /// A program from the catalog (`portcullis programs`).
         #[arg(
             long,
             conflicts_with = "http_url",
             required_unless_present = "http_url"
         )]
-        command: Option<String>,
-        #[arg(long = "arg")]
+        program: Option<String>,
+        /// An extra argument the program's catalog entry allows; repeatable.
+        #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
-        /// Environment for the stdio process, `KEY=VALUE`; repeatable.
+        /// An environment variable the program's catalog entry allows, `KEY=VALUE`; repeatable.
         #[arg(long = "env")]
         envs: Vec<String>,
         #[arg(long = "http-url")]
@@ -240,8 +275,8 @@ pub enum ApprovalsCommand {
     List {
         #[arg(long)]
         tenant: Option<String>,
-        /// pending, approved, denied, executed, expired, needs_reconnection
-        #[arg(long)]
+        /// pending, approved, denied, executed, expired, needs_reconnection, unknown
+        #[arg(long, visible_alias = "state")]
         status: Option<String>,
     },
     Show {
@@ -354,6 +389,24 @@ fn time(value: &Value) -> String {
         .map_or_else(|| "-".into(), portcullis_server::clock::rfc3339)
 }
 
+fn admin_line(a: &Value) -> String {
+    let state = if a["revoked_at"].is_i64() {
+        "revoked".to_owned()
+    } else if let Some(at) = a["expires_at"].as_i64() {
+        format!("expires {}", portcullis_server::clock::rfc3339(at))
+    } else {
+        "active".to_owned()
+    };
+    format!(
+        "{:<20} {:<9} {:<16} {:<34} created by {}",
+        a["name"].as_str().unwrap_or("?"),
+        a["role"].as_str().unwrap_or("?"),
+        a["tenant"].as_str().unwrap_or("(every tenant)"),
+        state,
+        a["created_by"].as_str().unwrap_or("?"),
+    )
+}
+
 fn approval_line(a: &Value) -> String {
     format!(
         "{}  {:<18}  {:<8}  {}",
@@ -423,18 +476,92 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
             };
             print_json(&out);
         }
-        AdminCommand::Admins {
-            remote,
-            command: AdminsCommand::Create { name, role, tenant },
-        } => {
+        AdminCommand::Programs { remote } => {
             let c = Client::new(&remote)?;
-            print_json(
-                &c.post(
-                    "/admins",
-                    json!({ "name": name, "role": role, "tenant": tenant }),
-                )
-                .await?,
-            );
+            let list = c.get("/programs").await?;
+            if remote.json {
+                print_json(&list);
+            } else {
+                let rows = list.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!(
+                        "the catalog is empty: the operator lists programs under [programs.NAME] in the configuration"
+                    );
+                }
+                for p in rows {
+                    println!(
+                        "{:<16} {}",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["description"].as_str().unwrap_or_default()
+                    );
+                    for pattern in p["tenant_args"].as_array().into_iter().flatten() {
+                        println!("  --arg     {}", pattern.as_str().unwrap_or_default());
+                    }
+                    for name in p["tenant_env"].as_array().into_iter().flatten() {
+                        println!("  --env     {}=…", name.as_str().unwrap_or_default());
+                    }
+                }
+            }
+        }
+        AdminCommand::Admins { remote, command } => {
+            let c = Client::new(&remote)?;
+            let out = match command {
+                AdminsCommand::Create {
+                    name,
+                    role,
+                    tenant,
+                    ttl_secs,
+                } => {
+                    c.post(
+                        "/admins",
+                        json!({ "name": name, "role": role, "tenant": tenant, "ttl_secs": ttl_secs }),
+                    )
+                    .await?
+                }
+                AdminsCommand::List { tenant } => {
+                    let query = tenant.map_or_else(String::new, |t| format!("?tenant={}", enc(&t)));
+                    let list = c.get(&format!("/admins{query}")).await?;
+                    if !remote.json {
+                        for a in list.as_array().into_iter().flatten() {
+                            println!("{}", admin_line(a));
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    list
+                }
+                AdminsCommand::Revoke { name } => {
+                    c.post(&format!("/admins/{}/revoke", enc(&name)), json!({}))
+                        .await?
+                }
+                AdminsCommand::Rotate { name, ttl_secs } => {
+                    c.post(
+                        &format!("/admins/{}/rotate", enc(&name)),
+                        json!({ "ttl_secs": ttl_secs }),
+                    )
+                    .await?
+                }
+                AdminsCommand::Expire {
+                    name,
+                    in_secs,
+                    never,
+                } => {
+                    let expires_at = if never {
+                        Value::Null
+                    } else {
+                        let secs = in_secs.unwrap_or(0);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        json!(now + secs as i64 * 1000)
+                    };
+                    c.put(
+                        &format!("/admins/{}/expiry", enc(&name)),
+                        json!({ "expires_at": expires_at }),
+                    )
+                    .await?
+                }
+            };
+            print_json(&out);
         }
         AdminCommand::Agents { remote, command } => {
             let c = Client::new(&remote)?;
@@ -490,18 +617,18 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 ConnectionsCommand::Add {
                     tenant,
                     name,
-                    command,
+                    program,
                     args,
                     envs,
                     http_url,
                     classify,
                 } => {
-                    let mut body = match (command, http_url) {
-                        (Some(command), None) => {
-                            json!({ "kind": "stdio", "command": command, "args": args, "env": key_value(&envs, "--env")? })
+                    let mut body = match (program, http_url) {
+                        (Some(program), None) => {
+                            json!({ "kind": "stdio", "program": program, "args": args, "env": key_value(&envs, "--env")? })
                         }
                         (None, Some(url)) => json!({ "kind": "http", "url": url }),
-                        _ => bail!("give exactly one of --command and --http-url"),
+                        _ => bail!("give exactly one of --program and --http-url"),
                     };
                     body["name"] = json!(name);
                     body["classify"] = Value::Object(key_value(&classify, "--classify")?);

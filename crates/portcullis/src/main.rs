@@ -122,7 +122,8 @@ async fn serve(config_file: Option<&std::path::Path>, demo: bool) -> anyhow::Res
         tracing::warn!(%listen, "listening beyond loopback without TLS: put a TLS-terminating proxy in front");
     }
     let options = portcullis_server::BuildOptions {
-        demo_upstream_command: demo.then(std::env::current_exe).transpose()?,
+        self_exe: Some(std::env::current_exe()?),
+        demo,
         ..Default::default()
     };
     let mut app = portcullis_server::Application::build(config, options).await?;

@@ -160,14 +160,19 @@ pub enum TrustCommand {
         remote: Remote,
         id: String,
     },
-    /// Approve several requests under one receipt: shows the batch, then approves exactly
-    /// what was shown (refused if anything changed in between).
+    /// Approve several requests under one receipt, in two steps: without `--batch-hash` it
+    /// shows the batch (every item, every argument) and its hash and approves nothing; with
+    /// `--batch-hash HASH` (the one you reviewed) it approves exactly that batch, and nothing
+    /// if anything changed since.
     Batch {
         #[command(flatten)]
         remote: Remote,
         #[arg(long)]
         tenant: String,
         ids: Vec<String>,
+        /// The hash shown when you reviewed the batch.
+        #[arg(long)]
+        batch_hash: Option<String>,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -445,35 +450,46 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             remote,
             tenant,
             ids,
+            batch_hash,
             reason,
         } => {
             if ids.is_empty() {
                 bail!("name the approval ids to approve together");
             }
             let c = Client::new(&remote)?;
-            let preview = c
-                .post(
-                    &format!("/tenants/{}/approvals/batch/preview", enc(&tenant)),
-                    json!({ "items": ids }),
-                )
-                .await?;
-            if !remote.json() {
-                println!(
-                    "batch {}",
-                    preview["batch_hash"].as_str().unwrap_or_default()
-                );
-                for item in preview["items"].as_array().into_iter().flatten() {
+            let Some(batch_hash) = batch_hash else {
+                let preview = c
+                    .post(
+                        &format!("/tenants/{}/approvals/batch/preview", enc(&tenant)),
+                        json!({ "items": ids }),
+                    )
+                    .await?;
+                if remote.json() {
+                    print_json(&preview);
+                } else {
+                    for item in preview["items"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}",
+                            item["id"].as_str().unwrap_or_default(),
+                            item["summary"].as_str().unwrap_or_default()
+                        );
+                        println!("    arguments  {}", item["arguments"]);
+                        if let Some(cents) = item["cost_cents"].as_i64().filter(|c| *c > 0) {
+                            println!("    cost       ${}.{:02}", cents / 100, cents % 100);
+                        }
+                    }
+                    let hash = preview["batch_hash"].as_str().unwrap_or_default();
+                    println!("batch hash {hash}");
                     println!(
-                        "  {} {}",
-                        item["id"].as_str().unwrap_or_default(),
-                        item["summary"].as_str().unwrap_or_default()
+                        "nothing approved yet: after reviewing every item above, run this command again with --batch-hash {hash}"
                     );
                 }
-            }
+                return Ok(ExitCode::SUCCESS);
+            };
             let out = c
                 .post(
                     &format!("/tenants/{}/approvals/batch", enc(&tenant)),
-                    json!({ "items": ids, "batch_hash": preview["batch_hash"], "reason": reason }),
+                    json!({ "items": ids, "batch_hash": batch_hash, "reason": reason }),
                 )
                 .await?;
             if remote.json() {

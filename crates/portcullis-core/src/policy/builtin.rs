@@ -9,7 +9,7 @@ use super::settings::{Point, PolicySettings};
 use std::fmt::Write as _;
 
 /// Bumped whenever the text below changes meaning, so the policy-set hash changes with it.
-pub const BUILTIN_VERSION: u32 = 3;
+pub const BUILTIN_VERSION: u32 = 4;
 
 /// Reserved id prefix of built-in policies.
 pub const PREFIX: &str = "builtin.";
@@ -41,11 +41,14 @@ when { context.definition_changed };
 "#,
     );
     let money = &settings.money;
+    // The day clauses hold only calls that cost something: once the day's spend is over the
+    // cap, a $0 call adds nothing to it and is left to the other points and guardrails.
     let money_body = format!(
         r#"forbid (principal, action in Portcullis::Action::"effect", resource)
 when {{ context.cost_cents > {} ||
-       context.spent_today_cents + context.cost_cents > {} ||
-       context.agent_spent_today_cents + context.cost_cents > {} }};"#,
+       (context.cost_cents > 0 &&
+        (context.spent_today_cents + context.cost_cents > {} ||
+         context.agent_spent_today_cents + context.cost_cents > {})) }};"#,
         money.per_action_cents,
         money.per_day_cents,
         money.per_agent_day()

@@ -22,7 +22,9 @@ mod fast;
 pub mod settings;
 pub mod table;
 
-pub use settings::{ApproverRule, Point, PolicySettings, refuse_voter, satisfied};
+pub use settings::{
+    ApproverRule, Point, PolicySettings, VoterIdentity, refuse_identity, refuse_voter, satisfied,
+};
 
 use crate::UnixMillis;
 use crate::decision::Outcome;

@@ -121,6 +121,53 @@ pub fn refuse_voter(
     }
 }
 
+/// A human about to approve, as far as sock-puppet checks need: who they are, which
+/// identities created them (nearest first, transitively), and when they were created.
+#[derive(Debug, Clone, Copy)]
+pub struct VoterIdentity<'a> {
+    pub name: &'a str,
+    pub creators: &'a [String],
+    pub created_at: crate::UnixMillis,
+}
+
+/// Why this identity may not approve a request held at `held_at`, or `None`.
+///
+/// INVARIANT: sock puppets cannot vote. An identity created after the request was held may
+/// not approve it (nobody can mint a fresh approver for a request already waiting), and an
+/// identity created — directly or through others — by the agent's owner counts as the owner
+/// wherever a rule forbids self-approval. `also_excluded` (a revert's proposer) may not
+/// approve either.
+pub fn refuse_identity(
+    rules: &[(Point, ApproverRule)],
+    voter: &VoterIdentity<'_>,
+    agent_owner: Option<&str>,
+    also_excluded: Option<&str>,
+    held_at: crate::UnixMillis,
+) -> Option<String> {
+    if voter.created_at > held_at {
+        return Some(format!(
+            "`{}` was created after this request was held; an identity created after a request may not approve it",
+            voter.name
+        ));
+    }
+    if let Some(owner) = agent_owner
+        && rules.iter().any(|(_, r)| r.no_self_approval)
+        && voter.creators.iter().any(|c| c == owner)
+    {
+        return Some(format!(
+            "`{}` was created by `{owner}`, who owns the requesting agent; identities an owner created count as the owner and may not approve",
+            voter.name
+        ));
+    }
+    if also_excluded == Some(voter.name) {
+        return Some(format!(
+            "`{}` proposed this request and may not approve it",
+            voter.name
+        ));
+    }
+    refuse_voter(rules, voter.name, agent_owner)
+}
+
 /// Whether these distinct approvers satisfy every rule: each rule counts only the approvers
 /// it admits.
 pub fn satisfied(rules: &[(Point, ApproverRule)], approvers: &[String]) -> bool {
@@ -333,5 +380,48 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn sock_puppets_cannot_vote() {
+        let rules = vec![(Point::Effect, ApproverRule::default())];
+        let creators = ["olivia".to_owned(), "admin".to_owned()];
+        let puppet = VoterIdentity {
+            name: "pat",
+            creators: &creators,
+            created_at: 10,
+        };
+        // Created by the owner (directly or through others): counts as the owner.
+        assert!(refuse_identity(&rules, &puppet, Some("olivia"), None, 20).is_some());
+        assert!(refuse_identity(&rules, &puppet, Some("admin"), None, 20).is_some());
+        // Created after the request was held.
+        let late = VoterIdentity {
+            name: "lee",
+            creators: &[],
+            created_at: 21,
+        };
+        assert!(refuse_identity(&rules, &late, None, None, 20).is_some());
+        // The proposer of a revert.
+        assert!(refuse_identity(&rules, &puppet, None, Some("pat"), 20).is_some());
+        assert_eq!(
+            refuse_identity(&rules, &puppet, None, Some("olivia"), 20),
+            None
+        );
+        // Otherwise the usual rules apply.
+        assert_eq!(
+            refuse_identity(&rules, &puppet, Some("zoe"), None, 20),
+            None
+        );
+        let no_self = vec![(
+            Point::Effect,
+            ApproverRule {
+                no_self_approval: false,
+                ..Default::default()
+            },
+        )];
+        assert_eq!(
+            refuse_identity(&no_self, &puppet, Some("olivia"), None, 20),
+            None
+        );
     }
 }

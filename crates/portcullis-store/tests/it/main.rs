@@ -265,9 +265,13 @@ pub async fn hold(store: &Store, s: &Seeded, amount: i64, expires_at: i64) -> Ap
         summary: "refund".into(),
         reasons: vec!["spend".into()],
         expires_at,
+        revert_of: None,
     };
     let draft = AuditDraft::new(s.tenant.id.clone(), "agent:x", AuditKind::Hold);
-    store.create_approval(new, draft, NOW).await.unwrap().0
+    match store.create_approval(new, draft, NOW).await.unwrap() {
+        HoldOutcome::Created(approval, _) => approval,
+        HoldOutcome::Joined(approval) => panic!("joined {}", approval.id),
+    }
 }
 
 pub fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {

@@ -501,6 +501,7 @@ async fn approvals_carry_their_extras(f: &Fixture) {
         summary: "refund".into(),
         reasons: vec!["spend".into()],
         expires_at: NOW + 1000,
+        revert_of: None,
     };
     let extras = ApprovalExtras {
         rules: json!({ "approvers": 2, "not": ["owner"] }),
@@ -508,7 +509,7 @@ async fn approvals_carry_their_extras(f: &Fixture) {
         cost_cents: 1200,
         before_state: Some(json!({ "balance": 5 })),
     };
-    let (created, event) = f
+    let HoldOutcome::Created(created, event) = f
         .store
         .create_approval_with(
             new,
@@ -517,7 +518,10 @@ async fn approvals_carry_their_extras(f: &Fixture) {
             NOW,
         )
         .await
-        .unwrap();
+        .unwrap()
+    else {
+        panic!("a first hold creates a request")
+    };
     assert_eq!(event.draft.kind, AuditKind::Hold);
     let stored = f
         .store
@@ -1231,21 +1235,79 @@ async fn concurrent_charges_stop_exactly_at_the_limit(f: &Fixture) {
 async fn session_calls_are_the_allowed_calls_of_one_session(f: &Fixture) {
     let s = seed(&f.store, "acme").await;
     let other = seed(&f.store, "other").await;
-    let call = |tenant: &TenantId, session: &str, kind: AuditKind, decision: &str, n: i64| {
-        let mut draft =
-            AuditDraft::new(tenant.clone(), "agent:x", kind).resource(format!("tool:crm/{n}"));
-        draft.session = Some(session.into());
-        draft.decision = Some(decision.into());
-        draft
-    };
+    let call =
+        |tenant: &TenantId, actor: &str, session: &str, kind: AuditKind, decision: &str, n: i64| {
+            let mut draft =
+                AuditDraft::new(tenant.clone(), actor, kind).resource(format!("tool:crm/{n}"));
+            draft.session = Some(session.into());
+            draft.decision = Some(decision.into());
+            draft
+        };
     let drafts = [
-        call(&s.tenant.id, "ses-1", AuditKind::ToolCall, "allow", 1),
-        call(&s.tenant.id, "ses-1", AuditKind::ToolCall, "deny", 2),
-        call(&s.tenant.id, "ses-1", AuditKind::Hold, "allow", 3),
-        call(&s.tenant.id, "ses-2", AuditKind::ToolCall, "allow", 4),
-        call(&other.tenant.id, "ses-1", AuditKind::ToolCall, "allow", 5),
-        call(&s.tenant.id, "ses-1", AuditKind::ToolCall, "allow", 6),
-        call(&s.tenant.id, "ses-1", AuditKind::ToolCall, "allow", 7),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::ToolCall,
+            "allow",
+            1,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::ToolCall,
+            "deny",
+            2,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::Hold,
+            "allow",
+            3,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-2",
+            AuditKind::ToolCall,
+            "allow",
+            4,
+        ),
+        call(
+            &other.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::ToolCall,
+            "allow",
+            5,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::ToolCall,
+            "allow",
+            6,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:x",
+            "ses-1",
+            AuditKind::ToolCall,
+            "allow",
+            7,
+        ),
+        call(
+            &s.tenant.id,
+            "agent:y",
+            "ses-9",
+            AuditKind::ToolCall,
+            "allow",
+            8,
+        ),
     ];
     for (i, draft) in drafts.into_iter().enumerate() {
         f.store.append_audit(draft, NOW + i as i64).await.unwrap();
@@ -1256,27 +1318,49 @@ async fn session_calls_are_the_allowed_calls_of_one_session(f: &Fixture) {
             .filter_map(|e| e.draft.resource)
             .collect()
     };
+    // Only the session (the actor's window starts after everything).
+    let later = NOW + 1_000;
     let newest_two = f
         .store
-        .session_calls(&s.tenant.id, "ses-1", 2)
+        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", later, 2)
         .await
         .unwrap();
     assert_eq!(resources(newest_two), ["tool:crm/7", "tool:crm/6"]);
     let all = f
         .store
-        .session_calls(&s.tenant.id, "ses-1", 100)
+        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", later, 100)
         .await
         .unwrap();
     assert_eq!(resources(all), ["tool:crm/7", "tool:crm/6", "tool:crm/1"]);
+    // The session plus the actor's calls in other sessions inside the window.
+    let with_agent = f
+        .store
+        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", NOW + 3, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(with_agent),
+        ["tool:crm/7", "tool:crm/6", "tool:crm/4", "tool:crm/1"]
+    );
+    // A fresh (or no) session of the same agent sees the agent's recent reads.
+    let fresh = f
+        .store
+        .session_calls(&s.tenant.id, None, "agent:x", NOW, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        resources(fresh),
+        ["tool:crm/7", "tool:crm/6", "tool:crm/4", "tool:crm/1"]
+    );
     let theirs = f
         .store
-        .session_calls(&other.tenant.id, "ses-1", 100)
+        .session_calls(&other.tenant.id, Some("ses-1"), "agent:x", NOW, 100)
         .await
         .unwrap();
     assert_eq!(resources(theirs), ["tool:crm/5"]);
     assert!(
         f.store
-            .session_calls(&s.tenant.id, "ses-3", 100)
+            .session_calls(&s.tenant.id, Some("ses-3"), "agent:z", NOW, 100)
             .await
             .unwrap()
             .is_empty()

@@ -84,6 +84,8 @@ async fn fill_every_table(store: &Store, s: &Seeded) {
                 role: AdminRole::Approver,
                 tenant: Some(&s.tenant.id),
                 token_hash: &format!("admin-{}", s.tenant.id),
+                created_by: "test",
+                expires_at: None,
             },
             "test",
             NOW,

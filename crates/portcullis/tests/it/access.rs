@@ -101,19 +101,21 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
         assert_eq!(status(&read), "ok", "{read:?}");
         assert_eq!(structured(&read)["name"], "Grace Hopper");
 
-        // An ungranted tool of a granted connection: denied, nothing held, nothing executed.
-        let send = client
-            .call(
-                "crm__send_email",
-                json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
-            )
-            .await;
-        assert_eq!(status(&send), "denied", "{era:?}: {send:?}");
-        assert_eq!(send.is_error, Some(true));
-        assert_eq!(structured(&send)["executed"], false);
-        // Another ungranted read is denied too (granting is per tool, not per effect class).
-        let list = client.call("crm__list_contacts", json!({})).await;
-        assert_eq!(status(&list), "denied", "{era:?}: {list:?}");
+        // An ungranted tool of a granted connection is unknown, exactly like a tool that does
+        // not exist: nothing held, nothing executed, nothing learnt.
+        for name in ["crm__send_email", "crm__list_contacts", "crm__no_such_tool"] {
+            let err = client
+                .try_call(
+                    name,
+                    json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
+                )
+                .await
+                .expect_err("an ungranted tool is not callable");
+            assert!(
+                err.contains(&format!("unknown tool `{name}`")),
+                "{era:?}: {err}"
+            );
+        }
     }
     assert!(
         effect_lines(&acme.effect_log).is_empty(),
@@ -124,6 +126,27 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
         "an ungranted call created an approval"
     );
 
+    // On the wire, an ungranted tool and a tool that does not exist get the same answer.
+    let answer = |name: &'static str| {
+        let (app, token) = (&app, &token);
+        async move {
+            let reply = post_2026(
+                app,
+                "acme",
+                token,
+                &tools_call_2026(9, name, json!({})),
+                Some(name),
+            )
+            .await;
+            (reply.status, reply.text.replace(name, "NAME"))
+        }
+    };
+    assert_eq!(
+        answer("crm__send_email").await,
+        answer("crm__nothing_here").await,
+        "ungranted and nonexistent tools must be indistinguishable"
+    );
+
     // The seeded agent (granted `*`) still sees everything: grants are per agent.
     let full = app.client("acme", &acme.agent_token, Era::Discover).await;
     assert_eq!(full.tool_names().await.len(), 8);
@@ -131,12 +154,12 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
     let denials: Vec<_> = events_of_kind(&events, "tool_call")
         .into_iter()
-        .filter(|e| e["decision"] == "deny")
+        .filter(|e| e["decision"] == "deny" && e["detail"]["reasons"][0] == "unknown tool")
         .collect();
     assert_eq!(
         denials.len(),
-        4,
-        "each ungranted call is audited as a denial"
+        8,
+        "each call of an ungranted or unknown tool is audited as a denial"
     );
     app.stop().await;
 }
@@ -157,19 +180,17 @@ async fn a_token_scoped_to_one_tool_sees_and_calls_only_that_tool() {
         .await;
     assert_eq!(structured(&read)["name"], "Ada Lovelace");
 
-    let send = client
-        .call(
-            "crm__send_email",
-            json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
-        )
-        .await;
-    assert_eq!(status(&send), "denied", "{send:?}");
-    let count = client.call("crm__list_contacts", json!({})).await;
-    assert_eq!(
-        status(&count),
-        "denied",
-        "out of scope, though granted and read-only: {count:?}"
-    );
+    // Out of the token's scope, though granted (and read-only): unknown to this token.
+    for name in ["crm__send_email", "crm__list_contacts"] {
+        let err = client
+            .try_call(
+                name,
+                json!({ "to": "x@example.com", "subject": "s", "body": "b" }),
+            )
+            .await
+            .expect_err("an out-of-scope tool is not callable");
+        assert!(err.contains(&format!("unknown tool `{name}`")), "{err}");
+    }
     assert!(effect_lines(&acme.effect_log).is_empty());
     assert!(approvals_of(&app, "acme").await.is_empty());
 

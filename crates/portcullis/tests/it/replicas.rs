@@ -1017,7 +1017,7 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
             Method::POST,
             "/tenants/acme/connections",
             Some(json!({
-                "name": "billing", "kind": "stdio", "command": BIN, "args": ["demo-upstream"],
+                "name": "billing", "kind": "stdio", "program": "demo",
                 "classify": demo_classification(),
             })),
         )

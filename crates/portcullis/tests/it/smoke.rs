@@ -50,7 +50,11 @@ async fn read_is_free_send_is_held_then_executes_once_after_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_are_served() {
-    let app = TestApp::spawn().await;
+    const METRICS_TOKEN: &str = "metrics-scraper-token-0001";
+    let app = TestApp::spawn_with(|config| {
+        config.metrics.token_sha256 = portcullis_core::sha256_hex(METRICS_TOKEN.as_bytes());
+    })
+    .await;
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     client
@@ -63,14 +67,19 @@ async fn health_readiness_and_metrics_are_served() {
         )
         .await;
 
-    let get = |path: &'static str| {
+    let get_as = |path: &'static str, token: Option<String>| {
         let http = app.http.clone();
         let url = format!("{}{path}", app.base);
         async move {
-            let response = http.get(url).send().await.expect("reachable");
+            let mut request = http.get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("reachable");
             (response.status(), response.text().await.unwrap_or_default())
         }
     };
+    let get = |path: &'static str| get_as(path, None);
     assert_eq!(
         get("/healthz").await,
         (reqwest::StatusCode::OK, "ok".to_owned())
@@ -79,7 +88,18 @@ async fn health_readiness_and_metrics_are_served() {
     assert_eq!(status, reqwest::StatusCode::OK);
     let ready: serde_json::Value = serde_json::from_str(&ready).expect("readiness is JSON");
     assert_eq!(ready["store"], "ok");
-    let (status, metrics) = get("/metrics").await;
+    // Metrics need their token on the main listener.
+    for wrong in [
+        None,
+        Some("not-the-metrics-token".to_owned()),
+        Some(acme.agent_token.clone()),
+        Some(app.admin_token.clone()),
+    ] {
+        let (status, body) = get_as("/metrics", wrong).await;
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+        assert!(!body.contains("portcullis_decisions_total"), "{body}");
+    }
+    let (status, metrics) = get_as("/metrics", Some(METRICS_TOKEN.to_owned())).await;
     assert_eq!(status, reqwest::StatusCode::OK);
     for expected in [
         "portcullis_decisions_total{outcome=\"allow\"} 1",

@@ -70,6 +70,47 @@ pub struct Tenant {
     pub variant_file: PathBuf,
 }
 
+/// The operator's catalog entry for the demo upstream in tests: this binary's
+/// `demo-upstream`, whose effect log and variant file a tenant may point at files directly
+/// inside `files` (and nowhere else).
+pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig {
+    let inside = format!(
+        "{}/[A-Za-z0-9._-]+",
+        regex::escape(&files.display().to_string())
+    );
+    portcullis_server::programs::ProgramConfig {
+        command: BIN.into(),
+        args: vec!["demo-upstream".into()],
+        tenant_env: [
+            ("PORTCULLIS_DEMO_EFFECT_LOG".to_owned(), inside.clone()),
+            ("PORTCULLIS_DEMO_VARIANT_FILE".to_owned(), inside),
+        ]
+        .into(),
+        description: "the demo CRM/mail/billing server".into(),
+        ..Default::default()
+    }
+}
+
+/// The same entry as configuration-file text, for `portcullis serve` child processes.
+pub fn demo_program_toml(files: &Path) -> String {
+    let entry = demo_program(files);
+    let mut toml = format!(
+        "[programs.demo]\ncommand = {:?}\nargs = [\"demo-upstream\"]\n",
+        entry.command
+    );
+    toml.push_str("[programs.demo.tenant_env]\n");
+    for (name, pattern) in &entry.tenant_env {
+        toml.push_str(&format!("{name} = {}\n", toml_string(pattern)));
+    }
+    toml
+}
+
+/// A TOML literal string (no escapes inside single quotes).
+fn toml_string(value: &str) -> String {
+    assert!(!value.contains('\''), "no single quotes in test patterns");
+    format!("'{value}'")
+}
+
 /// How the demo tools are classified by the operator in tests.
 pub fn demo_classification() -> Value {
     json!({
@@ -94,13 +135,17 @@ impl TestApp {
         if let Some(url) = db.app_url() {
             config.data.database_url = url;
         }
+        config
+            .programs
+            .insert("demo".into(), demo_program(dir.path()));
         tweak(&mut config);
         let clock = Clock::manual(Clock::System.now());
         let mut app = Application::build(
             config,
             BuildOptions {
                 clock: clock.clone(),
-                demo_upstream_command: None,
+                self_exe: Some(PathBuf::from(BIN)),
+                demo: false,
             },
         )
         .await
@@ -210,7 +255,7 @@ impl TestApp {
                 Method::POST,
                 &format!("/tenants/{name}/connections"),
                 Some(json!({
-                    "name": "crm", "kind": "stdio", "command": BIN, "args": ["demo-upstream"],
+                    "name": "crm", "kind": "stdio", "program": "demo",
                     "env": {
                         "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
                         "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
@@ -891,7 +936,7 @@ pub async fn seed_tenant_at(
         Method::POST,
         format!("/tenants/{name}/connections"),
         json!({
-            "name": "crm", "kind": "stdio", "command": BIN, "args": ["demo-upstream"],
+            "name": "crm", "kind": "stdio", "program": "demo",
             "env": {
                 "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
                 "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
@@ -1002,6 +1047,9 @@ impl ServeProcess {
         env: &[(&str, &str)],
     ) -> Self {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+        // The operator's configuration: the demo upstream in the program catalog.
+        std::fs::write(cwd.join("portcullis.toml"), demo_program_toml(cwd))
+            .expect("write portcullis.toml");
         let mut command = tokio::process::Command::new(BIN);
         command
             .arg("serve")

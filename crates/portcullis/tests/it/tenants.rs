@@ -231,7 +231,7 @@ async fn tenants_see_only_their_own_tools_and_effects() {
         .admin(
             Method::POST,
             "/tenants/a/connections",
-            Some(json!({ "name": "billing", "kind": "stdio", "command": BIN, "args": ["demo-upstream"], "classify": demo_classification() })),
+            Some(json!({ "name": "billing", "kind": "stdio", "program": "demo", "classify": demo_classification() })),
         )
         .await;
     let billing_id = billing["id"].as_str().expect("connection id").to_owned();

@@ -656,13 +656,21 @@ async fn a_send_after_a_private_read_in_the_session_is_held_despite_a_guardrail(
     );
     assert_eq!(sends(&acme), 0);
 
-    // A fresh session that read nothing private runs under the guardrail.
+    // A fresh session does not wash the read away: the agent's reads in any session count
+    // for an hour (escalation follows the agent, not the connection).
     let fresh = app.client("acme", &acme.agent_token, Era::Initialize).await;
     assert_eq!(
         status(&fresh.call("crm__list_contacts", json!({})).await),
         "ok"
     );
-    let ran = fresh.call("crm__send_email", mail(2)).await;
+    let held = fresh.call("crm__send_email", mail(2)).await;
+    assert_eq!(status(&held), "pending_approval", "{held:?}");
+    assert_eq!(sends(&acme), 0);
+
+    // An hour later, a fresh session that read nothing private runs under the guardrail.
+    app.clock.advance(HOUR_MS + 1);
+    let later = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let ran = later.call("crm__send_email", mail(3)).await;
     assert_eq!(status(&ran), "sent", "{ran:?}");
     assert_eq!(sends(&acme), 1);
     app.stop().await;

@@ -26,6 +26,9 @@ pub const VARIANT_ENV: &str = "PORTCULLIS_DEMO_VARIANT";
 /// Like [`VARIANT_ENV`], but names a file holding the variant, read when the server starts, so a
 /// test can change the definitions a restarted upstream serves.
 pub const VARIANT_FILE_ENV: &str = "PORTCULLIS_DEMO_VARIANT_FILE";
+/// Names a file: while it exists, every effect tool waits before it acts, so a test can stop
+/// the gateway in the middle of an upstream call.
+pub const HOLD_FILE_ENV: &str = "PORTCULLIS_DEMO_HOLD_FILE";
 
 fn variant_is_changed() -> bool {
     std::env::var(VARIANT_ENV).is_ok_and(|v| v == "changed")
@@ -179,6 +182,7 @@ pub struct CountToArgs {
 pub struct DemoServer {
     crm: Arc<Mutex<Crm>>,
     effect_log: EffectLog,
+    hold_file: Option<std::path::PathBuf>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -220,7 +224,19 @@ impl DemoServer {
         Self {
             crm: Arc::new(Mutex::new(Crm::seeded())),
             effect_log: EffectLog::from_env(),
+            hold_file: std::env::var_os(HOLD_FILE_ENV)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
             tool_router,
+        }
+    }
+
+    /// Wait while the hold file ([`HOLD_FILE_ENV`]) exists.
+    async fn wait_while_held(&self) {
+        if let Some(path) = &self.hold_file {
+            while path.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -285,6 +301,7 @@ impl DemoServer {
         &self,
         Parameters(args): Parameters<EmailArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.wait_while_held().await;
         self.effect_log
             .record("send_email", &args)
             .map_err(effect_log_error)?;
@@ -309,6 +326,7 @@ impl DemoServer {
         &self,
         Parameters(args): Parameters<UpdateContactArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.wait_while_held().await;
         self.effect_log
             .record("update_contact", &args)
             .map_err(effect_log_error)?;
@@ -338,6 +356,7 @@ impl DemoServer {
         &self,
         Parameters(contact): Parameters<Contact>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.wait_while_held().await;
         self.effect_log
             .record("create_contact", &contact)
             .map_err(effect_log_error)?;
@@ -359,6 +378,7 @@ impl DemoServer {
         &self,
         Parameters(args): Parameters<IssueRefundArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        self.wait_while_held().await;
         self.effect_log
             .record("issue_refund", &args)
             .map_err(effect_log_error)?;

@@ -257,11 +257,11 @@ impl Guards {
                 Ok(started) => Ok(started),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot count an authentication failure in the shared counters; counting in memory");
-                    Err(self.fail_in_memory(key, now, state))
+                    Err(self.fail_in_memory(key, now, &Self::lockout_rule(state)))
                 }
             };
         }
-        Ok(self.fail_in_memory(key, now, state))
+        Ok(self.fail_in_memory(key, now, &Self::lockout_rule(state)))
     }
 
     async fn take(
@@ -305,9 +305,13 @@ impl Guards {
     }
 
     /// Count one failure; returns true when this failure starts a lockout.
-    fn fail_in_memory(&self, key: ClientKey, now: UnixMillis, state: &AppState) -> bool {
-        let auth = &state.config.auth;
-        let window_ms = (auth.lockout_window_secs * 1000) as i64;
+    fn fail_in_memory(
+        &self,
+        key: ClientKey,
+        now: UnixMillis,
+        rule: &portcullis_store::LockoutRule,
+    ) -> bool {
+        let window_ms = rule.window_ms;
         let mut map = self.failures.lock().expect("lock poisoned");
         let key = if map.contains_key(&key) || map.len() < MAX_TRACKED {
             key
@@ -327,8 +331,8 @@ impl Guards {
             entry.count = 0;
         }
         entry.count += 1;
-        if entry.count >= auth.lockout_threshold && entry.locked_until <= now {
-            entry.locked_until = now + (auth.lockout_secs * 1000) as i64;
+        if entry.count >= rule.threshold && entry.locked_until <= now {
+            entry.locked_until = now + rule.lockout_ms;
             entry.count = 0;
             return true;
         }
@@ -624,5 +628,90 @@ pub async fn authenticate_admin(
         )
         .await),
         Err(_) => Err(AuthRefusal::Unavailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn forwarding_headers_count_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let spoofed = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        // An untrusted peer's claims are ignored.
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(stranger, &spoofed, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &spoofed, &[]), proxy);
+        // Behind a trusted proxy: the right-most hop that is not a trusted proxy.
+        let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.9")]);
+        assert_eq!(
+            client_ip(proxy, &chain, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let forwarded = headers(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https",
+        )]);
+        assert_eq!(
+            client_ip(proxy, &forwarded, &trusted),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
+        // Garbage or nothing: the proxy itself.
+        let garbage = headers(&[("x-forwarded-for", "unknown, _hidden")]);
+        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
+    }
+
+    #[test]
+    fn ipv6_is_counted_per_64_and_mapped_v4_as_v4() {
+        let a = ClientKey::of("2001:db8:1:2::1".parse().unwrap());
+        let b = ClientKey::of("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap());
+        let c = ClientKey::of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(
+            ClientKey::of("::ffff:192.0.2.1".parse().unwrap()),
+            ClientKey::of("192.0.2.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_full_failure_table_counts_newcomers_together_and_still_locks_them_out() {
+        let guards = Guards::default();
+        let rule = portcullis_store::LockoutRule {
+            threshold: 3,
+            window_ms: 60_000,
+            lockout_ms: 600_000,
+        };
+        for i in 0..MAX_TRACKED as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            guards.fail_in_memory(ClientKey::of(ip), 1_000, &rule);
+        }
+        assert_eq!(guards.tracked_clients(), MAX_TRACKED);
+        // Newcomers share one counter: three of them lock every newcomer out.
+        let newcomer =
+            |n: u32| ClientKey::of(IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0200 + n)));
+        for n in 0..3 {
+            guards.fail_in_memory(newcomer(n), 1_000, &rule);
+        }
+        assert_eq!(guards.tracked_clients(), MAX_TRACKED + 1);
+        assert!(guards.locked_in_memory(newcomer(99), 1_001).is_some());
+        // Once the window is over, expired entries are pruned and room is made again.
+        guards.fail_in_memory(newcomer(100), 120_000, &rule);
+        assert!(
+            guards.tracked_clients() < 10,
+            "{}",
+            guards.tracked_clients()
+        );
     }
 }

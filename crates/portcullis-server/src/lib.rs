@@ -309,15 +309,18 @@ async fn metrics_open(State(state): State<Arc<AppState>>) -> axum::response::Res
 /// unknown: the call timeout (by then the call would have ended and recorded one) plus a
 /// margin for recording it.
 pub fn unknown_after_ms(config: &Config) -> i64 {
-    (config.upstream.call_timeout_secs as i64 + 30) * 1000
+    (config.upstream.call_timeout_secs as i64 + 5) * 1000
 }
 
-/// Report executions whose outcome never arrived, every minute.
+/// Report executions whose outcome never arrived, twice per [`unknown_after_ms`] (at least
+/// every second, at most every minute).
 async fn unknown_executions_worker(
     state: Arc<AppState>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    let every = Duration::from_millis((unknown_after_ms(&state.config) / 2) as u64)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     loop {
@@ -413,25 +416,27 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
 /// debug and trace) are capped by [`payload_guard`], a second filter every event must also
 /// pass.
 pub fn init_tracing(config: &config::LogConfig) {
-    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _};
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&config.filter))
-        .and(payload_guard());
-    let layer = match config.format {
-        config::LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
-        config::LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    // Both filters are global: an event is written only when each of them enables it.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(payload_guard());
+    let _ = match config.format {
+        config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        config::LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
-    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// The most any library may log: rmcp warnings (it logs messages and notifications below

@@ -410,3 +410,35 @@ pub async fn endpoint(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_session_table_is_bounded_per_agent_and_pruned_when_idle() {
+        let mut table = SessionTable::default();
+        let start = Instant::now();
+        let agent = AgentId::generate();
+        let other = AgentId::generate();
+        table.insert("other-1".into(), other.clone(), start);
+        for i in 0..(MAX_SESSIONS_PER_AGENT + 10) {
+            let evicted = table.insert(
+                format!("s-{i}"),
+                agent.clone(),
+                start + Duration::from_millis(i as u64 + 1),
+            );
+            // Only the agent's own oldest sessions make way.
+            assert!(evicted.iter().all(|id| id.starts_with("s-")), "{evicted:?}");
+        }
+        assert_eq!(table.len(), MAX_SESSIONS_PER_AGENT + 1);
+        assert_eq!(table.owner("s-0", start), None);
+        assert_eq!(table.owner("other-1", start), Some(other));
+        // Idle sessions are forgotten on the next insert.
+        let later = start + SESSION_IDLE + Duration::from_secs(1000);
+        let evicted = table.insert("fresh".into(), agent, later);
+        assert_eq!(table.len(), 1);
+        assert_eq!(evicted.len(), MAX_SESSIONS_PER_AGENT + 1);
+    }
+}

@@ -37,6 +37,7 @@ macro_rules! contract_tests {
 }
 
 mod contract;
+mod hardening;
 mod policy;
 mod postgres;
 

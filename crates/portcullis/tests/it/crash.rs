@@ -134,7 +134,7 @@ async fn pending_and_approved_actions_survive_sigkill() {
     let (debug, default) = (first.logs(), second.logs());
     assert!(
         debug.contains("upstream ready") && default.contains("upstream ready"),
-        "the logs were captured"
+        "the logs were captured: {debug}\n----\n{default}"
     );
     for logs in [&debug, &default] {
         for token in [&acme.agent_token, &acme.approver_token, &admin] {

@@ -9,6 +9,7 @@ mod approvals;
 mod audit_trail;
 mod bad_input;
 mod crash;
+mod hardening;
 mod pinning;
 mod policy;
 mod protocol;

@@ -376,6 +376,84 @@ async fn a_receipt_redeemed_concurrently_on_three_replicas_executes_once() {
     cluster.verify().await;
 }
 
+/// `n` identical calls released at once, spread over every replica; each answer's status
+/// and approval id.
+async fn identical_storm(
+    cluster: &Cluster,
+    n: usize,
+    amount: i64,
+) -> Vec<(String, Option<String>)> {
+    let mut clients = Vec::new();
+    for i in 0..2 * REPLICAS {
+        clients.push(Arc::new(cluster.client(i % REPLICAS).await));
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, start) = (clients[i % clients.len()].clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let answer = client.call("crm__issue_refund", refund(amount)).await;
+                let id = structured(&answer)["approval_id"]
+                    .as_str()
+                    .map(str::to_owned);
+                (status(&answer), id)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_calls_on_three_replicas_join_one_request() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    // Fifty identical first calls across the replicas: one request.
+    let first = identical_storm(&cluster, 50, 5_100).await;
+    let ids: HashSet<String> = first.iter().filter_map(|(_, id)| id.clone()).collect();
+    assert!(
+        first.iter().all(|(s, _)| s == "pending_approval"),
+        "{first:?}"
+    );
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().expect("one id");
+    cluster.approve(2, &id).await;
+
+    // A hundred identical retries across the replicas: one execution, one new request.
+    let retries = identical_storm(&cluster, 100, 5_100).await;
+    assert_eq!(
+        retries.iter().filter(|(s, _)| s == "issued").count(),
+        1,
+        "{retries:?}"
+    );
+    let new: HashSet<String> = retries
+        .iter()
+        .filter(|(s, _)| s == "pending_approval")
+        .filter_map(|(_, id)| id.clone())
+        .collect();
+    assert!(new.len() <= 1 && !new.contains(&id), "{new:?}");
+    let approvals = cluster
+        .admin(0, Method::GET, "/approvals?tenant=acme", None)
+        .await;
+    let approvals = approvals.as_array().expect("approvals");
+    assert!(
+        approvals.len() <= 2
+            && approvals
+                .iter()
+                .filter(|a| a["status"] == "pending")
+                .count()
+                <= 1,
+        "{approvals:?}"
+    );
+    assert_eq!(cluster.effects().len(), 1);
+    cluster.verify().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_on_three_replicas_make_one_linear_chain() {
     let Some(cluster) = Cluster::start().await else {

@@ -68,11 +68,13 @@ pub struct Tenant {
     pub effect_log: PathBuf,
     /// Write `changed` here and restart the connection to change tool definitions.
     pub variant_file: PathBuf,
+    /// While this file exists, the upstream's effect tools wait before acting.
+    pub hold_file: PathBuf,
 }
 
 /// The operator's catalog entry for the demo upstream in tests: this binary's
-/// `demo-upstream`, whose effect log and variant file a tenant may point at files directly
-/// inside `files` (and nowhere else).
+/// `demo-upstream`, whose effect log, variant file and hold file a tenant may point at files
+/// directly inside `files` (and nowhere else).
 pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig {
     let inside = format!(
         "{}/[A-Za-z0-9._-]+",
@@ -83,7 +85,8 @@ pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig 
         args: vec!["demo-upstream".into()],
         tenant_env: [
             ("PORTCULLIS_DEMO_EFFECT_LOG".to_owned(), inside.clone()),
-            ("PORTCULLIS_DEMO_VARIANT_FILE".to_owned(), inside),
+            ("PORTCULLIS_DEMO_VARIANT_FILE".to_owned(), inside.clone()),
+            ("PORTCULLIS_DEMO_HOLD_FILE".to_owned(), inside),
         ]
         .into(),
         description: "the demo CRM/mail/billing server".into(),
@@ -250,6 +253,7 @@ impl TestApp {
             .await;
         let effect_log = self.dir.path().join(format!("{name}-effects.jsonl"));
         let variant_file = self.dir.path().join(format!("{name}-variant"));
+        let hold_file = self.dir.path().join(format!("{name}-hold"));
         let connection = self
             .admin(
                 Method::POST,
@@ -259,6 +263,7 @@ impl TestApp {
                     "env": {
                         "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
                         "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
+                "PORTCULLIS_DEMO_HOLD_FILE": hold_file.display().to_string(),
                     },
                     "classify": demo_classification(),
                 })),
@@ -302,6 +307,7 @@ impl TestApp {
                 .to_owned(),
             effect_log,
             variant_file,
+            hold_file,
         }
     }
 
@@ -932,6 +938,7 @@ pub async fn seed_tenant_at(
     let tenant = admin(Method::POST, "/tenants".into(), json!({ "name": name })).await;
     let effect_log = files.join(format!("{name}-effects.jsonl"));
     let variant_file = files.join(format!("{name}-variant"));
+    let hold_file = files.join(format!("{name}-hold"));
     let connection = admin(
         Method::POST,
         format!("/tenants/{name}/connections"),
@@ -940,6 +947,7 @@ pub async fn seed_tenant_at(
             "env": {
                 "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
                 "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
+                "PORTCULLIS_DEMO_HOLD_FILE": hold_file.display().to_string(),
             },
             "classify": demo_classification(),
         }),
@@ -984,6 +992,7 @@ pub async fn seed_tenant_at(
             .to_owned(),
         effect_log,
         variant_file,
+        hold_file,
     }
 }
 
@@ -1213,6 +1222,11 @@ impl TestDatabase {
     /// The test server's (super)user on this database; `None` on SQLite.
     pub fn owner_url(&self) -> Option<String> {
         self.pg.as_ref().map(PgDatabase::owner_url)
+    }
+
+    /// The PostgreSQL database's name; `None` on SQLite.
+    pub fn database_name(&self) -> Option<String> {
+        self.pg.as_ref().map(|p| p.name.clone())
     }
 
     /// The environment that points `portcullis` at this database (empty on SQLite).

@@ -1273,8 +1273,12 @@ pub async fn approve_batch(
             )));
         }
         let rules = approval_rules(item)?;
-        if let Err(ApiError::Forbidden(why)) = check_voter(state, ctx, item, &rules).await {
-            return Err(ApiError::Forbidden(format!("approval {}: {why}", item.id)));
+        match check_voter(state, ctx, item, &rules).await {
+            Ok(()) => {}
+            Err(ApiError::Forbidden(why)) => {
+                return Err(ApiError::Forbidden(format!("approval {}: {why}", item.id)));
+            }
+            Err(other) => return Err(other),
         }
         if !satisfied(&rules, std::slice::from_ref(&me)) {
             return Err(ApiError::Conflict(format!(

@@ -76,6 +76,12 @@ pub async fn serve_http(
         config,
     );
     let router = axum::Router::new().nest_service("/mcp", service);
+    // Small segments go out at once (`TCP_NODELAY`): otherwise Nagle holds an SSE event's
+    // tail until the client's delayed ACK, about 40 ms per call.
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|stream: &mut tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;

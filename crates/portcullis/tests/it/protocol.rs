@@ -292,3 +292,46 @@ async fn the_server_stops_promptly_with_legacy_sessions_open() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     drop((legacy, modern));
 }
+
+/// A plain client with default delayed ACKs (Python's `http.client`, one keep-alive
+/// connection) in both protocol eras. A response written in segments that Nagle's algorithm
+/// holds back stalls every call about 40 ms until the client's delayed ACK: the one timing
+/// assertion in the suite, because it detects a protocol bug, not a speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_never_waits_for_a_delayed_ack() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/plain_http.py"
+    );
+    let output = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(app.mcp_url("acme"))
+            .arg(&acme.agent_token)
+            .arg("crm__get_contact")
+            .arg(r#"{"id":"c_1"}"#)
+            .arg("15")
+            .output(),
+    )
+    .await
+    .expect("the plain client finished")
+    .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let times: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the client prints JSON");
+    for era in ["2026-07-28", "initialize"] {
+        let median = times[era]["median_ms"].as_f64().expect("median");
+        assert!(
+            median < 30.0,
+            "{era}: median {median:.1} ms per call: a delayed-ACK stall ({times})"
+        );
+    }
+    app.stop().await;
+}

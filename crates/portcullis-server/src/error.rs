@@ -21,7 +21,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound => Self::NotFound,
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(conflict) => Self::Conflict(conflict.to_string()),
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "store unavailable");
                 Self::Unavailable

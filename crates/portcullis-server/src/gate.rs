@@ -1178,7 +1178,7 @@ pub async fn approve(
                 }
                 return Ok(approval);
             }
-            Err(StoreError::Conflict(m)) if m.contains("votes changed") => continue,
+            Err(StoreError::Conflict(portcullis_store::Conflict::VotesChanged)) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -19,9 +19,8 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 /// How far back an agent's reads in other sessions (and sessionless reads) count for a call.
 pub const SESSIONLESS_WINDOW_MS: UnixMillis = 60 * 60 * 1000;
-/// How many of a session's reads are consulted.
-const SESSION_READS: i64 = 1_000;
-/// How many reads an approval request shows as evidence.
+/// How many of the tools read an approval request shows as evidence (every read counts for
+/// escalation).
 const EVIDENCE_READS: usize = 20;
 
 static BUILTIN: LazyLock<Arc<Engine>> = LazyLock::new(|| Arc::new(Engine::builtin_only()));
@@ -147,14 +146,13 @@ pub async fn session_facts(
     caller: &Caller,
     now: UnixMillis,
 ) -> StoreResult<SessionFacts> {
-    let events = state
+    let touched = state
         .store
-        .session_calls(
+        .session_reads(
             &caller.tenant,
             caller.session.as_deref(),
             &caller.actor(),
             now - SESSIONLESS_WINDOW_MS,
-            SESSION_READS,
         )
         .await?;
     let connections = state
@@ -164,13 +162,11 @@ pub async fn session_facts(
     let mut classes = BTreeSet::new();
     let mut facts = SessionFacts::default();
     let mut tools_by_connection = HashMap::new();
-    for event in events {
+    for read in touched {
         // Resources of allowed calls are `tool:{connection id}/{tool}`.
-        let Some((connection_id, tool_name)) = event
-            .draft
+        let Some((connection_id, tool_name)) = read
             .resource
-            .as_deref()
-            .and_then(|r| r.strip_prefix("tool:"))
+            .strip_prefix("tool:")
             .and_then(|r| r.split_once('/'))
         else {
             continue;
@@ -194,13 +190,14 @@ pub async fn session_facts(
         if tool.effect.is_effect() {
             continue;
         }
-        facts.reads += 1;
+        facts.reads += read.calls;
         classes.extend(tool.profile.data_classes.iter().cloned());
         if facts.evidence.len() < EVIDENCE_READS {
             facts.evidence.push(json!({
-                "seq": event.seq,
-                "time": crate::clock::rfc3339(event.time),
+                "seq": read.last_seq,
+                "time": crate::clock::rfc3339(read.last_time),
                 "tool": format!("{}.{}", connection.name, tool.name),
+                "calls": read.calls,
                 "data_classes": tool.profile.data_classes,
             }));
         }

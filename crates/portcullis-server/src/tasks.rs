@@ -247,7 +247,9 @@ pub async fn cancel(state: &AppState, ctx: &AgentContext, task_id: &str) -> Resu
         .await
     {
         Ok(_) => Ok(()),
-        Err(StoreError::Conflict(m)) => Err(McpError::invalid_params(m, None)),
+        Err(StoreError::Conflict(conflict)) => {
+            Err(McpError::invalid_params(conflict.to_string(), None))
+        }
         Err(e) => Err(store_error(e)),
     }
 }

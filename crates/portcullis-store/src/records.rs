@@ -474,6 +474,18 @@ pub struct ApprovalFilter {
     pub limit: i64,
 }
 
+/// One tool a session's history touched ([`crate::Store::session_reads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRead {
+    /// `tool:{connection id}/{tool}`.
+    pub resource: String,
+    /// How many allowed calls of it the history holds.
+    pub calls: i64,
+    /// The newest of them: its sequence number and time.
+    pub last_seq: i64,
+    pub last_time: UnixMillis,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub tenant: Option<TenantId>,

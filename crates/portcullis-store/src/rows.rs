@@ -1,45 +1,14 @@
-//! Row → record parsing and the few SQL fragments both backends share. The two schemas keep
-//! the same column names and encodings (ids and JSON as text, times as Unix milliseconds), so
-//! a record is read the same way whichever backend returned the row.
+//! Row → record parsing and the few SQL fragments every query shares. Both schemas keep the
+//! same column names and encodings (ids and JSON as text, times as Unix milliseconds), so a
+//! record is read the same way whichever backend returned the row. A missing column, a value
+//! of another type or unreadable JSON is `StoreError::Corrupt`, never a panic.
 
+use crate::sql::Row;
 use crate::*;
 use portcullis_core::audit::{AuditKind, CheckpointBody};
 use portcullis_core::effect::EffectClass;
 use portcullis_core::guardrail::GuardrailMode;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
 use std::str::FromStr;
-
-/// Typed column access over either backend's row. Like `Row::get`, a missing column or a
-/// type mismatch is a bug in the store's own SQL and panics.
-pub(crate) trait Columns {
-    fn text(&self, column: &str) -> String;
-    fn opt_text(&self, column: &str) -> Option<String>;
-    fn int(&self, column: &str) -> i64;
-    fn opt_int(&self, column: &str) -> Option<i64>;
-}
-
-macro_rules! columns_for {
-    ($($row:ty),*) => {$(
-        impl Columns for $row {
-            fn text(&self, column: &str) -> String {
-                self.get(column)
-            }
-            fn opt_text(&self, column: &str) -> Option<String> {
-                self.get(column)
-            }
-            fn int(&self, column: &str) -> i64 {
-                self.get(column)
-            }
-            fn opt_int(&self, column: &str) -> Option<i64> {
-                self.get(column)
-            }
-        }
-    )*};
-}
-
-columns_for!(SqliteRow, PgRow);
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("records serialise")
@@ -66,103 +35,109 @@ pub(crate) fn parse_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(
     T::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+fn opt_id<T: FromStr<Err = portcullis_core::id::IdParseError>>(
+    text: Option<String>,
+) -> StoreResult<Option<T>> {
+    text.map(parse_id).transpose()
+}
+
 fn parse_effect(text: &str) -> StoreResult<EffectClass> {
     EffectClass::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(crate) fn tenant(row: &impl Columns) -> StoreResult<Tenant> {
+pub(crate) fn tenant(row: &Row) -> StoreResult<Tenant> {
     Ok(Tenant {
-        id: parse_id(row.text("id"))?,
-        name: row.text("name"),
-        created_at: row.int("created_at"),
-        suspended_at: row.opt_int("suspended_at"),
+        id: parse_id(row.text("id")?)?,
+        name: row.text("name")?,
+        created_at: row.int("created_at")?,
+        suspended_at: row.opt_int("suspended_at")?,
     })
 }
 
-pub(crate) fn admin(row: &impl Columns) -> StoreResult<Admin> {
-    let role = row.text("role");
+pub(crate) fn admin(row: &Row) -> StoreResult<Admin> {
+    let role = row.text("role")?;
     Ok(Admin {
-        id: parse_id(row.text("id"))?,
-        name: row.text("name"),
+        id: parse_id(row.text("id")?)?,
+        name: row.text("name")?,
         role: AdminRole::parse(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("role `{role}`")))?,
-        tenant: row.opt_text("tenant_id").map(parse_id).transpose()?,
-        created_at: row.int("created_at"),
-        created_by: row.opt_text("created_by"),
-        expires_at: row.opt_int("expires_at"),
-        rotated_at: row.opt_int("rotated_at"),
-        revoked_at: row.opt_int("revoked_at"),
+        tenant: opt_id(row.opt_text("tenant_id")?)?,
+        created_at: row.int("created_at")?,
+        created_by: row.opt_text("created_by")?,
+        expires_at: row.opt_int("expires_at")?,
+        rotated_at: row.opt_int("rotated_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
-pub(crate) fn agent(row: &impl Columns) -> StoreResult<Agent> {
+pub(crate) fn agent(row: &Row) -> StoreResult<Agent> {
     Ok(Agent {
-        id: parse_id(row.text("id"))?,
-        tenant: parse_id(row.text("tenant_id"))?,
-        name: row.text("name"),
-        created_at: row.int("created_at"),
-        revoked_at: row.opt_int("revoked_at"),
-        owner: row.opt_text("owner"),
-        suspended_at: row.opt_int("suspended_at"),
+        id: parse_id(row.text("id")?)?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        name: row.text("name")?,
+        created_at: row.int("created_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
+        owner: row.opt_text("owner")?,
+        suspended_at: row.opt_int("suspended_at")?,
     })
 }
 
 /// The token lookup that authenticates an agent: `agent_tokens t` joined with its agent and
-/// tenant. Both backends append their own placeholder for the hash.
+/// tenant, by the token's hash (`$1`).
 pub(crate) const AGENT_AUTH_SELECT: &str = "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name, \
      a.suspended_at AS agent_suspended_at, n.suspended_at AS tenant_suspended_at, a.owner AS agent_owner \
      FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
-     JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = ";
+     JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = $1";
 
-pub(crate) fn agent_auth(row: &impl Columns) -> StoreResult<AgentAuth> {
+pub(crate) fn agent_auth(row: &Row) -> StoreResult<AgentAuth> {
     Ok(AgentAuth {
         token: AgentToken {
-            id: parse_id(row.text("id"))?,
-            tenant: parse_id(row.text("tenant_id"))?,
-            agent: parse_id(row.text("agent_id"))?,
-            scope: parse_json("scope", &row.text("scope"))?,
-            expires_at: row.int("expires_at"),
-            created_at: row.int("created_at"),
-            revoked_at: row.opt_int("revoked_at"),
+            id: parse_id(row.text("id")?)?,
+            tenant: parse_id(row.text("tenant_id")?)?,
+            agent: parse_id(row.text("agent_id")?)?,
+            scope: parse_json("scope", &row.text("scope")?)?,
+            expires_at: row.int("expires_at")?,
+            created_at: row.int("created_at")?,
+            revoked_at: row.opt_int("revoked_at")?,
         },
-        agent_name: row.text("agent_name"),
-        agent_revoked: row.opt_int("agent_revoked_at").is_some(),
-        tenant_name: row.text("tenant_name"),
-        agent_suspended: row.opt_int("agent_suspended_at").is_some(),
-        tenant_suspended: row.opt_int("tenant_suspended_at").is_some(),
-        agent_owner: row.opt_text("agent_owner"),
+        agent_name: row.text("agent_name")?,
+        agent_revoked: row.opt_int("agent_revoked_at")?.is_some(),
+        tenant_name: row.text("tenant_name")?,
+        agent_suspended: row.opt_int("agent_suspended_at")?.is_some(),
+        tenant_suspended: row.opt_int("tenant_suspended_at")?.is_some(),
+        agent_owner: row.opt_text("agent_owner")?,
     })
 }
 
-pub(crate) fn connection(row: &impl Columns) -> StoreResult<Connection> {
+pub(crate) fn connection(row: &Row) -> StoreResult<Connection> {
     Ok(Connection {
-        id: parse_id(row.text("id"))?,
-        tenant: parse_id(row.text("tenant_id"))?,
-        name: row.text("name"),
-        transport: parse_json("transport", &row.text("transport"))?,
-        created_at: row.int("created_at"),
-        revoked_at: row.opt_int("revoked_at"),
+        id: parse_id(row.text("id")?)?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        name: row.text("name")?,
+        transport: parse_json("transport", &row.text("transport")?)?,
+        created_at: row.int("created_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
-pub(crate) fn grant(row: &impl Columns) -> StoreResult<Grant> {
+pub(crate) fn grant(row: &Row) -> StoreResult<Grant> {
     Ok(Grant {
-        agent: parse_id(row.text("agent_id"))?,
-        connection: parse_id(row.text("connection_id"))?,
-        tool: row.text("tool"),
+        agent: parse_id(row.text("agent_id")?)?,
+        connection: parse_id(row.text("connection_id")?)?,
+        tool: row.text("tool")?,
     })
 }
 
-pub(crate) fn tool(row: &impl Columns) -> StoreResult<ToolRecord> {
+pub(crate) fn tool(row: &Row) -> StoreResult<ToolRecord> {
     Ok(ToolRecord {
-        connection: parse_id(row.text("connection_id"))?,
-        name: row.text("name"),
-        definition: parse_json("definition", &row.text("definition"))?,
-        pinned_hash: row.text("pinned_hash"),
-        current_hash: row.text("current_hash"),
-        effect: parse_effect(&row.text("effect"))?,
-        effect_source: row.text("effect_source"),
-        profile: parse_json("profile", &row.text("profile"))?,
+        connection: parse_id(row.text("connection_id")?)?,
+        name: row.text("name")?,
+        definition: parse_json("definition", &row.text("definition")?)?,
+        pinned_hash: row.text("pinned_hash")?,
+        current_hash: row.text("current_hash")?,
+        effect: parse_effect(&row.text("effect")?)?,
+        effect_source: row.text("effect_source")?,
+        profile: parse_json("profile", &row.text("profile")?)?,
     })
 }
 
@@ -170,8 +145,8 @@ pub(crate) fn tool(row: &impl Columns) -> StoreResult<ToolRecord> {
 pub(crate) const APPROVAL_SELECT: &str = "SELECT a.*, c.revoked_at AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
 
 /// The SQL condition (over `APPROVAL_SELECT`) for one effective status, with `now` the
-/// backend's placeholder for the current time. The same derivation as [`approval`], in SQL so
-/// a status filter pages correctly.
+/// placeholder for the current time. The same derivation as [`approval`], in SQL so a status
+/// filter pages correctly.
 pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &str) -> String {
     let live = "a.superseded_at IS NULL AND c.revoked_at IS NULL";
     match status {
@@ -200,21 +175,21 @@ pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &s
 }
 
 /// One row of `APPROVAL_SELECT`, with its effective status at `now`.
-pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Approval> {
-    let stored = row.text("status");
-    let expires_at = row.int("expires_at");
+pub(crate) fn approval(row: &Row, now: UnixMillis) -> StoreResult<Approval> {
+    let stored = row.text("status")?;
+    let expires_at = row.int("expires_at")?;
     let mut status = ApprovalStatus::parse(&stored)
         .ok_or_else(|| StoreError::Corrupt(format!("status `{stored}`")))?;
     let outcome = row
-        .opt_text("outcome")
+        .opt_text("outcome")?
         .map(|o| {
             ExecutionOutcome::parse(&o).ok_or_else(|| StoreError::Corrupt(format!("outcome `{o}`")))
         })
         .transpose()?;
     if matches!(status, ApprovalStatus::Pending | ApprovalStatus::Approved) {
-        if row.opt_int("connection_revoked_at").is_some() {
+        if row.opt_int("connection_revoked_at")?.is_some() {
             status = ApprovalStatus::NeedsReconnection;
-        } else if now >= expires_at || row.opt_int("superseded_at").is_some() {
+        } else if now >= expires_at || row.opt_int("superseded_at")?.is_some() {
             status = ApprovalStatus::Expired;
         }
     }
@@ -222,123 +197,118 @@ pub(crate) fn approval(row: &impl Columns, now: UnixMillis) -> StoreResult<Appro
         status = ApprovalStatus::Unknown;
     }
     Ok(Approval {
-        id: parse_id(row.text("id"))?,
-        tenant: parse_id(row.text("tenant_id"))?,
-        agent: parse_id(row.text("agent_id"))?,
-        session: row.opt_text("session"),
-        connection: parse_id(row.text("connection_id"))?,
-        tool: row.text("tool"),
-        effect: parse_effect(&row.text("effect"))?,
-        action: parse_json("action", &row.text("action"))?,
-        action_hash: row.text("action_hash"),
-        summary: row.text("summary"),
-        reasons: parse_json("reasons", &row.text("reasons"))?,
+        id: parse_id(row.text("id")?)?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        agent: parse_id(row.text("agent_id")?)?,
+        session: row.opt_text("session")?,
+        connection: parse_id(row.text("connection_id")?)?,
+        tool: row.text("tool")?,
+        effect: parse_effect(&row.text("effect")?)?,
+        action: parse_json("action", &row.text("action")?)?,
+        action_hash: row.text("action_hash")?,
+        summary: row.text("summary")?,
+        reasons: parse_json("reasons", &row.text("reasons")?)?,
         status,
-        created_at: row.int("created_at"),
+        created_at: row.int("created_at")?,
         expires_at,
-        decided_by: row.opt_text("decided_by"),
-        decided_at: row.opt_int("decided_at"),
-        decision_reason: row.opt_text("decision_reason"),
-        receipt: parse_opt_json("receipt", row.opt_text("receipt"))?,
-        rules: parse_json("point_rules", &row.text("point_rules"))?,
-        evidence: parse_json("evidence", &row.text("evidence"))?,
-        cost_cents: row.int("cost_cents"),
-        before_state: parse_opt_json("before_state", row.opt_text("before_state"))?,
-        batch: parse_opt_json("batch", row.opt_text("batch"))?,
-        revert_of: row.opt_text("revert_of").map(parse_id).transpose()?,
-        executed_at: row.opt_int("executed_at"),
+        decided_by: row.opt_text("decided_by")?,
+        decided_at: row.opt_int("decided_at")?,
+        decision_reason: row.opt_text("decision_reason")?,
+        receipt: parse_opt_json("receipt", row.opt_text("receipt")?)?,
+        rules: parse_json("point_rules", &row.text("point_rules")?)?,
+        evidence: parse_json("evidence", &row.text("evidence")?)?,
+        cost_cents: row.int("cost_cents")?,
+        before_state: parse_opt_json("before_state", row.opt_text("before_state")?)?,
+        batch: parse_opt_json("batch", row.opt_text("batch")?)?,
+        revert_of: opt_id(row.opt_text("revert_of")?)?,
+        executed_at: row.opt_int("executed_at")?,
         outcome,
     })
 }
 
-pub(crate) fn vote(row: &impl Columns) -> StoreResult<VoteRecord> {
-    let vote = row.text("vote");
+pub(crate) fn vote(row: &Row) -> StoreResult<VoteRecord> {
+    let vote = row.text("vote")?;
     Ok(VoteRecord {
-        voter: row.text("voter"),
+        voter: row.text("voter")?,
         vote: Vote::parse(&vote).ok_or_else(|| StoreError::Corrupt(format!("vote `{vote}`")))?,
-        reason: row.opt_text("reason"),
-        at: row.int("created_at"),
+        reason: row.opt_text("reason")?,
+        at: row.int("created_at")?,
     })
 }
 
-pub(crate) fn policy_version(row: &impl Columns) -> StoreResult<PolicyVersion> {
+pub(crate) fn policy_version(row: &Row) -> StoreResult<PolicyVersion> {
     Ok(PolicyVersion {
-        tenant: parse_id(row.text("tenant_id"))?,
-        version: row.int("version"),
-        cedar: row.text("cedar"),
-        settings: parse_json("settings", &row.text("settings"))?,
-        hash: row.text("hash"),
-        created_by: row.text("created_by"),
-        created_at: row.int("created_at"),
+        tenant: parse_id(row.text("tenant_id")?)?,
+        version: row.int("version")?,
+        cedar: row.text("cedar")?,
+        settings: parse_json("settings", &row.text("settings")?)?,
+        hash: row.text("hash")?,
+        created_by: row.text("created_by")?,
+        created_at: row.int("created_at")?,
     })
 }
 
-pub(crate) fn ledger_entry(row: &impl Columns) -> StoreResult<LedgerEntry> {
+pub(crate) fn ledger_entry(row: &Row) -> StoreResult<LedgerEntry> {
     Ok(LedgerEntry {
-        id: row.int("id"),
-        time: row.int("time"),
-        tenant: parse_id(row.text("tenant_id"))?,
-        agent: parse_id(row.text("agent_id"))?,
-        guardrail: row.opt_text("guardrail_id").map(parse_id).transpose()?,
-        approval: row.opt_text("approval_id").map(parse_id).transpose()?,
-        connection: parse_id(row.text("connection_id"))?,
-        tool: row.text("tool"),
-        cost_cents: row.int("cost_cents"),
-        action_hash: row.text("action_hash"),
+        id: row.int("id")?,
+        time: row.int("time")?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        agent: parse_id(row.text("agent_id")?)?,
+        guardrail: opt_id(row.opt_text("guardrail_id")?)?,
+        approval: opt_id(row.opt_text("approval_id")?)?,
+        connection: parse_id(row.text("connection_id")?)?,
+        tool: row.text("tool")?,
+        cost_cents: row.int("cost_cents")?,
+        action_hash: row.text("action_hash")?,
     })
 }
 
-pub(crate) fn guardrail(row: &impl Columns) -> StoreResult<Guardrail> {
-    let mode = row.text("mode");
+pub(crate) fn guardrail(row: &Row) -> StoreResult<Guardrail> {
+    let mode = row.text("mode")?;
     Ok(Guardrail {
-        id: parse_id(row.text("id"))?,
-        tenant: parse_id(row.text("tenant_id"))?,
-        name: row.text("name"),
-        spec: parse_json("spec", &row.text("spec"))?,
+        id: parse_id(row.text("id")?)?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        name: row.text("name")?,
+        spec: parse_json("spec", &row.text("spec")?)?,
         mode: GuardrailMode::parse(&mode)
             .ok_or_else(|| StoreError::Corrupt(format!("guardrail mode `{mode}`")))?,
-        created_by: row.text("created_by"),
-        created_at: row.int("created_at"),
-        updated_at: row.int("updated_at"),
-        revoked_at: row.opt_int("revoked_at"),
+        created_by: row.text("created_by")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
     })
 }
 
-pub(crate) fn audit_event(row: &impl Columns) -> StoreResult<AuditEvent> {
-    let kind = row.text("kind");
+pub(crate) fn audit_event(row: &Row) -> StoreResult<AuditEvent> {
+    let kind = row.text("kind")?;
     Ok(AuditEvent {
-        seq: row.int("seq"),
-        time: row.int("time"),
-        prev_hash: row.text("prev_hash"),
-        hash: row.text("hash"),
+        seq: row.int("seq")?,
+        time: row.int("time")?,
+        prev_hash: row.text("prev_hash")?,
+        hash: row.text("hash")?,
         draft: AuditDraft {
-            tenant: parse_id(row.text("tenant_id"))?,
-            actor: row.text("actor"),
-            session: row.opt_text("session"),
+            tenant: parse_id(row.text("tenant_id")?)?,
+            actor: row.text("actor")?,
+            session: row.opt_text("session")?,
             kind: AuditKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("audit kind `{kind}`")))?,
-            resource: row.opt_text("resource"),
-            decision: row.opt_text("decision"),
-            receipt_id: row.opt_text("receipt_id"),
-            args_hash: row.opt_text("args_hash"),
-            detail: parse_json("detail", &row.text("detail"))?,
+            resource: row.opt_text("resource")?,
+            decision: row.opt_text("decision")?,
+            receipt_id: row.opt_text("receipt_id")?,
+            args_hash: row.opt_text("args_hash")?,
+            detail: parse_json("detail", &row.text("detail")?)?,
         },
     })
 }
 
-pub(crate) fn checkpoint(row: &impl Columns) -> StoreResult<Checkpoint> {
+pub(crate) fn checkpoint(row: &Row) -> StoreResult<Checkpoint> {
     Ok(Checkpoint {
         body: CheckpointBody {
-            tenant: parse_id(row.text("tenant_id"))?,
-            size: row.int("size"),
-            head_hash: row.text("head_hash"),
-            time: row.int("time"),
+            tenant: parse_id(row.text("tenant_id")?)?,
+            size: row.int("size")?,
+            head_hash: row.text("head_hash")?,
+            time: row.int("time")?,
         },
-        signature: row.text("signature"),
+        signature: row.text("signature")?,
     })
-}
-
-/// Rows into records, failing on the first corrupt one.
-pub(crate) fn all<R, T>(rows: Vec<R>, parse: impl Fn(&R) -> StoreResult<T>) -> StoreResult<Vec<T>> {
-    rows.iter().map(parse).collect()
 }

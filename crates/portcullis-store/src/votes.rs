@@ -7,10 +7,8 @@ use crate::rows::json;
 use crate::*;
 use portcullis_core::receipt::SignedReceipt;
 
-/// The arguments of [`Store::cast_vote`], bundled once for both backends.
+/// What [`plan_vote`] needs of a [`Store::cast_vote`] call.
 pub(crate) struct VoteRequest<'a> {
-    pub tenant: &'a TenantId,
-    pub approval: &'a ApprovalId,
     pub voter: &'a str,
     pub vote: Vote,
     pub reason: Option<String>,
@@ -18,11 +16,8 @@ pub(crate) struct VoteRequest<'a> {
     pub receipt_if_final: Option<SignedReceipt>,
 }
 
-/// The arguments of [`Store::approve_batch`], bundled once for both backends.
+/// What [`batch_decision`] needs of a [`Store::approve_batch`] call.
 pub(crate) struct BatchRequest<'a> {
-    pub tenant: &'a TenantId,
-    pub items: &'a [ApprovalId],
-    pub voter: &'a str,
     pub batch: &'a serde_json::Value,
     pub receipt: SignedReceipt,
 }
@@ -72,10 +67,7 @@ pub(crate) fn require_pending(current: &Approval) -> StoreResult<()> {
     if current.status == ApprovalStatus::Pending {
         Ok(())
     } else {
-        Err(StoreError::Conflict(format!(
-            "approval is {}",
-            current.status.as_str()
-        )))
+        Err(StoreError::Conflict(Conflict::Status(current.status)))
     }
 }
 
@@ -92,7 +84,7 @@ pub(crate) fn plan_vote(
 ) -> StoreResult<Option<Decision>> {
     require_pending(current)?;
     if votes.iter().any(|v| v.voter == request.voter) {
-        return Err(StoreError::Conflict("already voted".into()));
+        return Err(StoreError::Conflict(Conflict::AlreadyVoted));
     }
     match request.vote {
         Vote::Deny => Ok(Some(Decision {
@@ -116,7 +108,7 @@ pub(crate) fn plan_vote(
             prior.sort_unstable();
             expected.sort_unstable();
             if prior != expected {
-                return Err(StoreError::Conflict("votes changed".into()));
+                return Err(StoreError::Conflict(Conflict::VotesChanged));
             }
             // The deciding vote's reason is the approval's reason (earlier votes keep theirs).
             Ok(request.receipt_if_final.as_ref().map(|receipt| Decision {
@@ -130,16 +122,18 @@ pub(crate) fn plan_vote(
 /// Every item of a batch must be distinct; refused naming the first repeated one.
 pub(crate) fn distinct_items(items: &[ApprovalId]) -> StoreResult<Vec<&ApprovalId>> {
     if items.is_empty() {
-        return Err(StoreError::Conflict("the batch is empty".into()));
+        return Err(StoreError::Conflict(Conflict::BatchItem(
+            "the batch is empty".into(),
+        )));
     }
     // Sorted: concurrent batches lock their approvals in one order and cannot deadlock.
     let mut sorted: Vec<&ApprovalId> = items.iter().collect();
     sorted.sort();
     if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::Conflict(Conflict::BatchItem(format!(
             "approval `{}` is in the batch twice",
             pair[0]
-        )));
+        ))));
     }
     Ok(sorted)
 }
@@ -153,19 +147,22 @@ pub(crate) fn check_batch_item(
 ) -> StoreResult<()> {
     let current = match current {
         Err(StoreError::NotFound) => {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::Conflict(Conflict::BatchItem(format!(
                 "approval `{id}` is not found"
-            )));
+            ))));
         }
         other => other?,
     };
     require_pending(&current).map_err(|_| {
-        StoreError::Conflict(format!("approval `{id}` is {}", current.status.as_str()))
+        StoreError::Conflict(Conflict::BatchItem(format!(
+            "approval `{id}` is {}",
+            current.status.as_str()
+        )))
     })?;
     if n_votes > 0 {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::Conflict(Conflict::BatchItem(format!(
             "approval `{id}` already has votes"
-        )));
+        ))));
     }
     Ok(())
 }

@@ -127,7 +127,7 @@ async fn vote(
 
 fn conflict(result: StoreResult<impl std::fmt::Debug>) -> String {
     match result {
-        Err(StoreError::Conflict(message)) => message,
+        Err(StoreError::Conflict(conflict)) => conflict.to_string(),
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
@@ -749,7 +749,7 @@ pub async fn vote_until_accepted(
             .collect();
         let prior: Vec<&str> = prior.iter().map(String::as_str).collect();
         match vote(&store, &keys, &approval, &voter, &prior, needed).await {
-            Err(StoreError::Conflict(message)) if message == "votes changed" => continue,
+            Err(StoreError::Conflict(Conflict::VotesChanged)) => continue,
             outcome => return outcome,
         }
     }
@@ -1298,7 +1298,7 @@ async fn session_calls_are_the_allowed_calls_of_one_session(f: &Fixture) {
             "ses-1",
             AuditKind::ToolCall,
             "allow",
-            7,
+            1,
         ),
         call(
             &s.tenant.id,
@@ -1312,55 +1312,42 @@ async fn session_calls_are_the_allowed_calls_of_one_session(f: &Fixture) {
     for (i, draft) in drafts.into_iter().enumerate() {
         f.store.append_audit(draft, NOW + i as i64).await.unwrap();
     }
-    let resources = |events: Vec<AuditEvent>| -> Vec<String> {
-        events
-            .into_iter()
-            .filter_map(|e| e.draft.resource)
-            .collect()
+    let touched = |reads: Vec<SessionRead>| -> Vec<(String, i64)> {
+        reads.into_iter().map(|r| (r.resource, r.calls)).collect()
     };
-    // Only the session (the actor's window starts after everything).
+    let tool = |n: i64, calls: i64| (format!("tool:crm/{n}"), calls);
+    // Only the session (the actor's window starts after everything): each tool once, most
+    // recent first, with how often it was called.
     let later = NOW + 1_000;
-    let newest_two = f
+    let session = f
         .store
-        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", later, 2)
+        .session_reads(&s.tenant.id, Some("ses-1"), "agent:x", later)
         .await
         .unwrap();
-    assert_eq!(resources(newest_two), ["tool:crm/7", "tool:crm/6"]);
-    let all = f
-        .store
-        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", later, 100)
-        .await
-        .unwrap();
-    assert_eq!(resources(all), ["tool:crm/7", "tool:crm/6", "tool:crm/1"]);
+    assert_eq!(touched(session), [tool(1, 2), tool(6, 1)]);
     // The session plus the actor's calls in other sessions inside the window.
     let with_agent = f
         .store
-        .session_calls(&s.tenant.id, Some("ses-1"), "agent:x", NOW + 3, 100)
+        .session_reads(&s.tenant.id, Some("ses-1"), "agent:x", NOW + 3)
         .await
         .unwrap();
-    assert_eq!(
-        resources(with_agent),
-        ["tool:crm/7", "tool:crm/6", "tool:crm/4", "tool:crm/1"]
-    );
+    assert_eq!(touched(with_agent), [tool(1, 2), tool(6, 1), tool(4, 1)]);
     // A fresh (or no) session of the same agent sees the agent's recent reads.
     let fresh = f
         .store
-        .session_calls(&s.tenant.id, None, "agent:x", NOW, 100)
+        .session_reads(&s.tenant.id, None, "agent:x", NOW)
         .await
         .unwrap();
-    assert_eq!(
-        resources(fresh),
-        ["tool:crm/7", "tool:crm/6", "tool:crm/4", "tool:crm/1"]
-    );
+    assert_eq!(touched(fresh), [tool(1, 2), tool(6, 1), tool(4, 1)]);
     let theirs = f
         .store
-        .session_calls(&other.tenant.id, Some("ses-1"), "agent:x", NOW, 100)
+        .session_reads(&other.tenant.id, Some("ses-1"), "agent:x", NOW)
         .await
         .unwrap();
-    assert_eq!(resources(theirs), ["tool:crm/5"]);
+    assert_eq!(touched(theirs), [tool(5, 1)]);
     assert!(
         f.store
-            .session_calls(&s.tenant.id, Some("ses-3"), "agent:z", NOW, 100)
+            .session_reads(&s.tenant.id, Some("ses-3"), "agent:z", NOW)
             .await
             .unwrap()
             .is_empty()

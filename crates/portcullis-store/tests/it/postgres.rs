@@ -802,7 +802,14 @@ async fn votes_and_charges_from_two_replicas_are_exact() {
         .count();
     let late = outcomes
         .iter()
-        .filter(|o| matches!(o, Err(StoreError::Conflict(m)) if m == "approval is approved"))
+        .filter(|o| {
+            matches!(
+                o,
+                Err(StoreError::Conflict(Conflict::Status(
+                    ApprovalStatus::Approved
+                )))
+            )
+        })
         .count();
     assert_eq!((completed, late), (1, 1), "{outcomes:?}");
     assert_eq!(

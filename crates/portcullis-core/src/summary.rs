@@ -1,7 +1,7 @@
 //! The one-line summary approvers read in lists and batch previews.
 //!
 //! INVARIANT: a summary never drops an argument. Every key appears — nested keys as dotted
-//! paths, array items by index — with its value elided on its own when it is long, so a long
+//! paths, every array item by index — with its value elided on its own when it is long, so a long
 //! value placed before a short one (a 400-character `body` before `to`) cannot push the short
 //! one out of sight. The keys a tool's profile marks as important come first; the rest follow
 //! in canonical (sorted) order. The full arguments are always shown by `approvals show`.
@@ -15,10 +15,9 @@ pub const MAX_VALUE_CHARS: usize = 60;
 pub const KEEP_CHARS: usize = 40;
 /// Keys longer than this are cut (and marked) too: shown, not dropped.
 pub const MAX_KEY_CHARS: usize = 48;
-/// Array items listed one by one; the rest are counted.
-pub const MAX_ITEMS: usize = 20;
-/// Nesting below this depth is shown as elided JSON.
-pub const MAX_DEPTH: usize = 8;
+/// Nesting below this depth is shown as one elided JSON value. (serde_json refuses documents
+/// nested deeper than 128 levels, so this is almost never reached.)
+pub const MAX_DEPTH: usize = 64;
 
 /// `effect: connection.tool key=value …` for one action.
 pub fn summary(
@@ -72,15 +71,10 @@ fn flatten(path: &str, value: &Value, depth: usize, out: &mut Vec<String>) {
                 );
             }
         }
+        // Every item, however many: a recipient at position 21 is still a recipient.
         Value::Array(items) if !items.is_empty() && depth < MAX_DEPTH => {
-            for (i, item) in items.iter().take(MAX_ITEMS).enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 flatten(&format!("{path}[{i}]"), item, depth + 1, out);
-            }
-            if items.len() > MAX_ITEMS {
-                out.push(format!(
-                    "{path}[…]=(+{} more items)",
-                    items.len() - MAX_ITEMS
-                ));
             }
         }
         leaf => out.push(format!("{path}={}", elide(&leaf.to_string()))),
@@ -160,14 +154,13 @@ mod tests {
     }
 
     #[test]
-    fn long_arrays_are_counted_and_long_keys_cut_not_dropped() {
-        let items: Vec<i32> = (0..25).collect();
+    fn every_array_item_is_shown_and_long_keys_are_cut_not_dropped() {
+        let mut to: Vec<String> = (0..25).map(|i| format!("friend{i}@example.com")).collect();
+        to.push("mallory@evil.test".into());
         let long_key = "k".repeat(100);
-        let arguments = json!({ "ids": items, long_key.clone(): 1 });
+        let arguments = json!({ "to": to, long_key.clone(): 1 });
         let line = arguments_line(&arguments, &[]);
-        assert!(line.contains("ids[19]=19"), "{line}");
-        assert!(!line.contains("ids[20]"), "{line}");
-        assert!(line.contains("ids[…]=(+5 more items)"), "{line}");
+        assert!(line.contains(r#"to[25]="mallory@evil.test""#), "{line}");
         assert!(line.contains("…(+60)=1"), "{line}");
     }
 

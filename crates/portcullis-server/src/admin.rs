@@ -97,7 +97,12 @@ impl FromRequestParts<AppRef> for AdminContext {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-        let ip = crate::auth::client_ip(peer, &parts.headers, &state.trusted_proxies);
+        let ip = crate::auth::client_ip(
+            peer,
+            &parts.headers,
+            &state.trusted_proxies,
+            state.config.server.forwarded_header,
+        );
         let header = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -218,6 +223,7 @@ fn admin_json(admin: &Admin, tenant_name: Option<&str>) -> Value {
         "tenant": tenant_name, "tenant_id": admin.tenant,
         "created_at": admin.created_at, "created_by": admin.created_by,
         "expires_at": admin.expires_at, "rotated_at": admin.rotated_at,
+        "rotated_by": admin.rotated_by,
         "revoked_at": admin.revoked_at,
     })
 }
@@ -364,8 +370,30 @@ struct RotateIn {
     ttl_secs: Option<u64>,
 }
 
-/// Replace a human's token: the old one stops working at once, the new one is shown once.
-/// Admins rotate anyone in scope; anyone may rotate their own.
+/// Refuse a change that would let a human lengthen their own credential's life: on their own
+/// credential anyone may keep or shorten the expiry, never clear or extend it.
+fn only_shorter(ctx: &AdminContext, target: &Admin, new: Option<i64>) -> Result<(), ApiError> {
+    if target.id != ctx.admin.id {
+        return Ok(());
+    }
+    let longer = match (target.expires_at, new) {
+        (Some(_), None) => true,
+        (Some(current), Some(new)) => new > current,
+        (None, _) => false,
+    };
+    if longer {
+        return Err(ApiError::Forbidden(
+            "you may shorten your own credential's life, not extend or clear it; ask another admin"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Replace a human's token: the old one stops working at once, the new one is shown once. The
+/// expiry is kept unless `ttl_secs` sets a new one. Admins rotate anyone in scope; anyone may
+/// rotate their own (keeping or shortening its life). Who rotated is recorded: they have held
+/// the new token.
 async fn rotate_admin(
     State(state): State<AppRef>,
     ctx: AdminContext,
@@ -374,13 +402,25 @@ async fn rotate_admin(
 ) -> ApiResult<Value> {
     let target = managed_admin(&state, &ctx, &key, true).await?;
     let now = state.clock.now();
-    let expires_at = admin_expiry(now, body.and_then(|b| b.0.ttl_secs))?;
+    let expires_at = match body.and_then(|b| b.0.ttl_secs) {
+        Some(ttl) => admin_expiry(now, Some(ttl))?,
+        None => target.expires_at,
+    };
+    only_shorter(&ctx, &target, expires_at)?;
     let secret = BearerSecret::generate(TokenKind::Admin);
-    let draft = admin_draft(&ctx, &target, AuditKind::AdminRotated)
-        .detail(json!({ "name": target.name, "expires_at": expires_at }));
+    let draft = admin_draft(&ctx, &target, AuditKind::AdminRotated).detail(
+        json!({ "name": target.name, "expires_at": expires_at, "rotated_by": ctx.admin.name }),
+    );
     let (admin, _) = state
         .store
-        .rotate_admin(&target.id, &secret.hash(), expires_at, draft, now)
+        .rotate_admin(
+            &target.id,
+            &secret.hash(),
+            expires_at,
+            &ctx.admin.name,
+            draft,
+            now,
+        )
         .await?;
     Ok(Json(json!({
         "admin": admin_json(&admin, None),
@@ -396,7 +436,8 @@ struct ExpiryIn {
     expires_at: Option<i64>,
 }
 
-/// Set or clear when a human's credential expires (admins only).
+/// Set or clear when a human's credential expires (admins; on their own credential only
+/// shorter).
 async fn set_admin_expiry(
     State(state): State<AppRef>,
     ctx: AdminContext,
@@ -404,6 +445,7 @@ async fn set_admin_expiry(
     Json(body): Json<ExpiryIn>,
 ) -> ApiResult<Value> {
     let target = managed_admin(&state, &ctx, &key, false).await?;
+    only_shorter(&ctx, &target, body.expires_at)?;
     let now = state.clock.now();
     if let Some(at) = body.expires_at
         && at > now + MAX_ADMIN_TTL_SECS as i64 * 1000
@@ -421,21 +463,35 @@ async fn set_admin_expiry(
     Ok(Json(admin_json(&admin, None)))
 }
 
-/// The operator's program catalog as tenant admins may see it: names, descriptions and what
-/// a tenant may set — never the command line or the operator's environment.
-async fn list_programs(State(state): State<AppRef>, ctx: AdminContext) -> ApiResult<Vec<Value>> {
+/// The operator's program catalog as an admin may see it: the entries offered to its tenant
+/// (an unscoped admin sees every entry and whom it is offered to), their descriptions and
+/// what a tenant may set — never the command line or the operator's environment.
+async fn list_programs(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Query(q): Query<AdminsQuery>,
+) -> ApiResult<Vec<Value>> {
     require_admin(&ctx)?;
+    let tenant = match (&q.tenant, &ctx.admin.tenant) {
+        (Some(name), _) => Some(tenant_for(&state, &ctx, name).await?.name),
+        (None, Some(id)) => Some(state.store.tenant(id).await?.name),
+        (None, None) => None,
+    };
     Ok(Json(
         state
             .catalog
-            .programs()
+            .programs(tenant.as_deref())
             .map(|p| {
-                json!({
+                let mut entry = json!({
                     "name": p.name,
                     "description": p.description,
                     "tenant_args": p.tenant_arg_patterns().collect::<Vec<_>>(),
                     "tenant_env": p.tenant_env_names().collect::<Vec<_>>(),
-                })
+                });
+                if ctx.admin.tenant.is_none() {
+                    entry["tenants"] = json!(p.tenants());
+                }
+                entry
             })
             .collect(),
     ))
@@ -601,10 +657,17 @@ async fn create_connection(
     }
     let body: ConnectionIn = match serde_json::from_value(raw) {
         Ok(body) => body,
-        Err(e) => return Err(ApiError::BadRequest(format!("invalid connection: {e}"))),
+        // serde's message may quote a value; the audit keeps only that the shape was wrong.
+        Err(e) => {
+            let draft = AuditDraft::new(tenant.id.clone(), ctx.actor(), AuditKind::ConfigRefused)
+                .resource("connections".to_owned())
+                .detail(json!({ "reason": "the connection request is not a valid connection" }));
+            state.store.append_audit(draft, state.clock.now()).await?;
+            return Err(ApiError::BadRequest(format!("invalid connection: {e}")));
+        }
     };
     valid_name("connection", &body.name)?;
-    if let Err(reason) = body.spec.validate(&state.catalog) {
+    if let Err(reason) = body.spec.validate(&state.catalog, &tenant.name) {
         return refused(reason).await;
     }
     let connection = state

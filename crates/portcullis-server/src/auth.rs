@@ -148,22 +148,31 @@ pub struct Guards {
     buckets: Mutex<HashMap<TokenId, Bucket>>,
 }
 
-/// The client a request comes from. `Forwarded` (`for=`) and then `X-Forwarded-For` are
-/// believed only when the connecting peer is a trusted proxy; then the client is the
-/// right-most address that is not itself a trusted proxy (anything left of it could have
-/// been written by the client).
-pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+/// Which header the trusted proxies write the client into. Only that one is read: a proxy
+/// that appends to `X-Forwarded-For` passes a client's own `Forwarded` header through
+/// untouched, so believing the other header would let any client name any address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
+/// The client a request comes from. The forwarding header is believed only when the
+/// connecting peer is a trusted proxy; then the client is the right-most address in it that
+/// is not itself a trusted proxy (anything left of it could have been written by the client).
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+    header: ForwardedHeader,
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
     let mut hops: Vec<IpAddr> = Vec::new();
-    let forwarded: Vec<&str> = headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if forwarded.is_empty() {
+    if header == ForwardedHeader::XForwardedFor {
         for value in headers
             .get_all("x-forwarded-for")
             .iter()
@@ -172,6 +181,10 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[ipnet::IpNe
             hops.extend(value.split(',').filter_map(|h| parse_hop(h.trim())));
         }
     } else {
+        let forwarded = headers
+            .get_all(http::header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
         for value in forwarded {
             for element in value.split(',') {
                 let client = element.split(';').find_map(|pair| {
@@ -296,12 +309,17 @@ impl Guards {
 
     fn locked_in_memory(&self, key: ClientKey, now: UnixMillis) -> Option<u64> {
         let map = self.failures.lock().expect("lock poisoned");
-        [key, ClientKey::Overflow]
-            .iter()
-            .filter_map(|k| map.get(k))
+        // A client with its own entry is judged by it alone; only a client the full table
+        // has no room for is counted with the overflow (so a flood cannot lock out clients
+        // the table already knows).
+        let entry = match map.get(&key) {
+            Some(entry) => Some(entry),
+            None if map.len() >= MAX_TRACKED => map.get(&ClientKey::Overflow),
+            None => None,
+        };
+        entry
             .filter(|f| f.locked_until > now)
             .map(|f| ((f.locked_until - now) as u64).div_ceil(1000))
-            .max()
     }
 
     /// Count one failure; returns true when this failure starts a lockout.
@@ -459,7 +477,12 @@ pub async fn authenticate_metrics(
     headers: &http::HeaderMap,
 ) -> Result<(), AuthRefusal> {
     let now = state.clock.now();
-    let ip = client_ip(peer, headers, &state.trusted_proxies);
+    let ip = client_ip(
+        peer,
+        headers,
+        &state.trusted_proxies,
+        state.config.server.forwarded_header,
+    );
     if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
@@ -647,15 +670,16 @@ mod tests {
     fn forwarding_headers_count_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.5".parse().unwrap();
         let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let xff = ForwardedHeader::XForwardedFor;
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4")]);
         // An untrusted peer's claims are ignored.
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(client_ip(stranger, &spoofed, &trusted), stranger);
-        assert_eq!(client_ip(proxy, &spoofed, &[]), proxy);
+        assert_eq!(client_ip(stranger, &spoofed, &trusted, xff), stranger);
+        assert_eq!(client_ip(proxy, &spoofed, &[], xff), proxy);
         // Behind a trusted proxy: the right-most hop that is not a trusted proxy.
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.9")]);
         assert_eq!(
-            client_ip(proxy, &chain, &trusted),
+            client_ip(proxy, &chain, &trusted, xff),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         let forwarded = headers(&[(
@@ -663,12 +687,23 @@ mod tests {
             "for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https",
         )]);
         assert_eq!(
-            client_ip(proxy, &forwarded, &trusted),
+            client_ip(proxy, &forwarded, &trusted, ForwardedHeader::Forwarded),
             "2001:db8::7".parse::<IpAddr>().unwrap()
         );
+        // Only the configured header: a client's own `Forwarded` passed through by a proxy
+        // that writes `X-Forwarded-For` names nobody.
+        let both = headers(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(
+            client_ip(proxy, &both, &trusted, xff),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, &forwarded, &trusted, xff), proxy);
         // Garbage or nothing: the proxy itself.
         let garbage = headers(&[("x-forwarded-for", "unknown, _hidden")]);
-        assert_eq!(client_ip(proxy, &garbage, &trusted), proxy);
+        assert_eq!(client_ip(proxy, &garbage, &trusted, xff), proxy);
     }
 
     #[test]
@@ -706,6 +741,9 @@ mod tests {
         }
         assert_eq!(guards.tracked_clients(), MAX_TRACKED + 1);
         assert!(guards.locked_in_memory(newcomer(99), 1_001).is_some());
+        // Clients the table knows are judged by their own entries, not the overflow's.
+        let known = ClientKey::of(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001)));
+        assert!(guards.locked_in_memory(known, 1_001).is_none());
         // Once the window is over, expired entries are pruned and room is made again.
         guards.fail_in_memory(newcomer(100), 120_000, &rule);
         assert!(

@@ -203,6 +203,7 @@ pub fn catalog(config: &Config, options: &crate::BuildOptions) -> Result<Catalog
                 command: crate::programs::SELF_COMMAND.to_owned(),
                 args: vec!["demo-upstream".into()],
                 description: "The shipped demo CRM/mail/billing MCP server".into(),
+                tenants: vec!["*".into()],
                 ..Default::default()
             },
         );

@@ -33,9 +33,11 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub allowed_hosts: Vec<String>,
-    /// Reverse proxies (addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
-    /// headers name the client. From anyone else those headers are ignored.
+    /// Reverse proxies (addresses or CIDR blocks) whose forwarding header names the client.
+    /// From anyone else the header is ignored.
     pub trusted_proxies: Vec<String>,
+    /// The one header those proxies write the client into: `x-forwarded-for` or `forwarded`.
+    pub forwarded_header: crate::auth::ForwardedHeader,
 }
 
 #[derive(Debug, Clone, Deserialize)]

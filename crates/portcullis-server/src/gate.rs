@@ -184,7 +184,7 @@ fn pending(approval: &Approval) -> CallToolResult {
 /// The audit skeleton shared by every event about one call.
 fn call_draft(state: &AppState, caller: &Caller, action: &Action, kind: AuditKind) -> AuditDraft {
     let canonical = canonical_json(&action.arguments).unwrap_or_default();
-    let mut draft = AuditDraft::new(caller.tenant.clone(), caller.actor(), kind)
+    let mut draft = AuditDraft::new(caller.tenant.clone(), caller.recorded_actor(), kind)
         .resource(format!("tool:{}/{}", action.connection, action.tool));
     // Sessionless (2026-07-28) calls are recorded under the agent's session key; every call
     // also carries the agent as its actor, which is where `policy::session_facts` finds the
@@ -1026,11 +1026,14 @@ async fn agent_owner(state: &AppState, approval: &Approval) -> Result<Option<Str
         .and_then(|a| a.owner))
 }
 
-/// The identities that created `admin`, nearest first, followed transitively (bounded; a
-/// name that no longer resolves ends the chain).
-async fn creators_of(state: &AppState, admin: &Admin) -> Result<Vec<String>, ApiError> {
-    let mut chain: Vec<String> = Vec::new();
-    let mut next = admin.created_by.clone();
+/// `name` and the identities that created it, nearest first, followed transitively (bounded;
+/// a name that no longer resolves ends the chain).
+async fn chain_from(
+    state: &AppState,
+    name: Option<String>,
+    chain: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let mut next = name;
     while let Some(name) = next.take() {
         if chain.contains(&name) || chain.len() >= 32 {
             break;
@@ -1042,12 +1045,29 @@ async fn creators_of(state: &AppState, admin: &Admin) -> Result<Vec<String>, Api
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(chain)
+    Ok(())
+}
+
+/// Who controls or controlled `admin`'s credential besides itself: its creators and, when
+/// another identity replaced its token, that identity and its creators. And since when the
+/// credential has been in its present hands.
+async fn controllers_of(
+    state: &AppState,
+    admin: &Admin,
+) -> Result<(Vec<String>, portcullis_core::UnixMillis), ApiError> {
+    let mut chain: Vec<String> = Vec::new();
+    chain_from(state, admin.created_by.clone(), &mut chain).await?;
+    let mut since = admin.created_at;
+    if let Some(rotator) = admin.rotated_by.as_ref().filter(|r| **r != admin.name) {
+        chain_from(state, Some(rotator.clone()), &mut chain).await?;
+        since = since.max(admin.rotated_at.unwrap_or(since));
+    }
+    Ok((chain, since))
 }
 
 /// Refuse a vote to approve `approval` by this human when any rule says so: not named by the
-/// rules, the agent's owner or one of its creations, created after the request was held, or
-/// (for a revert) its proposer or one of theirs.
+/// rules, the agent's owner or an identity it created or re-keyed, a credential created or
+/// handed over after the request was held, or (for a revert) its proposer.
 async fn check_voter(
     state: &AppState,
     ctx: &AdminContext,
@@ -1055,11 +1075,11 @@ async fn check_voter(
     rules: &[(Point, ApproverRule)],
 ) -> Result<(), ApiError> {
     let owner = agent_owner(state, approval).await?;
-    let creators = creators_of(state, &ctx.admin).await?;
+    let (controllers, since) = controllers_of(state, &ctx.admin).await?;
     let voter = VoterIdentity {
         name: &ctx.admin.name,
-        creators: &creators,
-        created_at: ctx.admin.created_at,
+        creators: &controllers,
+        created_at: since,
     };
     let proposer = approval.evidence["proposed_by"].as_str();
     match refuse_identity(
@@ -1384,6 +1404,19 @@ pub async fn propose_revert(
             "the revert tool's definition changed; accept it before proposing a revert",
         ));
     }
+    // The agent's own call of the revert tool: it must be granted to the agent.
+    let grants = state
+        .store
+        .grants_for_agent(&tenant, &original.agent)
+        .await?;
+    if !grants
+        .iter()
+        .any(|g| g.connection == connection.id && (g.tool == "*" || g.tool == target.name))
+    {
+        return Err(conflict(
+            "the revert tool is not granted to the agent; a revert is the agent's own call",
+        ));
+    }
     let caller = revert_caller(state, &original).await?;
     let action = Action {
         tenant: tenant.clone(),
@@ -1539,27 +1572,41 @@ async fn revert_caller(state: &AppState, approval: &Approval) -> Result<Caller, 
         agent_owner: agent.owner,
         session: None,
         stated_reason: false,
+        recorded_as: None,
     })
 }
 
 /// Run an approved revert once, on behalf of the approvers (no agent request to forward to),
-/// through the same verify-redeem-execute path as an agent's retried call.
+/// through the same verify-redeem-execute path as an agent's retried call. Policy decides it
+/// again first, as it decides every retried call: a deny added since the proposal wins.
 async fn execute_revert(
     state: &AppState,
     ctx: &AdminContext,
     approval: Approval,
 ) -> Result<Approval, ApiError> {
-    let caller = match revert_caller(state, &approval).await {
+    let refuse = |reasons: Vec<String>| {
+        let (tenant, actor, id) = (approval.tenant.clone(), ctx.actor(), approval.id.clone());
+        let revert_of = approval.revert_of.clone();
+        async move {
+            let mut draft =
+                AuditDraft::new(tenant, actor, AuditKind::Deny).resource(format!("approval:{id}"));
+            draft.decision = Some("deny".into());
+            draft.detail = json!({ "approval": id, "revert_of": revert_of, "reasons": reasons });
+            state.store.append_audit(draft, state.clock.now()).await?;
+            Ok::<(), ApiError>(())
+        }
+    };
+    let mut caller = match revert_caller(state, &approval).await {
         Ok(caller) => caller,
         Err(refusal) => {
-            let mut draft = AuditDraft::new(approval.tenant.clone(), ctx.actor(), AuditKind::Deny)
-                .resource(format!("approval:{}", approval.id));
-            draft.decision = Some("deny".into());
-            draft.detail = json!({ "approval": approval.id, "reasons": ["the agent or its tenant is suspended or revoked; the revert did not run"] });
-            state.store.append_audit(draft, state.clock.now()).await?;
+            refuse(vec![
+                "the agent or its tenant is suspended or revoked; the revert did not run".into(),
+            ])
+            .await?;
             return Err(refusal);
         }
     };
+    caller.recorded_as = Some(ctx.actor());
     let connection = state
         .store
         .connection(&approval.tenant, &approval.connection)
@@ -1581,6 +1628,36 @@ async fn execute_revert(
         return Err(ApiError::Conflict(
             "approved, but the revert tool's definition changed; the revert did not run".into(),
         ));
+    }
+    let now = state.clock.now();
+    let effect = DefinitionStatus::Accepted.effective(tool.effect);
+    let facts = gather(
+        state,
+        &caller,
+        &connection,
+        &tool,
+        &approval.action,
+        effect,
+        Guardrails::Ignore,
+        now,
+    )
+    .await?;
+    let evaluation = evaluate(
+        &facts,
+        &caller,
+        &connection.name,
+        &tool,
+        &approval.action,
+        effect,
+        DefinitionStatus::Accepted,
+        now,
+    );
+    if evaluation.outcome == portcullis_core::decision::Outcome::Deny {
+        refuse(evaluation.reasons.clone()).await?;
+        return Err(ApiError::Forbidden(format!(
+            "approved, but policy now denies this revert: {}",
+            evaluation.reasons.join("; ")
+        )));
     }
     let result = execute_approved(
         state,

@@ -28,61 +28,103 @@ pub struct McpEndpoint {
     sessions: Mutex<SessionTable>,
 }
 
-/// Most legacy sessions held at once, and per agent. Past a cap the least recently used
-/// session is closed (and then refused like any unknown session): one agent opening sessions
-/// in a loop can crowd out only its own.
+/// Most legacy sessions held at once, per tenant and per agent. Past a cap the least recently
+/// used session is closed (and then refused like any unknown session): an agent opening
+/// sessions in a loop crowds out only its own, a tenant only its own, and when the whole
+/// table is full the tenant holding the most sessions gives one up.
 pub const MAX_SESSIONS: usize = 16_384;
+pub const MAX_SESSIONS_PER_TENANT: usize = 1_024;
 pub const MAX_SESSIONS_PER_AGENT: usize = 64;
 /// A session idle this long is forgotten (rmcp closes it after five idle minutes).
 const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(360);
 
-/// Session id → the agent that opened it and when it was last used.
+/// Who opened a session and when it was last used.
+struct SessionEntry {
+    agent: AgentId,
+    tenant: portcullis_core::id::TenantId,
+    seen: std::time::Instant,
+}
+
+/// Session id → the agent that opened it.
 #[derive(Default)]
 struct SessionTable {
-    entries: HashMap<String, (AgentId, std::time::Instant)>,
+    entries: HashMap<String, SessionEntry>,
 }
 
 impl SessionTable {
     /// The agent a session belongs to (and mark it used).
     fn owner(&mut self, id: &str, now: std::time::Instant) -> Option<AgentId> {
         let entry = self.entries.get_mut(id)?;
-        entry.1 = now;
-        Some(entry.0.clone())
+        entry.seen = now;
+        Some(entry.agent.clone())
+    }
+
+    /// The least recently used session among those `keep` admits.
+    fn oldest(&self, keep: impl Fn(&SessionEntry) -> bool) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| keep(e))
+            .min_by_key(|(_, e)| e.seen)
+            .map(|(id, _)| id.clone())
     }
 
     /// Record a new session; returns the sessions evicted to make room (to close).
-    fn insert(&mut self, id: String, agent: AgentId, now: std::time::Instant) -> Vec<String> {
+    fn insert(
+        &mut self,
+        id: String,
+        agent: AgentId,
+        tenant: portcullis_core::id::TenantId,
+        now: std::time::Instant,
+    ) -> Vec<String> {
         let mut evicted: Vec<String> = Vec::new();
-        self.entries.retain(|id, (_, seen)| {
-            let keep = now.duration_since(*seen) < SESSION_IDLE;
+        self.entries.retain(|id, entry| {
+            let keep = now.duration_since(entry.seen) < SESSION_IDLE;
             if !keep {
                 evicted.push(id.clone());
             }
             keep
         });
-        let oldest = |entries: &HashMap<String, (AgentId, std::time::Instant)>,
-                      agent: Option<&AgentId>| {
-            entries
-                .iter()
-                .filter(|(_, (a, _))| agent.is_none_or(|agent| a == agent))
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(id, _)| id.clone())
-        };
-        while self.entries.values().filter(|(a, _)| *a == agent).count() >= MAX_SESSIONS_PER_AGENT {
-            let Some(id) = oldest(&self.entries, Some(&agent)) else {
-                break;
+        let mut evict =
+            |table: &mut Self, keep: &dyn Fn(&SessionEntry) -> bool| match table.oldest(keep) {
+                Some(id) => {
+                    table.entries.remove(&id);
+                    evicted.push(id);
+                    true
+                }
+                None => false,
             };
-            self.entries.remove(&id);
-            evicted.push(id);
-        }
+        while self.entries.values().filter(|e| e.agent == agent).count() >= MAX_SESSIONS_PER_AGENT
+            && evict(self, &|e| e.agent == agent)
+        {}
+        while self.entries.values().filter(|e| e.tenant == tenant).count()
+            >= MAX_SESSIONS_PER_TENANT
+            && evict(self, &|e| e.tenant == tenant)
+        {}
         while self.entries.len() >= MAX_SESSIONS {
-            let Some(id) = oldest(&self.entries, None) else {
+            // The tenant holding the most sessions gives one up.
+            let mut counts: HashMap<&portcullis_core::id::TenantId, usize> = HashMap::new();
+            for entry in self.entries.values() {
+                *counts.entry(&entry.tenant).or_default() += 1;
+            }
+            let Some(largest) = counts
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(t, _)| t.clone())
+            else {
                 break;
             };
-            self.entries.remove(&id);
-            evicted.push(id);
+            if !evict(self, &|e| e.tenant == largest) {
+                break;
+            }
         }
-        self.entries.insert(id, (agent, now));
+        self.entries.insert(
+            id,
+            SessionEntry {
+                agent,
+                tenant,
+                seen: now,
+            },
+        );
         evicted
     }
 
@@ -353,7 +395,12 @@ pub async fn endpoint(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let ip = crate::auth::client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
+    let ip = crate::auth::client_ip(
+        peer.ip(),
+        request.headers(),
+        &state.trusted_proxies,
+        state.config.server.forwarded_header,
+    );
     let ctx = match authenticate_agent(&state, ip, &tenant, header).await {
         Ok(ctx) => ctx,
         Err(r) => return refusal(r),
@@ -378,6 +425,7 @@ pub async fn endpoint(
         }
     }
     let agent = ctx.agent.clone();
+    let tenant_id = ctx.tenant.clone();
     let closing = request.method() == http::Method::DELETE;
     request.extensions_mut().insert(ctx);
     let request = match check_body(request, state.config.server.max_body_bytes).await {
@@ -394,6 +442,7 @@ pub async fn endpoint(
         let evicted = endpoint.sessions.lock().expect("lock poisoned").insert(
             created.to_owned(),
             agent,
+            tenant_id,
             std::time::Instant::now(),
         );
         endpoint.close(evicted);
@@ -422,11 +471,13 @@ mod tests {
         let start = Instant::now();
         let agent = AgentId::generate();
         let other = AgentId::generate();
-        table.insert("other-1".into(), other.clone(), start);
+        let tenant = portcullis_core::id::TenantId::generate();
+        table.insert("other-1".into(), other.clone(), tenant.clone(), start);
         for i in 0..(MAX_SESSIONS_PER_AGENT + 10) {
             let evicted = table.insert(
                 format!("s-{i}"),
                 agent.clone(),
+                tenant.clone(),
                 start + Duration::from_millis(i as u64 + 1),
             );
             // Only the agent's own oldest sessions make way.
@@ -437,8 +488,42 @@ mod tests {
         assert_eq!(table.owner("other-1", start), Some(other));
         // Idle sessions are forgotten on the next insert.
         let later = start + SESSION_IDLE + Duration::from_secs(1000);
-        let evicted = table.insert("fresh".into(), agent, later);
+        let evicted = table.insert("fresh".into(), agent, tenant, later);
         assert_eq!(table.len(), 1);
         assert_eq!(evicted.len(), MAX_SESSIONS_PER_AGENT + 1);
+    }
+
+    #[test]
+    fn a_full_table_takes_room_from_the_tenant_holding_the_most() {
+        let mut table = SessionTable::default();
+        let start = Instant::now();
+        let quiet = portcullis_core::id::TenantId::generate();
+        let quiet_agent = AgentId::generate();
+        table.insert("quiet".into(), quiet_agent, quiet.clone(), start);
+        // Many tenants, each at its cap, fill the table.
+        let mut n = 0u64;
+        while table.len() < MAX_SESSIONS {
+            let tenant = portcullis_core::id::TenantId::generate();
+            for _ in 0..MAX_SESSIONS_PER_TENANT.min(MAX_SESSIONS - table.len()) {
+                n += 1;
+                let agent = AgentId::generate();
+                let at = start + Duration::from_millis(n);
+                let evicted = table.insert(format!("t-{n}"), agent, tenant.clone(), at);
+                assert!(evicted.is_empty());
+            }
+        }
+        let noisy = portcullis_core::id::TenantId::generate();
+        let evicted = table.insert(
+            "noisy".into(),
+            AgentId::generate(),
+            noisy,
+            start + Duration::from_millis(n + 1),
+        );
+        assert_eq!(evicted.len(), 1);
+        assert_ne!(
+            evicted[0], "quiet",
+            "the oldest session of a one-session tenant stays"
+        );
+        assert!(table.owner("quiet", start).is_some());
     }
 }

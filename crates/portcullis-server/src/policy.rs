@@ -95,6 +95,9 @@ pub struct Caller {
     pub session: Option<String>,
     /// The agent stated a reason or plan for this call.
     pub stated_reason: bool,
+    /// Who the audit trail names as acting, when not the agent itself (an approver whose vote
+    /// made the gateway run a revert).
+    pub recorded_as: Option<String>,
 }
 
 impl Caller {
@@ -107,12 +110,18 @@ impl Caller {
             agent_owner: ctx.agent_owner.clone(),
             session,
             stated_reason,
+            recorded_as: None,
         }
     }
 
-    /// The actor the audit trail records for this agent's calls.
+    /// The agent as an actor: what its own calls are recorded under.
     pub fn actor(&self) -> String {
         format!("agent:{}", self.agent)
+    }
+
+    /// The actor the audit trail names for work done for this caller.
+    pub fn recorded_actor(&self) -> String {
+        self.recorded_as.clone().unwrap_or_else(|| self.actor())
     }
 
     /// The session key the audit trail records a call under: the MCP session, or for

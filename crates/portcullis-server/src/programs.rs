@@ -2,13 +2,15 @@
 //!
 //! INVARIANT: only the operator chooses what runs on the host. The catalog lives in the
 //! server's configuration file (`[programs.NAME]`): each entry fixes the executable (an
-//! absolute path), its leading arguments and environment, and says which extra arguments and
-//! which environment variables a tenant may set, each with a pattern its value must match as
-//! a whole. A tenant admin picks an entry by name and fills in only those; nothing a tenant
-//! sends can name an executable, an interpreter flag, or a value outside an entry's patterns.
-//! Every tenant value is also refused when it holds control characters or a `..` path
-//! segment, whatever the patterns say. What the launched program may do once running
-//! (confinement) is a separate matter, see ARCHITECTURE.md.
+//! absolute path), its leading arguments and environment, names the tenants it is offered to,
+//! and says which extra arguments and which environment variables a tenant may set, each with
+//! a pattern its value must match as a whole (`{tenant}` in a pattern stands for the calling
+//! tenant's name, so `/srv/tenants/{tenant}` admits each tenant's own folder only). A tenant
+//! admin picks an entry offered to its tenant and fills in only those; nothing a tenant sends
+//! can name an executable, an interpreter flag, or a value outside an entry's patterns. Every
+//! tenant value is also refused when it holds control characters or a `..` path segment,
+//! whatever the patterns say. What the launched program may do once running (confinement) is
+//! a separate matter, see ARCHITECTURE.md.
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,24 @@ pub struct ProgramConfig {
     /// What the program is, for tenant admins listing the catalog.
     #[serde(default)]
     pub description: String,
+    /// The tenants (by name) this entry is offered to; `["*"]` offers it to every tenant.
+    /// Empty: to none.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// What happens to the program's standard error: `discard` (the default) or `log` (each
+    /// line to the gateway's log at info — the program's own output, outside the guarantee
+    /// that tool arguments and results never reach the log).
+    #[serde(default)]
+    pub stderr: StderrMode,
+}
+
+/// Where a launched program's standard error goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StderrMode {
+    #[default]
+    Discard,
+    Log,
 }
 
 /// The command-line value that stands for this binary in `command`.
@@ -52,21 +72,44 @@ pub const MAX_TENANT_VALUE_BYTES: usize = 4096;
 /// tenant set them, whatever its patterns.
 const LOADER_VARIABLES: &[&str] = &[
     "PATH",
+    "HOME",
     "BASH_ENV",
     "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "IFS",
     "NODE_OPTIONS",
     "NODE_PATH",
+    "NODE_EXTRA_CA_CERTS",
     "PERL5OPT",
     "PERL5LIB",
+    "PERL5DB",
     "PERLLIB",
     "RUBYOPT",
     "RUBYLIB",
     "JAVA_TOOL_OPTIONS",
+    "JDK_JAVA_OPTIONS",
     "_JAVA_OPTIONS",
     "CLASSPATH",
-    "IFS",
+    "DOTNET_STARTUP_HOOKS",
+    "TMPDIR",
 ];
-const LOADER_PREFIXES: &[&str] = &["LD_", "DYLD_", "PYTHON", "GCONV_", "MALLOC_"];
+const LOADER_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "PYTHON",
+    "GCONV_",
+    "MALLOC_",
+    "LUA_",
+    "GIT_",
+    "BASH_FUNC_",
+    "NPM_CONFIG_",
+    "CORECLR_",
+    "COMPlus_",
+    "DOTNET_",
+];
 
 /// A validated entry.
 #[derive(Debug, Clone)]
@@ -75,9 +118,12 @@ pub struct Program {
     pub command: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
-    tenant_args: Vec<Regex>,
-    tenant_env: BTreeMap<String, Regex>,
+    /// Patterns as written (`{tenant}` not yet filled in), checked to compile.
+    tenant_args: Vec<String>,
+    tenant_env: BTreeMap<String, String>,
+    tenants: Vec<String>,
     pub description: String,
+    pub stderr: StderrMode,
 }
 
 /// What a launch needs: the entry's fixed parts plus the tenant's checked values.
@@ -86,6 +132,7 @@ pub struct Launch {
     pub command: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    pub stderr: StderrMode,
 }
 
 /// The catalog, validated once at start-up.
@@ -98,7 +145,9 @@ pub struct Catalog {
 /// variable name, never a value (values may hold secrets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("program `{0}` is not in this server's catalog (`portcullis programs` lists it)")]
+    #[error(
+        "program `{0}` is not in this server's catalog for this tenant (`portcullis programs` lists what is)"
+    )]
     UnknownProgram(String),
     #[error("program `{program}` takes no extra argument like argument {position}")]
     ArgumentNotAllowed { program: String, position: usize },
@@ -132,13 +181,18 @@ impl Catalog {
         self.programs.get(name)
     }
 
-    pub fn programs(&self) -> impl Iterator<Item = &Program> {
-        self.programs.values()
+    /// The entries offered to `tenant` (every entry when `None`, for the operator).
+    pub fn programs<'a>(&'a self, tenant: Option<&'a str>) -> impl Iterator<Item = &'a Program> {
+        self.programs
+            .values()
+            .filter(move |p| tenant.is_none_or(|t| p.offered_to(t)))
     }
 
-    /// Check a tenant's choice and produce what to launch.
+    /// Check a tenant's choice and produce what to launch. An entry not offered to the tenant
+    /// is refused exactly like one that does not exist.
     pub fn resolve(
         &self,
+        tenant: &str,
         program: &str,
         args: &[String],
         env: &BTreeMap<String, String>,
@@ -146,8 +200,9 @@ impl Catalog {
         let entry = self
             .programs
             .get(program)
+            .filter(|p| p.offered_to(tenant))
             .ok_or_else(|| Refusal::UnknownProgram(program.chars().take(64).collect()))?;
-        entry.resolve(args, env)
+        entry.resolve(tenant, args, env)
     }
 }
 
@@ -172,9 +227,14 @@ fn loader_variable(name: &str) -> bool {
         || LOADER_PREFIXES.iter().any(|p| upper.starts_with(p))
 }
 
-/// A pattern that must match a whole value.
-fn whole(pattern: &str, what: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$"))
+/// The placeholder a pattern may use for the calling tenant's name.
+pub const TENANT_PLACEHOLDER: &str = "{tenant}";
+
+/// A pattern that must match a whole value, with `{tenant}` standing for the (escaped)
+/// tenant name.
+fn whole(pattern: &str, tenant: &str, what: &str) -> Result<Regex, String> {
+    let filled = pattern.replace(TENANT_PLACEHOLDER, &regex::escape(tenant));
+    Regex::new(&format!("^(?:{filled})$"))
         .map_err(|e| format!("{what}: pattern `{pattern}` is not a valid regular expression: {e}"))
 }
 
@@ -214,12 +274,10 @@ impl Program {
                 return Err(format!("{what}: `{key}` is not a valid variable name"));
             }
         }
-        let tenant_args = entry
-            .tenant_args
-            .iter()
-            .map(|p| whole(p, &format!("{what}.tenant_args")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut tenant_env = BTreeMap::new();
+        // Every pattern must compile, whatever tenant fills it in.
+        for pattern in &entry.tenant_args {
+            whole(pattern, "tenant", &format!("{what}.tenant_args"))?;
+        }
         for (key, pattern) in &entry.tenant_env {
             if !valid_env_name(key) {
                 return Err(format!("{what}: `{key}` is not a valid variable name"));
@@ -229,20 +287,29 @@ impl Program {
                     "{what}: tenants may not set `{key}`: it changes how programs load code"
                 ));
             }
-            tenant_env.insert(
-                key.clone(),
-                whole(pattern, &format!("{what}.tenant_env.{key}"))?,
-            );
+            whole(pattern, "tenant", &format!("{what}.tenant_env.{key}"))?;
         }
         Ok(Self {
             name: name.to_owned(),
             command,
             args: entry.args.clone(),
             env: entry.env.clone(),
-            tenant_args,
-            tenant_env,
+            tenant_args: entry.tenant_args.clone(),
+            tenant_env: entry.tenant_env.clone(),
+            tenants: entry.tenants.clone(),
             description: entry.description.clone(),
+            stderr: entry.stderr,
         })
+    }
+
+    /// Whether the entry is offered to this tenant.
+    pub fn offered_to(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+
+    /// The tenants the entry is offered to (`*`: all).
+    pub fn tenants(&self) -> &[String] {
+        &self.tenants
     }
 
     /// Names of the variables a tenant may set.
@@ -250,12 +317,20 @@ impl Program {
         self.tenant_env.keys().map(String::as_str)
     }
 
-    /// The patterns a tenant's extra arguments must match (as written, anchored).
+    /// The patterns a tenant's extra arguments must match, as written.
     pub fn tenant_arg_patterns(&self) -> impl Iterator<Item = &str> {
-        self.tenant_args.iter().map(Regex::as_str)
+        self.tenant_args.iter().map(String::as_str)
     }
 
-    fn resolve(&self, args: &[String], env: &BTreeMap<String, String>) -> Result<Launch, Refusal> {
+    fn resolve(
+        &self,
+        tenant: &str,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Launch, Refusal> {
+        // Compiled for this tenant; every pattern compiled when the catalog was built.
+        let compile = |pattern: &str| whole(pattern, tenant, "").ok();
+        let arg_patterns: Vec<Regex> = self.tenant_args.iter().filter_map(|p| compile(p)).collect();
         if args.len() > MAX_TENANT_VALUES
             || env.len() > MAX_TENANT_VALUES
             || args.iter().any(|a| a.len() > MAX_TENANT_VALUE_BYTES)
@@ -269,7 +344,7 @@ impl Program {
                     what: format!("argument {}", i + 1),
                 });
             }
-            if !self.tenant_args.iter().any(|p| p.is_match(arg)) {
+            if !arg_patterns.iter().any(|p| p.is_match(arg)) {
                 return Err(Refusal::ArgumentNotAllowed {
                     program: self.name.clone(),
                     position: i + 1,
@@ -278,7 +353,7 @@ impl Program {
         }
         let mut full_env = self.env.clone();
         for (name, value) in env {
-            let Some(pattern) = self.tenant_env.get(name) else {
+            let Some(pattern) = self.tenant_env.get(name).and_then(|p| compile(p)) else {
                 return Err(Refusal::EnvNotAllowed {
                     program: self.name.clone(),
                     name: name.chars().take(128).collect(),
@@ -303,6 +378,7 @@ impl Program {
             command: self.command.clone(),
             args: full_args,
             env: full_env,
+            stderr: self.stderr,
         })
     }
 }
@@ -319,9 +395,11 @@ mod tests {
                 command: "/usr/bin/files-server".into(),
                 args: vec!["--stdio".into()],
                 env: [("API_KEY".to_owned(), "operator-secret".to_owned())].into(),
-                tenant_args: vec!["--root=/srv/tenants/[a-z0-9-]+".into(), "--verbose".into()],
+                tenant_args: vec!["--root=/srv/tenants/{tenant}".into(), "--verbose".into()],
                 tenant_env: [("FILES_MODE".to_owned(), "ro|rw".to_owned())].into(),
                 description: "files".into(),
+                tenants: vec!["acme".into(), "globex".into()],
+                stderr: StderrMode::Discard,
             },
         );
         Catalog::build(&entries, None).expect("valid catalog")
@@ -339,6 +417,7 @@ mod tests {
         let c = catalog();
         let launch = c
             .resolve(
+                "acme",
                 "files",
                 &["--root=/srv/tenants/acme".into(), "--verbose".into()],
                 &env(&[("FILES_MODE", "ro")]),
@@ -358,9 +437,25 @@ mod tests {
         let c = catalog();
         let none = BTreeMap::new();
         assert!(matches!(
-            c.resolve("sh", &[], &none),
+            c.resolve("acme", "sh", &[], &none),
             Err(Refusal::UnknownProgram(_))
         ));
+        // Another tenant's folder, or an entry not offered to the tenant.
+        assert!(
+            c.resolve(
+                "acme",
+                "files",
+                &["--root=/srv/tenants/globex".into()],
+                &none
+            )
+            .is_err()
+        );
+        assert!(matches!(
+            c.resolve("initech", "files", &[], &none),
+            Err(Refusal::UnknownProgram(_))
+        ));
+        assert_eq!(c.programs(Some("initech")).count(), 0);
+        assert_eq!(c.programs(Some("globex")).count(), 1);
         for bad in [
             "-c",
             "--root=/etc",
@@ -370,25 +465,26 @@ mod tests {
             "x--verbose",
         ] {
             assert!(
-                c.resolve("files", &[bad.to_owned()], &none).is_err(),
+                c.resolve("acme", "files", &[bad.to_owned()], &none)
+                    .is_err(),
                 "{bad:?} must be refused"
             );
         }
         assert!(matches!(
-            c.resolve("files", &[], &env(&[("LD_PRELOAD", "/tmp/x.so")])),
+            c.resolve("acme", "files", &[], &env(&[("LD_PRELOAD", "/tmp/x.so")])),
             Err(Refusal::EnvNotAllowed { .. })
         ));
         assert!(matches!(
-            c.resolve("files", &[], &env(&[("API_KEY", "mine")])),
+            c.resolve("acme", "files", &[], &env(&[("API_KEY", "mine")])),
             Err(Refusal::EnvNotAllowed { .. })
         ));
         assert!(matches!(
-            c.resolve("files", &[], &env(&[("FILES_MODE", "rwx")])),
+            c.resolve("acme", "files", &[], &env(&[("FILES_MODE", "rwx")])),
             Err(Refusal::EnvValueNotAllowed { .. })
         ));
         let many: Vec<String> = (0..65).map(|_| "--verbose".to_owned()).collect();
         assert_eq!(
-            c.resolve("files", &many, &none).unwrap_err(),
+            c.resolve("acme", "files", &many, &none).unwrap_err(),
             Refusal::TooMuch
         );
     }
@@ -398,9 +494,9 @@ mod tests {
         let c = catalog();
         let secret = "sk_live_do_not_echo";
         for refusal in [
-            c.resolve("files", &[secret.to_owned()], &BTreeMap::new()),
-            c.resolve("files", &[], &env(&[("FILES_MODE", secret)])),
-            c.resolve("files", &[], &env(&[("OTHER", secret)])),
+            c.resolve("acme", "files", &[secret.to_owned()], &BTreeMap::new()),
+            c.resolve("acme", "files", &[], &env(&[("FILES_MODE", secret)])),
+            c.resolve("acme", "files", &[], &env(&[("OTHER", secret)])),
         ] {
             assert!(!refusal.unwrap_err().to_string().contains(secret));
         }

@@ -73,10 +73,14 @@ impl ConnectionSpec {
     }
 
     /// Check a tenant's request against the catalog (stdio) or the URL's shape (HTTP).
-    pub fn validate(&self, catalog: &crate::programs::Catalog) -> Result<(), String> {
+    pub fn validate(
+        &self,
+        catalog: &crate::programs::Catalog,
+        tenant_name: &str,
+    ) -> Result<(), String> {
         match &self.transport {
             Transport::Stdio { program, args, env } => catalog
-                .resolve(program, args, env)
+                .resolve(tenant_name, program, args, env)
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Transport::Http { url }
@@ -690,7 +694,7 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             routes: slot.routes.clone(),
             tools_changed: tools_changed.clone(),
         };
-        let reason = match connect(&inner, &connection.id, &spec.transport, client).await {
+        let reason = match connect(&inner, &connection, &spec.transport, client).await {
             Ok(running) => {
                 let peer = running.peer().clone();
                 // The gateway must see what the upstream serves now, never a cached list.
@@ -720,7 +724,27 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
                     }
                 }
             }
-            Err(reason) => reason,
+            Err(ConnectError::Failed(reason)) => reason,
+            Err(ConnectError::Refused(reason)) => {
+                // The catalog refuses what the connection names: retrying changes nothing.
+                tracing::error!(connection = %connection.id, tenant = %connection.tenant, %reason, "launch refused by the program catalog");
+                let draft = portcullis_core::audit::AuditDraft::new(
+                    connection.tenant.clone(),
+                    "system",
+                    portcullis_core::audit::AuditKind::ConfigRefused,
+                )
+                .resource(format!("connection:{}", connection.id))
+                .detail(serde_json::json!({ "reason": reason }));
+                if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
+                    tracing::error!(error = %e, "could not audit a refused launch");
+                }
+                *slot.peer.lock().expect("lock poisoned") = None;
+                *slot.status.lock().expect("lock poisoned") = Status::Down {
+                    reason,
+                    retry_in_ms: 0,
+                };
+                return;
+            }
         };
         *slot.peer.lock().expect("lock poisoned") = None;
         if slot.stop.is_cancelled() {
@@ -775,21 +799,35 @@ async fn serve_until_closed(
     }
 }
 
+/// Why a connection could not be brought up: a refusal stops retrying (the configuration
+/// must change first); anything else is retried with backoff.
+enum ConnectError {
+    Refused(String),
+    Failed(String),
+}
+
 async fn connect(
     inner: &Inner,
-    connection: &ConnectionId,
+    connection: &Connection,
     transport: &Transport,
     client: UpstreamClient,
-) -> Result<RunningService<RoleClient, UpstreamClient>, String> {
+) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
     let routes = client.routes.clone();
+    let failed = ConnectError::Failed;
     match transport {
         Transport::Stdio { program, args, env } => {
             // INVARIANT: the executable comes from the operator's catalog, checked again at
-            // every launch (the catalog may have changed since the connection was created).
+            // every launch (the catalog, or the tenants an entry is offered to, may have
+            // changed since the connection was created).
+            let tenant = inner
+                .store
+                .tenant(&connection.tenant)
+                .await
+                .map_err(|e| failed(format!("cannot read the tenant: {e}")))?;
             let launch = inner
                 .catalog
-                .resolve(program, args, env)
-                .map_err(|refusal| refusal.to_string())?;
+                .resolve(&tenant.name, program, args, env)
+                .map_err(|refusal| ConnectError::Refused(refusal.to_string()))?;
             let mut cmd = tokio::process::Command::new(&launch.command);
             // The gateway's own environment (admin tokens, database URLs) never reaches an
             // upstream: start from nothing and add only PATH and the entry's environment.
@@ -798,23 +836,38 @@ async fn connect(
                 cmd.env("PATH", path);
             }
             cmd.envs(&launch.env);
-            let (transport, _stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
-                .stderr(std::process::Stdio::inherit())
+            // A program's standard error is its own output, which may echo tool arguments:
+            // dropped unless the operator asked for it in the catalog entry.
+            let stderr = match launch.stderr {
+                crate::programs::StderrMode::Discard => std::process::Stdio::null(),
+                crate::programs::StderrMode::Log => std::process::Stdio::piped(),
+            };
+            let (transport, child_stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+                .stderr(stderr)
                 .spawn()
                 .map_err(|e| {
-                    generic_failure(
+                    failed(generic_failure(
                         &format!("cannot launch program `{program}`"),
                         &e.to_string(),
-                        connection,
-                    )
+                        &connection.id,
+                    ))
                 })?;
+            if let Some(child_stderr) = child_stderr {
+                tokio::spawn(relay_stderr(connection.id.clone(), child_stderr));
+            }
             client
                 .serve(InOrder {
                     inner: transport,
                     routes,
                 })
                 .await
-                .map_err(|e| generic_failure("handshake failed", &e.to_string(), connection))
+                .map_err(|e| {
+                    failed(generic_failure(
+                        "handshake failed",
+                        &e.to_string(),
+                        &connection.id,
+                    ))
+                })
         }
         Transport::Http { url } => {
             let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
@@ -824,8 +877,25 @@ async fn connect(
                     routes,
                 })
                 .await
-                .map_err(|e| generic_failure("handshake failed", &e.to_string(), connection))
+                .map_err(|e| {
+                    failed(generic_failure(
+                        "handshake failed",
+                        &e.to_string(),
+                        &connection.id,
+                    ))
+                })
         }
+    }
+}
+
+/// Relay a program's standard error to the log, line by line (each line cut at 2 KiB), when
+/// its catalog entry says `stderr = "log"`.
+async fn relay_stderr(connection: ConnectionId, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line: String = line.chars().take(2048).collect();
+        tracing::info!(target: "portcullis_upstream_stderr", %connection, %line);
     }
 }
 

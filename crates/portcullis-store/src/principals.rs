@@ -125,6 +125,7 @@ impl Store {
             created_by: Some(new.created_by.to_owned()),
             expires_at: new.expires_at,
             rotated_at: None,
+            rotated_by: None,
             revoked_at: None,
         };
         // A tenant's human is written within that tenant; an unscoped one (and its event on
@@ -181,7 +182,7 @@ impl Store {
 
     /// One change to a human's credential (`change` names the human as `$1`), read back and
     /// audited; a revoked (or unknown) identity is not found. With `guard_last_root`, the
-    /// change is refused when it would leave no usable unscoped admin.
+    /// change is refused when it is made to the last usable unscoped admin.
     async fn change_admin(
         &self,
         id: &AdminId,
@@ -235,28 +236,34 @@ impl Store {
         self.change_admin(id, change, true, draft, now).await
     }
 
-    /// Replace a human's token (the old one stops working at once) and set its expiry.
+    /// Replace a human's token (the old one stops working at once), recording who did it,
+    /// and set its expiry (an expiry on the last usable unscoped admin is refused).
+    #[allow(clippy::too_many_arguments)]
     pub async fn rotate_admin(
         &self,
         id: &AdminId,
         token_hash: &str,
         expires_at: Option<UnixMillis>,
+        rotated_by: &str,
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<(Admin, AuditEvent)> {
         let change = sql(
-            "UPDATE admins SET token_hash = $2, rotated_at = $3, expires_at = $4 \
-                          WHERE id = $1 AND revoked_at IS NULL",
+            "UPDATE admins SET token_hash = $2, rotated_at = $3, expires_at = $4, rotated_by = $5 \
+             WHERE id = $1 AND revoked_at IS NULL",
         )
         .text(id.as_str())
         .text(token_hash)
         .int(now)
-        .opt_int(expires_at);
-        self.change_admin(id, change, false, draft, now).await
+        .opt_int(expires_at)
+        .text(rotated_by);
+        self.change_admin(id, change, expires_at.is_some(), draft, now)
+            .await
     }
 
     /// Set (or clear) when a human's credential expires; an expiry already past ends it like
-    /// a revocation (and is refused for the last usable unscoped admin).
+    /// a revocation. Any expiry on the last usable unscoped admin is refused: it would lock
+    /// everyone out when it came.
     pub async fn set_admin_expiry(
         &self,
         id: &AdminId,
@@ -267,8 +274,8 @@ impl Store {
         let change = sql("UPDATE admins SET expires_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .text(id.as_str())
             .opt_int(expires_at);
-        let ends = expires_at.is_some_and(|t| t <= now);
-        self.change_admin(id, change, ends, draft, now).await
+        self.change_admin(id, change, expires_at.is_some(), draft, now)
+            .await
     }
 
     // ---- agents and tokens

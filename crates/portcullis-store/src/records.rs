@@ -57,8 +57,10 @@ pub struct Admin {
     pub created_by: Option<String>,
     /// When the credential stops working; `None`: until revoked.
     pub expires_at: Option<UnixMillis>,
-    /// When the token was last replaced by a new one.
+    /// When the token was last replaced by a new one, and by whom (who has held the new
+    /// token: the identity itself, or an admin).
     pub rotated_at: Option<UnixMillis>,
+    pub rotated_by: Option<String>,
     pub revoked_at: Option<UnixMillis>,
 }
 

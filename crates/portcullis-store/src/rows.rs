@@ -66,6 +66,7 @@ pub(crate) fn admin(row: &Row) -> StoreResult<Admin> {
         created_by: row.opt_text("created_by")?,
         expires_at: row.opt_int("expires_at")?,
         rotated_at: row.opt_int("rotated_at")?,
+        rotated_by: row.opt_text("rotated_by")?,
         revoked_at: row.opt_int("revoked_at")?,
     })
 }

@@ -121,8 +121,11 @@ pub fn refuse_voter(
     }
 }
 
-/// A human about to approve, as far as sock-puppet checks need: who they are, which
-/// identities created them (nearest first, transitively), and when they were created.
+/// A human about to approve, as far as sock-puppet checks need: who they are, which other
+/// identities control or controlled their credential (whoever created them and whoever last
+/// replaced their token, each with those identities' own creators — nearest first,
+/// transitively), and since when the credential has been in its present hands (its creation,
+/// or its last replacement by someone else).
 #[derive(Debug, Clone, Copy)]
 pub struct VoterIdentity<'a> {
     pub name: &'a str,
@@ -132,11 +135,12 @@ pub struct VoterIdentity<'a> {
 
 /// Why this identity may not approve a request held at `held_at`, or `None`.
 ///
-/// INVARIANT: sock puppets cannot vote. An identity created after the request was held may
-/// not approve it (nobody can mint a fresh approver for a request already waiting), and an
-/// identity created — directly or through others — by the agent's owner counts as the owner
-/// wherever a rule forbids self-approval. `also_excluded` (a revert's proposer) may not
-/// approve either.
+/// INVARIANT: sock puppets cannot vote. A credential created (or handed over by another
+/// identity replacing its token) after the request was held may not approve it — nobody can
+/// mint a fresh approver for a request already waiting — and an identity created or
+/// re-keyed — directly or through others — by the agent's owner counts as the owner wherever
+/// a rule forbids self-approval. `also_excluded` (a revert's proposer) may not approve
+/// either.
 pub fn refuse_identity(
     rules: &[(Point, ApproverRule)],
     voter: &VoterIdentity<'_>,
@@ -146,7 +150,7 @@ pub fn refuse_identity(
 ) -> Option<String> {
     if voter.created_at > held_at {
         return Some(format!(
-            "`{}` was created after this request was held; an identity created after a request may not approve it",
+            "`{}` was created (or its credential handed over) after this request was held; such an identity may not approve it",
             voter.name
         ));
     }
@@ -155,7 +159,7 @@ pub fn refuse_identity(
         && voter.creators.iter().any(|c| c == owner)
     {
         return Some(format!(
-            "`{}` was created by `{owner}`, who owns the requesting agent; identities an owner created count as the owner and may not approve",
+            "`{}` was created or re-keyed by `{owner}`, who owns the requesting agent; identities an owner created or re-keyed count as the owner and may not approve",
             voter.name
         ));
     }

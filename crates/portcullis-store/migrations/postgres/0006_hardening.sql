@@ -58,10 +58,12 @@ CREATE INDEX approvals_unfinished ON approvals (status, executed_at)
     WHERE status = 'executed' AND outcome IS NULL;
 
 -- Who created each human identity (an admin's name, or `system`), when their credential
--- expires (never, when NULL) and when it was last rotated.
+-- expires (never, when NULL), and when and by whom its token was last replaced (whoever
+-- replaced it has held the new token).
 ALTER TABLE admins ADD COLUMN created_by TEXT;
 ALTER TABLE admins ADD COLUMN expires_at BIGINT;
 ALTER TABLE admins ADD COLUMN rotated_at BIGINT;
+ALTER TABLE admins ADD COLUMN rotated_by TEXT;
 
 -- An agent's calls in every session (flow escalation follows the agent).
 CREATE INDEX audit_events_actor ON audit_events (tenant_id, actor, time);

@@ -314,7 +314,7 @@ async fn human_credentials_are_revoked_rotated_and_expire(f: &Fixture) {
     let draft = || AuditDraft::new(s.tenant.id.clone(), "admin:root", AuditKind::AdminRotated);
     let (rotated, _) = f
         .store
-        .rotate_admin(&bob.id, "h-bob-2", None, draft(), NOW)
+        .rotate_admin(&bob.id, "h-bob-2", None, "root", draft(), NOW)
         .await
         .unwrap();
     assert_eq!(rotated.expires_at, None);
@@ -331,7 +331,7 @@ async fn human_credentials_are_revoked_rotated_and_expire(f: &Fixture) {
     // Revoked: no more changes.
     assert!(matches!(
         f.store
-            .rotate_admin(&bob.id, "h-bob-3", None, draft(), NOW)
+            .rotate_admin(&bob.id, "h-bob-3", None, "root", draft(), NOW)
             .await,
         Err(StoreError::NotFound)
     ));

@@ -132,6 +132,11 @@ impl PgDatabase {
             .ok()
             .filter(|url| !url.is_empty())
         else {
+            // `.ci/run` sets this: there, a missing server fails instead of skipping.
+            assert!(
+                std::env::var_os("PORTCULLIS_TEST_REQUIRE_POSTGRES").is_none(),
+                "PORTCULLIS_TEST_REQUIRE_POSTGRES is set but {POSTGRES_URL_VAR} is not"
+            );
             eprintln!("{POSTGRES_URL_VAR} is not set: no PostgreSQL run");
             return None;
         };

@@ -90,6 +90,7 @@ pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig 
         ]
         .into(),
         description: "the demo CRM/mail/billing server".into(),
+        tenants: vec!["*".into()],
         ..Default::default()
     }
 }
@@ -98,7 +99,7 @@ pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig 
 pub fn demo_program_toml(files: &Path) -> String {
     let entry = demo_program(files);
     let mut toml = format!(
-        "[programs.demo]\ncommand = {:?}\nargs = [\"demo-upstream\"]\n",
+        "[programs.demo]\ncommand = {:?}\nargs = [\"demo-upstream\"]\ntenants = [\"*\"]\n",
         entry.command
     );
     toml.push_str("[programs.demo.tenant_env]\n");
@@ -1166,11 +1167,22 @@ impl Backend {
     }
 }
 
-/// [`POSTGRES_URL_VAR`], when set and not empty.
+/// Set (to anything) where a missing PostgreSQL must fail the tests that need it rather than
+/// skip them: `.ci/run` sets it.
+pub const REQUIRE_POSTGRES_VAR: &str = "PORTCULLIS_TEST_REQUIRE_POSTGRES";
+
+/// [`POSTGRES_URL_VAR`], when set and not empty. Panics when it is missing but
+/// [`REQUIRE_POSTGRES_VAR`] says it must be there.
 pub fn postgres_server_url() -> Option<String> {
-    std::env::var(POSTGRES_URL_VAR)
+    let url = std::env::var(POSTGRES_URL_VAR)
         .ok()
-        .filter(|url| !url.is_empty())
+        .filter(|url| !url.is_empty());
+    if url.is_none() && std::env::var_os(REQUIRE_POSTGRES_VAR).is_some() {
+        panic!(
+            "{REQUIRE_POSTGRES_VAR} is set but {POSTGRES_URL_VAR} is not: the PostgreSQL tests cannot run"
+        );
+    }
+    url
 }
 
 /// The database of one test. On SQLite that is the data folder's file (nothing to do here);

@@ -210,7 +210,7 @@ async fn an_identity_created_after_a_request_was_held_cannot_vote_on_it() {
         body["detail"]
             .as_str()
             .unwrap_or_default()
-            .contains("created after"),
+            .contains("after this request was held"),
         "{body}"
     );
     // It may vote on requests held after it existed.
@@ -225,5 +225,111 @@ async fn an_identity_created_after_a_request_was_held_cannot_vote_on_it() {
     );
     let (code, body) = vote(&app, &late, &next, "approve", "fine").await;
     assert_eq!(code, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_lengthens_their_own_credential_and_a_re_keyed_one_is_a_puppet() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let created = app
+        .admin(
+            Method::POST,
+            "/admins",
+            Some(json!({ "name": "bea", "role": "approver", "tenant": "acme", "ttl_secs": 600 })),
+        )
+        .await;
+    let bea = created["token"].as_str().expect("token").to_owned();
+    let expiry = created["admin"]["expires_at"].as_i64().expect("an expiry");
+    // Rotating keeps the expiry; rotating one's own may not clear or extend it.
+    let (code, own) = app
+        .api(Method::POST, "/admins/bea/rotate", &bea, None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{own}");
+    assert_eq!(own["admin"]["expires_at"], expiry);
+    let bea = own["token"].as_str().expect("token").to_owned();
+    let (code, _) = app
+        .api(
+            Method::POST,
+            "/admins/bea/rotate",
+            &bea,
+            Some(json!({ "ttl_secs": 360 * 24 * 3600 })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (_, boss) = human(&app, "acme-lead", "admin", Some("acme")).await;
+    let (code, lead) = app
+        .admin(Method::GET, "/admins", None)
+        .await
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["name"] == "acme-lead").cloned())
+        .map(|a| (StatusCode::OK, a))
+        .expect("listed");
+    assert_eq!(code, StatusCode::OK);
+    assert!(lead["expires_at"].is_null());
+    let now = app.clock.now();
+    let (code, _) = app
+        .api(
+            Method::PUT,
+            "/admins/acme-lead/expiry",
+            &app.admin_token,
+            Some(json!({ "expires_at": now + 60_000 })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, body) = app
+        .api(
+            Method::PUT,
+            "/admins/acme-lead/expiry",
+            &boss,
+            Some(json!({ "expires_at": null })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+
+    // A credential another identity re-keyed is in that identity's hands: created before the
+    // request or not, it cannot approve requests held before it changed hands, and if the
+    // re-keying identity owns the agent, it counts as the owner.
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let id = approval_id(
+        &client
+            .call(
+                "crm__send_email",
+                json!({ "to": "ada@example.com", "subject": "s", "body": "b" }),
+            )
+            .await,
+    );
+    app.clock.advance(1_000);
+    let (code, rekeyed) = app
+        .api(Method::POST, "/admins/acme-approver/rotate", &boss, None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{rekeyed}");
+    let handed_over = rekeyed["token"].as_str().expect("token").to_owned();
+    let (code, body) = vote(&app, &handed_over, &id, "approve", "mine now").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    app.admin(
+        Method::PUT,
+        "/tenants/acme/agents/agent/owner",
+        Some(json!({ "owner": "acme-lead" })),
+    )
+    .await;
+    app.clock.advance(1_000);
+    let next = approval_id(
+        &client
+            .call(
+                "crm__send_email",
+                json!({ "to": "bob@example.com", "subject": "s", "body": "b" }),
+            )
+            .await,
+    );
+    let (code, body) = vote(&app, &handed_over, &next, "approve", "owner's puppet").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("re-keyed"),
+        "{body}"
+    );
     app.stop().await;
 }

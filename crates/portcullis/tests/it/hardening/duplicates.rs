@@ -110,7 +110,7 @@ async fn a_hundred_retries_after_an_execution_open_one_new_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_request_gives_way_to_a_new_one_and_a_retry_prefers_the_approved() {
+async fn an_expired_request_gives_way_to_a_new_one_that_can_be_approved() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;

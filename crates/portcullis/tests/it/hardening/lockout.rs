@@ -8,14 +8,17 @@ use serde_json::json;
 
 /// One raw 2026-07-28 read with `token`, from behind a proxy that says the client is `header`.
 async fn read_as(app_url: &str, token: &str, header: Option<(&str, &str)>) -> StatusCode {
+    read_as_with(app_url, token, header.as_slice()).await
+}
+
+/// [`read_as`] with any extra headers.
+async fn read_as_with(app_url: &str, token: &str, extra: &[(&str, &str)]) -> StatusCode {
     let http = reqwest::Client::new();
     let mut headers = JSON_AND_SSE.to_vec();
     headers.push(("mcp-protocol-version", "2026-07-28"));
     headers.push(("mcp-method", "tools/call"));
     headers.push(("mcp-name", "crm__get_contact"));
-    if let Some(header) = header {
-        headers.push(header);
-    }
+    headers.extend_from_slice(extra);
     raw_post(
         &http,
         app_url,
@@ -47,23 +50,33 @@ async fn behind_a_trusted_proxy_the_client_is_locked_out_not_the_proxy() {
             StatusCode::UNAUTHORIZED
         );
     }
-    // The client is locked out, whichever header its proxy uses…
+    // The client is locked out…
     assert_eq!(
         read_as(&url, &acme.agent_token, xff("198.51.100.7")).await,
         StatusCode::TOO_MANY_REQUESTS
     );
+    // …and a `Forwarded` header of its own (which this proxy passes through untouched)
+    // names nobody: only the header the proxy writes counts.
+    let spoofed = [
+        ("x-forwarded-for", "198.51.100.7"),
+        ("forwarded", "for=198.51.100.8"),
+    ];
     assert_eq!(
-        read_as(
-            &url,
-            &acme.agent_token,
-            Some(("forwarded", "for=198.51.100.7;proto=http"))
-        )
-        .await,
+        read_as_with(&url, &acme.agent_token, &spoofed).await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // …while other clients behind the same proxy, and the proxy itself, are not.
+    let framed = [
+        ("x-forwarded-for", "198.51.100.8"),
+        ("forwarded", "for=198.51.100.7"),
+    ];
     assert_eq!(
-        read_as(&url, &acme.agent_token, xff("198.51.100.8")).await,
+        read_as_with(&url, &acme.agent_token, &framed).await,
+        StatusCode::OK,
+        "a client cannot lock out another by naming it in `Forwarded`"
+    );
+    // Other clients behind the same proxy, and the proxy itself, are not locked out.
+    assert_eq!(
+        read_as(&url, &acme.agent_token, xff("198.51.100.9")).await,
         StatusCode::OK
     );
     assert_eq!(read_as(&url, &acme.agent_token, None).await, StatusCode::OK);
@@ -128,11 +141,52 @@ async fn ipv6_clients_are_counted_per_64() {
         read_as(
             &url,
             &acme.agent_token,
-            Some(("forwarded", "for=\"[2001:db8:1:3::1]:4711\""))
+            Some(("x-forwarded-for", "2001:db8:1:3::1"))
         )
         .await,
         StatusCode::OK,
         "the next /64 is another client"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_writes_forwarded_is_read_from_forwarded_only() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        c.server.forwarded_header = portcullis_server::auth::ForwardedHeader::Forwarded;
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let url = app.mcp_url("acme");
+    for _ in 0..10 {
+        let both = [
+            ("forwarded", "for=\"[2001:db8:9::5]:4711\";proto=https"),
+            ("x-forwarded-for", "203.0.113.50"),
+        ];
+        assert_eq!(
+            read_as_with(&url, BAD, &both).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        read_as(
+            &url,
+            &acme.agent_token,
+            Some(("forwarded", "for=\"[2001:db8:9::77]\""))
+        )
+        .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        read_as(
+            &url,
+            &acme.agent_token,
+            Some(("x-forwarded-for", "2001:db8:9::77"))
+        )
+        .await,
+        StatusCode::OK,
+        "X-Forwarded-For is not read when the proxy writes Forwarded"
     );
     app.stop().await;
 }

@@ -208,3 +208,72 @@ async fn the_cli_offers_programs_not_command_lines() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_entry_serves_only_the_tenants_it_names_and_their_own_paths() {
+    let files = tempfile::tempdir().expect("temp dir");
+    let root = files.path().display().to_string();
+    let app = TestApp::spawn_with(|config| {
+        let mut entry = demo_program(files.path());
+        entry.tenants = vec!["globex".into(), "acme".into()];
+        entry.tenant_env = [(
+            "PORTCULLIS_DEMO_EFFECT_LOG".to_owned(),
+            format!("{}/{{tenant}}/[a-z.]+", regex::escape(&root)),
+        )]
+        .into();
+        config.programs.insert("files".into(), entry);
+        let mut private = demo_program(files.path());
+        private.tenants = vec!["globex".into()];
+        config.programs.insert("globex-only".into(), private);
+    })
+    .await;
+    app.seed_tenant("acme").await;
+    app.seed_tenant("globex").await;
+    let (_, acme_admin) = human(&app, "acme-admin", "admin", Some("acme")).await;
+    let add = |body: Value| {
+        let (app, token) = (&app, acme_admin.clone());
+        async move {
+            app.api(
+                Method::POST,
+                "/tenants/acme/connections",
+                &token,
+                Some(body),
+            )
+            .await
+        }
+    };
+    // Not offered to acme: the same answer as a program that does not exist.
+    let (code, body) = add(json!({ "name": "g", "kind": "stdio", "program": "globex-only" })).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not in this server's catalog")
+    );
+    // `{tenant}` admits acme's own folder only.
+    let theirs = format!("{root}/globex/effects.jsonl");
+    let (code, body) = add(json!({ "name": "f", "kind": "stdio", "program": "files",
+                                   "env": { "PORTCULLIS_DEMO_EFFECT_LOG": theirs } }))
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let mine = format!("{root}/acme/effects.jsonl");
+    let (code, body) = add(json!({ "name": "f", "kind": "stdio", "program": "files",
+                                   "env": { "PORTCULLIS_DEMO_EFFECT_LOG": mine } }))
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // The catalog a tenant admin sees lists only what is offered to it, and never whom else.
+    let (_, listed) = app.api(Method::GET, "/programs", &acme_admin, None).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"files") && !names.contains(&"globex-only"),
+        "{listed}"
+    );
+    assert!(listed[0].get("tenants").is_none(), "{listed}");
+    app.stop().await;
+}

@@ -267,3 +267,59 @@ async fn a_revert_whose_target_changed_since_it_was_proposed_is_stale() {
     assert_eq!(effects_of(&acme, "update_contact"), 2);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_added_after_the_proposal_stops_the_approved_revert() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    set_profile(&app, &acme, "update_contact", revertible(false, 0)).await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let original = executed_update(&app, &client, &acme, "Navy", &[&acme.approver_token]).await;
+    let (code, proposal) = propose(&app, &original).await;
+    assert_eq!(code, StatusCode::OK, "{proposal}");
+    let revert = proposal["id"].as_str().expect("id").to_owned();
+    let policy = r#"
+@id("freeze-contacts")
+@reason("contacts are frozen for the audit")
+forbid (principal, action == Portcullis::Action::"write", resource == Portcullis::Tool::"crm/update_contact");
+"#;
+    app.admin(
+        Method::PUT,
+        "/tenants/acme/policy",
+        Some(json!({ "cedar": policy })),
+    )
+    .await;
+    let (code, body) = vote(&app, &acme.approver_token, &revert, "approve", "undo").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("frozen"),
+        "{body}"
+    );
+    assert_eq!(effects_of(&acme, "update_contact"), 1);
+    assert_eq!(company_of_c2(&client).await, "Navy");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revert_is_recorded_as_the_approvers_doing() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    set_profile(&app, &acme, "update_contact", revertible(false, 0)).await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let original = executed_update(&app, &client, &acme, "Navy", &[&acme.approver_token]).await;
+    let (_, proposal) = propose(&app, &original).await;
+    let revert = proposal["id"].as_str().expect("id").to_owned();
+    let (code, body) = vote(&app, &acme.approver_token, &revert, "approve", "undo").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let events = app.audit_events("acme").await;
+    let run: Vec<_> = events_of_kind(&events, "execute")
+        .into_iter()
+        .filter(|e| e["detail"]["approval"] == revert.as_str())
+        .collect();
+    assert_eq!(run.len(), 1);
+    assert_eq!(run[0]["actor"], "admin:acme-approver", "{:?}", run[0]);
+    app.stop().await;
+}

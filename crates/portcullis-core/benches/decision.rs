@@ -129,7 +129,7 @@ fn main() {
             let start = Instant::now();
             let evaluation = engine.evaluate(black_box(&facts));
             samples.push(start.elapsed().as_nanos());
-            outcome = Some(evaluation.outcome);
+            outcome = Some(evaluation.outcome());
         }
         samples.sort_unstable();
         println!(

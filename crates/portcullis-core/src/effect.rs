@@ -82,6 +82,61 @@ impl fmt::Display for EffectClass {
     }
 }
 
+/// Whether a tool's current definition is the one an operator accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionStatus {
+    /// The pinned hash matches what the upstream serves now.
+    Accepted,
+    /// The upstream changed the definition since it was classified; treat as an unknown effect.
+    Changed,
+}
+
+/// How the gateway classifies one tool as it stands: the class an operator set (or the
+/// annotations seeded) and whether the definition served now is the pinned one. Decisions
+/// take the class from here, never from the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
+    class: EffectClass,
+    definition: DefinitionStatus,
+}
+
+impl Classification {
+    /// A tool classified `class` whose pinned definition hash is `pinned` and whose served
+    /// one is `current`.
+    pub fn of(class: EffectClass, pinned: &str, current: &str) -> Self {
+        Self {
+            class,
+            definition: if pinned == current {
+                DefinitionStatus::Accepted
+            } else {
+                DefinitionStatus::Changed
+            },
+        }
+    }
+
+    /// The class a call is decided as. INVARIANT: a changed definition is an unknown tool, and
+    /// an unknown tool is an effect.
+    pub fn effective(self) -> EffectClass {
+        match self.definition {
+            DefinitionStatus::Changed if !self.class.is_effect() => EffectClass::Write,
+            _ => self.class,
+        }
+    }
+
+    /// The class as classified, before a changed definition is taken into account.
+    pub fn classified(self) -> EffectClass {
+        self.class
+    }
+
+    pub fn definition(self) -> DefinitionStatus {
+        self.definition
+    }
+
+    pub fn definition_changed(self) -> bool {
+        self.definition == DefinitionStatus::Changed
+    }
+}
+
 /// A class name that is not one of the nine effect classes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -116,5 +171,16 @@ mod tests {
             EffectClass::Delete
         );
         assert!(EffectClass::seed_from_annotations(None, None).is_effect());
+    }
+
+    #[test]
+    fn a_changed_definition_is_decided_as_an_effect() {
+        use EffectClass::*;
+        assert_eq!(Classification::of(Read, "a", "b").effective(), Write);
+        assert_eq!(Classification::of(Draft, "a", "b").effective(), Write);
+        assert_eq!(Classification::of(Send, "a", "b").effective(), Send);
+        assert_eq!(Classification::of(Read, "a", "a").effective(), Read);
+        assert!(Classification::of(Read, "a", "b").definition_changed());
+        assert!(!Classification::of(Send, "a", "a").definition_changed());
     }
 }

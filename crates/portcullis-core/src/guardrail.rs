@@ -5,6 +5,7 @@
 //! of approvals.
 
 use crate::UnixMillis;
+use crate::id::GuardrailId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -211,7 +212,92 @@ pub fn dollars(cents: i64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
+/// A guardrail's leave for one call to run without a person. Fields are private: only
+/// [`GuardrailSpec::cover`] — matching, mode and today's limits — produces one, and a
+/// decision lets an effect run without a receipt only when it holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    id: GuardrailId,
+    mode: GuardrailMode,
+}
+
+impl Coverage {
+    pub fn id(&self) -> &GuardrailId {
+        &self.id
+    }
+
+    /// Never [`GuardrailMode::ApproveEach`].
+    pub fn mode(&self) -> GuardrailMode {
+        self.mode
+    }
+}
+
+/// The call a guardrail is matched against.
+#[derive(Debug, Clone, Copy)]
+pub struct CoveredCall<'a> {
+    pub agent: &'a str,
+    pub connection: &'a str,
+    pub tool: &'a str,
+    pub arguments: &'a Value,
+    /// The call's declared cost, in cents.
+    pub cost_cents: i64,
+}
+
+/// What a guardrail has admitted since the UTC day began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Today {
+    pub runs: i64,
+    pub cents: i64,
+}
+
+/// Whether one guardrail covers one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cover {
+    /// It covers the call (as far as today's figures go; the charge is the exact check).
+    Covers(Coverage),
+    /// It matches, but today's count or budget is used up: one sentence naming it.
+    UsedUp(String),
+    /// It does not describe this call, or it lets nothing run (approve-each, expired).
+    No,
+}
+
 impl GuardrailSpec {
+    /// Whether the guardrail `id` (called `name`, in `mode`) lets `call` run now, given what
+    /// it admitted today. The only way to obtain a [`Coverage`].
+    pub fn cover(
+        &self,
+        id: &GuardrailId,
+        name: &str,
+        mode: GuardrailMode,
+        call: &CoveredCall<'_>,
+        today: Today,
+        now: UnixMillis,
+    ) -> Cover {
+        if mode == GuardrailMode::ApproveEach
+            || !self.matches(call.agent, call.connection, call.tool, call.arguments, now)
+        {
+            return Cover::No;
+        }
+        if today.runs >= i64::from(self.max_per_day) {
+            return Cover::UsedUp(format!(
+                "guardrail `{name}` has used today's {} runs (UTC day)",
+                self.max_per_day
+            ));
+        }
+        if today.cents.saturating_add(call.cost_cents) > self.max_cost_cents_per_day {
+            return Cover::UsedUp(format!(
+                "guardrail `{name}` has used today's budget: {} of {} spent, this call costs {} (UTC day)",
+                dollars(today.cents),
+                dollars(self.max_cost_cents_per_day),
+                dollars(call.cost_cents)
+            ));
+        }
+        Cover::Covers(Coverage {
+            id: id.clone(),
+            mode,
+        })
+    }
+
     /// Refuse a spec that cannot be honoured or never ends.
     pub fn validate(&self, now: UnixMillis) -> Result<(), String> {
         if self.connection.is_empty() || self.tool.is_empty() {
@@ -424,6 +510,77 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn coverage_needs_a_match_an_active_mode_and_room_today() {
+        let mut s = spec();
+        s.max_cost_cents_per_day = 500;
+        let id = GuardrailId::generate();
+        let args = json!({"to": "a@example.com", "priority": 2});
+        let call = |cost_cents| CoveredCall {
+            agent: "bot",
+            connection: "mail",
+            tool: "send_email",
+            arguments: &args,
+            cost_cents,
+        };
+        let today = |runs, cents| Today { runs, cents };
+        let Cover::Covers(coverage) = s.cover(
+            &id,
+            "g",
+            GuardrailMode::Auto,
+            &call(100),
+            today(0, 0),
+            1_000,
+        ) else {
+            panic!("should cover");
+        };
+        assert_eq!((coverage.id(), coverage.mode()), (&id, GuardrailMode::Auto));
+        assert_eq!(
+            s.cover(
+                &id,
+                "g",
+                GuardrailMode::ApproveEach,
+                &call(0),
+                today(0, 0),
+                1_000
+            ),
+            Cover::No
+        );
+        assert_eq!(
+            s.cover(&id, "g", GuardrailMode::Auto, &call(0), today(0, 0), 2_000),
+            Cover::No,
+            "expired"
+        );
+        let Cover::UsedUp(runs) =
+            s.cover(&id, "g", GuardrailMode::Auto, &call(0), today(20, 0), 1_000)
+        else {
+            panic!("runs used up");
+        };
+        assert!(runs.contains("`g`") && runs.contains("20 runs"), "{runs}");
+        let Cover::UsedUp(budget) = s.cover(
+            &id,
+            "g",
+            GuardrailMode::Auto,
+            &call(101),
+            today(3, 400),
+            1_000,
+        ) else {
+            panic!("budget used up");
+        };
+        assert!(budget.contains("$4.00 of $5.00"), "{budget}");
+        assert!(matches!(
+            s.cover(
+                &id,
+                "g",
+                GuardrailMode::AutoWithNotice,
+                &call(100),
+                today(3, 400),
+                1_000
+            ),
+            Cover::Covers(_)
+        ));
     }
 
     #[test]

@@ -2,10 +2,8 @@
 //! expiry and a single-use nonce. Verifiable offline with the public key.
 
 use crate::UnixMillis;
-use crate::action::Action;
-use crate::decision::{ApprovedBy, Permit};
 use crate::id::{ApprovalId, ReceiptId, TenantId};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
 /// What the approver signed off, exactly.
@@ -14,7 +12,7 @@ pub struct ReceiptBody {
     pub receipt_id: ReceiptId,
     pub approval_id: ApprovalId,
     pub tenant: TenantId,
-    /// SHA-256 of the canonical action (see [`Action::hash`]).
+    /// SHA-256 of the canonical action (see [`crate::action::Action::hash`]).
     pub action_hash: String,
     /// The named human who approved.
     pub approver: String,
@@ -75,66 +73,24 @@ impl SignedReceipt {
     }
 }
 
-/// Verify a receipt against the action about to run. Only this function (and [`crate::decision::decide`]
-/// for reads) produces a [`Permit`]. Consuming the nonce is the store's job and must happen in the
-/// same transaction as the execution's audit entry, before the permit is used.
-pub fn verify(
-    receipt: &SignedReceipt,
-    key: &VerifyingKey,
-    action: Action,
-    now: UnixMillis,
-) -> Result<Permit, ReceiptError> {
-    let bytes = crate::action::canonical_json(&receipt.body)
-        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(&receipt.signature, &mut sig).map_err(|_| ReceiptError::BadSignature)?;
-    key.verify(&bytes, &Signature::from_bytes(&sig))
-        .map_err(|_| ReceiptError::BadSignature)?;
-    if receipt.body.tenant != action.tenant {
-        return Err(ReceiptError::TenantMismatch);
-    }
-    let hash = action
-        .hash()
-        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-    match &receipt.body.batch {
-        None if hash != receipt.body.action_hash => return Err(ReceiptError::ActionMismatch),
-        None => {}
-        Some(items) => {
-            if batch_hash(items) != receipt.body.action_hash {
-                return Err(ReceiptError::Malformed(
-                    "batch hash does not match its items".into(),
-                ));
-            }
-            if !items.contains(&hash) {
-                return Err(ReceiptError::ActionMismatch);
-            }
-        }
-    }
-    if now >= receipt.body.expires_at {
-        return Err(ReceiptError::Expired);
-    }
-    let body = &receipt.body;
-    Ok(Permit::approved(
-        action,
-        ApprovedBy {
-            approval_id: body.approval_id.clone(),
-            receipt_id: body.receipt_id.clone(),
-            // A batch receipt covers several actions; each spends its own nonce.
-            nonce: match &body.batch {
-                None => body.nonce.clone(),
-                Some(_) => format!("{}:{hash}", body.nonce),
-            },
-            approver: body.approver.clone(),
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::{Action, HashedAction};
+    use crate::decision::Permit;
     use crate::id::ConnectionId;
     use crate::keys::KeyRing;
+    use ed25519_dalek::VerifyingKey;
     use serde_json::json;
+
+    fn verify(
+        receipt: &SignedReceipt,
+        key: &VerifyingKey,
+        action: Action,
+        now: UnixMillis,
+    ) -> Result<Permit, ReceiptError> {
+        crate::decision::verify(receipt, key, HashedAction::new(action).unwrap(), now)
+    }
 
     fn fixture() -> (KeyRing, Action, SignedReceipt) {
         let keys = KeyRing::generate();
@@ -177,8 +133,8 @@ mod tests {
         let first = verify(&batch, &vk, action.clone(), 1_500).unwrap();
         let second = verify(&batch, &vk, other.clone(), 1_500).unwrap();
         let (n1, n2) = (
-            first.approval().unwrap().nonce.clone(),
-            second.approval().unwrap().nonce.clone(),
+            first.approval().unwrap().nonce().to_owned(),
+            second.approval().unwrap().nonce().to_owned(),
         );
         assert_ne!(n1, n2, "each item spends its own nonce");
 
@@ -220,7 +176,8 @@ mod tests {
         let (keys, action, receipt) = fixture();
         let permit = verify(&receipt, &keys.verifying_key(), action.clone(), 1_500).unwrap();
         assert_eq!(permit.action(), &action);
-        assert_eq!(permit.approval().unwrap().approver, "alice");
+        assert_eq!(permit.approval().unwrap().approver(), "alice");
+        assert_eq!(permit.approval().unwrap().receipt(), &receipt);
     }
 
     #[test]

@@ -27,9 +27,9 @@ fn decision_table() {
                 "line {}: expected {:?}, got {:?} by {:?} ({:?}); missing {:?}",
                 r.line,
                 r.expected,
-                r.got.outcome,
-                r.got.policies,
-                r.got.reasons,
+                r.got.outcome(),
+                r.got.policies(),
+                r.got.reasons(),
                 r.missing_policies
             )
         })
@@ -76,22 +76,22 @@ fn an_erroring_policy_denies_instead_of_being_skipped() {
     let profile = ToolProfile::default();
     let fine = json!({"n": 1});
     assert_eq!(
-        engine.evaluate(&facts(&profile, &fine)).outcome,
+        engine.evaluate(&facts(&profile, &fine)).outcome(),
         Outcome::Deny
     );
     let small = json!({"n": -1});
     assert_eq!(
-        engine.evaluate(&facts(&profile, &small)).outcome,
+        engine.evaluate(&facts(&profile, &small)).outcome(),
         Outcome::Allow
     );
     let overflowing = json!({"n": 1_000_000_000});
     let evaluation = engine.evaluate(&facts(&profile, &overflowing));
-    assert_eq!(evaluation.outcome, Outcome::Deny);
-    assert_eq!(evaluation.policies, ["overflow"]);
+    assert_eq!(evaluation.outcome(), Outcome::Deny);
+    assert_eq!(evaluation.policies(), ["overflow"]);
     assert!(
-        evaluation.reasons[0].contains("overflow"),
+        evaluation.reasons()[0].contains("overflow"),
         "{:?}",
-        evaluation.reasons
+        evaluation.reasons()
     );
 }
 
@@ -157,7 +157,7 @@ fn settings_tune_the_built_in_points() {
     call.effect = EffectClass::Publish;
     call.guardrail = Some(("g", portcullis_core::guardrail::GuardrailMode::Auto));
     let strict = Engine::builtin_only();
-    assert_eq!(strict.evaluate(&call).outcome, Outcome::Hold);
+    assert_eq!(strict.evaluate(&call).outcome(), Outcome::Hold);
     let relaxed: PolicySettings =
         serde_json::from_value(json!({"points": {"publish": {"enabled": false}}})).unwrap();
     let relaxed = Engine::compile(&PolicyDocument {
@@ -165,7 +165,7 @@ fn settings_tune_the_built_in_points() {
         settings: relaxed,
     })
     .unwrap();
-    assert_eq!(relaxed.evaluate(&call).outcome, Outcome::Allow);
+    assert_eq!(relaxed.evaluate(&call).outcome(), Outcome::Allow);
     assert_ne!(
         strict.hash(),
         relaxed.hash(),
@@ -184,9 +184,9 @@ fn settings_tune_the_built_in_points() {
     })
     .unwrap();
     let evaluation = capped.evaluate(&call);
-    assert_eq!(evaluation.outcome, Outcome::Hold);
-    assert_eq!(evaluation.points, [Point::Money]);
-    assert_eq!(strict.evaluate(&call).outcome, Outcome::Allow);
+    assert_eq!(evaluation.outcome(), Outcome::Hold);
+    assert_eq!(evaluation.points(), [Point::Money]);
+    assert_eq!(strict.evaluate(&call).outcome(), Outcome::Allow);
 
     // A per-agent daily cap, below the tenant's.
     let per_agent: PolicySettings = serde_json::from_value(json!({"money": {
@@ -199,13 +199,13 @@ fn settings_tune_the_built_in_points() {
     })
     .unwrap();
     call.agent_spent_today_cents = 1_000;
-    assert_eq!(per_agent.evaluate(&call).outcome, Outcome::Allow);
+    assert_eq!(per_agent.evaluate(&call).outcome(), Outcome::Allow);
     call.agent_spent_today_cents = 1_001;
     let evaluation = per_agent.evaluate(&call);
-    assert_eq!(evaluation.outcome, Outcome::Hold);
-    assert_eq!(evaluation.points, [Point::Money]);
+    assert_eq!(evaluation.outcome(), Outcome::Hold);
+    assert_eq!(evaluation.points(), [Point::Money]);
     assert_eq!(
-        strict.evaluate(&call).outcome,
+        strict.evaluate(&call).outcome(),
         Outcome::Allow,
         "default: the tenant's cap"
     );
@@ -229,14 +229,14 @@ fn unrelated_policies_are_sliced_away_and_ids_are_recorded() {
     let arguments = json!({});
     let mut call = facts(&profile, &arguments);
     let allowed = engine.evaluate(&call);
-    assert_eq!(allowed.outcome, Outcome::Allow);
-    assert_eq!(allowed.policies, ["builtin.reads"]);
-    assert_eq!(allowed.policy_hash, engine.hash());
+    assert_eq!(allowed.outcome(), Outcome::Allow);
+    assert_eq!(allowed.policies(), ["builtin.reads"]);
+    assert_eq!(allowed.policy_hash(), engine.hash());
     call.agent = "bad";
-    assert_eq!(engine.evaluate(&call).policies, ["mine"]);
+    assert_eq!(engine.evaluate(&call).policies(), ["mine"]);
     call.connection = "other";
     call.tool = "t7";
-    assert_eq!(engine.evaluate(&call).policies, ["other-7"]);
+    assert_eq!(engine.evaluate(&call).policies(), ["other-7"]);
 }
 
 #[test]

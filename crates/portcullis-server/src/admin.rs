@@ -3,8 +3,9 @@
 //!
 //! Request and response types live beside their handlers. Tenants are addressed by name.
 
-use crate::auth::{AdminContext, authenticate_admin};
+use crate::auth::authenticate_admin;
 use crate::error::ApiError;
+use crate::identity::AdminContext;
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -979,7 +980,7 @@ async fn deny(
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::BadRequest("a denial needs a reason".into()))?;
     Ok(Json(
-        crate::gate::deny(&state, &ctx, approval, reason).await?,
+        crate::gate::approve::deny(&state, &ctx, approval, reason).await?,
     ))
 }
 

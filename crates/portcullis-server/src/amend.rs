@@ -8,8 +8,8 @@
 //! entry referencing it) — see ARCHITECTURE.md, known gaps.
 
 use crate::admin::{ApiResult, AppRef, require_admin, tenant_for};
-use crate::auth::AdminContext;
 use crate::error::ApiError;
+use crate::identity::AdminContext;
 use crate::state::AppState;
 use axum::Json;
 use axum::Router;

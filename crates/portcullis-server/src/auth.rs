@@ -6,67 +6,16 @@
 //! does not multiply a client's budget; if the database cannot be reached, requests are
 //! refused (fail closed).
 
+use crate::config::ForwardedHeader;
+use crate::guards::ClientKey;
+use crate::identity::{AdminContext, AgentContext};
 use crate::state::AppState;
 use portcullis_core::UnixMillis;
 use portcullis_core::audit::{AuditDraft, AuditKind};
-use portcullis_core::id::{AgentId, TenantId, TokenId};
+use portcullis_core::id::{TenantId, TokenId};
 use portcullis_core::token::{TokenKind, looks_like, token_hash};
-use portcullis_store::{Admin, AdminRole, StoreError};
-use std::collections::HashMap;
+use portcullis_store::StoreError;
 use std::net::IpAddr;
-use std::sync::Mutex;
-
-/// An authenticated agent request: which tenant, which agent, which token and its scope.
-#[derive(Debug, Clone)]
-pub struct AgentContext {
-    pub tenant: TenantId,
-    pub tenant_name: String,
-    pub agent: AgentId,
-    pub agent_name: String,
-    /// The human the agent acts for, if recorded (may not approve its actions).
-    pub agent_owner: Option<String>,
-    pub token: TokenId,
-    pub scope: Vec<String>,
-    pub ip: IpAddr,
-}
-
-impl AgentContext {
-    pub fn actor(&self) -> String {
-        format!("agent:{}", self.agent)
-    }
-
-    /// Whether the token's scope covers this connection and tool (empty scope: everything granted).
-    pub fn scope_covers(&self, connection: &str, tool: &str) -> bool {
-        self.scope.is_empty()
-            || self.scope.iter().any(|s| {
-                s == connection
-                    || s.split_once('/')
-                        .is_some_and(|(c, t)| c == connection && t == tool)
-            })
-    }
-}
-
-/// An authenticated human on the admin API.
-#[derive(Debug, Clone)]
-pub struct AdminContext {
-    pub admin: Admin,
-    pub ip: IpAddr,
-}
-
-impl AdminContext {
-    pub fn actor(&self) -> String {
-        format!("admin:{}", self.admin.name)
-    }
-
-    /// Whether this human may act on `tenant` at all.
-    pub fn may_access(&self, tenant: &TenantId) -> bool {
-        self.admin.tenant.as_ref().is_none_or(|t| t == tenant)
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.admin.role == AdminRole::Admin
-    }
-}
 
 /// Why a request was refused before it reached the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,77 +34,6 @@ pub enum AuthRefusal {
     Suspended,
     /// The store could not be read: fail closed.
     Unavailable,
-}
-
-#[derive(Default)]
-struct Failures {
-    window_start: UnixMillis,
-    count: u32,
-    locked_until: UnixMillis,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: UnixMillis,
-    limited: bool,
-}
-
-/// Who a lockout counts: one IPv4 address, or one IPv6 /64 (a single host usually holds a
-/// whole /64, so counting addresses would let it rotate past the lockout), or — when the
-/// table is full — everyone not yet in it, together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientKey {
-    V4(std::net::Ipv4Addr),
-    V6Prefix(u64),
-    Overflow,
-}
-
-impl ClientKey {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self::V4(v4),
-                None => Self::V6Prefix((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for ClientKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::V4(v4) => write!(f, "{v4}"),
-            Self::V6Prefix(prefix) => {
-                let addr = std::net::Ipv6Addr::from(u128::from(*prefix) << 64);
-                write!(f, "{addr}/64")
-            }
-            Self::Overflow => f.write_str("overflow"),
-        }
-    }
-}
-
-/// Most clients with failures (and most token buckets) held in memory. A full table is
-/// pruned of what has expired; clients that still do not fit share one counter, so flooding
-/// the table from many addresses locks the flood out rather than forgetting anyone.
-pub const MAX_TRACKED: usize = 65_536;
-
-/// In-memory lockout and rate-limit counters (SQLite), and the fallback that keeps counting
-/// when the shared counters (PostgreSQL) cannot be written.
-#[derive(Default)]
-pub struct Guards {
-    failures: Mutex<HashMap<ClientKey, Failures>>,
-    buckets: Mutex<HashMap<TokenId, Bucket>>,
-}
-
-/// Which header the trusted proxies write the client into. Only that one is read: a proxy
-/// that appends to `X-Forwarded-For` passes a client's own `Forwarded` header through
-/// untouched, so believing the other header would let any client name any address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForwardedHeader {
-    XForwardedFor,
-    Forwarded,
 }
 
 /// The client a request comes from. The forwarding header is believed only when the
@@ -219,192 +97,91 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .and_then(|(inside, _)| inside.parse().ok())
 }
 
-impl Guards {
-    fn lockout_rule(state: &AppState) -> portcullis_store::LockoutRule {
-        let auth = &state.config.auth;
-        portcullis_store::LockoutRule {
-            threshold: auth.lockout_threshold,
-            window_ms: (auth.lockout_window_secs * 1000) as i64,
-            lockout_ms: (auth.lockout_secs * 1000) as i64,
+fn lockout_rule(state: &AppState) -> portcullis_store::LockoutRule {
+    let auth = &state.config.auth;
+    portcullis_store::LockoutRule {
+        threshold: auth.lockout_threshold,
+        window_ms: (auth.lockout_window_secs * 1000) as i64,
+        lockout_ms: (auth.lockout_secs * 1000) as i64,
+    }
+}
+
+/// Seconds until `ip` may try again, if it is locked out.
+async fn locked(state: &AppState, ip: IpAddr, now: UnixMillis) -> Result<Option<u64>, AuthRefusal> {
+    let key = ClientKey::of(ip);
+    if let Some(shared) = state.store.shared_counters() {
+        let check = shared
+            .request_check(&key.to_string())
+            .await
+            .map_err(|_| AuthRefusal::Unavailable)?;
+        // INVARIANT: before anything is served from the cache, a change committed on any
+        // replica since this replica last looked invalidates it.
+        state
+            .cache
+            .observe_shared_generation(check.access_generation);
+        let until = check.locked_until;
+        if until > now {
+            return Ok(Some(((until - now) as u64).div_ceil(1000)));
         }
+        // Failures this replica could not write to the shared counters (see `fail`).
+        return Ok(state.guards.locked_in_memory(key, now));
     }
+    Ok(state.guards.locked_in_memory(key, now))
+}
 
-    /// Seconds until `ip` may try again, if it is locked out.
-    async fn locked(
-        &self,
-        ip: IpAddr,
-        now: UnixMillis,
-        state: &AppState,
-    ) -> Result<Option<u64>, AuthRefusal> {
-        let key = ClientKey::of(ip);
-        if let Some(shared) = state.store.shared_counters() {
-            let check = shared
-                .request_check(&key.to_string())
-                .await
-                .map_err(|_| AuthRefusal::Unavailable)?;
-            // INVARIANT: before anything is served from the cache, a change committed on any
-            // replica since this replica last looked invalidates it.
-            state
-                .cache
-                .observe_shared_generation(check.access_generation);
-            let until = check.locked_until;
-            if until > now {
-                return Ok(Some(((until - now) as u64).div_ceil(1000)));
-            }
-            // Failures this replica could not write to the shared counters (see `fail`).
-            return Ok(self.locked_in_memory(key, now));
-        }
-        Ok(self.locked_in_memory(key, now))
-    }
-
-    /// Count one failure; `Ok(true)` when this failure starts a lockout. On PostgreSQL a
-    /// failure that cannot be written to the shared counters is still counted here (`Err`,
-    /// with the same meaning), and the request answers "unavailable": counting fails closed.
-    async fn fail(&self, ip: IpAddr, now: UnixMillis, state: &AppState) -> Result<bool, bool> {
-        let key = ClientKey::of(ip);
-        if let Some(shared) = state.store.shared_counters() {
-            return match shared
-                .record_auth_failure(&key.to_string(), now, &Self::lockout_rule(state))
-                .await
-            {
-                Ok(started) => Ok(started),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot count an authentication failure in the shared counters; counting in memory");
-                    Err(self.fail_in_memory(key, now, &Self::lockout_rule(state)))
-                }
-            };
-        }
-        Ok(self.fail_in_memory(key, now, &Self::lockout_rule(state)))
-    }
-
-    async fn take(
-        &self,
-        token: &TokenId,
-        now: UnixMillis,
-        state: &AppState,
-    ) -> Result<Result<(), (u64, bool)>, AuthRefusal> {
-        if let Some(shared) = state.store.shared_counters() {
-            let auth = &state.config.auth;
-            let rule = portcullis_store::RateRule {
-                per_ms: f64::from(auth.rate_limit_per_minute) / 60_000.0,
-                burst: f64::from(auth.rate_limit_burst),
-            };
-            return match shared
-                .take_rate_token(token, now, &rule)
-                .await
-                .map_err(|_| AuthRefusal::Unavailable)?
-            {
-                portcullis_store::RateDecision::Allowed => Ok(Ok(())),
-                portcullis_store::RateDecision::Limited {
-                    retry_after_ms,
-                    first_refusal,
-                } => Ok(Err((
-                    (retry_after_ms.max(0) as u64).div_ceil(1000),
-                    first_refusal,
-                ))),
-            };
-        }
-        Ok(self.take_in_memory(token, now, state))
-    }
-
-    fn locked_in_memory(&self, key: ClientKey, now: UnixMillis) -> Option<u64> {
-        let map = self.failures.lock().expect("lock poisoned");
-        // A client with its own entry is judged by it alone; only a client the full table
-        // has no room for is counted with the overflow (so a flood cannot lock out clients
-        // the table already knows).
-        let entry = match map.get(&key) {
-            Some(entry) => Some(entry),
-            None if map.len() >= MAX_TRACKED => map.get(&ClientKey::Overflow),
-            None => None,
-        };
-        entry
-            .filter(|f| f.locked_until > now)
-            .map(|f| ((f.locked_until - now) as u64).div_ceil(1000))
-    }
-
-    /// Count one failure; returns true when this failure starts a lockout.
-    fn fail_in_memory(
-        &self,
-        key: ClientKey,
-        now: UnixMillis,
-        rule: &portcullis_store::LockoutRule,
-    ) -> bool {
-        let window_ms = rule.window_ms;
-        let mut map = self.failures.lock().expect("lock poisoned");
-        let key = if map.contains_key(&key) || map.len() < MAX_TRACKED {
-            key
-        } else {
-            // Full: forget what no longer matters (window over, not locked), then, if still
-            // full, count this client with everyone else who does not fit.
-            map.retain(|_, f| f.locked_until > now || now - f.window_start <= window_ms);
-            if map.len() < MAX_TRACKED {
-                key
-            } else {
-                ClientKey::Overflow
+/// Count one failure; `Ok(true)` when this failure starts a lockout. On PostgreSQL a
+/// failure that cannot be written to the shared counters is still counted here (`Err`,
+/// with the same meaning), and the request answers "unavailable": counting fails closed.
+async fn fail(state: &AppState, ip: IpAddr, now: UnixMillis) -> Result<bool, bool> {
+    let key = ClientKey::of(ip);
+    if let Some(shared) = state.store.shared_counters() {
+        return match shared
+            .record_auth_failure(&key.to_string(), now, &lockout_rule(state))
+            .await
+        {
+            Ok(started) => Ok(started),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot count an authentication failure in the shared counters; counting in memory");
+                Err(state.guards.fail_in_memory(key, now, &lockout_rule(state)))
             }
         };
-        let entry = map.entry(key).or_default();
-        if now - entry.window_start > window_ms {
-            entry.window_start = now;
-            entry.count = 0;
-        }
-        entry.count += 1;
-        if entry.count >= rule.threshold && entry.locked_until <= now {
-            entry.locked_until = now + rule.lockout_ms;
-            entry.count = 0;
-            return true;
-        }
-        false
     }
+    Ok(state.guards.fail_in_memory(key, now, &lockout_rule(state)))
+}
 
-    /// How many clients the in-memory lockout table holds.
-    pub fn tracked_clients(&self) -> usize {
-        self.failures.lock().expect("lock poisoned").len()
-    }
-
-    /// How many token buckets are held in memory.
-    pub fn tracked_buckets(&self) -> usize {
-        self.buckets.lock().expect("lock poisoned").len()
-    }
-
-    /// Take one request from the token's bucket. `Err((retry_after, first))` when empty;
-    /// `first` is true for the first refusal of an episode (that one is audited).
-    fn take_in_memory(
-        &self,
-        token: &TokenId,
-        now: UnixMillis,
-        state: &AppState,
-    ) -> Result<(), (u64, bool)> {
+async fn take(
+    state: &AppState,
+    token: &TokenId,
+    now: UnixMillis,
+) -> Result<Result<(), (u64, bool)>, AuthRefusal> {
+    if let Some(shared) = state.store.shared_counters() {
         let auth = &state.config.auth;
-        let per_ms = f64::from(auth.rate_limit_per_minute) / 60_000.0;
-        let burst = f64::from(auth.rate_limit_burst);
-        let mut map = self.buckets.lock().expect("lock poisoned");
-        if map.len() >= MAX_TRACKED && !map.contains_key(token) {
-            // A bucket refilled to the brim is the same as no bucket: forget those.
-            map.retain(|_, b| {
-                b.limited || b.tokens + (now - b.last).max(0) as f64 * per_ms < burst
-            });
-        }
-        let bucket = map.entry(token.clone()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-            limited: false,
-        });
-        bucket.tokens = (bucket.tokens + (now - bucket.last).max(0) as f64 * per_ms).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            bucket.limited = false;
-            Ok(())
-        } else {
-            let first = !bucket.limited;
-            bucket.limited = true;
-            Err((
-                ((1.0 - bucket.tokens) / per_ms / 1000.0).ceil() as u64,
-                first,
-            ))
-        }
+        let rule = portcullis_store::RateRule {
+            per_ms: f64::from(auth.rate_limit_per_minute) / 60_000.0,
+            burst: f64::from(auth.rate_limit_burst),
+        };
+        return match shared
+            .take_rate_token(token, now, &rule)
+            .await
+            .map_err(|_| AuthRefusal::Unavailable)?
+        {
+            portcullis_store::RateDecision::Allowed => Ok(Ok(())),
+            portcullis_store::RateDecision::Limited {
+                retry_after_ms,
+                first_refusal,
+            } => Ok(Err((
+                (retry_after_ms.max(0) as u64).div_ceil(1000),
+                first_refusal,
+            ))),
+        };
     }
+    let auth = &state.config.auth;
+    Ok(state.guards.take_in_memory(
+        token,
+        now,
+        f64::from(auth.rate_limit_per_minute) / 60_000.0,
+        f64::from(auth.rate_limit_burst),
+    ))
 }
 
 fn bearer(header: Option<&str>) -> Option<&str> {
@@ -428,7 +205,7 @@ async fn record_failure(
 ) -> Result<(), AuthRefusal> {
     let now = state.clock.now();
     state.metrics.auth_failures.inc();
-    let counted = state.guards.fail(ip, now, state).await;
+    let counted = fail(state, ip, now).await;
     let locked = match counted {
         Ok(started) | Err(started) => started,
     };
@@ -483,7 +260,7 @@ pub async fn authenticate_metrics(
         &state.trusted_proxies,
         state.config.server.forwarded_header,
     );
-    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
+    if let Some(retry_after_secs) = locked(state, ip, now).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
     let expected = state.config.metrics.token_sha256.to_ascii_lowercase();
@@ -525,7 +302,7 @@ pub async fn authenticate_agent(
     authorization: Option<&str>,
 ) -> Result<AgentContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
+    if let Some(retry_after_secs) = locked(state, ip, now).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
     let path_tenant = match state.cache.tenant_by_name(&state.store, tenant_name).await {
@@ -578,7 +355,7 @@ pub async fn authenticate_agent(
     if auth.agent_suspended || auth.tenant_suspended {
         return Err(AuthRefusal::Suspended);
     }
-    if let Err((retry_after_secs, first)) = state.guards.take(&auth.token.id, now, state).await? {
+    if let Err((retry_after_secs, first)) = take(state, &auth.token.id, now).await? {
         if first {
             let draft = AuditDraft::new(
                 auth.token.tenant.clone(),
@@ -612,7 +389,7 @@ pub async fn authenticate_admin(
     authorization: Option<&str>,
 ) -> Result<AdminContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = state.guards.locked(ip, now, state).await? {
+    if let Some(retry_after_secs) = locked(state, ip, now).await? {
         return Err(AuthRefusal::LockedOut { retry_after_secs });
     }
     let surface = "admin";
@@ -717,39 +494,6 @@ mod tests {
         assert_eq!(
             ClientKey::of("::ffff:192.0.2.1".parse().unwrap()),
             ClientKey::of("192.0.2.1".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn a_full_failure_table_counts_newcomers_together_and_still_locks_them_out() {
-        let guards = Guards::default();
-        let rule = portcullis_store::LockoutRule {
-            threshold: 3,
-            window_ms: 60_000,
-            lockout_ms: 600_000,
-        };
-        for i in 0..MAX_TRACKED as u32 {
-            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            guards.fail_in_memory(ClientKey::of(ip), 1_000, &rule);
-        }
-        assert_eq!(guards.tracked_clients(), MAX_TRACKED);
-        // Newcomers share one counter: three of them lock every newcomer out.
-        let newcomer =
-            |n: u32| ClientKey::of(IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0200 + n)));
-        for n in 0..3 {
-            guards.fail_in_memory(newcomer(n), 1_000, &rule);
-        }
-        assert_eq!(guards.tracked_clients(), MAX_TRACKED + 1);
-        assert!(guards.locked_in_memory(newcomer(99), 1_001).is_some());
-        // Clients the table knows are judged by their own entries, not the overflow's.
-        let known = ClientKey::of(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001)));
-        assert!(guards.locked_in_memory(known, 1_001).is_none());
-        // Once the window is over, expired entries are pruned and room is made again.
-        guards.fail_in_memory(newcomer(100), 120_000, &rule);
-        assert!(
-            guards.tracked_clients() < 10,
-            "{}",
-            guards.tracked_clients()
         );
     }
 }

@@ -37,7 +37,7 @@ pub struct ServerConfig {
     /// From anyone else the header is ignored.
     pub trusted_proxies: Vec<String>,
     /// The one header those proxies write the client into: `x-forwarded-for` or `forwarded`.
-    pub forwarded_header: crate::auth::ForwardedHeader,
+    pub forwarded_header: ForwardedHeader,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +236,16 @@ impl Config {
             PathBuf::from(&self.data.key_file)
         }
     }
+}
+
+/// Which header the trusted proxies write the client into. Only that one is read: a proxy
+/// that appends to `X-Forwarded-For` passes a client's own `Forwarded` header through
+/// untouched, so believing the other header would let any client name any address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
 }
 
 #[cfg(test)]

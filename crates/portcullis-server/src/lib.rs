@@ -14,15 +14,16 @@ pub mod bootstrap;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod gate;
+pub mod guards;
+pub mod identity;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;
-pub mod preview;
 pub mod programs;
 pub mod state;
-pub mod tasks;
 pub mod trust;
 pub mod upstream;
 
@@ -115,9 +116,9 @@ impl Application {
             keys,
             clock,
             metrics: metrics::Metrics::new(),
-            guards: auth::Guards::default(),
+            guards: guards::Guards::default(),
             upstreams,
-            engines: policy::Engines::default(),
+            engines: engines::Engines::default(),
             catalog,
             trusted_proxies,
         });

@@ -1,21 +1,20 @@
 //! The policy side of the gate: each tenant's compiled policy engine (cached by document
-//! hash), what a session has read (flow-aware escalation and evidence for approvers), and the
-//! guardrail that covers a call.
+//! hash), who a call is decided for, and what the agent has read (flow-aware escalation and
+//! evidence for approvers).
 //!
 //! INVARIANT: fail closed. A tenant whose stored policy no longer compiles gets no engine, and
 //! the gate denies its calls with that reason; a store error on any of these lookups is an
 //! error on the call, never a default.
 
-use crate::auth::AgentContext;
+use crate::identity::AgentContext;
 use crate::state::AppState;
 use portcullis_core::UnixMillis;
-use portcullis_core::guardrail::GuardrailMode;
 use portcullis_core::id::{AgentId, TenantId};
-use portcullis_core::policy::{Engine, PolicyDocument, PolicySettings};
-use portcullis_store::{Guardrail, StoreResult};
+use portcullis_core::policy::Engine;
+use portcullis_store::StoreResult;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::Arc;
 
 /// How far back an agent's reads in other sessions (and sessionless reads) count for a call.
 pub const SESSIONLESS_WINDOW_MS: UnixMillis = 60 * 60 * 1000;
@@ -23,53 +22,15 @@ pub const SESSIONLESS_WINDOW_MS: UnixMillis = 60 * 60 * 1000;
 /// escalation).
 const EVIDENCE_READS: usize = 20;
 
-static BUILTIN: LazyLock<Arc<Engine>> = LazyLock::new(|| Arc::new(Engine::builtin_only()));
-
-/// The built-in policies alone, compiled once per process.
-pub fn builtin() -> Arc<Engine> {
-    BUILTIN.clone()
-}
-
-/// Compiled engines by policy-document hash: recompiled only when a document changes.
-#[derive(Default)]
-pub struct Engines {
-    by_hash: RwLock<HashMap<String, Arc<Engine>>>,
-}
-
-impl Engines {
-    fn get_or_compile(&self, document: &PolicyDocument, hash: &str) -> Result<Arc<Engine>, String> {
-        if let Some(engine) = self.by_hash.read().expect("lock poisoned").get(hash) {
-            return Ok(engine.clone());
-        }
-        let engine = Arc::new(Engine::compile(document).map_err(|e| e.to_string())?);
-        let mut map = self.by_hash.write().expect("lock poisoned");
-        if map.len() >= 1_024 {
-            map.clear();
-        }
-        map.insert(hash.to_owned(), engine.clone());
-        Ok(engine)
-    }
-}
-
-/// Parse a stored or uploaded document.
-pub fn document(cedar: &str, settings: &Value) -> Result<PolicyDocument, String> {
-    let settings: PolicySettings = serde_json::from_value(settings.clone())
-        .map_err(|e| format!("policy settings are invalid: {e}"))?;
-    Ok(PolicyDocument {
-        cedar: cedar.to_owned(),
-        settings,
-    })
-}
-
 /// The engine in force for a tenant. `Ok(Err(reason))` when its stored policy does not compile.
 pub async fn engine(
     state: &AppState,
     tenant: &TenantId,
 ) -> StoreResult<Result<Arc<Engine>, String>> {
     let Some(version) = state.cache.policy(&state.store, tenant).await? else {
-        return Ok(Ok(builtin()));
+        return Ok(Ok(crate::engines::builtin()));
     };
-    Ok(document(&version.cedar, &version.settings)
+    Ok(crate::engines::document(&version.cedar, &version.settings)
         .and_then(|doc| state.engines.get_or_compile(&doc, &version.hash))
         .map_err(|e| {
             format!(
@@ -213,86 +174,4 @@ pub async fn session_facts(
     }
     facts.classes = classes.into_iter().collect();
     Ok(facts)
-}
-
-/// Which guardrail covers a call, and which would have but for today's limits.
-#[derive(Debug, Clone, Default)]
-pub struct GuardrailCover {
-    pub covering: Option<Guardrail>,
-    /// One sentence per matching guardrail whose daily count or budget is used up, naming it.
-    pub exhausted: Vec<String>,
-}
-
-/// Why a matching guardrail cannot admit one more run today, if it cannot.
-pub fn exhausted_reason(
-    guardrail: &Guardrail,
-    runs_today: i64,
-    cents_today: i64,
-    cost_cents: i64,
-) -> Option<String> {
-    let spec = &guardrail.spec;
-    if runs_today >= i64::from(spec.max_per_day) {
-        Some(format!(
-            "guardrail `{}` has used today's {} runs (UTC day)",
-            guardrail.name, spec.max_per_day
-        ))
-    } else if cents_today + cost_cents > spec.max_cost_cents_per_day {
-        Some(format!(
-            "guardrail `{}` has used today's budget: {} of {} spent, this call costs {} (UTC day)",
-            guardrail.name,
-            cents(cents_today),
-            cents(spec.max_cost_cents_per_day),
-            cents(cost_cents)
-        ))
-    } else {
-        None
-    }
-}
-
-fn cents(value: i64) -> String {
-    format!("${}.{:02}", value / 100, (value % 100).abs())
-}
-
-/// The guardrail that covers this call, if any: active, above approve-each, matching, and
-/// (as far as a read can tell) inside today's count and cost. The charge made when the call
-/// runs is the exact check; this only picks the candidate. Matching guardrails whose limits
-/// are used up are named, so the hold can say why no guardrail covered the call.
-pub async fn covering_guardrail(
-    state: &AppState,
-    caller: &Caller,
-    connection: &str,
-    tool: &str,
-    arguments: &Value,
-    cost_cents: i64,
-    now: UnixMillis,
-) -> StoreResult<GuardrailCover> {
-    let guardrails = state.cache.guardrails(&state.store, &caller.tenant).await?;
-    let mut cover = GuardrailCover::default();
-    for guardrail in guardrails.iter() {
-        if guardrail.revoked_at.is_some()
-            || guardrail.mode == GuardrailMode::ApproveEach
-            || !guardrail
-                .spec
-                .matches(&caller.agent_name, connection, tool, arguments, now)
-        {
-            continue;
-        }
-        let (runs, cents) = state
-            .store
-            .spend_since(
-                &caller.tenant,
-                portcullis_core::guardrail::day_start(now),
-                None,
-                Some(&guardrail.id),
-            )
-            .await?;
-        match exhausted_reason(guardrail, runs, cents, cost_cents) {
-            None => {
-                cover.covering = Some(guardrail.clone());
-                return Ok(cover);
-            }
-            Some(reason) => cover.exhausted.push(reason),
-        }
-    }
-    Ok(cover)
 }

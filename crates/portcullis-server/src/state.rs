@@ -1,9 +1,9 @@
 //! Shared state of one running server: configuration, store, keys, clock, metrics, guards
 //! and the upstream supervisor.
 
-use crate::auth::Guards;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::guards::Guards;
 use crate::metrics::Metrics;
 use crate::upstream::Upstreams;
 use portcullis_core::keys::KeyRing;
@@ -19,7 +19,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub guards: Guards,
     pub upstreams: Upstreams,
-    pub engines: crate::policy::Engines,
+    pub engines: crate::engines::Engines,
     /// The operator's program catalog (what stdio connections may launch).
     pub catalog: Arc<crate::programs::Catalog>,
     /// Reverse proxies whose forwarding headers name the client.

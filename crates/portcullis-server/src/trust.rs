@@ -11,8 +11,8 @@ use crate::admin::{
     ApiResult, AppRef, approval_for, connection_in, require_admin, tenant_for, tool_json,
     valid_name,
 };
-use crate::auth::AdminContext;
 use crate::error::ApiError;
+use crate::identity::AdminContext;
 use crate::state::AppState;
 use axum::Json;
 use axum::Router;
@@ -129,7 +129,7 @@ async fn put_policy(
         ));
     }
     let document =
-        crate::policy::document(&body.cedar, &body.settings).map_err(ApiError::BadRequest)?;
+        crate::engines::document(&body.cedar, &body.settings).map_err(ApiError::BadRequest)?;
     let engine = Engine::compile(&document).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut audit = draft(&tenant.id, &ctx, AuditKind::PolicyUpdated, "policy".into());
     audit.detail = json!({
@@ -656,7 +656,7 @@ async fn votes(
     Ok(Json(json!({
         "approval": approval.id,
         "status": approval.status,
-        "rules": crate::gate::approval_rules(&approval).ok(),
+        "rules": crate::gate::approve::approval_rules(&approval).ok(),
         "votes": votes.iter().map(|v| json!({
             "voter": v.voter, "vote": v.vote.as_str(), "reason": v.reason, "at": crate::clock::rfc3339(v.at),
         })).collect::<Vec<_>>(),
@@ -723,11 +723,12 @@ async fn batch_approve(
     })?;
     let items = batch_items(&state, &ctx, &tenant, &body.items).await?;
     Ok(Json(
-        crate::gate::approve_batch(&state, &ctx, &tenant.id, items, &claimed, body.reason).await?,
+        crate::gate::approve::approve_batch(&state, &ctx, &tenant.id, items, &claimed, body.reason)
+            .await?,
     ))
 }
 
-/// Propose the inverse of an executed write (see `gate::propose_revert`).
+/// Propose the inverse of an executed write (see `gate::revert::propose`).
 async fn propose_revert(
     State(state): State<AppRef>,
     ctx: AdminContext,
@@ -735,6 +736,6 @@ async fn propose_revert(
 ) -> ApiResult<Approval> {
     let original = approval_for(&state, &ctx, &id).await?;
     Ok(Json(
-        crate::gate::propose_revert(&state, &ctx, original).await?,
+        crate::gate::revert::propose(&state, &ctx, original).await?,
     ))
 }

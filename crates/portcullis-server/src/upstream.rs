@@ -585,7 +585,7 @@ impl Upstreams {
         permit: Permit,
         agent: Option<AgentSide>,
     ) -> Result<CallToolResult, UpstreamError> {
-        let action = permit.into_action();
+        let action = permit.into_action().into_action();
         let slot = self
             .inner
             .slots

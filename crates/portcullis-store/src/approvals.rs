@@ -2,7 +2,8 @@
 //! written once for both backends.
 
 use crate::rows::{self as parse, json};
-use crate::sql::{Freshness, Lock, Scope, Sql, Tx, all, sql};
+use crate::sql::{Freshness, Lock, Scope, Sql, sql};
+use crate::tx::{Tx, all};
 use crate::votes::{self, BatchRequest, Decision, VoteRequest};
 use crate::*;
 

@@ -3,7 +3,8 @@
 
 use crate::approvals::limit;
 use crate::rows::{self as parse, parse_id};
-use crate::sql::{Freshness, Scope, all, sql};
+use crate::sql::{Freshness, Scope, sql};
+use crate::tx::all;
 use crate::*;
 use portcullis_core::audit::{AuditKind, GENESIS_HASH};
 

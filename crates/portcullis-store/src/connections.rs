@@ -2,7 +2,8 @@
 //! each query written once for both backends.
 
 use crate::rows::{self as parse, json};
-use crate::sql::{Freshness, Lock, Scope, Sql, all, sql};
+use crate::sql::{Freshness, Lock, Scope, Sql, sql};
+use crate::tx::all;
 use crate::*;
 use portcullis_core::audit::AuditKind;
 use portcullis_core::effect::EffectClass;

@@ -18,6 +18,7 @@ mod rows;
 mod sql;
 mod sqlite;
 mod trust;
+mod tx;
 mod votes;
 
 pub use postgres::{AccessChanges, PgStore};
@@ -227,7 +228,7 @@ fn unsupported_url(url: &str) -> StoreError {
 
 /// The store. An enum, not a trait: there are exactly two backends. Each query is written
 /// once (`principals`, `connections`, `approvals`, `trust`, `audit`) and runs on either
-/// through [`sql::Tx`]; only what truly differs — opening, transaction start and tenant
+/// through [`tx::Tx`]; only what truly differs — opening, transaction start and tenant
 /// scoping, chain-head locking, shared counters, the change feed — lives in `sqlite` and
 /// `postgres`.
 #[derive(Clone)]

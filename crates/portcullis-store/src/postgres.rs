@@ -367,7 +367,7 @@ pub(crate) async fn append_in(
             .fetch_one(&mut **tx)
             .await?;
     let event = draft.seal(head + 1, now, &prev);
-    crate::sqlite::insert_event(&event)
+    crate::sql::insert_event(&event)
         .postgres()
         .execute(&mut **tx)
         .await?;

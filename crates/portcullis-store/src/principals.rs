@@ -2,7 +2,8 @@
 //! written once for both backends.
 
 use crate::rows::{self as parse, json};
-use crate::sql::{Freshness, Lock, Scope, Tx, all, sql};
+use crate::sql::{Freshness, Lock, Scope, sql};
+use crate::tx::{Tx, all};
 use crate::*;
 use portcullis_core::audit::AuditKind;
 

@@ -176,6 +176,26 @@ impl ToolRecord {
     pub fn definition_changed(&self) -> bool {
         self.pinned_hash != self.current_hash
     }
+
+    /// The gateway's classification as it stands: the class and whether the definition
+    /// served now is the pinned one.
+    pub fn classification(&self) -> portcullis_core::effect::Classification {
+        portcullis_core::effect::Classification::of(
+            self.effect,
+            &self.pinned_hash,
+            &self.current_hash,
+        )
+    }
+}
+
+/// What a tenant's ledger holds since the start of a day (see [`Store::spend_today`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spend {
+    pub tenant_cents: i64,
+    /// The share of one agent.
+    pub agent_cents: i64,
+    /// Runs and cents each guardrail admitted.
+    pub guardrails: std::collections::HashMap<GuardrailId, portcullis_core::guardrail::Today>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

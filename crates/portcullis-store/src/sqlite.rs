@@ -6,7 +6,6 @@
 //! anyway; funnelling writes through one connection makes each transaction's "read the chain
 //! head, append after it" step race-free without retry loops, and reads use their own pool.
 
-use crate::rows::json;
 use crate::sql::Freshness;
 use crate::*;
 use portcullis_core::audit::GENESIS_HASH;
@@ -103,28 +102,9 @@ pub(crate) async fn append_in(
     .await?;
     let (seq, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(s, h)| (s + 1, h));
     let event = draft.seal(seq, now, &prev);
-    insert_event(&event).sqlite().execute(&mut **tx).await?;
+    crate::sql::insert_event(&event)
+        .sqlite()
+        .execute(&mut **tx)
+        .await?;
     Ok(event)
-}
-
-/// The `INSERT` of one sealed event, the same statement on both backends.
-pub(crate) fn insert_event(event: &AuditEvent) -> crate::sql::Sql<'_> {
-    let d = &event.draft;
-    crate::sql::sql(
-        "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .text(d.tenant.as_str())
-    .int(event.seq)
-    .int(event.time)
-    .text(d.actor.as_str())
-    .opt_text(d.session.as_deref())
-    .text(d.kind.as_str())
-    .opt_text(d.resource.as_deref())
-    .opt_text(d.decision.as_deref())
-    .opt_text(d.receipt_id.as_deref())
-    .opt_text(d.args_hash.as_deref())
-    .text(json(&d.detail))
-    .text(event.prev_hash.as_str())
-    .text(event.hash.as_str())
 }

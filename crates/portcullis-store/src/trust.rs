@@ -2,7 +2,8 @@
 //! both backends.
 
 use crate::rows::{self as parse, json};
-use crate::sql::{Freshness, Lock, Scope, Sql, all, sql};
+use crate::sql::{Freshness, Lock, Scope, Sql, sql};
+use crate::tx::all;
 use crate::*;
 use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec};
 
@@ -285,6 +286,43 @@ impl Store {
         .opt_text(guardrail.map(GuardrailId::as_str));
         let row = self.read_one(Scope::Tenant(tenant), &q).await?;
         Ok((row.int("runs")?, row.int("cents")?))
+    }
+
+    /// Everything a call's decision needs from the ledger since `since`, in one query: the
+    /// tenant's total, `agent`'s share, and each guardrail's runs and cents.
+    pub async fn spend_today(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        since: UnixMillis,
+    ) -> StoreResult<Spend> {
+        let q = sql(
+            "SELECT guardrail_id, CAST(CASE WHEN agent_id = $3 THEN 1 ELSE 0 END AS BIGINT) AS mine, \
+                    COUNT(*) AS runs, CAST(COALESCE(SUM(cost_cents), 0) AS BIGINT) AS cents \
+             FROM ledger WHERE tenant_id = $1 AND time >= $2 GROUP BY guardrail_id, mine",
+        )
+        .text(tenant.as_str())
+        .int(since)
+        .text(agent.as_str());
+        let mut spend = Spend::default();
+        for row in self
+            .read_all(Scope::Tenant(tenant), &q, Freshness::Any)
+            .await?
+        {
+            let (runs, cents) = (row.int("runs")?, row.int("cents")?);
+            spend.tenant_cents += cents;
+            if row.int("mine")? == 1 {
+                spend.agent_cents += cents;
+            }
+            if let Some(id) = row.opt_text("guardrail_id")? {
+                let id = GuardrailId::parse(&id)
+                    .map_err(|_| StoreError::Corrupt(format!("ledger guardrail id `{id}`")))?;
+                let today = spend.guardrails.entry(id).or_default();
+                today.runs += runs;
+                today.cents += cents;
+            }
+        }
+        Ok(spend)
     }
 
     /// A tenant's ledger entries with `from <= time < to`, in the order they were recorded.

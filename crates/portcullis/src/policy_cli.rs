@@ -140,8 +140,8 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                         "{mark} line {:>3}: expected {}, got {} by [{}]{}",
                         r.line,
                         r.expected.as_str(),
-                        r.got.outcome.as_str(),
-                        r.got.policies.join(", "),
+                        r.got.outcome().as_str(),
+                        r.got.policies().join(", "),
                         if r.missing_policies.is_empty() {
                             String::new()
                         } else {
@@ -174,7 +174,7 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             };
             let evaluation = table::evaluate(&engine, case).map_err(anyhow::Error::msg)?;
             let deciding: Vec<_> = evaluation
-                .policies
+                .policies()
                 .iter()
                 .map(|id| match engine.rule(id) {
                     Some(rule) => json!({
@@ -187,8 +187,8 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&json!({ "evaluation": evaluation, "deciding": deciding }));
             } else {
-                println!("{}", evaluation.outcome.as_str().to_uppercase());
-                for reason in &evaluation.reasons {
+                println!("{}", evaluation.outcome().as_str().to_uppercase());
+                for reason in evaluation.reasons() {
                     println!("  because: {reason}");
                 }
                 for d in &deciding {
@@ -200,11 +200,12 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                             .unwrap_or("(not a policy: evaluation error)")
                     );
                 }
-                if !evaluation.points.is_empty() {
-                    let points: Vec<&str> = evaluation.points.iter().map(|p| p.as_str()).collect();
+                if !evaluation.points().is_empty() {
+                    let points: Vec<&str> =
+                        evaluation.points().iter().map(|p| p.as_str()).collect();
                     println!("  approval points: {}", points.join(", "));
                 }
-                println!("  policy hash: {}", evaluation.policy_hash);
+                println!("  policy hash: {}", evaluation.policy_hash());
             }
             Ok(ExitCode::SUCCESS)
         }

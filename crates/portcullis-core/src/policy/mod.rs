@@ -27,7 +27,6 @@ pub use settings::{
 };
 
 use crate::UnixMillis;
-use crate::decision::Outcome;
 use crate::effect::EffectClass;
 use crate::guardrail::GuardrailMode;
 use crate::profile::ToolProfile;
@@ -303,18 +302,61 @@ pub struct CallFacts<'a> {
     pub now: UnixMillis,
 }
 
-/// The policy engine's answer for one call.
+/// Allow, hold or deny: the outcome of an evaluation and of a decision (without its permit),
+/// for logs, metrics and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Hold,
+    Deny,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Hold => "hold",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// The policy engine's answer for one call. Fields are private: only an [`Engine`] produces
+/// one, so a decision can never rest on an answer the caller wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
+    pub(crate) policies: Vec<String>,
+    pub(crate) reasons: Vec<String>,
+    pub(crate) points: Vec<Point>,
+    pub(crate) policy_hash: String,
+}
+
+impl Evaluation {
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
     /// Ids of the policies that decided: the matching forbids for deny and hold, the matching
     /// permits for allow, the erroring policies for an evaluation error.
-    pub policies: Vec<String>,
-    pub reasons: Vec<String>,
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+
     /// The approval points a hold came from (their approver rules apply).
-    pub points: Vec<Point>,
+    pub fn points(&self) -> &[Point] {
+        &self.points
+    }
+
     /// Hash of the policy document in force.
-    pub policy_hash: String,
+    pub fn policy_hash(&self) -> &str {
+        &self.policy_hash
+    }
 }
 
 impl Engine {
@@ -535,6 +577,13 @@ impl Engine {
             );
         }
         evaluation
+    }
+
+    /// A denial for a call that cannot be given to the policies at all (the tenant's stored
+    /// policy does not compile, the call's cost cannot be read): `reason` is what the agent
+    /// and the audit trail see. A refusal can only deny.
+    pub fn refusal(&self, reason: String) -> Evaluation {
+        self.finish(Outcome::Deny, Vec::new(), vec![reason])
     }
 
     fn unusable(&self, e: String) -> Evaluation {

@@ -14,9 +14,9 @@
 //! deciding policies; repeatable).
 
 use super::{CallFacts, Engine, Evaluation};
-use crate::decision::Outcome;
 use crate::effect::EffectClass;
 use crate::guardrail::GuardrailMode;
+use crate::policy::Outcome;
 use crate::profile::ToolProfile;
 use serde::Serialize;
 

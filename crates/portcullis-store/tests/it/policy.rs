@@ -1123,6 +1123,32 @@ async fn charges_fit_their_guardrails_budget(f: &Fixture) {
             .unwrap(),
         (0, 0)
     );
+    // The one query a decision makes agrees with the narrow ones, for every slice.
+    for (since, agent) in [
+        (NOW, &s.agent.id),
+        (NOW + 4, &s.agent.id),
+        (NOW, &other.agent.id),
+    ] {
+        let spend = store.spend_today(tenant, agent, since).await.unwrap();
+        let total = store.spend_since(tenant, since, None, None).await.unwrap();
+        let mine = store
+            .spend_since(tenant, since, Some(agent), None)
+            .await
+            .unwrap();
+        let guarded = store
+            .spend_since(tenant, since, None, Some(&guardrail.id))
+            .await
+            .unwrap();
+        assert_eq!(spend.tenant_cents, total.1);
+        assert_eq!(spend.agent_cents, mine.1);
+        let today = spend
+            .guardrails
+            .get(&guardrail.id)
+            .copied()
+            .unwrap_or_default();
+        assert_eq!((today.runs, today.cents), guarded);
+        assert!(spend.guardrails.keys().all(|g| g == &guardrail.id));
+    }
     let entries = store
         .ledger_entries(tenant, NOW + 1, NOW + 7)
         .await

@@ -343,29 +343,40 @@ async fn receipt_verifies_offline_with_the_printed_public_key() {
 
     // And with the library's verifier: valid now, refused when anything differs.
     let now = receipt.body.approved_at;
-    portcullis_core::receipt::verify(&receipt, &key, action.clone(), now).expect("valid receipt");
+    portcullis_core::decision::verify(&receipt, &key, hashed(action.clone()), now)
+        .expect("valid receipt");
     let mut other = action.clone();
     other.arguments["amount_cents"] = json!(4_322);
     assert_eq!(
-        portcullis_core::receipt::verify(&receipt, &key, other, now).unwrap_err(),
+        portcullis_core::decision::verify(&receipt, &key, hashed(other), now).unwrap_err(),
         ReceiptError::ActionMismatch
     );
     let mut stretched = receipt.clone();
     stretched.body.expires_at += 1;
     assert_eq!(
-        portcullis_core::receipt::verify(&stretched, &key, action.clone(), now).unwrap_err(),
+        portcullis_core::decision::verify(&stretched, &key, hashed(action.clone()), now)
+            .unwrap_err(),
         ReceiptError::BadSignature
     );
     assert_eq!(
-        portcullis_core::receipt::verify(&receipt, &key, action.clone(), receipt.body.expires_at)
-            .unwrap_err(),
+        portcullis_core::decision::verify(
+            &receipt,
+            &key,
+            hashed(action.clone()),
+            receipt.body.expires_at
+        )
+        .unwrap_err(),
         ReceiptError::Expired
     );
     let stranger = portcullis_core::keys::KeyRing::generate();
     assert_eq!(
-        portcullis_core::receipt::verify(&receipt, &stranger.verifying_key(), action, now)
+        portcullis_core::decision::verify(&receipt, &stranger.verifying_key(), hashed(action), now)
             .unwrap_err(),
         ReceiptError::BadSignature
     );
     app.stop().await;
+}
+
+fn hashed(action: portcullis_core::action::Action) -> portcullis_core::action::HashedAction {
+    portcullis_core::action::HashedAction::new(action).expect("canonical")
 }

@@ -154,7 +154,7 @@ async fn ipv6_clients_are_counted_per_64() {
 async fn a_proxy_that_writes_forwarded_is_read_from_forwarded_only() {
     let app = TestApp::spawn_with(|c| {
         c.server.trusted_proxies = vec!["127.0.0.1".into()];
-        c.server.forwarded_header = portcullis_server::auth::ForwardedHeader::Forwarded;
+        c.server.forwarded_header = portcullis_server::config::ForwardedHeader::Forwarded;
     })
     .await;
     let acme = app.seed_tenant("acme").await;

@@ -2,10 +2,15 @@
 //! protocol — both the 2026-07-28 revision (`server/discover`, per-request `_meta`, header
 //! checks against the body) and the older `initialize` handshake with sessions; this module
 //! authenticates each HTTP request, binds legacy sessions to the agent that opened them, and
-//! hands tool listing and calls to the gate.
+//! hands tool listing and calls to the gate, rendering its answers (`render`). Held calls of
+//! clients that declare the tasks extension become tasks (`tasks`).
 
-use crate::auth::{AgentContext, AuthRefusal, authenticate_agent};
+pub mod render;
+pub mod tasks;
+
+use crate::auth::{AuthRefusal, authenticate_agent};
 use crate::gate::{self, CallRequest};
+use crate::identity::AgentContext;
 use crate::state::AppState;
 use crate::upstream::AgentSide;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -176,7 +181,7 @@ impl McpEndpoint {
 #[derive(Clone)]
 pub struct GatewayHandler {
     state: Arc<AppState>,
-    task_results: Arc<crate::tasks::TaskResults>,
+    task_results: Arc<tasks::TaskResults>,
 }
 
 /// The calling agent's side of a request, for forwarding to an upstream.
@@ -235,7 +240,10 @@ impl ServerHandler for GatewayHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let ctx = agent_of(&cx)?;
-        let tools = gate::list_tools(&self.state, &ctx, session_of(&cx)).await?;
+        let visible = gate::resolve::list(&self.state, &ctx, session_of(&cx))
+            .await
+            .map_err(render::store_error)?;
+        let tools = visible.iter().map(render::tool).collect();
         // Grants and revocations change what an agent may see at any moment: never cacheable.
         Ok(ListToolsResult::with_all_items(tools).with_ttl_ms(0))
     }
@@ -247,16 +255,17 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<CallToolResponse, McpError> {
         let ctx = agent_of(&cx)?;
         let tasks = cx.client_capabilities().is_some_and(|c| c.supports_tasks());
-        let agent = agent_side(&cx);
         let call = CallRequest {
-            tasks,
             name: request.name.to_string(),
             arguments: request.arguments,
             session: session_of(&cx),
             stated_reason: stated_reason(request.meta.as_ref()),
-            agent,
+            agent: agent_side(&cx),
         };
-        gate::call_tool(&self.state, &ctx, call).await
+        let outcome = gate::call_tool(&self.state, &ctx, call)
+            .await
+            .map_err(render::error)?;
+        Ok(render::outcome(outcome, tasks, self.state.clock.now()))
     }
 
     async fn get_task(
@@ -265,7 +274,7 @@ impl ServerHandler for GatewayHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let ctx = agent_of(&cx)?;
-        crate::tasks::get(
+        tasks::get(
             &self.state,
             &self.task_results,
             &ctx,
@@ -282,7 +291,7 @@ impl ServerHandler for GatewayHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let ctx = agent_of(&cx)?;
-        crate::tasks::cancel(&self.state, &ctx, &request.task_id).await
+        tasks::cancel(&self.state, &ctx, &request.task_id).await
     }
 }
 

@@ -4,22 +4,19 @@
 //! When the request is approved, the `tasks/get` that sees it runs the action through the same
 //! verify-redeem-execute path as a retried call, exactly once.
 
-use crate::auth::AgentContext;
-use crate::clock::rfc3339;
+use crate::gate::{CallOutcome, NotRun};
+use crate::identity::AgentContext;
 use crate::state::AppState;
 use crate::upstream::AgentSide;
 use portcullis_core::id::ApprovalId;
 use portcullis_store::{Approval, ApprovalStatus, StoreError, Verdict};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolResult, CreateTaskResult, DetailedTask, GetTaskResult, JsonObject, Task, TaskPayload,
-    TaskStatus,
+    CallToolResult, DetailedTask, GetTaskResult, JsonObject, TaskPayload, TaskStatus,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-/// How often clients should poll a held call's task.
-const POLL_INTERVAL_MS: u64 = 1000;
 /// Results kept for repeated `tasks/get` after completion (per process, bounded).
 const KEPT_RESULTS: usize = 1024;
 
@@ -49,36 +46,11 @@ impl TaskResults {
     }
 }
 
-fn task(approval: &Approval, status: TaskStatus, message: &str, now: i64) -> Task {
-    Task::new(
-        approval.id.to_string(),
-        status,
-        rfc3339(approval.created_at),
-        rfc3339(approval.decided_at.unwrap_or(approval.created_at)),
-    )
-    .with_status_message(message)
-    .with_ttl_ms(u64::try_from(approval.expires_at - now).unwrap_or(0))
-    .with_poll_interval_ms(POLL_INTERVAL_MS)
-}
-
-/// The task answer to a held call.
-pub fn created(approval: &Approval, now: i64) -> CreateTaskResult {
-    CreateTaskResult::new(task(
-        approval,
-        TaskStatus::Working,
-        &format!("held for human approval: {}", approval.summary),
-        now,
-    ))
-}
-
 fn unknown_task() -> McpError {
     McpError::invalid_params("unknown task", None)
 }
 
-fn store_error(e: StoreError) -> McpError {
-    tracing::error!(error = %e, "store error on the tasks path");
-    McpError::internal_error("the gateway cannot reach its store; nothing was done", None)
-}
+use super::render::{failed, store_error, task};
 
 /// The approval behind a task id, if it belongs to this agent; anything else is unknown.
 async fn approval_of(
@@ -103,16 +75,6 @@ fn as_object(result: &CallToolResult) -> JsonObject {
         Ok(serde_json::Value::Object(map)) => map,
         _ => JsonObject::new(),
     }
-}
-
-fn failed(approval: &Approval, message: &str, now: i64) -> GetTaskResult {
-    let mut error = JsonObject::new();
-    error.insert("code".into(), (-32000).into());
-    error.insert("message".into(), message.into());
-    GetTaskResult::new(DetailedTask::new(
-        task(approval, TaskStatus::Failed, message, now),
-        TaskPayload::Failed { error },
-    ))
 }
 
 /// `tasks/get`.
@@ -170,42 +132,32 @@ pub async fn get(
         }),
         ApprovalStatus::Approved => {
             let id = approval.id.clone();
-            let result =
-                crate::gate::execute_held(state, ctx, approval.clone(), agent, session).await?;
-            let already = result
-                .structured_content
-                .as_ref()
-                .and_then(|v| v.get("status"))
-                .and_then(|s| s.as_str())
-                == Some("already_executed");
-            if already {
-                // Another tasks/get (or a retried call) is running it right now.
-                return Ok(match results.get(&id) {
-                    Some(result) => completed(result),
-                    None => working("executing"),
-                });
-            }
-            if result
-                .structured_content
-                .as_ref()
-                .and_then(|v| v.get("status"))
-                .and_then(|s| s.as_str())
-                == Some("denied")
-            {
-                let reason = result
-                    .structured_content
-                    .as_ref()
-                    .map(|v| v["reasons"].to_string())
-                    .unwrap_or_default();
-                return Ok(failed(
+            let outcome =
+                crate::gate::execute::run_from_task(state, ctx, approval.clone(), agent, session)
+                    .await
+                    .map_err(store_error)?;
+            match outcome {
+                CallOutcome::NotRun {
+                    why: NotRun::AlreadyExecuted,
+                    ..
+                } => {
+                    // Another tasks/get (or a retried call) is running it right now.
+                    Ok(match results.get(&id) {
+                        Some(result) => completed(result),
+                        None => working("executing"),
+                    })
+                }
+                CallOutcome::Denied(reasons) => Ok(failed(
                     &approval,
-                    &format!("refused at execution: {reason}"),
+                    &format!("refused at execution: {}", reasons.join("; ")),
                     now,
-                ));
+                )),
+                other => {
+                    let object = as_object(&super::render::result(other));
+                    results.put(id, object.clone());
+                    Ok(completed(object))
+                }
             }
-            let object = as_object(&result);
-            results.put(id, object.clone());
-            Ok(completed(object))
         }
     }
 }

@@ -1,0 +1,203 @@
+//! Resolve: which tools an agent may see, what a namespaced tool name refers to, and whether
+//! a stored action is still callable as approved. The grant check is written once, here.
+//!
+//! INVARIANT: a name resolves only among what this agent may see — a live connection, a tool
+//! granted to the agent, inside the token's scope. Anything else (another tenant's name, a
+//! tool that does not exist, an ungranted or out-of-scope tool) is the one answer "unknown
+//! tool", so an agent learns nothing about what it may not use; the audit trail records which
+//! it was.
+
+use super::GateError;
+use crate::identity::AgentContext;
+use crate::state::AppState;
+use portcullis_core::UnixMillis;
+use portcullis_core::action::Action;
+use portcullis_core::audit::{AuditDraft, AuditKind};
+use portcullis_core::id::ConnectionId;
+use portcullis_store::{Connection, Grant, StoreError, ToolRecord};
+use serde_json::json;
+
+/// Separator between connection and tool in the names agents see: `crm__send_email`.
+/// Connection names cannot contain `_`, so the first `__` splits unambiguously.
+pub const NAMESPACE_SEPARATOR: &str = "__";
+
+/// A tool an agent may call: a live connection and one of its tools.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub connection: Connection,
+    pub tool: ToolRecord,
+}
+
+impl Target {
+    /// The name agents see.
+    pub fn agent_name(&self) -> String {
+        format!(
+            "{}{NAMESPACE_SEPARATOR}{}",
+            self.connection.name, self.tool.name
+        )
+    }
+}
+
+/// The grant check: whether an agent's grants cover a connection's tool (`*` covers all).
+pub fn granted(grants: &[Grant], connection: &ConnectionId, tool: &str) -> bool {
+    grants
+        .iter()
+        .any(|g| &g.connection == connection && (g.tool == "*" || g.tool == tool))
+}
+
+/// Whether the agent may use this tool at all: live, granted, in the token's scope.
+fn usable(ctx: &AgentContext, grants: &[Grant], connection: &Connection, tool: &str) -> bool {
+    connection.revoked_at.is_none()
+        && granted(grants, &connection.id, tool)
+        && ctx.scope_covers(&connection.name, tool)
+}
+
+/// Every tool this agent may see.
+pub async fn visible(state: &AppState, ctx: &AgentContext) -> Result<Vec<Target>, StoreError> {
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    for connection in connections.iter() {
+        if connection.revoked_at.is_some() || !grants.iter().any(|g| g.connection == connection.id)
+        {
+            continue;
+        }
+        let tools = state
+            .cache
+            .tools(&state.store, &ctx.tenant, &connection.id)
+            .await?;
+        for tool in tools.iter() {
+            if usable(ctx, &grants, connection, &tool.name) {
+                out.push(Target {
+                    connection: connection.clone(),
+                    tool: tool.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `tools/list`: every visible tool; the listing is audited.
+pub async fn list(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<String>,
+) -> Result<Vec<Target>, StoreError> {
+    let visible = visible(state, ctx).await?;
+    let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), AuditKind::ToolsListed)
+        .detail(json!({ "count": visible.len() }));
+    draft.session = session;
+    state.store.append_audit(draft, state.clock.now()).await?;
+    Ok(visible)
+}
+
+/// The tool a call names, when this agent may use it. Otherwise the refusal is audited (with
+/// the real reason) and the agent gets [`GateError::UnknownTool`].
+pub async fn target(
+    state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
+    session: Option<&str>,
+    now: UnixMillis,
+) -> Result<Target, GateError> {
+    let why = match find(state, ctx, name).await? {
+        Ok(target) => return Ok(target),
+        Err(why) => why,
+    };
+    let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), AuditKind::ToolCall)
+        .resource(format!("tool:{name}"));
+    draft.session = session.map(str::to_owned);
+    draft.decision = Some("deny".into());
+    draft.detail = json!({ "reasons": ["unknown tool"], "why": why });
+    state.store.append_audit(draft, now).await?;
+    state.metrics.decision("deny");
+    Err(GateError::UnknownTool(name.to_owned()))
+}
+
+async fn find(
+    state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
+) -> Result<Result<Target, &'static str>, StoreError> {
+    let Some((connection_name, tool_name)) = name.split_once(NAMESPACE_SEPARATOR) else {
+        return Ok(Err("not a namespaced tool name"));
+    };
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    let Some(connection) = connections
+        .iter()
+        .find(|c| c.name == connection_name && c.revoked_at.is_none())
+    else {
+        return Ok(Err("no such connection"));
+    };
+    let tools = state
+        .cache
+        .tools(&state.store, &ctx.tenant, &connection.id)
+        .await?;
+    let Some(tool) = tools.iter().find(|t| t.name == tool_name) else {
+        return Ok(Err("no such tool"));
+    };
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    if !granted(&grants, &connection.id, &tool.name) {
+        return Ok(Err("not granted to this agent"));
+    }
+    if !ctx.scope_covers(&connection.name, &tool.name) {
+        return Ok(Err("outside this token's scope"));
+    }
+    Ok(Ok(Target {
+        connection: connection.clone(),
+        tool: tool.clone(),
+    }))
+}
+
+/// Whether an approved action can still run exactly as approved, read fresh from the store:
+/// its connection live, the tool's current definition the approved one, the agent still
+/// granted and in scope. `Err` says why not.
+pub async fn still_callable(
+    state: &AppState,
+    ctx: &AgentContext,
+    action: &Action,
+) -> Result<Result<Target, &'static str>, StoreError> {
+    let connection = match state
+        .store
+        .connection(&ctx.tenant, &action.connection)
+        .await
+    {
+        Ok(connection) => connection,
+        Err(StoreError::NotFound) => return Ok(Err("the tool no longer exists")),
+        Err(e) => return Err(e),
+    };
+    let tool = match state
+        .store
+        .tool(&ctx.tenant, &action.connection, &action.tool)
+        .await
+    {
+        Ok(tool) => tool,
+        Err(StoreError::NotFound) => return Ok(Err("the tool no longer exists")),
+        Err(e) => return Err(e),
+    };
+    let grants = state
+        .store
+        .grants_for_agent(&ctx.tenant, &ctx.agent)
+        .await?;
+    Ok(if connection.revoked_at.is_some() {
+        Err("the connection was revoked")
+    } else if tool.current_hash != action.tool_definition_hash {
+        Err("the tool's definition changed since approval")
+    } else if !granted(&grants, &connection.id, &tool.name) {
+        Err("the tool is no longer granted to this agent")
+    } else if !ctx.scope_covers(&connection.name, &tool.name) {
+        Err("the tool is outside this token's scope")
+    } else {
+        Ok(Target { connection, tool })
+    })
+}

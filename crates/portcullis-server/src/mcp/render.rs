@@ -1,0 +1,164 @@
+//! Rendering the gate's typed answers as MCP: tools as agents see them, a [`CallOutcome`] as a
+//! tool result (or a task, for clients of the tasks extension), a [`GateError`] as a JSON-RPC
+//! error. Nothing outside this module writes agent-facing MCP JSON for a call.
+
+use crate::clock::rfc3339;
+use crate::gate::{CallOutcome, GateError, Target};
+use portcullis_store::Approval;
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock as Content, CreateTaskResult, DetailedTask,
+    GetTaskResult, JsonObject, Task, TaskPayload, TaskStatus, Tool, ToolAnnotations,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+/// A tool as an agent sees it: namespaced, with the gateway's classification as its only
+/// annotation (agents see the gateway's view, not the upstream's claims).
+pub fn tool(target: &Target) -> Tool {
+    let schema = match &target.tool.definition.input_schema {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => JsonObject::new(),
+    };
+    let read_only = !target.tool.classification().effective().is_effect();
+    Tool::new_with_raw(
+        target.agent_name(),
+        target.tool.definition.description.clone().map(Into::into),
+        Arc::new(schema),
+    )
+    .with_annotations(ToolAnnotations::new().read_only(read_only))
+}
+
+/// A structured tool result whose text content is the same JSON, pretty-printed.
+fn result_json(value: serde_json::Value, is_error: bool) -> CallToolResult {
+    let text = Content::text(serde_json::to_string_pretty(&value).unwrap_or_default());
+    let mut result = if is_error {
+        CallToolResult::error(vec![text])
+    } else {
+        CallToolResult::success(vec![text])
+    };
+    result.structured_content = Some(value);
+    result
+}
+
+/// The answer to one call. A held call is an MCP task when the client declared the tasks
+/// extension (the task is the approval request), otherwise a structured `pending_approval`
+/// result with `isError: true`, so no client mistakes it for success.
+pub fn outcome(outcome: CallOutcome, tasks: bool, now: i64) -> CallToolResponse {
+    match outcome {
+        CallOutcome::Held(approval) if tasks => CallToolResponse::Task(created(&approval, now)),
+        other => result(other).into(),
+    }
+}
+
+/// The answer to one call as a tool result.
+pub fn result(outcome: CallOutcome) -> CallToolResult {
+    match outcome {
+        CallOutcome::Completed(mut result) => {
+            // Results from an upstream on an older protocol lack `resultType`; agents on
+            // 2026-07-28 need it (rmcp strips it again for older agents).
+            result.result_type = Some(rmcp::model::ResultType::COMPLETE);
+            result
+        }
+        CallOutcome::UpstreamFailed(detail) => result_json(
+            json!({ "status": "upstream_error", "detail": detail }),
+            true,
+        ),
+        CallOutcome::Denied(reasons) => result_json(
+            json!({ "status": "denied", "executed": false, "reasons": reasons }),
+            true,
+        ),
+        CallOutcome::Held(approval) => result_json(
+            json!({
+                "status": "pending_approval",
+                "executed": false,
+                "approval_id": approval.id,
+                "expires_at": crate::clock::rfc3339(approval.expires_at),
+                "summary": approval.summary,
+                "reasons": approval.reasons,
+                "message": format!(
+                    "Not executed: this action is held for human approval ({}). Re-send the identical call after it is approved to execute it once; a call with any changed argument is a new request.",
+                    approval.id
+                ),
+            }),
+            true,
+        ),
+        CallOutcome::NotRun { approval, why } => {
+            let message = match &why {
+                crate::gate::NotRun::AlreadyExecuted => {
+                    "This approval was already used; an approval executes its action once. Send the call again to request a new approval."
+                }
+                crate::gate::NotRun::UpstreamUnavailable => {
+                    "The upstream is not connected; nothing was done and the approval is kept. Re-send the identical call once it is back."
+                }
+                crate::gate::NotRun::Stale(_) => {
+                    "Not executed: the target changed since this action was approved. Send the call again to request a fresh approval once this one expires."
+                }
+            };
+            let mut value = json!({
+                "status": why.as_str(),
+                "executed": false,
+                "approval_id": approval,
+                "message": message,
+            });
+            if let crate::gate::NotRun::Stale(reason) = why {
+                value["reasons"] = json!([reason]);
+            }
+            result_json(value, true)
+        }
+    }
+}
+
+/// A call that could not be decided.
+pub fn error(error: GateError) -> McpError {
+    match error {
+        GateError::UnknownTool(name) => {
+            McpError::invalid_params(format!("unknown tool `{name}`"), None)
+        }
+        GateError::BadArguments(detail) => McpError::invalid_params(detail, None),
+        GateError::Store(e) => store_error(e),
+    }
+}
+
+/// The store failed: nothing was done, and the agent is told only that.
+pub fn store_error(e: portcullis_store::StoreError) -> McpError {
+    tracing::error!(error = %e, "store error on the MCP path");
+    McpError::internal_error("the gateway cannot reach its store; nothing was done", None)
+}
+
+/// How often clients should poll a held call's task.
+const POLL_INTERVAL_MS: u64 = 1000;
+
+/// A held call's task: the approval request, its id the task id.
+pub(super) fn task(approval: &Approval, status: TaskStatus, message: &str, now: i64) -> Task {
+    Task::new(
+        approval.id.to_string(),
+        status,
+        rfc3339(approval.created_at),
+        rfc3339(approval.decided_at.unwrap_or(approval.created_at)),
+    )
+    .with_status_message(message)
+    .with_ttl_ms(u64::try_from(approval.expires_at - now).unwrap_or(0))
+    .with_poll_interval_ms(POLL_INTERVAL_MS)
+}
+
+/// The task answer to a held call.
+pub fn created(approval: &Approval, now: i64) -> CreateTaskResult {
+    CreateTaskResult::new(task(
+        approval,
+        TaskStatus::Working,
+        &format!("held for human approval: {}", approval.summary),
+        now,
+    ))
+}
+
+/// A task that ended without running its action.
+pub(super) fn failed(approval: &Approval, message: &str, now: i64) -> GetTaskResult {
+    let mut error = JsonObject::new();
+    error.insert("code".into(), (-32000).into());
+    error.insert("message".into(), message.into());
+    GetTaskResult::new(DetailedTask::new(
+        task(approval, TaskStatus::Failed, message, now),
+        TaskPayload::Failed { error },
+    ))
+}

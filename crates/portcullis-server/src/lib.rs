@@ -7,7 +7,6 @@
 //! port 0.
 
 pub mod admin;
-pub mod amend;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -24,7 +23,6 @@ pub mod metrics;
 pub mod policy;
 pub mod programs;
 pub mod state;
-pub mod trust;
 pub mod upstream;
 
 use crate::bootstrap::BootstrapError;

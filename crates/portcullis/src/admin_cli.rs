@@ -3,7 +3,18 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use portcullis_core::effect::EffectClass;
+use portcullis_server::admin::approvals::{ApprovalQuery, ApprovalView, VerdictIn};
+use portcullis_server::admin::client::AdminClient;
+use portcullis_server::admin::common::TenantQuery;
+use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn};
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::humans::{AdminIn, AdminView, ExpiryIn, RotateIn};
+use portcullis_server::admin::tenants::NameIn;
+use portcullis_server::admin::tokens::TokenIn;
+use portcullis_server::upstream::{ConnectionSpec, Transport};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 #[derive(Args, Clone)]
@@ -294,326 +305,233 @@ pub enum ApprovalsCommand {
     },
 }
 
-pub(crate) struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// The admin API's client for these flags: the gateway's URL and the human's token.
+pub(crate) fn client(remote: &Remote) -> anyhow::Result<AdminClient> {
+    let Some(token) = remote.token.clone() else {
+        bail!("no admin token: pass --token or set PORTCULLIS_ADMIN_TOKEN");
+    };
+    Ok(AdminClient::new(&remote.url, token))
 }
 
-impl Client {
-    pub(crate) fn new(remote: &Remote) -> anyhow::Result<Self> {
-        let Some(token) = remote.token.clone() else {
-            bail!("no admin token: pass --token or set PORTCULLIS_ADMIN_TOKEN");
-        };
-        Ok(Self {
-            http: reqwest::Client::new(),
-            base: format!("{}/admin/v1", remote.url.trim_end_matches('/')),
-            token,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let detail = value
-                .get("detail")
-                .and_then(Value::as_str)
-                .unwrap_or("no detail");
-            bail!(
-                "{} ({status}): {detail}",
-                value.get("code").and_then(Value::as_str).unwrap_or("error")
-            );
-        }
-        Ok(value)
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    pub(crate) async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.send(reqwest::Method::PUT, path, Some(body)).await
-    }
-}
-
-pub(crate) fn enc(segment: &str) -> String {
-    // Path segments are names and ids; refuse anything that could change the path.
-    segment
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
-        .collect()
-}
-
-pub(crate) fn print_json(value: &Value) {
+/// An answer as indented JSON, fields in the order the API sends them.
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
 
-fn key_value(pairs: &[String], what: &str) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let mut map = serde_json::Map::new();
+fn key_value(pairs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
             bail!("{what} `{pair}` must be KEY=VALUE")
         };
-        map.insert(k.to_owned(), Value::String(v.to_owned()));
+        map.insert(k.to_owned(), v.to_owned());
     }
     Ok(map)
 }
 
-fn time(value: &Value) -> String {
-    value
-        .as_i64()
-        .map_or_else(|| "-".into(), portcullis_server::clock::rfc3339)
-}
-
-fn admin_line(a: &Value) -> String {
-    let state = if a["revoked_at"].is_i64() {
+fn admin_line(a: &AdminView) -> String {
+    let state = if a.revoked_at.is_some() {
         "revoked".to_owned()
-    } else if let Some(at) = a["expires_at"].as_i64() {
+    } else if let Some(at) = a.expires_at {
         format!("expires {}", portcullis_server::clock::rfc3339(at))
     } else {
         "active".to_owned()
     };
     format!(
         "{:<20} {:<9} {:<16} {:<34} created by {}",
-        a["name"].as_str().unwrap_or("?"),
-        a["role"].as_str().unwrap_or("?"),
-        a["tenant"].as_str().unwrap_or("(every tenant)"),
+        a.name,
+        a.role.as_str(),
+        a.tenant.as_deref().unwrap_or("(every tenant)"),
         state,
-        a["created_by"].as_str().unwrap_or("?"),
+        a.created_by.as_deref().unwrap_or("?"),
     )
 }
 
-fn approval_line(a: &Value) -> String {
+fn approval_line(a: &ApprovalView) -> String {
     format!(
         "{}  {:<18}  {:<8}  {}",
-        a["id"].as_str().unwrap_or("?"),
-        a["status"].as_str().unwrap_or("?"),
-        a["effect"].as_str().unwrap_or("?"),
-        a["summary"].as_str().unwrap_or("")
+        a.id,
+        a.status.as_str(),
+        a.effect.as_str(),
+        a.summary
     )
 }
 
-fn approval_detail(a: &Value) -> String {
+fn approval_detail(a: &ApprovalView) -> String {
     let mut out = String::new();
-    out.push_str(&format!("approval   {}\n", a["id"].as_str().unwrap_or("?")));
+    out.push_str(&format!("approval   {}\n", a.id));
+    out.push_str(&format!("status     {}\n", a.status.as_str()));
+    out.push_str(&format!("effect     {}\n", a.effect.as_str()));
+    out.push_str(&format!("summary    {}\n", a.summary));
+    out.push_str(&format!("agent      {}\n", a.agent));
+    out.push_str(&format!("tool       {}\n", a.tool));
+    out.push_str(&format!("arguments  {}\n", a.action.arguments));
+    out.push_str(&format!("action     sha256:{}\n", a.action_hash));
     out.push_str(&format!(
-        "status     {}\n",
-        a["status"].as_str().unwrap_or("?")
+        "expires    {}\n",
+        portcullis_server::clock::rfc3339(a.expires_at)
     ));
-    out.push_str(&format!(
-        "effect     {}\n",
-        a["effect"].as_str().unwrap_or("?")
-    ));
-    out.push_str(&format!(
-        "summary    {}\n",
-        a["summary"].as_str().unwrap_or("")
-    ));
-    out.push_str(&format!(
-        "agent      {}\n",
-        a["agent"].as_str().unwrap_or("?")
-    ));
-    out.push_str(&format!(
-        "tool       {}\n",
-        a["tool"].as_str().unwrap_or("?")
-    ));
-    out.push_str(&format!("arguments  {}\n", a["action"]["arguments"]));
-    out.push_str(&format!(
-        "action     sha256:{}\n",
-        a["action_hash"].as_str().unwrap_or("?")
-    ));
-    out.push_str(&format!("expires    {}\n", time(&a["expires_at"])));
-    if let Some(reasons) = a["reasons"].as_array() {
-        for reason in reasons {
-            out.push_str(&format!("why held   {}\n", reason.as_str().unwrap_or("")));
-        }
+    for reason in &a.reasons {
+        out.push_str(&format!("why held   {reason}\n"));
     }
-    if let Some(by) = a["decided_by"].as_str() {
+    if let Some(by) = &a.decided_by {
         out.push_str(&format!("decided by {by}"));
-        if let Some(reason) = a["decision_reason"].as_str() {
+        if let Some(reason) = &a.decision_reason {
             out.push_str(&format!(": {reason}"));
         }
         out.push('\n');
     }
-    if let Some(receipt) = a["receipt"]["body"]["receipt_id"].as_str() {
-        out.push_str(&format!("receipt    {receipt}\n"));
+    if let Some(receipt) = &a.receipt {
+        out.push_str(&format!("receipt    {}\n", receipt.body.receipt_id));
     }
     out
+}
+
+/// A stdio connection's transport from the command line, or an HTTP one.
+fn connection_spec(
+    program: Option<String>,
+    args: Vec<String>,
+    envs: &[String],
+    http_url: Option<String>,
+    classify: &[String],
+) -> anyhow::Result<ConnectionSpec> {
+    let transport = match (program, http_url) {
+        (Some(program), None) => Transport::Stdio {
+            program,
+            args,
+            env: key_value(envs, "--env")?,
+        },
+        (None, Some(url)) => Transport::Http { url },
+        _ => bail!("give exactly one of --program and --http-url"),
+    };
+    let classify = key_value(classify, "--classify")?
+        .into_iter()
+        .map(|(tool, effect)| {
+            let effect = EffectClass::parse(&effect)
+                .with_context(|| format!("--classify `{tool}={effect}`"))?;
+            Ok((tool, effect))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ConnectionSpec {
+        transport,
+        classify,
+    })
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
     match command {
         AdminCommand::Tenants { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 TenantsCommand::Create { name } => {
-                    c.post("/tenants", json!({ "name": name })).await?
+                    print_json(&c.create_tenant(&NameIn { name }).await?)
                 }
-                TenantsCommand::List => c.get("/tenants").await?,
-            };
-            print_json(&out);
+                TenantsCommand::List => print_json(&c.list_tenants().await?),
+            }
         }
         AdminCommand::Programs { remote } => {
-            let c = Client::new(&remote)?;
-            let list = c.get("/programs").await?;
+            let c = client(&remote)?;
+            let list = c.list_programs(&TenantQuery::default()).await?;
             if remote.json {
                 print_json(&list);
             } else {
-                let rows = list.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
+                if list.is_empty() {
                     println!(
                         "the catalog is empty: the operator lists programs under [programs.NAME] in the configuration"
                     );
                 }
-                for p in rows {
-                    println!(
-                        "{:<16} {}",
-                        p["name"].as_str().unwrap_or_default(),
-                        p["description"].as_str().unwrap_or_default()
-                    );
-                    for pattern in p["tenant_args"].as_array().into_iter().flatten() {
-                        println!("  --arg     {}", pattern.as_str().unwrap_or_default());
+                for p in list {
+                    println!("{:<16} {}", p.name, p.description);
+                    for pattern in &p.tenant_args {
+                        println!("  --arg     {pattern}");
                     }
-                    for name in p["tenant_env"].as_array().into_iter().flatten() {
-                        println!("  --env     {}=…", name.as_str().unwrap_or_default());
+                    for name in &p.tenant_env {
+                        println!("  --env     {name}=…");
                     }
                 }
             }
         }
         AdminCommand::Admins { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 AdminsCommand::Create {
                     name,
                     role,
                     tenant,
                     ttl_secs,
                 } => {
-                    c.post(
-                        "/admins",
-                        json!({ "name": name, "role": role, "tenant": tenant, "ttl_secs": ttl_secs }),
-                    )
-                    .await?
+                    let body = AdminIn {
+                        name,
+                        role,
+                        tenant,
+                        ttl_secs,
+                    };
+                    print_json(&c.create_admin(&body).await?);
                 }
                 AdminsCommand::List { tenant } => {
-                    let query = tenant.map_or_else(String::new, |t| format!("?tenant={}", enc(&t)));
-                    let list = c.get(&format!("/admins{query}")).await?;
-                    if !remote.json {
-                        for a in list.as_array().into_iter().flatten() {
-                            println!("{}", admin_line(a));
-                        }
-                        return Ok(ExitCode::SUCCESS);
+                    let list = c.list_admins(&TenantQuery { tenant }).await?;
+                    if remote.json {
+                        print_json(&list);
+                    } else {
+                        list.iter().for_each(|a| println!("{}", admin_line(a)));
                     }
-                    list
                 }
-                AdminsCommand::Revoke { name } => {
-                    c.post(&format!("/admins/{}/revoke", enc(&name)), json!({}))
-                        .await?
-                }
+                AdminsCommand::Revoke { name } => print_json(&c.revoke_admin(&name).await?),
                 AdminsCommand::Rotate { name, ttl_secs } => {
-                    c.post(
-                        &format!("/admins/{}/rotate", enc(&name)),
-                        json!({ "ttl_secs": ttl_secs }),
-                    )
-                    .await?
+                    print_json(&c.rotate_admin(&name, &RotateIn { ttl_secs }).await?);
                 }
                 AdminsCommand::Expire {
                     name,
                     in_secs,
                     never,
                 } => {
-                    let expires_at = if never {
-                        Value::Null
-                    } else {
-                        let secs = in_secs.unwrap_or(0);
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as i64);
-                        json!(now + secs as i64 * 1000)
-                    };
-                    c.put(
-                        &format!("/admins/{}/expiry", enc(&name)),
-                        json!({ "expires_at": expires_at }),
-                    )
-                    .await?
+                    let expires_at =
+                        (!never).then(|| now_millis() + in_secs.unwrap_or(0) as i64 * 1000);
+                    print_json(&c.set_admin_expiry(&name, &ExpiryIn { expires_at }).await?);
                 }
-            };
-            print_json(&out);
+            }
         }
         AdminCommand::Agents { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 AgentsCommand::Create { tenant, name } => {
-                    c.post(
-                        &format!("/tenants/{}/agents", enc(&tenant)),
-                        json!({ "name": name }),
-                    )
-                    .await?
+                    print_json(&c.create_agent(&tenant, &NameIn { name }).await?);
                 }
-                AgentsCommand::List { tenant } => {
-                    c.get(&format!("/tenants/{}/agents", enc(&tenant))).await?
-                }
+                AgentsCommand::List { tenant } => print_json(&c.list_agents(&tenant).await?),
                 AgentsCommand::Revoke { tenant, id } => {
-                    c.post(
-                        &format!("/tenants/{}/agents/{}/revoke", enc(&tenant), enc(&id)),
-                        json!({}),
-                    )
-                    .await?
+                    print_json(&c.revoke_agent(&tenant, &id).await?);
                 }
-            };
-            print_json(&out);
+            }
         }
         AdminCommand::Tokens { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 TokensCommand::Create {
                     tenant,
                     agent,
                     scope,
                     ttl_secs,
                 } => {
-                    c.post(
-                        &format!("/tenants/{}/agents/{}/tokens", enc(&tenant), enc(&agent)),
-                        json!({ "scope": scope, "ttl_secs": ttl_secs }),
-                    )
-                    .await?
+                    let body = TokenIn { scope, ttl_secs };
+                    print_json(&c.create_token(&tenant, &agent, &body).await?);
                 }
                 TokensCommand::Revoke { tenant, id } => {
-                    c.post(
-                        &format!("/tenants/{}/tokens/{}/revoke", enc(&tenant), enc(&id)),
-                        json!({}),
-                    )
-                    .await?
+                    print_json(&c.revoke_token(&tenant, &id).await?);
                 }
-            };
-            print_json(&out);
+            }
         }
         AdminCommand::Connections { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 ConnectionsCommand::Add {
                     tenant,
                     name,
@@ -623,43 +541,21 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     http_url,
                     classify,
                 } => {
-                    let mut body = match (program, http_url) {
-                        (Some(program), None) => {
-                            json!({ "kind": "stdio", "program": program, "args": args, "env": key_value(&envs, "--env")? })
-                        }
-                        (None, Some(url)) => json!({ "kind": "http", "url": url }),
-                        _ => bail!("give exactly one of --program and --http-url"),
-                    };
-                    body["name"] = json!(name);
-                    body["classify"] = Value::Object(key_value(&classify, "--classify")?);
-                    c.post(&format!("/tenants/{}/connections", enc(&tenant)), body)
-                        .await?
+                    let spec = connection_spec(program, args, &envs, http_url, &classify)?;
+                    let body = ConnectionIn { name, spec };
+                    print_json(&c.create_connection(&tenant, &body).await?);
                 }
                 ConnectionsCommand::List { tenant } => {
-                    c.get(&format!("/tenants/{}/connections", enc(&tenant)))
-                        .await?
+                    print_json(&c.list_connections(&tenant).await?);
                 }
                 ConnectionsCommand::Revoke { tenant, id } => {
-                    c.post(
-                        &format!("/tenants/{}/connections/{}/revoke", enc(&tenant), enc(&id)),
-                        json!({}),
-                    )
-                    .await?
+                    print_json(&c.revoke_connection(&tenant, &id).await?);
                 }
                 ConnectionsCommand::Restart { tenant, id } => {
-                    c.post(
-                        &format!("/tenants/{}/connections/{}/restart", enc(&tenant), enc(&id)),
-                        json!({}),
-                    )
-                    .await?
+                    print_json(&c.restart_connection(&tenant, &id).await?);
                 }
                 ConnectionsCommand::Tools { tenant, id } => {
-                    c.get(&format!(
-                        "/tenants/{}/connections/{}/tools",
-                        enc(&tenant),
-                        enc(&id)
-                    ))
-                    .await?
+                    print_json(&c.list_tools(&tenant, &id).await?);
                 }
                 ConnectionsCommand::Classify {
                     tenant,
@@ -667,47 +563,29 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     tool,
                     effect,
                 } => {
-                    c.send(
-                        reqwest::Method::PUT,
-                        &format!(
-                            "/tenants/{}/connections/{}/tools/{}",
-                            enc(&tenant),
-                            enc(&id),
-                            enc(&tool)
-                        ),
-                        Some(json!({ "effect": effect })),
-                    )
-                    .await?
+                    let body = ClassifyIn { effect };
+                    print_json(&c.classify_tool(&tenant, &id, &tool, &body).await?);
                 }
                 ConnectionsCommand::Accept { tenant, id, tool } => {
-                    c.post(
-                        &format!(
-                            "/tenants/{}/connections/{}/tools/{}/accept",
-                            enc(&tenant),
-                            enc(&id),
-                            enc(&tool)
-                        ),
-                        json!({}),
-                    )
-                    .await?
+                    print_json(&c.accept_tool(&tenant, &id, &tool).await?);
                 }
-            };
-            print_json(&out);
+            }
         }
         AdminCommand::Grants { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 GrantsCommand::Add {
                     tenant,
                     agent,
                     connection,
                     tool,
                 } => {
-                    c.post(
-                        &format!("/tenants/{}/grants", enc(&tenant)),
-                        json!({ "agent": agent, "connection": connection, "tool": tool }),
-                    )
-                    .await?
+                    let body = GrantIn {
+                        agent,
+                        connection,
+                        tool,
+                    };
+                    print_json(&c.add_grant(&tenant, &body).await?);
                 }
                 GrantsCommand::Remove {
                     tenant,
@@ -715,49 +593,45 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     connection,
                     tool,
                 } => {
-                    c.post(
-                        &format!("/tenants/{}/grants/revoke", enc(&tenant)),
-                        json!({ "agent": agent, "connection": connection, "tool": tool }),
-                    )
-                    .await?
+                    let body = GrantIn {
+                        agent,
+                        connection,
+                        tool,
+                    };
+                    print_json(&c.remove_grant(&tenant, &body).await?);
                 }
-            };
-            print_json(&out);
+            }
         }
         AdminCommand::Approvals { remote, command } => {
-            let c = Client::new(&remote)?;
+            let c = client(&remote)?;
             let out = match command {
                 ApprovalsCommand::List { tenant, status } => {
-                    let mut query = Vec::new();
-                    if let Some(t) = tenant {
-                        query.push(format!("tenant={}", enc(&t)));
-                    }
-                    if let Some(s) = status {
-                        query.push(format!("status={}", enc(&s)));
-                    }
-                    let list = c.get(&format!("/approvals?{}", query.join("&"))).await?;
-                    if !remote.json {
-                        let rows = list.as_array().cloned().unwrap_or_default();
-                        if rows.is_empty() {
+                    let query = ApprovalQuery {
+                        tenant,
+                        status,
+                        ..ApprovalQuery::default()
+                    };
+                    let list = c.list_approvals(&query).await?;
+                    if remote.json {
+                        print_json(&list);
+                    } else {
+                        if list.is_empty() {
                             println!("no approval requests");
                         }
-                        rows.iter().for_each(|a| println!("{}", approval_line(a)));
-                        return Ok(ExitCode::SUCCESS);
+                        list.iter().for_each(|a| println!("{}", approval_line(a)));
                     }
-                    list
+                    return Ok(ExitCode::SUCCESS);
                 }
-                ApprovalsCommand::Show { id } => c.get(&format!("/approvals/{}", enc(&id))).await?,
+                ApprovalsCommand::Show { id } => c.approval(&id).await?,
                 ApprovalsCommand::Approve { id, reason } => {
-                    c.post(
-                        &format!("/approvals/{}/approve", enc(&id)),
-                        json!({ "reason": reason }),
-                    )
-                    .await?
+                    c.approve(&id, &VerdictIn { reason }).await?
                 }
                 ApprovalsCommand::Deny { id, reason } => {
-                    c.post(
-                        &format!("/approvals/{}/deny", enc(&id)),
-                        json!({ "reason": reason }),
+                    c.deny(
+                        &id,
+                        &VerdictIn {
+                            reason: Some(reason),
+                        },
                     )
                     .await?
                 }

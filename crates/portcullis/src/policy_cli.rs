@@ -1,10 +1,11 @@
 //! `portcullis policy`: check, test and explain Cedar policies offline (for a tenant's own
 //! CI: no gateway needed), and upload or show a tenant's policy on a running gateway.
 
-use crate::admin_cli::{Client, Remote, print_json};
+use crate::admin_cli::{Remote, client, print_json};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use portcullis_core::policy::{Engine, PolicyDocument, PolicySettings, table};
+use portcullis_server::admin::policy::{PolicyIn, PolicyView};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -219,48 +220,35 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             file,
             settings: settings_file,
         } => {
-            let client = Client::new(&remote)?;
-            let settings = settings(settings_file.as_deref())?;
-            let out = client
-                .put(
-                    &format!("/tenants/{}/policy", crate::admin_cli::enc(&tenant)),
-                    json!({ "cedar": read(&file)?, "settings": settings }),
-                )
-                .await?;
+            let c = client(&remote)?;
+            let body = PolicyIn {
+                cedar: read(&file)?,
+                settings: serde_json::to_value(settings(settings_file.as_deref())?)?,
+            };
+            let out = c.put_policy(&tenant, &body).await?;
             show(&remote, &out);
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Show { remote, tenant } => {
-            let client = Client::new(&remote)?;
-            let out = client
-                .get(&format!(
-                    "/tenants/{}/policy",
-                    crate::admin_cli::enc(&tenant)
-                ))
-                .await?;
+            let out = client(&remote)?.policy(&tenant).await?;
             show(&remote, &out);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn show(remote: &Remote, out: &serde_json::Value) {
+fn show(remote: &Remote, out: &PolicyView) {
     if remote.json() {
         print_json(out);
         return;
     }
     println!(
         "version {} · policy hash {}",
-        out["version"]
-            .as_i64()
+        out.version
             .map_or("built-in only".into(), |v| v.to_string()),
-        out["hash"].as_str().unwrap_or_default()
+        out.hash
     );
-    for p in out["policies"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<28} {}",
-            p["id"].as_str().unwrap_or_default(),
-            p["english"].as_str().unwrap_or_default()
-        );
+    for p in &out.policies {
+        println!("  {:<28} {}", p.id, p.english);
     }
 }

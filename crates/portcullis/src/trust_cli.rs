@@ -2,10 +2,18 @@
 //! switch, agent owners, tool profiles, votes and batch approvals. Guardrails print as
 //! plain-English sentences, so a reviewer reads what they allow without reading JSON.
 
-use crate::admin_cli::{Client, Remote, enc, print_json};
+use crate::admin_cli::{Remote, client, print_json};
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use portcullis_core::guardrail::{GuardrailMode, GuardrailSpec, dollars};
+use portcullis_core::profile::ToolProfile;
+use portcullis_server::admin::agents::OwnerIn;
+use portcullis_server::admin::amendments::{DecisionIn, ProposalIn};
+use portcullis_server::admin::approvals::BatchIn;
+use portcullis_server::admin::guardrails::{GuardrailIn, GuardrailView, ModeIn, SuggestionQuery};
+use portcullis_server::admin::spend::{Caps, SpendQuery};
+use serde::de::DeserializeOwned;
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -178,79 +186,61 @@ pub enum TrustCommand {
     },
 }
 
-fn guardrail_line(g: &Value) -> String {
-    format!(
-        "{:<20} {:<17} {}",
-        g["name"].as_str().unwrap_or_default(),
-        g["mode"].as_str().unwrap_or_default(),
-        g["english"].as_str().unwrap_or_default()
-    )
+fn guardrail_line(g: &GuardrailView) -> String {
+    format!("{:<20} {:<17} {}", g.name, g.mode.as_str(), g.english)
 }
 
-fn mode(value: &str) -> anyhow::Result<Value> {
-    portcullis_core::guardrail::GuardrailMode::parse(value)
-        .map(|m| json!(m))
+fn mode(value: &str) -> anyhow::Result<GuardrailMode> {
+    GuardrailMode::parse(value)
         .with_context(|| format!("unknown mode `{value}` (approve_each, auto_with_notice, auto)"))
+}
+
+/// A JSON file the user wrote, read as the request it is for (`what`: "spec", "profile").
+fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("the {what} is not JSON"))?;
+    serde_json::from_value(value).with_context(|| format!("the {what} is not a valid {what}"))
 }
 
 pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
     match command {
         TrustCommand::Amendments { remote, command } => {
-            let c = Client::new(&remote)?;
-            let out = match command {
+            let c = client(&remote)?;
+            match command {
                 AmendCommand::Propose {
                     tenant,
                     seq,
                     kind,
                     note,
                 } => {
-                    c.post(
-                        &format!("/tenants/{}/audit/{seq}/amendments", enc(&tenant)),
-                        json!({ "kind": kind, "note": note }),
-                    )
-                    .await?
+                    let body = ProposalIn { kind, note };
+                    print_json(&c.propose_amendment(&tenant, seq, &body).await?);
                 }
                 AmendCommand::Approve { tenant, proposal } => {
-                    c.post(
-                        &format!(
-                            "/tenants/{}/audit/amendments/{proposal}/approve",
-                            enc(&tenant)
-                        ),
-                        json!({}),
-                    )
-                    .await?
+                    let decided = c
+                        .approve_amendment(&tenant, proposal, &DecisionIn::default())
+                        .await?;
+                    print_json(&decided);
                 }
                 AmendCommand::Reject { tenant, proposal } => {
-                    c.post(
-                        &format!(
-                            "/tenants/{}/audit/amendments/{proposal}/reject",
-                            enc(&tenant)
-                        ),
-                        json!({}),
-                    )
-                    .await?
+                    let decided = c
+                        .reject_amendment(&tenant, proposal, &DecisionIn::default())
+                        .await?;
+                    print_json(&decided);
                 }
-                AmendCommand::List { tenant } => {
-                    c.get(&format!("/tenants/{}/audit/amendments", enc(&tenant)))
-                        .await?
-                }
-            };
-            print_json(&out);
+                AmendCommand::List { tenant } => print_json(&c.list_amendments(&tenant).await?),
+            }
         }
         TrustCommand::Guardrails { remote, command } => {
-            let c = Client::new(&remote)?;
-            let (out, lines): (Value, Vec<String>) = match command {
+            let c = client(&remote)?;
+            // What `--json` prints, and the lines printed otherwise.
+            let (out, lines): (serde_json::Value, Vec<String>) = match command {
                 GuardrailsCommand::List { tenant } => {
-                    let out = c
-                        .get(&format!("/tenants/{}/guardrails", enc(&tenant)))
-                        .await?;
-                    let lines = out
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(guardrail_line)
-                        .collect();
-                    (out, lines)
+                    let list = c.list_guardrails(&tenant).await?;
+                    let lines = list.iter().map(guardrail_line).collect();
+                    (serde_json::to_value(&list)?, lines)
                 }
                 GuardrailsCommand::Create {
                     tenant,
@@ -258,72 +248,50 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
                     spec,
                     mode: m,
                 } => {
-                    let spec: Value = serde_json::from_str(
-                        &std::fs::read_to_string(&spec)
-                            .with_context(|| format!("cannot read {}", spec.display()))?,
-                    )
-                    .context("the spec is not JSON")?;
-                    let out = c
-                        .post(
-                            &format!("/tenants/{}/guardrails", enc(&tenant)),
-                            json!({ "name": name, "spec": spec, "mode": mode(&m)? }),
-                        )
-                        .await?;
-                    let line = guardrail_line(&out);
-                    (out, vec![line])
+                    let spec: GuardrailSpec = read_json(&spec, "spec")?;
+                    let body = GuardrailIn {
+                        name,
+                        spec,
+                        mode: mode(&m)?,
+                    };
+                    let created = c.create_guardrail(&tenant, &body).await?;
+                    let line = guardrail_line(&created);
+                    (serde_json::to_value(&created)?, vec![line])
                 }
                 GuardrailsCommand::Mode {
                     tenant,
                     guardrail,
                     mode: m,
                 } => {
-                    let out = c
-                        .post(
-                            &format!(
-                                "/tenants/{}/guardrails/{}/mode",
-                                enc(&tenant),
-                                enc(&guardrail)
-                            ),
-                            json!({ "mode": mode(&m)? }),
-                        )
-                        .await?;
-                    let line = guardrail_line(&out);
-                    (out, vec![line])
+                    let body = ModeIn { mode: mode(&m)? };
+                    let changed = c.set_guardrail_mode(&tenant, &guardrail, &body).await?;
+                    let line = guardrail_line(&changed);
+                    (serde_json::to_value(&changed)?, vec![line])
                 }
                 GuardrailsCommand::Revoke { tenant, guardrail } => {
-                    let out = c
-                        .post(
-                            &format!(
-                                "/tenants/{}/guardrails/{}/revoke",
-                                enc(&tenant),
-                                enc(&guardrail)
-                            ),
-                            json!({}),
-                        )
-                        .await?;
-                    (out, vec![format!("revoked {guardrail}")])
+                    let revoked = c.revoke_guardrail(&tenant, &guardrail).await?;
+                    (
+                        serde_json::to_value(&revoked)?,
+                        vec![format!("revoked {guardrail}")],
+                    )
                 }
                 GuardrailsCommand::Suggest { tenant, threshold } => {
-                    let out = c
-                        .get(&format!(
-                            "/tenants/{}/guardrails/suggestions?threshold={threshold}",
-                            enc(&tenant)
-                        ))
-                        .await?;
-                    let lines = out
-                        .as_array()
-                        .into_iter()
-                        .flatten()
+                    let query = SuggestionQuery {
+                        threshold: Some(threshold),
+                    };
+                    let suggestions = c.guardrail_suggestions(&tenant, &query).await?;
+                    let lines = suggestions
+                        .iter()
                         .map(|s| {
                             format!(
                                 "after {} approvals: {}\n  spec: {}",
-                                s["approvals"],
-                                s["english"].as_str().unwrap_or_default(),
-                                s["spec"]
+                                s.approvals,
+                                s.english,
+                                serde_json::to_string(&s.spec).unwrap_or_default()
                             )
                         })
                         .collect();
-                    (out, lines)
+                    (serde_json::to_value(&suggestions)?, lines)
                 }
             };
             if remote.json() {
@@ -335,38 +303,40 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             }
         }
         TrustCommand::Spend { remote, tenant } => {
-            let out = Client::new(&remote)?
-                .get(&format!("/tenants/{}/spend", enc(&tenant)))
+            let out = client(&remote)?
+                .spend(&tenant, &SpendQuery::default())
                 .await?;
             if remote.json() {
                 print_json(&out);
             } else {
-                let cents =
-                    |v: &Value| portcullis_core::guardrail::dollars(v.as_i64().unwrap_or(0));
+                let (per_action, per_day) = match &out.caps {
+                    Caps::Limits(money) => (money.per_action_cents, money.per_day_cents),
+                    Caps::Unusable { .. } => (0, 0),
+                };
                 println!(
                     "total {} (caps: {} per action, {} per day)",
-                    cents(&out["total_cents"]),
-                    cents(&out["caps"]["per_action_cents"]),
-                    cents(&out["caps"]["per_day_cents"])
+                    dollars(out.total_cents),
+                    dollars(per_action),
+                    dollars(per_day)
                 );
-                for (title, key) in [("by agent", "by_agent"), ("by workflow", "by_workflow")] {
+                for (title, totals) in [
+                    ("by agent", &out.by_agent),
+                    ("by workflow", &out.by_workflow),
+                ] {
                     println!("{title}:");
-                    for (name, v) in out[key].as_object().into_iter().flatten() {
-                        println!(
-                            "  {name:<32} {:>4} runs {:>12}",
-                            v["runs"],
-                            cents(&v["cents"])
-                        );
+                    for (name, v) in totals {
+                        // The run count is not padded: this line has always printed it so.
+                        println!("  {name:<32} {} runs {:>12}", v.runs, dollars(v.cents));
                     }
                 }
-                for e in out["entries"].as_array().into_iter().flatten() {
+                for e in &out.entries {
                     println!(
                         "  {} {} {} {}",
-                        e["time"].as_str().unwrap_or_default(),
-                        e["tool"].as_str().unwrap_or_default(),
-                        cents(&e["cost_cents"]),
-                        e["guardrail"]
-                            .as_str()
+                        e.time,
+                        e.tool,
+                        dollars(e.cost_cents),
+                        e.guardrail
+                            .as_ref()
                             .map_or("approved".to_owned(), |g| format!("guardrail {g}"))
                     );
                 }
@@ -377,14 +347,14 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             tenant,
             agent,
         } => {
-            switch(&remote, &tenant, agent.as_deref(), "suspend").await?;
+            switch(&remote, &tenant, agent.as_deref(), true).await?;
         }
         TrustCommand::Resume {
             remote,
             tenant,
             agent,
         } => {
-            switch(&remote, &tenant, agent.as_deref(), "resume").await?;
+            switch(&remote, &tenant, agent.as_deref(), false).await?;
         }
         TrustCommand::Owner {
             remote,
@@ -392,11 +362,8 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             agent,
             owner,
         } => {
-            let out = Client::new(&remote)?
-                .put(
-                    &format!("/tenants/{}/agents/{}/owner", enc(&tenant), enc(&agent)),
-                    json!({ "owner": owner }),
-                )
+            let out = client(&remote)?
+                .set_agent_owner(&tenant, &agent, &OwnerIn { owner })
                 .await?;
             print_json(&out);
         }
@@ -407,43 +374,22 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             tool,
             file,
         } => {
-            let profile: Value = serde_json::from_str(
-                &std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?,
-            )
-            .context("the profile is not JSON")?;
-            let out = Client::new(&remote)?
-                .put(
-                    &format!(
-                        "/tenants/{}/connections/{}/tools/{}/profile",
-                        enc(&tenant),
-                        enc(&connection),
-                        enc(&tool)
-                    ),
-                    profile,
-                )
+            let profile: ToolProfile = read_json(&file, "profile")?;
+            let out = client(&remote)?
+                .set_tool_profile(&tenant, &connection, &tool, &profile)
                 .await?;
             print_json(&out);
         }
         TrustCommand::Revert { remote, id } => {
-            let out = Client::new(&remote)?
-                .post(&format!("/approvals/{}/revert", enc(&id)), json!({}))
-                .await?;
+            let out = client(&remote)?.propose_revert(&id).await?;
             if remote.json() {
                 print_json(&out);
             } else {
-                println!(
-                    "{}  {}  {}",
-                    out["id"].as_str().unwrap_or_default(),
-                    out["status"].as_str().unwrap_or_default(),
-                    out["summary"].as_str().unwrap_or_default()
-                );
+                println!("{}  {}  {}", out.id, out.status.as_str(), out.summary);
             }
         }
         TrustCommand::Votes { remote, id } => {
-            let out = Client::new(&remote)?
-                .get(&format!("/approvals/{}/votes", enc(&id)))
-                .await?;
+            let out = client(&remote)?.votes(&id).await?;
             print_json(&out);
         }
         TrustCommand::Batch {
@@ -456,29 +402,25 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
             if ids.is_empty() {
                 bail!("name the approval ids to approve together");
             }
-            let c = Client::new(&remote)?;
+            let c = client(&remote)?;
             let Some(batch_hash) = batch_hash else {
-                let preview = c
-                    .post(
-                        &format!("/tenants/{}/approvals/batch/preview", enc(&tenant)),
-                        json!({ "items": ids }),
-                    )
-                    .await?;
+                let body = BatchIn {
+                    items: ids,
+                    ..BatchIn::default()
+                };
+                let preview = c.preview_batch(&tenant, &body).await?;
                 if remote.json() {
                     print_json(&preview);
                 } else {
-                    for item in preview["items"].as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {}",
-                            item["id"].as_str().unwrap_or_default(),
-                            item["summary"].as_str().unwrap_or_default()
-                        );
-                        println!("    arguments  {}", item["arguments"]);
-                        if let Some(cents) = item["cost_cents"].as_i64().filter(|c| *c > 0) {
+                    for item in &preview.items {
+                        println!("{}  {}", item.id, item.summary);
+                        println!("    arguments  {}", item.arguments);
+                        if item.cost_cents > 0 {
+                            let cents = item.cost_cents;
                             println!("    cost       ${}.{:02}", cents / 100, cents % 100);
                         }
                     }
-                    let hash = preview["batch_hash"].as_str().unwrap_or_default();
+                    let hash = &preview.batch_hash;
                     println!("batch hash {hash}");
                     println!(
                         "nothing approved yet: after reviewing every item above, run this command again with --batch-hash {hash}"
@@ -486,44 +428,42 @@ pub async fn run(command: TrustCommand) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             };
-            let out = c
-                .post(
-                    &format!("/tenants/{}/approvals/batch", enc(&tenant)),
-                    json!({ "items": ids, "batch_hash": batch_hash, "reason": reason }),
-                )
-                .await?;
+            let body = BatchIn {
+                items: ids,
+                batch_hash: Some(batch_hash),
+                reason,
+            };
+            let out = c.approve_batch(&tenant, &body).await?;
             if remote.json() {
                 print_json(&out);
             } else {
-                println!(
-                    "approved {} requests under one receipt",
-                    out.as_array().map_or(0, Vec::len)
-                );
+                println!("approved {} requests under one receipt", out.len());
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Turn the kill switch of an agent (or with none, the tenant) on or off.
 async fn switch(
     remote: &Remote,
     tenant: &str,
     agent: Option<&str>,
-    verb: &str,
+    suspend: bool,
 ) -> anyhow::Result<()> {
-    let path = match agent {
-        Some(agent) => format!("/tenants/{}/agents/{}/{verb}", enc(tenant), enc(agent)),
-        None => format!("/tenants/{}/{verb}", enc(tenant)),
+    let c = client(remote)?;
+    // The agent or the tenant as the API answered, printed with `--json`.
+    let out = match (agent, suspend) {
+        (Some(agent), true) => serde_json::to_value(c.suspend_agent(tenant, agent).await?)?,
+        (Some(agent), false) => serde_json::to_value(c.resume_agent(tenant, agent).await?)?,
+        (None, true) => serde_json::to_value(c.suspend_tenant(tenant).await?)?,
+        (None, false) => serde_json::to_value(c.resume_tenant(tenant).await?)?,
     };
-    let out = Client::new(remote)?.post(&path, json!({})).await?;
     if remote.json() {
         print_json(&out);
     } else {
         let what = agent.map_or_else(|| format!("tenant {tenant}"), |a| format!("agent {a}"));
-        println!(
-            "{what}: {verb}{}",
-            if verb == "suspend" { "ed" } else { "d" }
-        );
+        println!("{what}: {}", if suspend { "suspended" } else { "resumed" });
     }
     Ok(())
 }

@@ -7,24 +7,23 @@
 //! concurrent approvals of the same proposal could both append (each still a valid, approved
 //! entry referencing it) — see ARCHITECTURE.md, known gaps.
 
-use crate::admin::{ApiResult, AppRef, require_admin, tenant_for};
+use super::common::{ApiResult, AppRef, require_admin, tenant_for};
 use crate::error::ApiError;
 use crate::identity::AdminContext;
 use crate::state::AppState;
-use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use portcullis_core::audit::{AuditDraft, AuditEvent, AuditKind};
 use portcullis_core::id::TenantId;
 use portcullis_store::AuditFilter;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::LazyLock;
 
 static APPROVING: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-pub fn router() -> Router<AppRef> {
+pub(super) fn routes() -> Router<AppRef> {
     Router::new()
         .route("/tenants/{tenant}/audit/{seq}/amendments", post(propose))
         .route("/tenants/{tenant}/audit/amendments", get(list))
@@ -36,6 +35,57 @@ pub fn router() -> Router<AppRef> {
             "/tenants/{tenant}/audit/amendments/{proposal}/reject",
             post(reject),
         )
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalIn {
+    /// `correction` or `redaction`; checked by the server.
+    pub kind: String,
+    /// What is wrong (1–2000 characters).
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionIn {
+    pub reason: Option<String>,
+}
+
+/// Where a proposal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmendmentStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// A proposal just made: its entry's sequence number and what it records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposed {
+    pub proposal: i64,
+    pub status: AmendmentStatus,
+    /// The proposal entry's detail: target, amendment, note, proposer.
+    pub detail: Value,
+}
+
+/// A proposal and, once decided, the entry that decided it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmendmentView {
+    pub proposal: i64,
+    /// The proposal entry's detail: target, amendment, note, proposer.
+    pub detail: Value,
+    pub status: AmendmentStatus,
+    pub decided_in: Option<i64>,
+}
+
+/// A decision just recorded, as the entry `entry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmendmentDecided {
+    pub proposal: i64,
+    pub status: AmendmentStatus,
+    pub entry: i64,
 }
 
 async fn event_at(state: &AppState, tenant: &TenantId, seq: i64) -> Result<AuditEvent, ApiError> {
@@ -64,21 +114,13 @@ async fn events_of(
     Ok(state.store.audit_query(&filter, None, 10_000).await?)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProposalIn {
-    /// `correction` or `redaction`.
-    kind: String,
-    note: String,
-}
-
 /// Propose a correction or redaction of one entry (admin). The proposal is itself an entry.
 async fn propose(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, seq)): Path<(String, i64)>,
     Json(body): Json<ProposalIn>,
-) -> ApiResult<Value> {
+) -> ApiResult<Proposed> {
     require_admin(&ctx)?;
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     if !matches!(body.kind.as_str(), "correction" | "redaction") {
@@ -101,9 +143,11 @@ async fn propose(
         "amendment": body.kind, "note": note, "proposed_by": ctx.admin.name,
     });
     let event = state.store.append_audit(draft, state.clock.now()).await?;
-    Ok(Json(
-        json!({ "proposal": event.seq, "status": "pending", "detail": event.draft.detail }),
-    ))
+    Ok(Json(Proposed {
+        proposal: event.seq,
+        status: AmendmentStatus::Pending,
+        detail: event.draft.detail,
+    }))
 }
 
 /// Proposals with their status: pending, approved (with the amending entry) or rejected.
@@ -111,37 +155,31 @@ async fn list(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<Vec<AmendmentView>> {
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let proposals = events_of(&state, &tenant.id, AuditKind::AmendmentProposed).await?;
     let mut decided = events_of(&state, &tenant.id, AuditKind::AuditAmended).await?;
     decided.extend(events_of(&state, &tenant.id, AuditKind::AmendmentRejected).await?);
     Ok(Json(
         proposals
-            .iter()
+            .into_iter()
             .map(|p| {
                 let decision = decided
                     .iter()
                     .find(|d| d.draft.detail["proposal_seq"].as_i64() == Some(p.seq));
-                json!({
-                    "proposal": p.seq,
-                    "detail": p.draft.detail,
-                    "status": match decision.map(|d| d.draft.kind) {
-                        Some(AuditKind::AuditAmended) => "approved",
-                        Some(_) => "rejected",
-                        None => "pending",
+                AmendmentView {
+                    proposal: p.seq,
+                    detail: p.draft.detail,
+                    status: match decision.map(|d| d.draft.kind) {
+                        Some(AuditKind::AuditAmended) => AmendmentStatus::Approved,
+                        Some(_) => AmendmentStatus::Rejected,
+                        None => AmendmentStatus::Pending,
                     },
-                    "decided_in": decision.map(|d| d.seq),
-                })
+                    decided_in: decision.map(|d| d.seq),
+                }
             })
             .collect(),
     ))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DecisionIn {
-    reason: Option<String>,
 }
 
 async fn approve(
@@ -149,7 +187,7 @@ async fn approve(
     ctx: AdminContext,
     path: Path<(String, i64)>,
     body: Option<Json<DecisionIn>>,
-) -> ApiResult<Value> {
+) -> ApiResult<AmendmentDecided> {
     decide(state, ctx, path, body, true).await
 }
 
@@ -158,7 +196,7 @@ async fn reject(
     ctx: AdminContext,
     path: Path<(String, i64)>,
     body: Option<Json<DecisionIn>>,
-) -> ApiResult<Value> {
+) -> ApiResult<AmendmentDecided> {
     decide(state, ctx, path, body, false).await
 }
 
@@ -169,7 +207,7 @@ async fn decide(
     Path((tenant, proposal)): Path<(String, i64)>,
     body: Option<Json<DecisionIn>>,
     approve: bool,
-) -> ApiResult<Value> {
+) -> ApiResult<AmendmentDecided> {
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let _serial = APPROVING.lock().await;
     let proposed = event_at(&state, &tenant.id, proposal).await?;
@@ -212,7 +250,13 @@ async fn decide(
         "reason": body.and_then(|b| b.0.reason),
     });
     let event = state.store.append_audit(draft, state.clock.now()).await?;
-    Ok(Json(
-        json!({ "proposal": proposal, "status": if approve { "approved" } else { "rejected" }, "entry": event.seq }),
-    ))
+    Ok(Json(AmendmentDecided {
+        proposal,
+        status: if approve {
+            AmendmentStatus::Approved
+        } else {
+            AmendmentStatus::Rejected
+        },
+        entry: event.seq,
+    }))
 }

@@ -1,0 +1,124 @@
+//! Agent tokens: mint one (shown once, optionally scoped to connections or single tools, with
+//! a bounded life) and revoke one.
+
+use super::common::{ApiResult, AppRef, Revoked, parse_id, require_admin, tenant_for, valid_name};
+use crate::error::ApiError;
+use crate::identity::AdminContext;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use portcullis_core::UnixMillis;
+use portcullis_core::id::{AgentId, TokenId};
+use portcullis_core::token::{BearerSecret, TokenKind};
+use portcullis_store::NewToken;
+use serde::{Deserialize, Serialize};
+
+pub(super) fn routes() -> Router<AppRef> {
+    Router::new()
+        .route(
+            "/tenants/{tenant}/agents/{agent}/tokens",
+            post(create_token),
+        )
+        .route(
+            "/tenants/{tenant}/tokens/{token}/revoke",
+            post(revoke_token),
+        )
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIn {
+    /// Connection names (`crm`) or single tools (`crm/send_email`); empty: everything granted.
+    #[serde(default)]
+    pub scope: Vec<String>,
+    /// Life in seconds; none: the configured default.
+    pub ttl_secs: Option<u64>,
+}
+
+/// A token just minted: the secret is shown once.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub token: String,
+    pub id: TokenId,
+    pub expires_at: UnixMillis,
+    pub scope: Vec<String>,
+    pub note: String,
+}
+
+// The token is a credential: never in a debug print.
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"[redacted]")
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .field("note", &self.note)
+            .finish()
+    }
+}
+
+async fn create_token(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, agent)): Path<(String, String)>,
+    Json(body): Json<TokenIn>,
+) -> ApiResult<CreatedToken> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let agent: AgentId = parse_id(&agent)?;
+    let max = state.config.auth.token_ttl_secs.max(366 * 24 * 3600);
+    let ttl = body.ttl_secs.unwrap_or(state.config.auth.token_ttl_secs);
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_secs must be between 1 and {max}"
+        )));
+    }
+    for entry in &body.scope {
+        let (connection, tool) = entry.split_once('/').unwrap_or((entry, ""));
+        valid_name("connection", connection)?;
+        if entry.contains('/') && tool.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "scope entry `{entry}` names no tool"
+            )));
+        }
+    }
+    let now = state.clock.now();
+    let secret = BearerSecret::generate(TokenKind::Agent);
+    let token = state
+        .store
+        .create_token(
+            NewToken {
+                tenant: &tenant.id,
+                agent: &agent,
+                token_hash: &secret.hash(),
+                scope: &body.scope,
+                expires_at: now + (ttl as i64) * 1000,
+            },
+            &ctx.actor(),
+            now,
+        )
+        .await?;
+    Ok(Json(CreatedToken {
+        token: secret.expose().to_owned(),
+        id: token.id,
+        expires_at: token.expires_at,
+        scope: token.scope,
+        note: "shown once; only its hash is stored".into(),
+    }))
+}
+
+async fn revoke_token(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, token)): Path<(String, String)>,
+) -> ApiResult<Revoked<TokenId>> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let token: TokenId = parse_id(&token)?;
+    state
+        .store
+        .revoke_token(&tenant.id, &token, &ctx.actor(), state.clock.now())
+        .await?;
+    Ok(Json(Revoked { revoked: token }))
+}

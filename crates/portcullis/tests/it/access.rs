@@ -2,8 +2,11 @@
 //! lockout after repeated bad tokens, the per-token rate limit, and connection revocation.
 
 use crate::support::*;
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::tenants::NameIn;
+use portcullis_server::admin::tokens::TokenIn;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A new agent in `tenant` with one grant (`tool`: a tool name or `*`) and a token.
 async fn agent_with_grant(
@@ -12,43 +15,32 @@ async fn agent_with_grant(
     name: &str,
     tool: &str,
 ) -> (String, String) {
-    let agent = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/agents", tenant.name),
-            Some(json!({ "name": name })),
-        )
-        .await;
-    let agent_id = agent["id"].as_str().expect("agent id").to_owned();
-    app.admin(
-        Method::POST,
-        &format!("/tenants/{}/grants", tenant.name),
-        Some(json!({ "agent": agent_id, "connection": tenant.connection_id, "tool": tool })),
-    )
-    .await;
-    let token = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/agents/{agent_id}/tokens", tenant.name),
-            Some(json!({})),
-        )
-        .await;
-    (agent_id, token["token"].as_str().expect("token").to_owned())
+    let api = app.admin_api();
+    let agent = api
+        .create_agent(&tenant.name, &NameIn { name: name.into() })
+        .await
+        .expect("create agent");
+    let grant = GrantIn {
+        agent: agent.id.to_string(),
+        connection: tenant.connection_id.clone(),
+        tool: tool.into(),
+    };
+    api.add_grant(&tenant.name, &grant).await.expect("grant");
+    let token = api
+        .create_token(&tenant.name, agent.id.as_str(), &TokenIn::default())
+        .await
+        .expect("create token");
+    (agent.id.to_string(), token.token)
 }
 
 /// A new token for the tenant's seeded agent: (secret, id).
-async fn new_token(app: &TestApp, tenant: &Tenant, body: Value) -> (String, String) {
+async fn new_token(app: &TestApp, tenant: &Tenant, body: TokenIn) -> (String, String) {
     let token = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/agents/{}/tokens", tenant.name, tenant.agent_id),
-            Some(body),
-        )
-        .await;
-    (
-        token["token"].as_str().expect("token").to_owned(),
-        token["id"].as_str().expect("token id").to_owned(),
-    )
+        .admin_api()
+        .create_token(&tenant.name, &tenant.agent_id, &body)
+        .await
+        .expect("create token");
+    (token.token, token.id.to_string())
 }
 
 /// One raw 2026-07-28 read call; returns the reply.
@@ -168,7 +160,15 @@ async fn an_agent_sees_and_calls_only_granted_tools() {
 async fn a_token_scoped_to_one_tool_sees_and_calls_only_that_tool() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
-    let (token, _) = new_token(&app, &acme, json!({ "scope": ["crm/get_contact"] })).await;
+    let (token, _) = new_token(
+        &app,
+        &acme,
+        TokenIn {
+            scope: vec!["crm/get_contact".into()],
+            ..TokenIn::default()
+        },
+    )
+    .await;
 
     let client = app.client("acme", &token, Era::Discover).await;
     assert_eq!(
@@ -204,7 +204,7 @@ async fn a_token_scoped_to_one_tool_sees_and_calls_only_that_tool() {
 async fn a_revoked_token_is_refused_on_its_next_request() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
-    let (token, token_id) = new_token(&app, &acme, json!({})).await;
+    let (token, token_id) = new_token(&app, &acme, TokenIn::default()).await;
     let modern = app.client("acme", &token, Era::Discover).await;
     let legacy = app.client("acme", &token, Era::Initialize).await;
     assert_eq!(
@@ -224,12 +224,10 @@ async fn a_revoked_token_is_refused_on_its_next_request() {
         "ok"
     );
 
-    app.admin(
-        Method::POST,
-        &format!("/tenants/acme/tokens/{token_id}/revoke"),
-        None,
-    )
-    .await;
+    app.admin_api()
+        .revoke_token("acme", &token_id)
+        .await
+        .expect("revoke token");
 
     let err = modern
         .try_call("crm__get_contact", json!({ "id": "c_1" }))
@@ -266,7 +264,15 @@ async fn a_revoked_token_is_refused_on_its_next_request() {
 async fn an_expired_token_is_refused() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
-    let (token, _) = new_token(&app, &acme, json!({ "ttl_secs": 60 })).await;
+    let (token, _) = new_token(
+        &app,
+        &acme,
+        TokenIn {
+            ttl_secs: Some(60),
+            ..TokenIn::default()
+        },
+    )
+    .await;
     let client = app.client("acme", &token, Era::Discover).await;
     assert_eq!(
         status(
@@ -338,12 +344,10 @@ async fn a_revoked_agent_is_refused() {
         "ok"
     );
 
-    app.admin(
-        Method::POST,
-        &format!("/tenants/acme/agents/{}/revoke", acme.agent_id),
-        None,
-    )
-    .await;
+    app.admin_api()
+        .revoke_agent("acme", &acme.agent_id)
+        .await
+        .expect("revoke agent");
 
     client
         .try_call("crm__get_contact", json!({ "id": "c_1" }))
@@ -485,7 +489,7 @@ async fn the_per_token_rate_limit_refuses_then_refills() {
     }
 
     // Per token: another token of the same agent has its own bucket.
-    let (other, _) = new_token(&app, &acme, json!({})).await;
+    let (other, _) = new_token(&app, &acme, TokenIn::default()).await;
     assert_read_ok(&raw_read(&app, "acme", &other).await);
 
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
@@ -517,22 +521,22 @@ async fn revoking_a_connection_hides_its_tools_and_pauses_pending_approvals() {
     let held = approval_id(&client.call("crm__send_email", send.clone()).await);
 
     let revoked = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/acme/connections/{}/revoke", acme.connection_id),
-            None,
-        )
-        .await;
-    assert_eq!(revoked["revoked"], acme.connection_id.as_str());
+        .admin_api()
+        .revoke_connection("acme", &acme.connection_id)
+        .await
+        .expect("revoke connection");
+    assert_eq!(revoked.revoked.as_str(), acme.connection_id);
 
     assert!(
         client.tool_names().await.is_empty(),
         "a revoked connection's tools are still listed"
     );
-    let approval = app
-        .admin(Method::GET, &format!("/approvals/{held}"), None)
-        .await;
-    assert_eq!(approval["status"], "needs_reconnection", "{approval}");
+    let approval = app.approval(&held).await;
+    assert_eq!(
+        approval.status,
+        ApprovalStatus::NeedsReconnection,
+        "{approval:?}"
+    );
     let err = client
         .try_call("crm__get_contact", json!({ "id": "c_1" }))
         .await
@@ -556,9 +560,11 @@ async fn revoking_a_connection_hides_its_tools_and_pauses_pending_approvals() {
     assert!(effect_lines(&acme.effect_log).is_empty());
 
     let connections = app
-        .admin(Method::GET, "/tenants/acme/connections", None)
-        .await;
-    assert!(connections[0]["revoked_at"].is_i64(), "{connections}");
+        .admin_api()
+        .list_connections("acme")
+        .await
+        .expect("list connections");
+    assert!(connections[0].revoked_at.is_some(), "{connections:?}");
     // Revoking twice: the connection is no longer active, so there is nothing to revoke.
     let (status, _) = app
         .api(
@@ -619,7 +625,7 @@ async fn a_legacy_session_belongs_to_the_agent_that_opened_it() {
     );
     let approvals = approvals_of(&app, "acme").await;
     assert_eq!(approvals.len(), 1);
-    assert_eq!(approvals[0]["agent"], acme.agent_id.as_str());
+    assert_eq!(approvals[0].agent.as_str(), acme.agent_id);
     assert!(effect_lines(&acme.effect_log).is_empty());
     app.stop().await;
 }

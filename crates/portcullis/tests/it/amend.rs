@@ -2,6 +2,8 @@
 //! and approved by another; the original entry is never rewritten and the chain verifies.
 
 use crate::support::*;
+use portcullis_server::admin::amendments::{AmendmentStatus, ProposalIn};
+use portcullis_server::admin::common::TenantQuery;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -50,8 +52,16 @@ async fn audit_amendments_are_new_entries_approved_by_someone_else() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let proposal = app.admin(Method::POST, &path, Some(body)).await;
-    let proposal_seq = proposal["proposal"].as_i64().unwrap();
+    let proposal = ProposalIn {
+        kind: "correction".into(),
+        note: "the call was a test, not a customer request".into(),
+    };
+    let proposal = app
+        .admin_api()
+        .propose_amendment("acme", seq, &proposal)
+        .await
+        .expect("propose");
+    let proposal_seq = proposal.proposal;
     let approve = format!("/tenants/acme/audit/amendments/{proposal_seq}/approve");
     // The proposer may not approve their own edit.
     let (status, _) = app
@@ -78,10 +88,12 @@ async fn audit_amendments_are_new_entries_approved_by_someone_else() {
     );
 
     let list = app
-        .admin(Method::GET, "/tenants/acme/audit/amendments", None)
-        .await;
-    assert_eq!(list[0]["status"], "approved");
-    assert_eq!(list[0]["decided_in"], decided["entry"]);
+        .admin_api()
+        .list_amendments("acme")
+        .await
+        .expect("list amendments");
+    assert_eq!(list[0].status, AmendmentStatus::Approved);
+    assert_eq!(list[0].decided_in, decided["entry"].as_i64());
 
     // Nothing was rewritten: the original entry is byte-for-byte the same and the chain
     // verifies; the amendment references it by sequence number and hash.
@@ -93,9 +105,13 @@ async fn audit_amendments_are_new_entries_approved_by_someone_else() {
     assert_eq!(amended[0]["detail"]["target_hash"], target["hash"]);
     assert_eq!(amended[0]["detail"]["decided_by"], "acme-approver");
     let verify = app
-        .admin(Method::GET, "/audit/verify?tenant=acme", None)
-        .await;
-    assert_eq!(verify["ok"], true, "{verify}");
+        .admin_api()
+        .verify_audit(&TenantQuery {
+            tenant: Some("acme".into()),
+        })
+        .await
+        .expect("verify");
+    assert!(verify.ok, "{verify:?}");
 }
 
 /// Revert: from an executed write whose before-state was captured, an approver proposes the
@@ -104,17 +120,15 @@ async fn audit_amendments_are_new_entries_approved_by_someone_else() {
 async fn an_executed_write_is_reverted_from_its_before_state_by_a_second_person() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
-    app.admin(
-        Method::PUT,
-        &format!(
-            "/tenants/acme/connections/{}/tools/update_contact/profile",
-            acme.connection_id
-        ),
-        Some(json!({
+    crate::policy::set_profile(
+        &app,
+        &acme,
+        "update_contact",
+        json!({
             "preview": {"tool": "get_contact", "arguments": {"id": "id"}},
             "revert": {"tool": "update_contact",
                        "arguments": {"id": "id", "name": "name", "email": "email", "company": "company"}}
-        })),
+        }),
     )
     .await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;

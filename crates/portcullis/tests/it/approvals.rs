@@ -24,7 +24,7 @@ async fn approved_effect_executes_once_and_never_again() {
     );
     assert_eq!(structured(&held)["executed"], false);
     let id = approval_id(&held);
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
 
     // Re-sending before approval: the same request, still held, nothing executed.
     let again = client.call("crm__issue_refund", refund(2500)).await;
@@ -36,7 +36,7 @@ async fn approved_effect_executes_once_and_never_again() {
     assert!(effect_lines(&acme.effect_log).is_empty());
 
     app.approve(&acme, &id).await;
-    assert_eq!(app.approval(&id).await["status"], "approved");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Approved);
     assert!(
         effect_lines(&acme.effect_log).is_empty(),
         "approval alone executes nothing"
@@ -49,7 +49,7 @@ async fn approved_effect_executes_once_and_never_again() {
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0]["tool"], "issue_refund");
     assert_eq!(effects[0]["arguments"]["amount_cents"], 2500);
-    assert_eq!(app.approval(&id).await["status"], "executed");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Executed);
 
     // The used approval does not cover another execution: a further identical call is a new hold.
     let replay = client.call("crm__issue_refund", refund(2500)).await;
@@ -105,7 +105,7 @@ async fn changed_argument_after_approval_is_a_new_hold() {
     assert_ne!(approval_id(&other), id);
 
     // The approved action itself is untouched by the changed attempts.
-    assert_eq!(app.approval(&id).await["status"], "approved");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Approved);
     let executed = client.call("crm__issue_refund", refund(2500)).await;
     assert_eq!(status(&executed), "issued", "{executed:?}");
     assert_eq!(effect_lines(&acme.effect_log).len(), 1);
@@ -168,7 +168,7 @@ async fn fifty_concurrent_retries_execute_exactly_once() {
         1,
         "the upstream saw the refund exactly once"
     );
-    assert_eq!(app.approval(&id).await["status"], "executed");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Executed);
 
     let executes = kinds(&app.audit_events("acme").await)
         .iter()
@@ -257,8 +257,8 @@ async fn approving_twice_is_a_conflict() {
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let id = approval_id(&client.call("crm__issue_refund", refund(100)).await);
     let first = app.approve(&acme, &id).await;
-    let receipt = first["receipt"].clone();
-    assert!(receipt["signature"].is_string(), "{first}");
+    let receipt = first.receipt.clone().expect("a receipt");
+    assert!(!receipt.signature.is_empty(), "{first:?}");
 
     let (code, body) = app
         .api(
@@ -279,9 +279,10 @@ async fn approving_twice_is_a_conflict() {
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "a decision is final");
     let after = app.approval(&id).await;
-    assert_eq!(after["status"], "approved");
+    assert_eq!(after.status, ApprovalStatus::Approved);
     assert_eq!(
-        after["receipt"], receipt,
+        after.receipt,
+        Some(receipt),
         "the second approval did not replace the receipt"
     );
     let approvals = kinds(&app.audit_events("acme").await)
@@ -301,9 +302,9 @@ async fn approval_expires_after_its_ttl() {
 
     // Just before the hour it is still pending; at the hour it has expired.
     app.clock.advance(3_600_000 - 1);
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
     app.clock.advance(1);
-    assert_eq!(app.approval(&id).await["status"], "expired");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Expired);
 
     let (code, body) = app
         .api(
@@ -314,7 +315,7 @@ async fn approval_expires_after_its_ttl() {
         )
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    assert_eq!(app.approval(&id).await["status"], "expired");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Expired);
 
     let retry = client.call("crm__issue_refund", refund(700)).await;
     let fresh = approval_id(&retry);
@@ -339,7 +340,7 @@ async fn approval_approved_before_expiry_cannot_execute_after_it() {
     let id = approval_id(&client.call("crm__issue_refund", refund(800)).await);
     app.approve(&acme, &id).await;
     app.clock.advance(3_600_000 + 1);
-    assert_eq!(app.approval(&id).await["status"], "expired");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Expired);
     let retry = client.call("crm__issue_refund", refund(800)).await;
     assert_ne!(approval_id(&retry), id);
     assert!(effect_lines(&acme.effect_log).is_empty());
@@ -433,7 +434,7 @@ async fn approvals_cli_lists_shows_and_approves() {
         .await;
     assert_eq!(agent.code, Some(2), "{agent:?}");
     assert!(agent.stderr.contains("401"), "{}", agent.stderr);
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
 
     let approve = app
         .cli_as(

@@ -3,8 +3,17 @@
 //! or tokens in it, and exports that honour their filters.
 
 use crate::support::*;
+use portcullis_server::admin::common::TenantQuery;
+use portcullis_server::admin::connections::ClassifyIn;
 use reqwest::Method;
 use serde_json::{Value, json};
+
+/// `?tenant=acme`.
+fn acme_only() -> TenantQuery {
+    TenantQuery {
+        tenant: Some("acme".into()),
+    }
+}
 
 fn email() -> Value {
     json!({ "to": "zelda.quartermain-7731@example.org", "subject": "Quarterly numbers XK-99", "body": "Strictly confidential draft body" })
@@ -78,8 +87,10 @@ async fn database_refuses_to_rewrite_history() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     traffic(&app, &acme).await;
-    app.admin(Method::POST, "/audit/checkpoint?tenant=acme", None)
-        .await;
+    app.admin_api()
+        .checkpoint_audit(&acme_only())
+        .await
+        .expect("checkpoint");
 
     let tenant = &acme.id;
     for sql in [
@@ -106,7 +117,10 @@ async fn intact_trail_verifies() {
     let globex = app.seed_tenant("globex").await;
     traffic(&app, &acme).await;
     traffic(&app, &globex).await;
-    app.admin(Method::POST, "/audit/checkpoint", None).await;
+    app.admin_api()
+        .checkpoint_audit(&TenantQuery::default())
+        .await
+        .expect("checkpoint");
     traffic(&app, &acme).await;
 
     let verify = app.cli_local(&["audit", "verify"]).await;
@@ -162,8 +176,12 @@ async fn intact_trail_verifies() {
         forged.stdout
     );
 
-    let api = app.admin(Method::GET, "/audit/verify", None).await;
-    assert_eq!(api["ok"], true, "{api}");
+    let api = app
+        .admin_api()
+        .verify_audit(&TenantQuery::default())
+        .await
+        .expect("verify");
+    assert!(api.ok, "{api:?}");
     app.stop().await;
 }
 
@@ -231,9 +249,11 @@ async fn edited_entry_is_named_by_verify() {
             .contains(&format!("entry {seq}:"))
     );
     let api = app
-        .admin(Method::GET, "/audit/verify?tenant=acme", None)
-        .await;
-    assert_eq!(api["ok"], false, "{api}");
+        .admin_api()
+        .verify_audit(&acme_only())
+        .await
+        .expect("verify");
+    assert!(!api.ok, "{api:?}");
 
     // Re-hashing the edited row does not help: the next entry no longer follows it.
     app.raw_sql(&format!(
@@ -260,11 +280,15 @@ async fn deleted_entries_are_detected() {
     let acme = app.seed_tenant("acme").await;
     traffic(&app, &acme).await;
     let checkpoint = app
-        .admin(Method::POST, "/audit/checkpoint?tenant=acme", None)
-        .await;
-    let size = checkpoint["checkpoints"][0]["size"]
-        .as_i64()
-        .expect("a checkpoint was written");
+        .admin_api()
+        .checkpoint_audit(&acme_only())
+        .await
+        .expect("checkpoint");
+    let size = checkpoint
+        .checkpoints
+        .first()
+        .expect("a checkpoint was written")
+        .size;
     assert_eq!(size, app.audit_events("acme").await.len() as i64);
     assert!(
         app.cli_local(&["audit", "verify", "--tenant", "acme"])
@@ -341,8 +365,8 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
         "nothing reached the upstream"
     );
     assert_eq!(
-        app.approval(&id).await["status"],
-        "approved",
+        app.approval(&id).await.status,
+        ApprovalStatus::Approved,
         "the nonce was not consumed"
     );
     assert!(!kinds(&app.audit_events("acme").await).contains(&"execute".to_owned()));
@@ -353,7 +377,7 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
     let executed = client.call("crm__send_email", email()).await;
     assert_eq!(status(&executed), "sent", "{executed:?}");
     assert_eq!(effect_lines(&acme.effect_log).len(), 1);
-    assert_eq!(app.approval(&id).await["status"], "executed");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Executed);
     assert!(app.cli_local(&["audit", "verify"]).await.ok());
     app.stop().await;
 }
@@ -365,15 +389,13 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
     // Make a tool that leaves a trace upstream count as a read. A read's audit commit
     // overlaps its upstream call, so the call may reach the upstream — but its result must
     // never reach the agent without a durable audit entry.
-    app.admin(
-        Method::PUT,
-        &format!(
-            "/tenants/acme/connections/{}/tools/update_contact",
-            acme.connection_id
-        ),
-        Some(json!({ "effect": "read" })),
-    )
-    .await;
+    let read = ClassifyIn {
+        effect: "read".into(),
+    };
+    app.admin_api()
+        .classify_tool("acme", &acme.connection_id, "update_contact", &read)
+        .await
+        .expect("classify");
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let update = json!({ "id": "c_2", "company": "Analytical Engines" });
 
@@ -401,8 +423,8 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
         .await
         .unwrap();
     assert!(client.try_call("crm__send_email", email()).await.is_err());
-    let listed = app.admin(Method::GET, "/approvals?tenant=acme", None).await;
-    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let listed = approvals_of(&app, "acme").await;
+    assert_eq!(listed.len(), 0, "{listed:?}");
 
     app.raw_sql(&format!(
         "{};; {}",

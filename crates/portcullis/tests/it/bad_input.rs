@@ -307,7 +307,7 @@ async fn the_admin_api_refuses_malformed_json_unknown_fields_and_bad_ids() {
             .await,
     );
     let before = audit_events_of(&app, &app.admin_token, "acme").await.len();
-    let tenants_before = app.admin(Method::GET, "/tenants", None).await;
+    let tenants_before = app.admin_api().list_tenants().await.expect("tenants");
     let admin_url = |path: &str| format!("{}/admin/v1{path}", app.base);
 
     // Malformed JSON.
@@ -469,13 +469,10 @@ async fn the_admin_api_refuses_malformed_json_unknown_fields_and_bad_ids() {
         &after[before..]
     );
     assert_eq!(
-        app.admin(Method::GET, "/tenants", None).await,
+        app.admin_api().list_tenants().await.expect("tenants"),
         tenants_before
     );
-    let approval = app
-        .admin(Method::GET, &format!("/approvals/{held}"), None)
-        .await;
-    assert_eq!(approval["status"], "pending");
+    assert_eq!(app.approval(&held).await.status, ApprovalStatus::Pending);
     assert!(effect_lines(&acme.effect_log).is_empty());
     let read = client
         .call("crm__get_contact", json!({ "id": "c_1" }))

@@ -2,7 +2,7 @@
 //! and a new process on the same data folder carries on exactly where the old one stopped.
 
 use crate::support::*;
-use reqwest::{Method, StatusCode};
+use portcullis_server::admin::approvals::VerdictIn;
 use serde_json::{Value, json};
 
 fn refund(amount_cents: i64) -> Value {
@@ -25,23 +25,19 @@ async fn pending_and_approved_actions_survive_sigkill() {
         .admin_token
         .clone()
         .expect("first start prints the bootstrap admin token");
-    let acme = seed_tenant_at(&http, &first.base, &admin, root.path(), "acme").await;
+    let first_api = AdminClient::with_http(http.clone(), &first.base, &admin);
+    let acme = seed_tenant_at(&first_api, root.path(), "acme").await;
     let client = connect(&first.mcp_url("acme"), &acme.agent_token, Era::Discover)
         .await
         .expect("connect");
     // A: held and still pending at the crash. B: held and approved, not yet executed.
     let pending = approval_id(&client.call("crm__issue_refund", refund(1_000)).await);
     let approved = approval_id(&client.call("crm__issue_refund", refund(2_000)).await);
-    let (code, body) = api_at(
-        &http,
-        &first.base,
-        Method::POST,
-        &format!("/approvals/{approved}/approve"),
-        &acme.approver_token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    first_api
+        .as_token(&acme.approver_token)
+        .approve(&approved, &VerdictIn::default())
+        .await
+        .expect("approve before the crash");
     drop(client);
     first.kill().await;
 
@@ -50,24 +46,14 @@ async fn pending_and_approved_actions_survive_sigkill() {
         second.admin_token.is_none(),
         "not a first start: no new bootstrap token"
     );
-    wait_connection_ready(&http, &second.base, &admin, "acme", &acme.connection_id).await;
-    let get = |id: String| {
-        let (http, base, admin) = (&http, second.base.clone(), admin.clone());
-        async move {
-            api_at(
-                http,
-                &base,
-                Method::GET,
-                &format!("/approvals/{id}"),
-                &admin,
-                None,
-            )
-            .await
-            .1
-        }
+    let second_api = AdminClient::with_http(http.clone(), &second.base, &admin);
+    wait_connection_ready(&second_api, "acme", &acme.connection_id).await;
+    let status_of = |id: String| {
+        let api = second_api.clone();
+        async move { api.approval(&id).await.expect("approval").status }
     };
-    assert_eq!(get(pending.clone()).await["status"], "pending");
-    assert_eq!(get(approved.clone()).await["status"], "approved");
+    assert_eq!(status_of(pending.clone()).await, ApprovalStatus::Pending);
+    assert_eq!(status_of(approved.clone()).await, ApprovalStatus::Approved);
     assert!(
         effect_lines(&acme.effect_log).is_empty(),
         "nothing executed across the crash"
@@ -81,16 +67,11 @@ async fn pending_and_approved_actions_survive_sigkill() {
         approval_id(&client.call("crm__issue_refund", refund(1_000)).await),
         pending
     );
-    let (code, body) = api_at(
-        &http,
-        &second.base,
-        Method::POST,
-        &format!("/approvals/{pending}/approve"),
-        &acme.approver_token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    second_api
+        .as_token(&acme.approver_token)
+        .approve(&pending, &VerdictIn::default())
+        .await
+        .expect("approve after the crash");
 
     for amount in [1_000, 2_000] {
         let executed = client.call("crm__issue_refund", refund(amount)).await;
@@ -110,8 +91,8 @@ async fn pending_and_approved_actions_survive_sigkill() {
         2,
         "each executed exactly once"
     );
-    assert_eq!(get(pending.clone()).await["status"], "executed");
-    assert_eq!(get(approved.clone()).await["status"], "executed");
+    assert_eq!(status_of(pending.clone()).await, ApprovalStatus::Executed);
+    assert_eq!(status_of(approved.clone()).await, ApprovalStatus::Executed);
     drop(client);
 
     // The trail written by both processes verifies (the killed one wrote no final checkpoint).
@@ -175,8 +156,8 @@ async fn approval_retried_while_the_upstream_is_down_is_kept() {
     }
     assert!(effect_lines(&acme.effect_log).is_empty());
     assert_eq!(
-        app.approval(&id).await["status"],
-        "approved",
+        app.approval(&id).await.status,
+        ApprovalStatus::Approved,
         "the approval is kept for when the upstream is back: {retry:?}"
     );
 

@@ -2,26 +2,21 @@
 //! as an unknown effect until an operator accepts the new definition.
 
 use crate::support::*;
+use portcullis_core::effect::EffectClass;
+use portcullis_server::admin::connections::ToolView;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn tool(app: &TestApp, tenant: &Tenant, name: &str) -> Value {
+async fn tool(app: &TestApp, tenant: &Tenant, name: &str) -> ToolView {
     let tools = app
-        .admin(
-            Method::GET,
-            &format!(
-                "/tenants/{}/connections/{}/tools",
-                tenant.name, tenant.connection_id
-            ),
-            None,
-        )
-        .await;
+        .admin_api()
+        .list_tools(&tenant.name, &tenant.connection_id)
+        .await
+        .expect("list tools");
     tools
-        .as_array()
-        .expect("tools")
         .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no tool {name}: {tools}"))
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tool {name}: {tools:?}"))
         .clone()
 }
 
@@ -30,19 +25,14 @@ async fn tool(app: &TestApp, tenant: &Tenant, name: &str) -> Value {
 async fn change_definitions(app: &TestApp, tenant: &Tenant) {
     std::fs::write(&tenant.variant_file, "changed").unwrap();
     let restarted = app
-        .admin(
-            Method::POST,
-            &format!(
-                "/tenants/{}/connections/{}/restart",
-                tenant.name, tenant.connection_id
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(restarted["restarting"], tenant.connection_id.as_str());
+        .admin_api()
+        .restart_connection(&tenant.name, &tenant.connection_id)
+        .await
+        .expect("restart");
+    assert_eq!(restarted.restarting.as_str(), tenant.connection_id);
     eventually(
         "get_contact's changed definition to be recorded",
-        || async { tool(app, tenant, "get_contact").await["definition_changed"] == true },
+        || async { tool(app, tenant, "get_contact").await.definition_changed },
     )
     .await;
     app.wait_ready(&tenant.connection_id).await;
@@ -62,30 +52,29 @@ async fn changed_definition_holds_a_read_until_accepted() {
         "ok"
     );
     let before = tool(&app, &acme, "get_contact").await;
-    assert_eq!(before["definition_changed"], false);
+    assert!(!before.definition_changed);
 
     change_definitions(&app, &acme).await;
     let changed = tool(&app, &acme, "get_contact").await;
     assert_eq!(
-        changed["pinned_hash"], before["pinned_hash"],
+        changed.pinned_hash, before.pinned_hash,
         "the pin stays until accepted"
     );
-    assert_ne!(changed["current_hash"], before["current_hash"]);
+    assert_ne!(changed.current_hash, before.current_hash);
     assert_eq!(
-        changed["effect"], "read",
+        changed.effect,
+        EffectClass::Read,
         "the operator's classification is kept"
     );
     assert!(
-        changed["description"]
-            .as_str()
+        changed
+            .description
+            .as_deref()
             .unwrap()
             .contains("records who looked")
     );
     // Tools whose definitions did not change are untouched.
-    assert_eq!(
-        tool(&app, &acme, "list_contacts").await["definition_changed"],
-        false
-    );
+    assert!(!tool(&app, &acme, "list_contacts").await.definition_changed);
 
     // The read is now held as an unknown effect, and the agent is told it is not read-only.
     let tools = tokio::time::timeout(WAIT, client.running.list_all_tools())
@@ -112,12 +101,13 @@ async fn changed_definition_holds_a_read_until_accepted() {
         .await;
     let id = approval_id(&held);
     let approval = app.approval(&id).await;
-    assert_eq!(approval["effect"], "write", "an unknown effect");
+    assert_eq!(approval.effect, EffectClass::Write, "an unknown effect");
     assert!(
-        approval["reasons"]
-            .to_string()
+        approval
+            .reasons
+            .join("; ")
             .contains("changed this tool's definition"),
-        "{approval}"
+        "{approval:?}"
     );
     assert_eq!(
         status(&client.call("crm__list_contacts", json!({})).await),
@@ -133,8 +123,8 @@ async fn changed_definition_holds_a_read_until_accepted() {
     assert!(
         changes.iter().any(|e| e["resource"]
             == format!("tool:{}/get_contact", acme.connection_id).as_str()
-            && e["detail"]["pinned_hash"] == before["pinned_hash"]
-            && e["detail"]["current_hash"] == changed["current_hash"]),
+            && e["detail"]["pinned_hash"] == before.pinned_hash.as_str()
+            && e["detail"]["current_hash"] == changed.current_hash.as_str()),
         "{changes:#?}"
     );
     assert!(
@@ -156,23 +146,15 @@ async fn changed_definition_holds_a_read_until_accepted() {
         )
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN);
-    assert_eq!(
-        tool(&app, &acme, "get_contact").await["definition_changed"],
-        true
-    );
+    assert!(tool(&app, &acme, "get_contact").await.definition_changed);
 
     let accepted = app
-        .admin(
-            Method::POST,
-            &format!(
-                "/tenants/acme/connections/{}/tools/get_contact/accept",
-                acme.connection_id
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(accepted["definition_changed"], false);
-    assert_eq!(accepted["pinned_hash"], changed["current_hash"]);
+        .admin_api()
+        .accept_tool("acme", &acme.connection_id, "get_contact")
+        .await
+        .expect("accept");
+    assert!(!accepted.definition_changed);
+    assert_eq!(accepted.pinned_hash, changed.current_hash);
     let read = client
         .call("crm__get_contact", json!({ "id": "c_1" }))
         .await;
@@ -184,14 +166,11 @@ async fn changed_definition_holds_a_read_until_accepted() {
             .iter()
             .any(|e| e["kind"] == "tool_definition_accepted"
                 && e["actor"].as_str().unwrap().starts_with("admin:")
-                && e["detail"]["definition_hash"] == changed["current_hash"]),
+                && e["detail"]["definition_hash"] == changed.current_hash.as_str()),
         "{events:#?}"
     );
     // send_email's change was not accepted: it still counts as changed.
-    assert_eq!(
-        tool(&app, &acme, "send_email").await["definition_changed"],
-        true
-    );
+    assert!(tool(&app, &acme, "send_email").await.definition_changed);
 
     let (code, _) = app
         .api(
@@ -221,11 +200,11 @@ async fn approval_given_for_the_old_definition_does_not_cover_the_new_one() {
     assert_ne!(fresh, id);
     assert!(effect_lines(&acme.effect_log).is_empty());
     assert_eq!(
-        app.approval(&id).await["status"],
-        "approved",
+        app.approval(&id).await.status,
+        ApprovalStatus::Approved,
         "the old approval was not used"
     );
-    let reasons = app.approval(&fresh).await["reasons"].to_string();
+    let reasons = app.approval(&fresh).await.reasons.join("; ");
     assert!(
         reasons.contains("changed this tool's definition"),
         "{reasons}"
@@ -277,7 +256,10 @@ async fn restart_needs_an_admin_and_a_live_connection() {
         structured(&client.call("crm__draft_email", draft.clone()).await)["draft_id"],
         "d_2"
     );
-    app.admin(Method::POST, &path, None).await;
+    app.admin_api()
+        .restart_connection("acme", &acme.connection_id)
+        .await
+        .expect("restart");
     eventually("a fresh upstream process to answer", || async {
         client
             .try_call("crm__draft_email", draft.clone())
@@ -289,12 +271,10 @@ async fn restart_needs_an_admin_and_a_live_connection() {
         !kinds(&app.audit_events("acme").await).contains(&"tool_definition_changed".to_owned())
     );
 
-    app.admin(
-        Method::POST,
-        &format!("/tenants/acme/connections/{}/revoke", acme.connection_id),
-        None,
-    )
-    .await;
+    app.admin_api()
+        .revoke_connection("acme", &acme.connection_id)
+        .await
+        .expect("revoke connection");
     let (code, _) = app.api(Method::POST, &path, &app.admin_token, None).await;
     assert_eq!(
         code,

@@ -4,6 +4,14 @@
 //! stale-state refusal, and the offline `portcullis policy` commands.
 
 use crate::support::*;
+use portcullis_core::policy::Point;
+use portcullis_server::admin::agents::OwnerIn;
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::guardrails::GuardrailIn;
+use portcullis_server::admin::humans::AdminIn;
+use portcullis_server::admin::policy::PolicyView;
+use portcullis_server::admin::tenants::NameIn;
+use portcullis_server::admin::tokens::TokenIn;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -25,58 +33,54 @@ pub(crate) fn refund(customer: &str, amount_cents: i64) -> Value {
 
 /// Create another tenant-scoped approver; returns its token.
 pub(crate) async fn add_approver(app: &TestApp, tenant: &Tenant, name: &str) -> String {
+    let approver = AdminIn {
+        name: name.into(),
+        role: "approver".into(),
+        tenant: Some(tenant.name.clone()),
+        ttl_secs: None,
+    };
     let created = app
-        .admin(
-            Method::POST,
-            "/admins",
-            Some(json!({ "name": name, "role": "approver", "tenant": tenant.name })),
-        )
-        .await;
-    created["token"]
-        .as_str()
-        .expect("approver token")
-        .to_owned()
+        .admin_api()
+        .create_admin(&approver)
+        .await
+        .expect("create approver");
+    created.token
 }
 
 /// Create another agent granted the tenant's CRM connection; returns its token.
 pub(crate) async fn add_agent(app: &TestApp, tenant: &Tenant, name: &str) -> String {
-    let agent = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/agents", tenant.name),
-            Some(json!({ "name": name })),
-        )
-        .await;
-    let id = agent["id"].as_str().expect("agent id").to_owned();
-    app.admin(
-        Method::POST,
-        &format!("/tenants/{}/grants", tenant.name),
-        Some(json!({ "agent": id, "connection": tenant.connection_id })),
-    )
-    .await;
-    let token = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/{}/agents/{id}/tokens", tenant.name),
-            Some(json!({})),
-        )
-        .await;
-    token["token"].as_str().expect("agent token").to_owned()
+    let api = app.admin_api();
+    let agent = api
+        .create_agent(&tenant.name, &NameIn { name: name.into() })
+        .await
+        .expect("create agent");
+    let grant = GrantIn {
+        agent: agent.id.to_string(),
+        connection: tenant.connection_id.clone(),
+        tool: "*".into(),
+    };
+    api.add_grant(&tenant.name, &grant).await.expect("grant");
+    let token = api
+        .create_token(&tenant.name, agent.id.as_str(), &TokenIn::default())
+        .await
+        .expect("create token");
+    token.token
 }
 
-/// Set a CRM tool's profile as the bootstrap admin.
+/// Set a CRM tool's profile (written as JSON) as the bootstrap admin.
 pub(crate) async fn set_profile(app: &TestApp, tenant: &Tenant, tool: &str, profile: Value) {
+    let profile = serde_json::from_value(profile).expect("a tool profile");
     let out = app
-        .admin(
-            Method::PUT,
-            &format!(
-                "/tenants/{}/connections/{}/tools/{tool}/profile",
-                tenant.name, tenant.connection_id
-            ),
-            Some(profile),
-        )
-        .await;
-    assert_eq!(out["name"], tool, "{out}");
+        .admin_api()
+        .set_tool_profile(&tenant.name, &tenant.connection_id, tool, &profile)
+        .await
+        .expect("set profile");
+    assert_eq!(out.name, tool, "{out:?}");
+}
+
+/// A tenant's policy in force, as the bootstrap admin reads it.
+async fn policy_of(app: &TestApp, tenant: &str) -> PolicyView {
+    app.admin_api().policy(tenant).await.expect("policy")
 }
 
 /// Vote on an approval as `token`; returns the status and body.
@@ -113,7 +117,7 @@ async fn an_invalid_policy_is_refused_with_its_problem_and_changes_nothing() {
     let (code, body) = put_policy(&app, "acme", MAIL_POLICY).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["version"], 1);
-    let before = app.admin(Method::GET, "/tenants/acme/policy", None).await;
+    let before = policy_of(&app, "acme").await;
     let updates_before = events_of_kind(&app.audit_events("acme").await, "policy_updated").len();
     assert_eq!(updates_before, 1);
 
@@ -166,7 +170,7 @@ forbid (principal, action, resource) when { resource.colour == "red" };"#
             );
         }
         // Unchanged: same version, same hash, same text, and no audit entry for it.
-        let now = app.admin(Method::GET, "/tenants/acme/policy", None).await;
+        let now = policy_of(&app, "acme").await;
         assert_eq!(now, before, "{what} changed the policy in force");
     }
     assert_eq!(
@@ -279,9 +283,9 @@ async fn a_tenant_deny_policy_on_arguments_denies_at_call_time_and_names_itself(
         .await;
     let held = other.call("crm__send_email", email("eve@evil.test")).await;
     assert_eq!(status(&held), "pending_approval", "{held:?}");
-    let globex_policy = app.admin(Method::GET, "/tenants/globex/policy", None).await;
-    assert!(globex_policy["version"].is_null(), "{globex_policy}");
-    assert_ne!(globex_policy["hash"], policy_hash);
+    let globex_policy = policy_of(&app, "globex").await;
+    assert!(globex_policy.version.is_none(), "{globex_policy:?}");
+    assert_ne!(globex_policy.hash, policy_hash);
     app.stop().await;
 }
 
@@ -303,15 +307,13 @@ async fn a_production_tool_needs_two_distinct_approvers_and_the_receipt_names_bo
     let id = approval_id(&held);
 
     // The request carries the production rule (two approvers).
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
-    let rules = votes["rules"].as_array().expect("rules").clone();
+    let votes = app.admin_api().votes(&id).await.expect("votes");
+    let rules = votes.rules.clone().expect("rules");
     assert!(
         rules
             .iter()
-            .any(|r| r[0] == "production" && r[1]["required"] == 2),
-        "{votes}"
+            .any(|(point, rule)| *point == Point::Production && rule.required == 2),
+        "{votes:?}"
     );
 
     // First vote: recorded, still pending, nothing runs.
@@ -326,15 +328,9 @@ async fn a_production_tool_needs_two_distinct_approvers_and_the_receipt_names_bo
     // The same approver again: refused, nothing changes.
     let (code, body) = vote(&app, &acme.approver_token, &id, "approve", "again").await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
-    assert_eq!(
-        votes["votes"].as_array().expect("votes").len(),
-        1,
-        "{votes}"
-    );
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    let votes = app.admin_api().votes(&id).await.expect("votes");
+    assert_eq!(votes.votes.len(), 1, "{votes:?}");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
 
     // A second, distinct approver completes it.
     let (code, body) = vote(&app, &second, &id, "approve", "agreed").await;
@@ -367,14 +363,15 @@ async fn the_agents_owner_may_not_approve_its_actions() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let second = add_approver(&app, &acme, "second-approver").await;
+    let owner = OwnerIn {
+        owner: Some("acme-approver".into()),
+    };
     let owner = app
-        .admin(
-            Method::PUT,
-            "/tenants/acme/agents/agent/owner",
-            Some(json!({ "owner": "acme-approver" })),
-        )
-        .await;
-    assert_eq!(owner["owner"], "acme-approver", "{owner}");
+        .admin_api()
+        .set_agent_owner("acme", "agent", &owner)
+        .await
+        .expect("set owner");
+    assert_eq!(owner.owner.as_deref(), Some("acme-approver"), "{owner:?}");
     // Only an admin records owners.
     let (code, _) = app
         .api(
@@ -394,14 +391,9 @@ async fn the_agents_owner_may_not_approve_its_actions() {
         body["detail"].as_str().unwrap_or_default().contains("owns"),
         "{body}"
     );
-    assert_eq!(app.approval(&id).await["status"], "pending");
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
-    assert!(
-        votes["votes"].as_array().expect("votes").is_empty(),
-        "{votes}"
-    );
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
+    let votes = app.admin_api().votes(&id).await.expect("votes");
+    assert!(votes.votes.is_empty(), "{votes:?}");
 
     // Nor inside a batch.
     let preview = app
@@ -422,7 +414,7 @@ async fn the_agents_owner_may_not_approve_its_actions() {
         )
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
 
     let (code, body) = vote(&app, &second, &id, "approve", "fine").await;
     assert_eq!(code, StatusCode::OK, "{body}");
@@ -481,14 +473,8 @@ async fn a_denial_ends_the_request_and_later_votes_change_nothing() {
         decided,
         "late votes changed the request"
     );
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
-    assert_eq!(
-        votes["votes"].as_array().expect("votes").len(),
-        2,
-        "{votes}"
-    );
+    let votes = app.admin_api().votes(&id).await.expect("votes");
+    assert_eq!(votes.votes.len(), 2, "{votes:?}");
 
     let retry = client.call("crm__update_contact", update).await;
     assert_eq!(status(&retry), "denied", "{retry:?}");
@@ -560,7 +546,11 @@ async fn a_batch_approves_exactly_what_was_reviewed() {
 
     let all_pending = || async {
         for id in [a, b, c, extra.as_str()] {
-            assert_eq!(app.approval(id).await["status"], "pending", "{id}");
+            assert_eq!(
+                app.approval(id).await.status,
+                ApprovalStatus::Pending,
+                "{id}"
+            );
         }
     };
     for (what, items, hash) in [
@@ -592,7 +582,7 @@ async fn a_batch_approves_exactly_what_was_reviewed() {
     let approved = body.as_array().expect("approved items");
     assert_eq!(approved.len(), 3);
     assert!(approved.iter().all(|x| x["status"] == "approved"), "{body}");
-    assert_eq!(app.approval(&extra).await["status"], "pending");
+    assert_eq!(app.approval(&extra).await.status, ApprovalStatus::Pending);
 
     // Each identical retry runs once; a second retry of each is a new hold.
     for (i, r) in refunds.iter().enumerate() {
@@ -603,7 +593,7 @@ async fn a_batch_approves_exactly_what_was_reviewed() {
     for (r, id) in refunds.iter().zip(&ids) {
         let again = client.call("crm__issue_refund", r.clone()).await;
         assert_ne!(&approval_id(&again), id, "an executed item is spent");
-        assert_eq!(app.approval(id).await["status"], "executed");
+        assert_eq!(app.approval(id).await.status, ApprovalStatus::Executed);
     }
     // One cent more is not in the batch.
     let more = client.call("crm__issue_refund", refund("c_1", 1101)).await;
@@ -640,8 +630,16 @@ async fn an_approved_create_whose_target_changed_is_refused_as_stale() {
     assert_ne!(first, second);
 
     // Both requests show the approver the (empty) target as it was when held.
-    let before_first = app.approval(&first).await["before_state"].clone();
-    let before_second = app.approval(&second).await["before_state"].clone();
+    let before_first = app
+        .approval(&first)
+        .await
+        .before_state
+        .expect("before-state");
+    let before_second = app
+        .approval(&second)
+        .await
+        .before_state
+        .expect("before-state");
     assert_eq!(before_first["tool"], "get_contact", "{before_first}");
     assert_eq!(before_first["arguments"], json!({ "id": "c_9" }));
     assert_eq!(before_first["value"]["is_error"], true, "{before_first}");
@@ -848,16 +846,17 @@ when { context.numbers.hasTag("amount_cents") && context.numbers.getTag("amount_
         json!({ "cost_argument": "amount_cents" }),
     )
     .await;
-    app.admin(
-        Method::POST,
-        "/tenants/acme/guardrails",
-        Some(json!({ "name": "refunds", "mode": "auto", "spec": {
+    let guardrail: GuardrailIn =
+        serde_json::from_value(json!({ "name": "refunds", "mode": "auto", "spec": {
             "connection": "crm", "tool": "issue_refund", "max_per_day": 10,
             "max_cost_cents_per_day": 1_000_000_000i64,
             "expires_at": app.clock.now() + 3_600_000,
-        }})),
-    )
-    .await;
+        }}))
+        .expect("a guardrail");
+    app.admin_api()
+        .create_guardrail("acme", &guardrail)
+        .await
+        .expect("create guardrail");
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     // Small: evaluates, held by the tenant's hold despite the guardrail.
     let small = client.call("crm__issue_refund", refund("c_1", 100)).await;
@@ -907,17 +906,13 @@ when { context.args.hasTag("id") && context.args.getTag("id") == "c_3" };
         .call("crm__get_contact", json!({ "id": "c_3" }))
         .await;
     let id = approval_id(&held);
-    assert!(
-        app.approval(&id).await["reasons"]
-            .to_string()
-            .contains("VIP"),
-    );
+    assert!(app.approval(&id).await.reasons.join(" ").contains("VIP"),);
     app.approve(&acme, &id).await;
     let read = client
         .call("crm__get_contact", json!({ "id": "c_3" }))
         .await;
     assert_eq!(structured(&read)["name"], "Alan Turing", "{read:?}");
-    assert_eq!(app.approval(&id).await["status"], "executed");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Executed);
     let again = client
         .call("crm__get_contact", json!({ "id": "c_3" }))
         .await;
@@ -967,19 +962,11 @@ async fn concurrent_votes_complete_a_two_approver_request_exactly_once() {
     assert_eq!((ok, conflicts), (2, 4), "{codes:?}");
 
     let approval = app.approval(&id).await;
-    assert_eq!(approval["status"], "approved");
-    let approver = approval["receipt"]["body"]["approver"]
-        .as_str()
-        .expect("receipt approver");
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+    let approver = approval.receipt.expect("a receipt").body.approver;
     assert_eq!(approver.split(',').count(), 2, "{approver}");
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
-    assert_eq!(
-        votes["votes"].as_array().expect("votes").len(),
-        2,
-        "{votes}"
-    );
+    let votes = app.admin_api().votes(&id).await.expect("votes");
+    assert_eq!(votes.votes.len(), 2, "{votes:?}");
     let events = app.audit_events("acme").await;
     assert_eq!(events_of_kind(&events, "approve").len(), 1);
     assert_eq!(events_of_kind(&events, "vote").len(), 1);
@@ -1014,14 +1001,14 @@ async fn a_preview_never_runs_an_effect_and_only_admins_change_policy_or_profile
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let update = json!({ "id": "c_1", "name": "Ada" });
     let id = approval_id(&client.call("crm__update_contact", update.clone()).await);
-    assert!(app.approval(&id).await["before_state"].is_null());
+    assert!(app.approval(&id).await.before_state.is_none());
     assert!(
         effect_lines(&acme.effect_log).is_empty(),
         "the preview sent mail"
     );
     let create = json!({ "id": "c_8", "name": "N", "email": "n@example.com", "company": "C" });
     let created_id = approval_id(&client.call("crm__create_contact", create.clone()).await);
-    assert!(app.approval(&created_id).await["before_state"].is_null());
+    assert!(app.approval(&created_id).await.before_state.is_none());
     app.approve(&acme, &id).await;
     app.approve(&acme, &created_id).await;
     assert_eq!(
@@ -1079,8 +1066,8 @@ async fn a_preview_never_runs_an_effect_and_only_admins_change_policy_or_profile
             .await;
         assert_eq!(code, StatusCode::BAD_REQUEST, "{settings}: {body}");
     }
-    let policy = app.admin(Method::GET, "/tenants/acme/policy", None).await;
-    assert!(policy["version"].is_null(), "{policy}");
+    let policy = policy_of(&app, "acme").await;
+    assert!(policy.version.is_none(), "{policy:?}");
     app.stop().await;
 }
 

@@ -64,10 +64,8 @@ async fn both_eras_read_hold_approve_and_execute_once() {
         assert_eq!(structured(&executed)["to"], send["to"]);
         let effects = effect_lines(&acme.effect_log);
         assert_eq!(effects.len(), i + 1, "{era:?}");
-        let shown = app
-            .admin(reqwest::Method::GET, &format!("/approvals/{id}"), None)
-            .await;
-        assert_eq!(shown["status"], "executed", "{era:?}: {shown}");
+        let shown = app.approval(&id).await;
+        assert_eq!(shown.status, ApprovalStatus::Executed, "{era:?}: {shown:?}");
     }
     app.stop().await;
 }

@@ -129,8 +129,8 @@ async fn tampered_receipt_is_refused() {
     );
     for id in [&id, &id2, &id3, &id4, &id5] {
         assert_eq!(
-            app.approval(id).await["status"],
-            "approved",
+            app.approval(id).await.status,
+            ApprovalStatus::Approved,
             "a refused receipt is not consumed"
         );
     }
@@ -218,7 +218,7 @@ async fn expired_receipt_is_refused() {
     let retry = client.call("crm__issue_refund", refund(300)).await;
     assert_ne!(approval_id(&retry), id);
     assert!(effect_lines(&acme.effect_log).is_empty());
-    assert_eq!(app.approval(&id).await["status"], "expired");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Expired);
 
     // An insider extends the request's expiry column; the signed receipt still says expired.
     let id2 = approved_refund(&app, &acme, &client, 301).await;
@@ -228,7 +228,7 @@ async fn expired_receipt_is_refused() {
     ))
     .await
     .unwrap();
-    assert_eq!(app.approval(&id2).await["status"], "approved");
+    assert_eq!(app.approval(&id2).await.status, ApprovalStatus::Approved);
     assert_receipt_refused(
         &client.call("crm__issue_refund", refund(301)).await,
         "expired",
@@ -284,8 +284,8 @@ async fn requesting_agent_cannot_approve() {
     assert_eq!(code, StatusCode::UNAUTHORIZED);
 
     let approval = app.approval(&id).await;
-    assert_eq!(approval["status"], "pending");
-    assert!(approval["receipt"].is_null());
+    assert_eq!(approval.status, ApprovalStatus::Pending);
+    assert!(approval.receipt.is_none());
     let retry = client.call("crm__issue_refund", refund(50)).await;
     assert_eq!(approval_id(&retry), id, "still held");
     assert!(effect_lines(&acme.effect_log).is_empty());
@@ -323,17 +323,13 @@ async fn receipt_verifies_offline_with_the_printed_public_key() {
     assert_eq!(key, app.state.keys.verifying_key());
 
     // Verify by hand: Ed25519 over the RFC 8785 canonical body, bound to the action's hash.
-    let receipt: SignedReceipt =
-        serde_json::from_value(approval["receipt"].clone()).expect("receipt shape");
-    let action: Action = serde_json::from_value(approval["action"].clone()).expect("action shape");
+    let receipt: SignedReceipt = approval.receipt.clone().expect("a receipt");
+    let action: Action = approval.action.clone();
     assert_eq!(receipt.body.approval_id.as_str(), id);
     assert_eq!(receipt.body.tenant.as_str(), acme.id);
     assert_eq!(receipt.body.approver, "acme-approver");
     assert_eq!(receipt.body.action_hash, action.hash().unwrap());
-    assert_eq!(
-        receipt.body.action_hash,
-        approval["action_hash"].as_str().unwrap()
-    );
+    assert_eq!(receipt.body.action_hash, approval.action_hash);
     assert_eq!(action.arguments, refund(4_321));
     let body = canonical_json(&receipt.body).unwrap();
     let signature =

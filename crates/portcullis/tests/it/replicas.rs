@@ -10,7 +10,12 @@
 //! PostgreSQL (`PORTCULLIS_TEST_POSTGRES_URL`); without it they say so and return.
 
 use crate::support::*;
-use reqwest::{Method, StatusCode};
+use portcullis_server::admin::approvals::VerdictIn;
+use portcullis_server::admin::connections::{ConnectionIn, ConnectionState};
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::tokens::TokenIn;
+use portcullis_server::upstream::{ConnectionSpec, Transport};
+use reqwest::StatusCode;
 use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -33,7 +38,8 @@ struct Cluster {
     // Declared first: the processes go before their files and their database.
     replicas: Vec<ServeProcess>,
     http: reqwest::Client,
-    admin: String,
+    /// Each replica's admin API, as the bootstrap admin.
+    apis: Vec<AdminClient>,
     acme: Tenant,
     data_dirs: Vec<PathBuf>,
     root: tempfile::TempDir,
@@ -66,7 +72,8 @@ impl Cluster {
             .admin_token
             .clone()
             .expect("the first start on an empty database prints the bootstrap admin token");
-        let acme = seed_tenant_at(&http, &first.base, &admin, root.path(), "acme").await;
+        let first_api = AdminClient::with_http(http.clone(), &first.base, &admin);
+        let acme = seed_tenant_at(&first_api, root.path(), "acme").await;
 
         // The same signing key on every replica: a receipt signed on one verifies on another.
         let key_file = data_dirs[0].join("keys.json");
@@ -92,14 +99,18 @@ impl Cluster {
             );
         }
         let replicas = vec![first, second, third];
+        let apis: Vec<AdminClient> = replicas
+            .iter()
+            .map(|replica| AdminClient::with_http(http.clone(), &replica.base, &admin))
+            .collect();
         // Each replica launched its own upstream for the connection (at start-up).
-        for replica in &replicas {
-            wait_connection_ready(&http, &replica.base, &admin, "acme", &acme.connection_id).await;
+        for api in &apis {
+            wait_connection_ready(api, "acme", &acme.connection_id).await;
         }
         Some(Self {
             replicas,
             http,
-            admin,
+            apis,
             acme,
             data_dirs,
             root,
@@ -122,86 +133,33 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("connect to replica {}: {e}", replica + 1))
     }
 
-    async fn api(
-        &self,
-        replica: usize,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        api_at(
-            &self.http,
-            &self.replicas[replica].base,
-            method,
-            path,
-            token,
-            body,
-        )
-        .await
-    }
-
-    /// An admin API call as the bootstrap admin that must succeed.
-    async fn admin(
-        &self,
-        replica: usize,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let (status, value) = self.api(replica, method, path, &self.admin, body).await;
-        assert!(
-            status.is_success(),
-            "replica {}: admin {path} failed with {status}: {value}",
-            replica + 1
-        );
-        value
+    /// Replica `replica`'s admin API as the bootstrap admin.
+    fn admin(&self, replica: usize) -> &AdminClient {
+        &self.apis[replica]
     }
 
     /// Approve as the tenant's approver through replica `replica`'s admin API.
-    async fn approve(&self, replica: usize, id: &str) -> Value {
-        let (status, body) = self
-            .api(
-                replica,
-                Method::POST,
-                &format!("/approvals/{id}/approve"),
-                &self.acme.approver_token,
-                Some(json!({ "reason": "test" })),
-            )
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "approve on replica {}: {body}",
-            replica + 1
-        );
-        body
+    async fn approve(&self, replica: usize, id: &str) -> ApprovalView {
+        let verdict = VerdictIn {
+            reason: Some("test".into()),
+        };
+        self.apis[replica]
+            .as_token(&self.acme.approver_token)
+            .approve(id, &verdict)
+            .await
+            .unwrap_or_else(|e| panic!("approve on replica {}: {e}", replica + 1))
     }
 
-    async fn approval(&self, replica: usize, id: &str) -> Value {
-        self.admin(replica, Method::GET, &format!("/approvals/{id}"), None)
+    async fn approval(&self, replica: usize, id: &str) -> ApprovalView {
+        self.apis[replica]
+            .approval(id)
             .await
+            .unwrap_or_else(|e| panic!("approval {id} on replica {}: {e}", replica + 1))
     }
 
     /// The tenant's whole chain through replica `replica`'s admin API, oldest first.
     async fn events(&self, replica: usize) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        loop {
-            let after = out.last().map_or(0, |e| e["seq"].as_i64().expect("seq"));
-            let page = self
-                .admin(
-                    replica,
-                    Method::GET,
-                    &format!("/audit/events?tenant=acme&after={after}&limit=1000"),
-                    None,
-                )
-                .await;
-            let page = page.as_array().expect("events array").clone();
-            if page.is_empty() {
-                return out;
-            }
-            out.extend(page);
-        }
+        audit_events_through(&self.apis[replica], "acme").await
     }
 
     /// `portcullis <args>` reading the database and the key file directly, as an auditor would.
@@ -368,7 +326,10 @@ async fn a_receipt_redeemed_concurrently_on_three_replicas_executes_once() {
         "the upstreams saw the refund exactly once"
     );
     assert_eq!(effects[0]["arguments"]["amount_cents"], 4_200);
-    assert_eq!(cluster.approval(2, &id).await["status"], "executed");
+    assert_eq!(
+        cluster.approval(2, &id).await.status,
+        ApprovalStatus::Executed
+    );
     let events = cluster.events(2).await;
     let executes: Vec<_> = events_of_kind(&events, "execute");
     assert_eq!(executes.len(), 1, "one execute event: {executes:#?}");
@@ -437,15 +398,20 @@ async fn identical_calls_on_three_replicas_join_one_request() {
         .filter_map(|(_, id)| id.clone())
         .collect();
     assert!(new.len() <= 1 && !new.contains(&id), "{new:?}");
+    let query = portcullis_server::admin::approvals::ApprovalQuery {
+        tenant: Some("acme".into()),
+        ..Default::default()
+    };
     let approvals = cluster
-        .admin(0, Method::GET, "/approvals?tenant=acme", None)
-        .await;
-    let approvals = approvals.as_array().expect("approvals");
+        .admin(0)
+        .list_approvals(&query)
+        .await
+        .expect("approvals");
     assert!(
         approvals.len() <= 2
             && approvals
                 .iter()
-                .filter(|a| a["status"] == "pending")
+                .filter(|a| a.status == ApprovalStatus::Pending)
                 .count()
                 <= 1,
         "{approvals:?}"
@@ -548,12 +514,18 @@ async fn held_on_one_replica_approved_on_another_executed_on_a_third() {
     };
     let on_first = cluster.client(0).await;
     let id = approval_id(&on_first.call("crm__issue_refund", refund(7_777)).await);
-    assert_eq!(cluster.approval(1, &id).await["status"], "pending");
+    assert_eq!(
+        cluster.approval(1, &id).await.status,
+        ApprovalStatus::Pending
+    );
 
     let approved = cluster.approve(1, &id).await;
-    assert_eq!(approved["status"], "approved", "{approved}");
-    assert!(approved["receipt"].is_object(), "{approved}");
-    assert_eq!(cluster.approval(2, &id).await["status"], "approved");
+    assert_eq!(approved.status, ApprovalStatus::Approved, "{approved:?}");
+    assert!(approved.receipt.is_some(), "{approved:?}");
+    assert_eq!(
+        cluster.approval(2, &id).await.status,
+        ApprovalStatus::Approved
+    );
     assert!(cluster.effects().is_empty(), "approving executes nothing");
 
     // The third replica verifies the receipt signed by the second and executes it, once.
@@ -564,7 +536,10 @@ async fn held_on_one_replica_approved_on_another_executed_on_a_third() {
     let effects = cluster.effects();
     assert_eq!(effects.len(), 1);
     assert_eq!(effects[0]["arguments"]["amount_cents"], 7_777);
-    assert_eq!(cluster.approval(0, &id).await["status"], "executed");
+    assert_eq!(
+        cluster.approval(0, &id).await.status,
+        ApprovalStatus::Executed
+    );
 
     // Spent everywhere: the identical call on any replica is a new request.
     for replica in 0..REPLICAS {
@@ -596,17 +571,11 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_others_on_their_next_r
         return;
     };
     let token = cluster
-        .admin(
-            0,
-            Method::POST,
-            &format!("/tenants/acme/agents/{}/tokens", cluster.acme.agent_id),
-            Some(json!({})),
-        )
-        .await;
-    let (secret, token_id) = (
-        token["token"].as_str().expect("token").to_owned(),
-        token["id"].as_str().expect("token id").to_owned(),
-    );
+        .admin(0)
+        .create_token("acme", &cluster.acme.agent_id, &TokenIn::default())
+        .await
+        .expect("create token");
+    let (secret, token_id) = (token.token, token.id.to_string());
     // Warm every replica with the token: connected clients and successful calls.
     let mut clients = Vec::new();
     for replica in 0..REPLICAS {
@@ -623,13 +592,10 @@ async fn a_token_revoked_on_one_replica_is_refused_by_the_others_on_their_next_r
     }
 
     cluster
-        .admin(
-            0,
-            Method::POST,
-            &format!("/tenants/acme/tokens/{token_id}/revoke"),
-            None,
-        )
-        .await;
+        .admin(0)
+        .revoke_token("acme", &token_id)
+        .await
+        .expect("revoke token");
 
     for replica in [1, 2, 0] {
         assert_unauthenticated(
@@ -682,17 +648,11 @@ async fn a_connection_revoked_on_one_replica_disappears_from_the_others() {
     }
 
     let revoked = cluster
-        .admin(
-            0,
-            Method::POST,
-            &format!(
-                "/tenants/acme/connections/{}/revoke",
-                cluster.acme.connection_id
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(revoked["revoked"], cluster.acme.connection_id.as_str());
+        .admin(0)
+        .revoke_connection("acme", &cluster.acme.connection_id)
+        .await
+        .expect("revoke connection");
+    assert_eq!(revoked.revoked.as_str(), cluster.acme.connection_id);
 
     for replica in [1, 2, 0] {
         let client = &clients[replica];
@@ -717,8 +677,8 @@ async fn a_connection_revoked_on_one_replica_disappears_from_the_others() {
     }
     assert!(cluster.effects().is_empty(), "nothing reached an upstream");
     assert_eq!(
-        cluster.approval(1, &id).await["status"],
-        "needs_reconnection"
+        cluster.approval(1, &id).await.status,
+        ApprovalStatus::NeedsReconnection
     );
     cluster.verify().await;
 }
@@ -743,13 +703,10 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_others() {
     }
 
     cluster
-        .admin(
-            0,
-            Method::POST,
-            &format!("/tenants/acme/agents/{}/revoke", cluster.acme.agent_id),
-            None,
-        )
-        .await;
+        .admin(0)
+        .revoke_agent("acme", &cluster.acme.agent_id)
+        .await
+        .expect("revoke agent");
 
     for replica in [1, 2, 0] {
         assert_unauthenticated(
@@ -924,7 +881,10 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged_and_executes_not
             executes.contains(&id.as_str()),
             "effect {amount} without its execute event"
         );
-        assert_eq!(cluster.approval(0, id).await["status"], "executed");
+        assert_eq!(
+            cluster.approval(0, id).await.status,
+            ApprovalStatus::Executed
+        );
     }
     let issued: Vec<i64> = answers
         .iter()
@@ -944,7 +904,7 @@ async fn a_replica_killed_under_load_loses_nothing_acknowledged_and_executes_not
     }
     let mut executed_approvals = 0;
     for id in approval_of.values() {
-        if cluster.approval(1, id).await["status"] == "executed" {
+        if cluster.approval(1, id).await.status == ApprovalStatus::Executed {
             executed_approvals += 1;
         }
     }
@@ -1089,26 +1049,33 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
         return;
     };
     // Replicas 2 and 3 are already running; the connection is created through replica 1.
+    let billing = ConnectionIn {
+        name: "billing".into(),
+        spec: ConnectionSpec {
+            transport: Transport::Stdio {
+                program: "demo".into(),
+                args: Vec::new(),
+                env: Default::default(),
+            },
+            classify: demo_classification(),
+        },
+    };
     let billing = cluster
-        .admin(
-            0,
-            Method::POST,
-            "/tenants/acme/connections",
-            Some(json!({
-                "name": "billing", "kind": "stdio", "program": "demo",
-                "classify": demo_classification(),
-            })),
-        )
-        .await;
-    let billing_id = billing["id"].as_str().expect("connection id").to_owned();
+        .admin(0)
+        .create_connection("acme", &billing)
+        .await
+        .expect("create connection");
+    let billing_id = billing.id.to_string();
+    let grant = GrantIn {
+        agent: cluster.acme.agent_id.clone(),
+        connection: billing_id.clone(),
+        tool: "*".into(),
+    };
     cluster
-        .admin(
-            0,
-            Method::POST,
-            "/tenants/acme/grants",
-            Some(json!({ "agent": cluster.acme.agent_id, "connection": billing_id })),
-        )
-        .await;
+        .admin(0)
+        .add_grant("acme", &grant)
+        .await
+        .expect("grant");
     let token = cluster.acme.agent_token.clone();
     let read = |replica: usize| {
         let http = cluster.http.clone();
@@ -1137,13 +1104,10 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
     }
 
     cluster
-        .admin(
-            0,
-            Method::POST,
-            &format!("/tenants/acme/connections/{billing_id}/revoke"),
-            Some(json!({})),
-        )
-        .await;
+        .admin(0)
+        .revoke_connection("acme", &billing_id)
+        .await
+        .expect("revoke connection");
     for replica in 0..REPLICAS {
         assert!(
             !read(replica).await,
@@ -1156,19 +1120,15 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
                 let cluster = &cluster;
                 let billing_id = billing_id.clone();
                 async move {
-                    let (_, connections) = cluster
-                        .api(
-                            replica,
-                            Method::GET,
-                            "/tenants/acme/connections",
-                            &cluster.admin,
-                            None,
-                        )
-                        .await;
-                    connections
-                        .as_array()
-                        .and_then(|list| list.iter().find(|c| c["id"] == billing_id.as_str()))
-                        .is_some_and(|c| c["status"]["state"] == "stopped")
+                    cluster
+                        .admin(replica)
+                        .list_connections("acme")
+                        .await
+                        .is_ok_and(|list| {
+                            list.iter().any(|c| {
+                                c.id.as_str() == billing_id && c.status == ConnectionState::Stopped
+                            })
+                        })
                 }
             },
         )

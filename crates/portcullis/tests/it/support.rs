@@ -1,11 +1,21 @@
 //! The test harness: a real gateway on port 0 (in-process, with a controllable clock), the
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 //! shipped demo upstream as a real stdio child process, a real MCP client (rmcp) speaking
-//! either protocol era, and the admin API through HTTP — the same API the CLI uses.
+//! either protocol era, and the admin API through the typed client the CLI uses. Tests of the
+//! wire itself — refusals, malformed, forged or raw requests — use [`TestApp::api`] instead.
 
+use portcullis_core::effect::EffectClass;
+use portcullis_server::admin::approvals::VerdictIn;
+use portcullis_server::admin::audit::EventsQuery;
+use portcullis_server::admin::connections::{ConnectionIn, ConnectionState};
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::humans::AdminIn;
+use portcullis_server::admin::tenants::NameIn;
+use portcullis_server::admin::tokens::TokenIn;
 use portcullis_server::clock::Clock;
 use portcullis_server::config::Config;
 use portcullis_server::state::AppState;
+use portcullis_server::upstream::{ConnectionSpec, Transport};
 use portcullis_server::{Application, BuildOptions};
 use reqwest::StatusCode;
 use rmcp::model::{
@@ -18,11 +28,16 @@ use rmcp::{
     ClientHandler, ClientLifecycleMode, ClientServiceExt as _, RoleClient, ServiceExt as _,
 };
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+pub use portcullis_server::admin::approvals::ApprovalView;
+pub use portcullis_server::admin::client::AdminClient;
+pub use portcullis_store::ApprovalStatus;
 
 /// Upper bound for any single wait, so a broken server fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -48,6 +63,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub admin_token: String,
     pub http: reqwest::Client,
+    /// The admin API as the bootstrap admin.
+    admin_api: AdminClient,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Declared last: on PostgreSQL the database is dropped after everything else.
@@ -116,11 +133,50 @@ fn toml_string(value: &str) -> String {
 }
 
 /// How the demo tools are classified by the operator in tests.
-pub fn demo_classification() -> Value {
-    json!({
-        "list_contacts": "read", "get_contact": "read", "count_to": "read",
-        "draft_email": "draft", "send_email": "send", "update_contact": "write", "create_contact": "write", "issue_refund": "spend"
-    })
+pub fn demo_classification() -> BTreeMap<String, EffectClass> {
+    use EffectClass::*;
+    [
+        ("list_contacts", Read),
+        ("get_contact", Read),
+        ("count_to", Read),
+        ("draft_email", Draft),
+        ("send_email", Send),
+        ("update_contact", Write),
+        ("create_contact", Write),
+        ("issue_refund", Spend),
+    ]
+    .into_iter()
+    .map(|(tool, effect)| (tool.to_owned(), effect))
+    .collect()
+}
+
+/// The demo CRM as a tenant's `crm` connection, its effect log, variant and hold files
+/// named after the tenant under `files`.
+pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
+    let file = |suffix: &str| {
+        files
+            .join(format!("{tenant}-{suffix}"))
+            .display()
+            .to_string()
+    };
+    ConnectionIn {
+        name: "crm".into(),
+        spec: ConnectionSpec {
+            transport: Transport::Stdio {
+                program: "demo".into(),
+                args: Vec::new(),
+                env: [
+                    ("PORTCULLIS_DEMO_EFFECT_LOG", file("effects.jsonl")),
+                    ("PORTCULLIS_DEMO_VARIANT_FILE", file("variant")),
+                    ("PORTCULLIS_DEMO_HOLD_FILE", file("hold")),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+            },
+            classify: demo_classification(),
+        },
+    }
 }
 
 impl TestApp {
@@ -170,14 +226,18 @@ impl TestApp {
         let server = tokio::spawn(app.serve(listener, async move {
             let _ = rx.await;
         }));
+        let base = format!("http://{addr}");
+        let http = reqwest::Client::new();
+        let admin_api = AdminClient::with_http(http.clone(), &base, admin_token.clone());
         Self {
             addr,
-            base: format!("http://{addr}"),
+            base,
             dir,
             state,
             clock,
             admin_token,
-            http: reqwest::Client::new(),
+            http,
+            admin_api,
             shutdown: Some(tx),
             server: Some(server),
             db,
@@ -214,7 +274,18 @@ impl TestApp {
         format!("{}/t/{tenant}/mcp", self.base)
     }
 
-    /// Call the admin API as `token`; returns the status and the JSON body.
+    /// The admin API as the bootstrap admin.
+    pub fn admin_api(&self) -> &AdminClient {
+        &self.admin_api
+    }
+
+    /// The admin API as the human holding `token`.
+    pub fn api_as(&self, token: &str) -> AdminClient {
+        self.admin_api.as_token(token)
+    }
+
+    /// Raw HTTP on the admin API as `token`, for tests of the wire itself (refusals, malformed
+    /// or forged requests, exact shapes); returns the status and the JSON body.
     pub async fn api(
         &self,
         method: reqwest::Method,
@@ -222,94 +293,15 @@ impl TestApp {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}/admin/v1{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("admin api reachable");
-        let status = response.status();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    /// Admin API call as the bootstrap admin that must succeed.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let (status, value) = self.api(method, path, &self.admin_token, body).await;
-        assert!(
-            status.is_success(),
-            "admin {path} failed with {status}: {value}"
-        );
-        value
+        api_at(&self.http, &self.base, method, path, token, body).await
     }
 
     /// Create a tenant with the demo CRM connection, an agent granted every CRM tool, a
     /// token for it and an approver; waits until the upstream is connected.
     pub async fn seed_tenant(&self, name: &str) -> Tenant {
-        use reqwest::Method;
-        let tenant = self
-            .admin(Method::POST, "/tenants", Some(json!({ "name": name })))
-            .await;
-        let effect_log = self.dir.path().join(format!("{name}-effects.jsonl"));
-        let variant_file = self.dir.path().join(format!("{name}-variant"));
-        let hold_file = self.dir.path().join(format!("{name}-hold"));
-        let connection = self
-            .admin(
-                Method::POST,
-                &format!("/tenants/{name}/connections"),
-                Some(json!({
-                    "name": "crm", "kind": "stdio", "program": "demo",
-                    "env": {
-                        "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
-                        "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
-                "PORTCULLIS_DEMO_HOLD_FILE": hold_file.display().to_string(),
-                    },
-                    "classify": demo_classification(),
-                })),
-            )
-            .await;
-        let connection_id = connection["id"].as_str().expect("connection id").to_owned();
-        let agent = self
-            .admin(
-                Method::POST,
-                &format!("/tenants/{name}/agents"),
-                Some(json!({ "name": "agent" })),
-            )
-            .await;
-        let agent_id = agent["id"].as_str().expect("agent id").to_owned();
-        self.admin(
-            Method::POST,
-            &format!("/tenants/{name}/grants"),
-            Some(json!({ "agent": agent_id, "connection": connection_id })),
-        )
-        .await;
-        let token = self
-            .admin(
-                Method::POST,
-                &format!("/tenants/{name}/agents/{agent_id}/tokens"),
-                Some(json!({})),
-            )
-            .await;
-        let approver = self
-            .admin(Method::POST, "/admins", Some(json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name })))
-            .await;
-        self.wait_ready(&connection_id).await;
-        Tenant {
-            name: name.to_owned(),
-            id: tenant["id"].as_str().expect("tenant id").to_owned(),
-            connection_id,
-            agent_id,
-            agent_token: token["token"].as_str().expect("token").to_owned(),
-            approver_token: approver["token"]
-                .as_str()
-                .expect("approver token")
-                .to_owned(),
-            effect_log,
-            variant_file,
-            hold_file,
-        }
+        let tenant = seed(&self.admin_api, self.dir.path(), name).await;
+        self.wait_ready(&tenant.connection_id).await;
+        tenant
     }
 
     /// Wait until a connection's upstream is connected and its tools are synced.
@@ -328,18 +320,15 @@ impl TestApp {
             .expect("mcp client connects")
     }
 
-    /// Approve as the tenant's approver; returns the approval JSON.
-    pub async fn approve(&self, tenant: &Tenant, approval_id: &str) -> Value {
-        let (status, body) = self
-            .api(
-                reqwest::Method::POST,
-                &format!("/approvals/{approval_id}/approve"),
-                &tenant.approver_token,
-                Some(json!({ "reason": "test" })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "approve failed: {body}");
-        body
+    /// Approve as the tenant's approver; returns the approval.
+    pub async fn approve(&self, tenant: &Tenant, approval_id: &str) -> ApprovalView {
+        let verdict = VerdictIn {
+            reason: Some("test".into()),
+        };
+        self.api_as(&tenant.approver_token)
+            .approve(approval_id, &verdict)
+            .await
+            .unwrap_or_else(|e| panic!("approve {approval_id}: {e}"))
     }
 
     /// Run SQL directly against the database, as an insider with database access would: the
@@ -733,27 +722,32 @@ pub async fn raw_legacy_session(app: &TestApp, tenant: &str, token: &str) -> Str
 
 /// Every audit event of `tenant` readable with `token` (admin API), oldest first.
 pub async fn audit_events_of(app: &TestApp, token: &str, tenant: &str) -> Vec<Value> {
+    audit_events_through(&app.api_as(token), tenant).await
+}
+
+/// Every audit event of `tenant` through `api`, oldest first, each as the JSON document the
+/// API sends (and an export writes): tests match events by kind and detail paths.
+pub async fn audit_events_through(api: &AdminClient, tenant: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let (status, page) = app
-            .api(
-                reqwest::Method::GET,
-                &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"),
-                token,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "audit events: {page}");
-        let items = page.as_array().expect("audit page is a list").clone();
-        if items.is_empty() {
+        let query = EventsQuery {
+            tenant: Some(tenant.to_owned()),
+            after: Some(after),
+            limit: Some(1000),
+        };
+        let page = api
+            .audit_events(&query)
+            .await
+            .unwrap_or_else(|e| panic!("audit events of {tenant}: {e}"));
+        let Some(last) = page.last() else {
             return out;
-        }
-        after = items
-            .last()
-            .and_then(|e| e["seq"].as_i64())
-            .expect("event seq");
-        out.extend(items);
+        };
+        after = last.seq;
+        out.extend(
+            page.iter()
+                .map(|e| serde_json::to_value(e).expect("events serialise")),
+        );
     }
 }
 
@@ -762,16 +756,16 @@ pub fn events_of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
 
-/// Approvals of a tenant as the bootstrap admin.
-pub async fn approvals_of(app: &TestApp, tenant: &str) -> Vec<Value> {
-    let list = app
-        .admin(
-            reqwest::Method::GET,
-            &format!("/approvals?tenant={tenant}"),
-            None,
-        )
-        .await;
-    list.as_array().expect("approvals list").clone()
+/// Approvals of a tenant as the bootstrap admin, newest first.
+pub async fn approvals_of(app: &TestApp, tenant: &str) -> Vec<ApprovalView> {
+    let query = portcullis_server::admin::approvals::ApprovalQuery {
+        tenant: Some(tenant.to_owned()),
+        ..Default::default()
+    };
+    app.admin_api
+        .list_approvals(&query)
+        .await
+        .unwrap_or_else(|e| panic!("approvals of {tenant}: {e}"))
 }
 
 // ---- Helpers for the approvals, receipts, audit-trail, crash and pinning tests.
@@ -864,29 +858,16 @@ impl TestApp {
     }
 
     /// One approval as the bootstrap admin sees it.
-    pub async fn approval(&self, id: &str) -> Value {
-        self.admin(reqwest::Method::GET, &format!("/approvals/{id}"), None)
+    pub async fn approval(&self, id: &str) -> ApprovalView {
+        self.admin_api
+            .approval(id)
             .await
+            .unwrap_or_else(|e| panic!("approval {id}: {e}"))
     }
 
     /// Every audit event of a tenant, oldest first, through the admin API.
     pub async fn audit_events(&self, tenant: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = Vec::new();
-        loop {
-            let after = out.last().map_or(0, |e| e["seq"].as_i64().expect("seq"));
-            let page = self
-                .admin(
-                    reqwest::Method::GET,
-                    &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"),
-                    None,
-                )
-                .await;
-            let page = page.as_array().expect("events array").clone();
-            if page.is_empty() {
-                return out;
-            }
-            out.extend(page);
-        }
+        audit_events_through(&self.admin_api, tenant).await
     }
 }
 
@@ -898,7 +879,8 @@ pub fn kinds(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Call an admin API at any base URL (for gateways running as child processes).
+/// Raw HTTP on the admin API at any base URL (gateways running as child processes too); see
+/// [`TestApp::api`].
 pub async fn api_at(
     http: &reqwest::Client,
     base: &str,
@@ -920,108 +902,78 @@ pub async fn api_at(
 
 /// [`TestApp::seed_tenant`] against any gateway: same shapes, files under `files`; waits until
 /// the connection reports `ready` over the admin API.
-pub async fn seed_tenant_at(
-    http: &reqwest::Client,
-    base: &str,
-    admin_token: &str,
-    files: &Path,
-    name: &str,
-) -> Tenant {
-    use reqwest::Method;
-    let admin = |method: Method, path: String, body: Value| async move {
-        let (status, value) = api_at(http, base, method, &path, admin_token, Some(body)).await;
-        assert!(
-            status.is_success(),
-            "admin {path} failed with {status}: {value}"
-        );
-        value
-    };
-    let tenant = admin(Method::POST, "/tenants".into(), json!({ "name": name })).await;
-    let effect_log = files.join(format!("{name}-effects.jsonl"));
-    let variant_file = files.join(format!("{name}-variant"));
-    let hold_file = files.join(format!("{name}-hold"));
-    let connection = admin(
-        Method::POST,
-        format!("/tenants/{name}/connections"),
-        json!({
-            "name": "crm", "kind": "stdio", "program": "demo",
-            "env": {
-                "PORTCULLIS_DEMO_EFFECT_LOG": effect_log.display().to_string(),
-                "PORTCULLIS_DEMO_VARIANT_FILE": variant_file.display().to_string(),
-                "PORTCULLIS_DEMO_HOLD_FILE": hold_file.display().to_string(),
+pub async fn seed_tenant_at(api: &AdminClient, files: &Path, name: &str) -> Tenant {
+    let tenant = seed(api, files, name).await;
+    wait_connection_ready(api, name, &tenant.connection_id).await;
+    tenant
+}
+
+/// A tenant with the demo CRM connection, an agent granted all of it, the agent's token and a
+/// tenant-scoped approver, created through the admin API (not waiting for the upstream).
+async fn seed(api: &AdminClient, files: &Path, name: &str) -> Tenant {
+    let tenant = api
+        .create_tenant(&NameIn { name: name.into() })
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: tenant: {e}"));
+    let connection = api
+        .create_connection(name, &demo_connection(files, name))
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: connection: {e}"));
+    let agent = api
+        .create_agent(
+            name,
+            &NameIn {
+                name: "agent".into(),
             },
-            "classify": demo_classification(),
-        }),
-    )
-    .await;
-    let connection_id = connection["id"].as_str().expect("connection id").to_owned();
-    let agent = admin(
-        Method::POST,
-        format!("/tenants/{name}/agents"),
-        json!({ "name": "agent" }),
-    )
-    .await;
-    let agent_id = agent["id"].as_str().expect("agent id").to_owned();
-    admin(
-        Method::POST,
-        format!("/tenants/{name}/grants"),
-        json!({ "agent": agent_id, "connection": connection_id }),
-    )
-    .await;
-    let token = admin(
-        Method::POST,
-        format!("/tenants/{name}/agents/{agent_id}/tokens"),
-        json!({}),
-    )
-    .await;
-    let approver = admin(
-        Method::POST,
-        "/admins".into(),
-        json!({ "name": format!("{name}-approver"), "role": "approver", "tenant": name }),
-    )
-    .await;
-    wait_connection_ready(http, base, admin_token, name, &connection_id).await;
+        )
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: agent: {e}"));
+    let grant = GrantIn {
+        agent: agent.id.to_string(),
+        connection: connection.id.to_string(),
+        tool: "*".into(),
+    };
+    api.add_grant(name, &grant)
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: grant: {e}"));
+    let token = api
+        .create_token(name, agent.id.as_str(), &TokenIn::default())
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: token: {e}"));
+    let approver = AdminIn {
+        name: format!("{name}-approver"),
+        role: "approver".into(),
+        tenant: Some(name.into()),
+        ttl_secs: None,
+    };
+    let approver = api
+        .create_admin(&approver)
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: approver: {e}"));
     Tenant {
         name: name.to_owned(),
-        id: tenant["id"].as_str().expect("tenant id").to_owned(),
-        connection_id,
-        agent_id,
-        agent_token: token["token"].as_str().expect("token").to_owned(),
-        approver_token: approver["token"]
-            .as_str()
-            .expect("approver token")
-            .to_owned(),
-        effect_log,
-        variant_file,
-        hold_file,
+        id: tenant.id.to_string(),
+        connection_id: connection.id.to_string(),
+        agent_id: agent.id.to_string(),
+        agent_token: token.token,
+        approver_token: approver.token,
+        effect_log: files.join(format!("{name}-effects.jsonl")),
+        variant_file: files.join(format!("{name}-variant")),
+        hold_file: files.join(format!("{name}-hold")),
     }
 }
 
 /// Wait until the admin API reports a connection's upstream as `ready`.
-pub async fn wait_connection_ready(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    tenant: &str,
-    connection_id: &str,
-) {
+pub async fn wait_connection_ready(api: &AdminClient, tenant: &str, connection_id: &str) {
     eventually(
         &format!("connection {connection_id} to be ready"),
         || async {
-            let (status, list) = api_at(
-                http,
-                base,
-                reqwest::Method::GET,
-                &format!("/tenants/{tenant}/connections"),
-                token,
-                None,
-            )
-            .await;
-            status.is_success()
-                && list.as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["id"] == connection_id && c["status"]["state"] == "ready")
+            api.list_connections(tenant).await.is_ok_and(|cs| {
+                cs.iter().any(|c| {
+                    c.id.as_str() == connection_id
+                        && matches!(c.status, ConnectionState::Ready { .. })
                 })
+            })
         },
     )
     .await;

@@ -105,7 +105,10 @@ async fn a_held_call_is_a_task_that_completes_once_after_approval() {
         .expect("tasks/get");
     assert_eq!(again.task.status(), TaskStatus::Completed);
     assert_eq!(effect_lines(&acme.effect_log).len(), 1);
-    assert_eq!(app.approval(&task_id).await["status"], "executed");
+    assert_eq!(
+        app.approval(&task_id).await.status,
+        ApprovalStatus::Executed
+    );
 
     // A plain retry of the identical call after execution is a new request, not a rerun.
     let retry = held_task(&client, 1500).await;
@@ -151,7 +154,10 @@ async fn denied_cancelled_and_foreign_tasks_never_execute() {
         .cancel_task(CancelTaskParams::new(withdrawn.clone()))
         .await
         .expect("tasks/cancel");
-    assert_eq!(app.approval(&withdrawn).await["status"], "denied");
+    assert_eq!(
+        app.approval(&withdrawn).await.status,
+        ApprovalStatus::Denied
+    );
     let (status, _) = app
         .api(
             reqwest::Method::POST,
@@ -192,7 +198,7 @@ async fn denied_cancelled_and_foreign_tasks_never_execute() {
             .await
             .is_err()
     );
-    assert_eq!(app.approval(&mine).await["status"], "pending");
+    assert_eq!(app.approval(&mine).await.status, ApprovalStatus::Pending);
     assert!(effect_lines(&acme.effect_log).is_empty());
     app.stop().await;
 }

@@ -3,6 +3,11 @@
 //! do not exist.
 
 use crate::support::*;
+use portcullis_server::admin::connections::ConnectionIn;
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::admin::humans::AdminIn;
+use portcullis_server::admin::tokens::TokenIn;
+use portcullis_server::upstream::{ConnectionSpec, Transport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -227,21 +232,30 @@ async fn tenants_see_only_their_own_tools_and_effects() {
     let a = app.seed_tenant("a").await;
     let b = app.seed_tenant("b").await;
     // A second connection in A, with a name B does not have.
+    let billing = ConnectionIn {
+        name: "billing".into(),
+        spec: ConnectionSpec {
+            transport: Transport::Stdio {
+                program: "demo".into(),
+                args: Vec::new(),
+                env: Default::default(),
+            },
+            classify: demo_classification(),
+        },
+    };
     let billing = app
-        .admin(
-            Method::POST,
-            "/tenants/a/connections",
-            Some(json!({ "name": "billing", "kind": "stdio", "program": "demo", "classify": demo_classification() })),
-        )
-        .await;
-    let billing_id = billing["id"].as_str().expect("connection id").to_owned();
+        .admin_api()
+        .create_connection("a", &billing)
+        .await
+        .expect("create connection");
+    let billing_id = billing.id.to_string();
     app.wait_ready(&billing_id).await;
-    app.admin(
-        Method::POST,
-        "/tenants/a/grants",
-        Some(json!({ "agent": a.agent_id, "connection": billing_id })),
-    )
-    .await;
+    let grant = GrantIn {
+        agent: a.agent_id.clone(),
+        connection: billing_id.clone(),
+        tool: "*".into(),
+    };
+    app.admin_api().add_grant("a", &grant).await.expect("grant");
 
     let a_client = app.client("a", &a.agent_token, Era::Discover).await;
     let b_client = app.client("b", &b.agent_token, Era::Initialize).await;
@@ -314,22 +328,24 @@ async fn another_tenants_ids_are_not_found_to_a_tenant_scoped_admin() {
     let app = TestApp::spawn().await;
     let a = app.seed_tenant("a").await;
     let _b = app.seed_tenant("b").await;
-    let b_admin = app
-        .admin(
-            Method::POST,
-            "/admins",
-            Some(json!({ "name": "b-admin", "role": "admin", "tenant": "b" })),
-        )
-        .await;
-    let bt = b_admin["token"].as_str().expect("admin token").to_owned();
+    let b_admin = AdminIn {
+        name: "b-admin".into(),
+        role: "admin".into(),
+        tenant: Some("b".into()),
+        ttl_secs: None,
+    };
+    let bt = app
+        .admin_api()
+        .create_admin(&b_admin)
+        .await
+        .expect("create b-admin")
+        .token;
     let a_token = app
-        .admin(
-            Method::POST,
-            &format!("/tenants/a/agents/{}/tokens", a.agent_id),
-            Some(json!({})),
-        )
-        .await;
-    let a_token_id = a_token["id"].as_str().expect("token id");
+        .admin_api()
+        .create_token("a", &a.agent_id, &TokenIn::default())
+        .await
+        .expect("create token");
+    let a_token_id = a_token.id.as_str();
     let con = &a.connection_id;
 
     // A's connection, agent and token, addressed through B: not found, like ids that do not exist.
@@ -483,13 +499,7 @@ async fn another_tenants_ids_are_not_found_to_a_tenant_scoped_admin() {
         "pending_approval",
         "the classification was changed"
     );
-    let other = app
-        .client(
-            "a",
-            a_token["token"].as_str().expect("token"),
-            Era::Discover,
-        )
-        .await;
+    let other = app.client("a", &a_token.token, Era::Discover).await;
     assert_eq!(other.tool_names().await.len(), 8);
     let a_events = audit_events_of(&app, &app.admin_token, "a").await;
     assert!(

@@ -5,6 +5,11 @@
 
 use crate::policy::{add_agent, add_approver, email, refund, set_profile, vote};
 use crate::support::*;
+use portcullis_core::guardrail::GuardrailMode;
+use portcullis_core::policy::Point;
+use portcullis_server::admin::guardrails::{GuardrailIn, GuardrailView, SuggestionQuery};
+use portcullis_server::admin::policy::PolicyIn;
+use portcullis_server::admin::spend::{Caps, RunTotals, SpendReport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -29,13 +34,14 @@ async fn create_guardrail(
     name: &str,
     spec: Value,
     mode: &str,
-) -> Value {
-    app.admin(
-        Method::POST,
-        &format!("/tenants/{}/guardrails", tenant.name),
-        Some(json!({ "name": name, "spec": spec, "mode": mode })),
-    )
-    .await
+) -> GuardrailView {
+    let body: GuardrailIn =
+        serde_json::from_value(json!({ "name": name, "spec": spec, "mode": mode }))
+            .expect("a guardrail");
+    app.admin_api()
+        .create_guardrail(&tenant.name, &body)
+        .await
+        .unwrap_or_else(|e| panic!("create guardrail {name}: {e}"))
 }
 
 async fn set_mode(
@@ -70,20 +76,16 @@ async fn set_spec(
     .await
 }
 
-async fn guardrail_named(app: &TestApp, tenant: &Tenant, name: &str) -> Value {
+async fn guardrail_named(app: &TestApp, tenant: &Tenant, name: &str) -> GuardrailView {
     let list = app
-        .admin(
-            Method::GET,
-            &format!("/tenants/{}/guardrails", tenant.name),
-            None,
-        )
-        .await;
-    list.as_array()
-        .expect("guardrail list")
-        .iter()
-        .find(|g| g["name"] == name)
+        .admin_api()
+        .list_guardrails(&tenant.name)
+        .await
+        .expect("list guardrails");
+    list.iter()
+        .find(|g| g.name == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no guardrail {name}: {list}"))
+        .unwrap_or_else(|| panic!("no guardrail {name}: {list:?}"))
 }
 
 /// A matching mail (a distinct action per `n`).
@@ -98,13 +100,27 @@ fn sends(tenant: &Tenant) -> usize {
         .count()
 }
 
-async fn spend(app: &TestApp, tenant: &Tenant) -> Value {
-    app.admin(
-        Method::GET,
-        &format!("/tenants/{}/spend", tenant.name),
-        None,
-    )
-    .await
+async fn spend(app: &TestApp, tenant: &Tenant) -> SpendReport {
+    app.admin_api()
+        .spend(&tenant.name, &Default::default())
+        .await
+        .expect("spend")
+}
+
+/// Replace acme's money caps (no tenant policies).
+async fn set_money(app: &TestApp, money: Value) {
+    let body = PolicyIn {
+        cedar: String::new(),
+        settings: json!({ "money": money }),
+    };
+    app.admin_api()
+        .put_policy("acme", &body)
+        .await
+        .expect("put policy");
+}
+
+fn runs(runs: i64, cents: i64) -> RunTotals {
+    RunTotals { runs, cents }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,14 +298,13 @@ async fn a_guardrail_caps_the_declared_cost_per_day() {
         .collect();
     assert_eq!(refunds, [3000, 1500, 500]);
     let report = spend(&app, &acme).await;
-    assert_eq!(report["total_cents"], 5000, "{report}");
+    assert_eq!(report.total_cents, 5000, "{report:?}");
     // The report names workflows by guardrail name.
-    let gid = format!("guardrail {}", guardrail["name"].as_str().expect("name"));
-    let gid = gid.as_str();
+    let gid = format!("guardrail {}", guardrail.name);
     assert_eq!(
-        report["by_workflow"][gid],
-        json!({ "runs": 3, "cents": 5000 }),
-        "{report}"
+        report.by_workflow.get(&gid),
+        Some(&runs(3, 5000)),
+        "{report:?}"
     );
     app.stop().await;
 }
@@ -322,7 +337,7 @@ async fn approvers_narrow_at_once_but_only_admins_widen() {
     let acme = app.seed_tenant("acme").await;
     let spec = send_spec(&app, 5, 7 * DAY_MS);
     let created = create_guardrail(&app, &acme, "mail", spec.clone(), "auto").await;
-    let id = created["id"].as_str().expect("id").to_owned();
+    let id = created.id.to_string();
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     assert_eq!(
         status(&client.call("crm__send_email", mail(1)).await),
@@ -342,8 +357,8 @@ async fn approvers_narrow_at_once_but_only_admins_widen() {
         assert_eq!(code, StatusCode::FORBIDDEN, "{mode}: {body}");
     }
     assert_eq!(
-        guardrail_named(&app, &acme, "mail").await["mode"],
-        "approve_each"
+        guardrail_named(&app, &acme, "mail").await.mode,
+        GuardrailMode::ApproveEach
     );
     let (code, _) = set_mode(&app, &acme, &app.admin_token, &id, "auto").await;
     assert_eq!(code, StatusCode::OK);
@@ -373,7 +388,8 @@ async fn approvers_narrow_at_once_but_only_admins_widen() {
         let (code, body) = set_spec(&app, &acme, &acme.approver_token, "mail", wider).await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{what}: {body}");
     }
-    assert_eq!(guardrail_named(&app, &acme, "mail").await["spec"], spec);
+    let unchanged = guardrail_named(&app, &acme, "mail").await.spec;
+    assert_eq!(serde_json::to_value(&unchanged).expect("a spec"), spec);
     let (code, body) = set_spec(&app, &acme, &app.admin_token, "mail", &more).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["spec"]["max_per_day"], 50);
@@ -433,7 +449,7 @@ async fn auto_with_notice_leaves_one_notice_per_run() {
         "auto_with_notice",
     )
     .await;
-    let id = created["id"].as_str().expect("id");
+    let id = created.id.as_str();
     let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
     for n in 0..3 {
         assert_eq!(
@@ -481,7 +497,7 @@ async fn concurrent_calls_never_exceed_the_daily_count() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let created = create_guardrail(&app, &acme, "mail", send_spec(&app, 3, DAY_MS), "auto").await;
-    let gid = format!("guardrail {}", created["name"].as_str().expect("name"));
+    let gid = format!("guardrail {}", created.name);
     let mut clients = Vec::new();
     for _ in 0..5 {
         clients.push(Arc::new(
@@ -508,7 +524,7 @@ async fn concurrent_calls_never_exceed_the_daily_count() {
     assert_eq!((sent, held), (3, 7), "{outcomes:?}");
     assert_eq!(sends(&acme), 3, "exactly three reached the upstream");
     let report = spend(&app, &acme).await;
-    assert_eq!(report["by_workflow"][&gid]["runs"], 3, "{report}");
+    assert_eq!(report.by_workflow[&gid].runs, 3, "{report:?}");
     app.stop().await;
 }
 
@@ -541,20 +557,18 @@ async fn money_over_the_cap_is_held_even_under_an_auto_guardrail() {
     let id = approval_id(&held);
     let approval = app.approval(&id).await;
     assert!(
-        approval["reasons"].to_string().contains("money over"),
-        "{approval}"
+        approval.reasons.join("; ").contains("money over"),
+        "{approval:?}"
     );
-    assert_eq!(approval["cost_cents"], 15_000);
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{id}/votes"), None)
-        .await;
+    assert_eq!(approval.cost_cents, 15_000);
+    let votes = app.admin_api().votes(&id).await.expect("votes");
     assert!(
-        votes["rules"]
-            .as_array()
-            .expect("rules")
+        votes
+            .rules
             .iter()
-            .any(|r| r[0] == "money"),
-        "{votes}"
+            .flatten()
+            .any(|(point, _)| *point == Point::Money),
+        "{votes:?}"
     );
     // Exactly at the cap it is not over.
     assert_eq!(
@@ -580,10 +594,9 @@ async fn money_over_the_cap_is_held_even_under_an_auto_guardrail() {
     assert_eq!(refunds, [2000, 10_000]);
 
     // The per-day cap counts what already ran today (12000 so far).
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/policy",
-        Some(json!({ "cedar": "", "settings": { "money": { "per_action_cents": 10_000, "per_day_cents": 13_000 } } })),
+    set_money(
+        &app,
+        json!({ "per_action_cents": 10_000, "per_day_cents": 13_000 }),
     )
     .await;
     assert_eq!(
@@ -595,12 +608,9 @@ async fn money_over_the_cap_is_held_even_under_an_auto_guardrail() {
     assert_eq!(effect_lines(&acme.effect_log).len(), 3);
 
     // A per-agent daily cap: this agent has spent 13000 today, a fresh agent nothing.
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/policy",
-        Some(json!({ "cedar": "", "settings": { "money": {
-            "per_action_cents": 10_000, "per_day_cents": 100_000, "per_agent_day_cents": 13_500
-        } } })),
+    set_money(
+        &app,
+        json!({ "per_action_cents": 10_000, "per_day_cents": 100_000, "per_agent_day_cents": 13_500 }),
     )
     .await;
     let over_agent = client.call("crm__issue_refund", refund("c_2", 600)).await;
@@ -640,19 +650,19 @@ async fn a_send_after_a_private_read_in_the_session_is_held_despite_a_guardrail(
     let held = reader.call("crm__send_email", mail(1)).await;
     let id = approval_id(&held);
     let approval = app.approval(&id).await;
-    let reasons = approval["reasons"].to_string();
+    let reasons = approval.reasons.join("; ");
     assert!(
         reasons.contains("private") && reasons.contains("untrusted"),
-        "{approval}"
+        "{approval:?}"
     );
     assert_eq!(
-        approval["evidence"]["read_classes"],
+        approval.evidence["read_classes"],
         json!(["private"]),
-        "{approval}"
+        "{approval:?}"
     );
     assert_eq!(
-        approval["evidence"]["reads"][0]["tool"], "crm.get_contact",
-        "{approval}"
+        approval.evidence["reads"][0]["tool"], "crm.get_contact",
+        "{approval:?}"
     );
     assert_eq!(sends(&acme), 0);
 
@@ -790,12 +800,10 @@ async fn the_kill_switch_stops_an_agent_or_a_tenant_until_an_admin_resumes() {
         raw("acme", acme.agent_token.clone(), 5).await.status,
         StatusCode::FORBIDDEN
     );
-    app.admin(
-        Method::POST,
-        &format!("/tenants/acme/agents/{}/resume", acme.agent_id),
-        None,
-    )
-    .await;
+    app.admin_api()
+        .resume_agent("acme", &acme.agent_id)
+        .await
+        .expect("resume agent");
     assert_eq!(
         raw("acme", acme.agent_token.clone(), 6).await.status,
         StatusCode::OK
@@ -835,7 +843,10 @@ async fn the_kill_switch_stops_an_agent_or_a_tenant_until_an_admin_resumes() {
         raw("acme", second.clone(), 21).await.status,
         StatusCode::FORBIDDEN
     );
-    app.admin(Method::POST, "/tenants/acme/resume", None).await;
+    app.admin_api()
+        .resume_tenant("acme")
+        .await
+        .expect("resume tenant");
     assert_eq!(
         raw("acme", acme.agent_token.clone(), 22).await.status,
         StatusCode::OK
@@ -883,8 +894,7 @@ async fn the_spend_report_lists_guardrail_runs_and_approved_charges() {
     });
     let guardrail = create_guardrail(&app, &acme, "small-refunds", spec, "auto").await;
     // The report names workflows by guardrail name.
-    let gid = format!("guardrail {}", guardrail["name"].as_str().expect("name"));
-    let gid = gid.as_str();
+    let gid = format!("guardrail {}", guardrail.name);
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let other = app.client("acme", &second, Era::Discover).await;
 
@@ -915,36 +925,39 @@ async fn the_spend_report_lists_guardrail_runs_and_approved_charges() {
     approval_id(&client.call("crm__issue_refund", refund("c_2", 9000)).await);
 
     let report = spend(&app, &acme).await;
-    assert_eq!(report["total_cents"], 9200, "{report}");
-    assert_eq!(report["entries"].as_array().expect("entries").len(), 4);
+    assert_eq!(report.total_cents, 9200, "{report:?}");
+    assert_eq!(report.entries.len(), 4);
     assert_eq!(
-        report["by_agent"]["agent"],
-        json!({ "runs": 3, "cents": 8500 }),
-        "{report}"
+        report.by_agent.get("agent"),
+        Some(&runs(3, 8500)),
+        "{report:?}"
     );
     assert_eq!(
-        report["by_agent"]["second"],
-        json!({ "runs": 1, "cents": 700 }),
-        "{report}"
+        report.by_agent.get("second"),
+        Some(&runs(1, 700)),
+        "{report:?}"
     );
     assert_eq!(
-        report["by_workflow"][gid],
-        json!({ "runs": 2, "cents": 4500 }),
-        "{report}"
+        report.by_workflow.get(&gid),
+        Some(&runs(2, 4500)),
+        "{report:?}"
     );
     assert_eq!(
-        report["by_workflow"]["approved"],
-        json!({ "runs": 2, "cents": 4700 }),
-        "{report}"
+        report.by_workflow.get("approved"),
+        Some(&runs(2, 4700)),
+        "{report:?}"
     );
-    assert_eq!(report["caps"]["per_action_cents"], 10_000, "{report}");
-    let approved_entries = report["entries"]
-        .as_array()
-        .expect("entries")
+    assert!(
+        matches!(&report.caps, Caps::Limits(money) if money.per_action_cents == 10_000),
+        "{report:?}"
+    );
+    let approved_entries = report
+        .entries
         .iter()
-        .filter(|e| e["approval"] == id || e["approval"] == id2)
+        .filter_map(|e| e.approval.as_ref())
+        .filter(|a| a.as_str() == id || a.as_str() == id2)
         .count();
-    assert_eq!(approved_entries, 2, "{report}");
+    assert_eq!(approved_entries, 2, "{report:?}");
 
     // The CLI prints the same ledger.
     let cli = app
@@ -962,14 +975,11 @@ async fn suggestions_follow_runs_of_approvals_and_a_denial_suppresses_them() {
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let suggestions = || async {
-        let list = app
-            .admin(
-                Method::GET,
-                "/tenants/acme/guardrails/suggestions?threshold=5",
-                None,
-            )
-            .await;
-        list.as_array().expect("suggestions").clone()
+        let query = SuggestionQuery { threshold: Some(5) };
+        app.admin_api()
+            .guardrail_suggestions("acme", &query)
+            .await
+            .expect("suggestions")
     };
     for n in 0..5 {
         let args = mail(n);
@@ -983,10 +993,10 @@ async fn suggestions_follow_runs_of_approvals_and_a_denial_suppresses_them() {
     }
     let found = suggestions().await;
     assert_eq!(found.len(), 1, "{found:?}");
-    let english = found[0]["english"].as_str().expect("english");
+    let english = &found[0].english;
     assert!(english.contains("crm.send_email"), "{english}");
-    assert_eq!(found[0]["approvals"], 5);
-    let spec = &found[0]["spec"];
+    assert_eq!(found[0].approvals, 5);
+    let spec = &serde_json::to_value(&found[0].spec).expect("a spec");
     assert_eq!(spec["tool"], "send_email");
     assert_eq!(spec["agent"], "agent");
     assert!(
@@ -1009,12 +1019,10 @@ async fn suggestions_follow_runs_of_approvals_and_a_denial_suppresses_them() {
         .await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert!(suggestions().await.is_empty(), "already a guardrail");
-    app.admin(
-        Method::POST,
-        "/tenants/acme/guardrails/suggested/revoke",
-        None,
-    )
-    .await;
+    app.admin_api()
+        .revoke_guardrail("acme", "suggested")
+        .await
+        .expect("revoke guardrail");
     assert_eq!(
         suggestions().await.len(),
         1,
@@ -1069,8 +1077,8 @@ async fn a_batch_cannot_carry_a_request_that_needs_two_approvers() {
         )
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    assert_eq!(app.approval(&plain).await["status"], "pending");
-    assert_eq!(app.approval(&prod).await["status"], "pending");
+    assert_eq!(app.approval(&plain).await.status, ApprovalStatus::Pending);
+    assert_eq!(app.approval(&prod).await.status, ApprovalStatus::Pending);
     // After one vote, a request is not batchable either (its votes would be bypassed).
     let (code, _) = vote(&app, &second, &prod, "approve", "ok").await;
     assert_eq!(code, StatusCode::OK);
@@ -1092,7 +1100,7 @@ async fn a_batch_cannot_carry_a_request_that_needs_two_approvers() {
         )
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    assert_eq!(app.approval(&prod).await["status"], "pending");
+    assert_eq!(app.approval(&prod).await.status, ApprovalStatus::Pending);
     assert!(effect_lines(&acme.effect_log).is_empty());
     app.stop().await;
 }
@@ -1120,9 +1128,11 @@ async fn a_guardrail_naming_its_agent_by_id_is_refused_rather_than_never_matchin
         "{body}"
     );
     let list = app
-        .admin(Method::GET, "/tenants/acme/guardrails", None)
-        .await;
-    assert_eq!(list, json!([]));
+        .admin_api()
+        .list_guardrails("acme")
+        .await
+        .expect("list guardrails");
+    assert!(list.is_empty(), "{list:?}");
 
     // By name it is accepted, and covers exactly that agent.
     create_guardrail(&app, &acme, "mail", send_spec(&app, 10, DAY_MS), "auto").await;

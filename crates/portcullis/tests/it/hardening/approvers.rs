@@ -24,7 +24,7 @@ async fn a_long_value_cannot_hide_the_recipient_from_approvers() {
     let id = approval_id(&client.call("crm__send_email", arguments).await);
 
     let approval = app.approval(&id).await;
-    let summary = approval["summary"].as_str().expect("summary");
+    let summary = &approval.summary;
     assert!(summary.contains(r#"to="mallory@evil.test""#), "{summary}");
     assert!(summary.contains(r#"subject="Your invoice""#), "{summary}");
     assert!(
@@ -64,10 +64,7 @@ async fn a_long_value_cannot_hide_the_recipient_from_approvers() {
             )
             .await,
     );
-    let summary = app.approval(&next).await["summary"]
-        .as_str()
-        .expect("summary")
-        .to_owned();
+    let summary = app.approval(&next).await.summary;
     assert!(
         summary.starts_with(r#"send: crm.send_email to="eve@evil.test" body="#),
         "{summary}"
@@ -107,7 +104,7 @@ async fn a_batch_is_approved_only_under_the_hash_the_approver_reviewed() {
         .trim()
         .to_owned();
     for id in [&first, &second] {
-        assert_eq!(app.approval(id).await["status"], "pending");
+        assert_eq!(app.approval(id).await.status, ApprovalStatus::Pending);
     }
 
     // A wrong hash is refused without handing out the right one.
@@ -139,7 +136,7 @@ async fn a_batch_is_approved_only_under_the_hash_the_approver_reviewed() {
         .await;
     assert!(approved.ok(), "{approved:?}");
     for id in [&first, &second] {
-        assert_eq!(app.approval(id).await["status"], "approved");
+        assert_eq!(app.approval(id).await.status, ApprovalStatus::Approved);
     }
     app.stop().await;
 }

@@ -3,8 +3,7 @@
 
 use super::mail;
 use crate::support::*;
-use reqwest::{Method, StatusCode};
-use serde_json::json;
+use portcullis_server::admin::approvals::VerdictIn;
 
 const METRICS_TOKEN: &str = "metrics-token-for-the-crash-test";
 
@@ -18,46 +17,30 @@ async fn an_action_redeemed_but_never_finished_is_reported_unknown_and_not_rerun
     let mut env: Vec<(&str, &str)> = db_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut first = ServeProcess::start_with(root.path(), &data, None, &env).await;
     let admin = first.admin_token.clone().expect("first start");
-    let acme = seed_tenant_at(&http, &first.base, &admin, root.path(), "acme").await;
+    let first_api = AdminClient::with_http(http.clone(), &first.base, &admin);
+    let acme = seed_tenant_at(&first_api, root.path(), "acme").await;
     let client = connect(&first.mcp_url("acme"), &acme.agent_token, Era::Discover)
         .await
         .expect("connect");
     let send = mail("ada@example.com", 1);
     let id = approval_id(&client.call("crm__send_email", send.clone()).await);
-    let (code, body) = api_at(
-        &http,
-        &first.base,
-        Method::POST,
-        &format!("/approvals/{id}/approve"),
-        &acme.approver_token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK, "{body}");
+    first_api
+        .as_token(&acme.approver_token)
+        .approve(&id, &VerdictIn::default())
+        .await
+        .expect("approve");
 
     // The upstream will hang in the middle of the call; the retry redeems the receipt.
     std::fs::write(&acme.hold_file, "hold").unwrap();
     let hanging = tokio::spawn(async move { client.try_call("crm__send_email", send).await });
+    // The approval's status through the gateway at `base` (none while it cannot answer).
     let status_of = |base: String| {
-        let (http, admin, id) = (http.clone(), admin.clone(), id.clone());
-        async move {
-            api_at(
-                &http,
-                &base,
-                Method::GET,
-                &format!("/approvals/{id}"),
-                &admin,
-                None,
-            )
-            .await
-            .1["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        }
+        let api = AdminClient::with_http(http.clone(), &base, admin.clone());
+        let id = id.clone();
+        async move { api.approval(&id).await.ok().map(|a| a.status) }
     };
     eventually("the receipt to be redeemed", || async {
-        status_of(first.base.clone()).await == "executed"
+        status_of(first.base.clone()).await == Some(ApprovalStatus::Executed)
     })
     .await;
     first.kill().await;
@@ -69,7 +52,7 @@ async fn an_action_redeemed_but_never_finished_is_reported_unknown_and_not_rerun
     env.push(("PORTCULLIS_UPSTREAM__CALL_TIMEOUT_SECS", "1"));
     let second = ServeProcess::start_with(root.path(), &data, None, &env).await;
     eventually("the approval to be reported unknown", || async {
-        status_of(second.base.clone()).await == "unknown"
+        status_of(second.base.clone()).await == Some(ApprovalStatus::Unknown)
     })
     .await;
     let listed = run_cli(
@@ -89,7 +72,8 @@ async fn an_action_redeemed_but_never_finished_is_reported_unknown_and_not_rerun
     )
     .await;
     assert!(listed.ok() && listed.stdout.contains(&id), "{listed:?}");
-    let events = audit_events_of_at(&http, &second.base, &admin, "acme").await;
+    let second_api = AdminClient::with_http(http.clone(), &second.base, &admin);
+    let events = audit_events_through(&second_api, "acme").await;
     let unknown = events_of_kind(&events, "execution_unknown");
     assert_eq!(unknown.len(), 1, "{unknown:?}");
     assert_eq!(unknown[0]["detail"]["approval"], id.as_str());
@@ -116,33 +100,8 @@ async fn an_action_redeemed_but_never_finished_is_reported_unknown_and_not_rerun
         .await;
     assert_ne!(approval_id(&retry), id, "{retry:?}");
     assert!(effect_lines(&acme.effect_log).is_empty());
-    assert_eq!(status_of(second.base.clone()).await, "unknown");
-}
-
-/// Every audit event of `tenant` through a gateway's admin API at `base`.
-async fn audit_events_of_at(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    tenant: &str,
-) -> Vec<serde_json::Value> {
-    let mut out: Vec<serde_json::Value> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |e| e["seq"].as_i64().unwrap_or(0));
-        let (code, page) = api_at(
-            http,
-            base,
-            Method::GET,
-            &format!("/audit/events?tenant={tenant}&after={after}&limit=1000"),
-            token,
-            None,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{page}");
-        let page = page.as_array().cloned().unwrap_or_default();
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
+    assert_eq!(
+        status_of(second.base.clone()).await,
+        Some(ApprovalStatus::Unknown)
+    );
 }

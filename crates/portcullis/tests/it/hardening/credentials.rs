@@ -5,8 +5,31 @@
 use super::human;
 use crate::policy::vote;
 use crate::support::*;
+use portcullis_server::admin::agents::OwnerIn;
+use portcullis_server::admin::humans::AdminIn;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+
+/// An approver of acme with a credential life of `ttl_secs`.
+fn approver(name: &str, ttl_secs: Option<u64>) -> AdminIn {
+    AdminIn {
+        name: name.into(),
+        role: "approver".into(),
+        tenant: Some("acme".into()),
+        ttl_secs,
+    }
+}
+
+/// Record `owner` as the human acme's agent acts for.
+async fn set_owner(app: &TestApp, owner: &str) {
+    let body = OwnerIn {
+        owner: Some(owner.into()),
+    };
+    app.admin_api()
+        .set_agent_owner("acme", "agent", &body)
+        .await
+        .expect("set owner");
+}
 
 /// Whether `token` is accepted by the admin API right now.
 async fn works(app: &TestApp, token: &str) -> StatusCode {
@@ -24,7 +47,11 @@ async fn credentials_are_listed_revoked_rotated_and_expired() {
     assert_eq!(works(&app, &bob).await, StatusCode::OK);
 
     // Listed with who created them, never with a token.
-    let list = app.admin(Method::GET, "/admins", None).await;
+    // Read raw: what goes over the wire must not carry a token.
+    let (code, list) = app
+        .api(Method::GET, "/admins", &app.admin_token, None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{list}");
     let text = list.to_string();
     assert!(!text.contains(&bob) && !text.contains("token"), "{list}");
     let entry = list
@@ -61,14 +88,12 @@ async fn credentials_are_listed_revoked_rotated_and_expired() {
     assert_eq!(works(&app, &bob3).await, StatusCode::UNAUTHORIZED);
 
     // Expiry: a credential with a life stops when it ends.
-    let created = app
-        .admin(
-            Method::POST,
-            "/admins",
-            Some(json!({ "name": "dave", "role": "approver", "tenant": "acme", "ttl_secs": 60 })),
-        )
-        .await;
-    let dave = created["token"].as_str().expect("token").to_owned();
+    let dave = app
+        .admin_api()
+        .create_admin(&approver("dave", Some(60)))
+        .await
+        .expect("create dave")
+        .token;
     assert_eq!(works(&app, &dave).await, StatusCode::OK);
     app.clock.advance(61_000);
     assert_eq!(works(&app, &dave).await, StatusCode::UNAUTHORIZED);
@@ -138,12 +163,7 @@ async fn an_owner_cannot_approve_through_an_identity_they_created() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let (_, olivia) = human(&app, "olivia", "admin", Some("acme")).await;
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/agents/agent/owner",
-        Some(json!({ "owner": "olivia" })),
-    )
-    .await;
+    set_owner(&app, "olivia").await;
     // Olivia's creations, directly and through another admin she made.
     let create = |name: &'static str, role: &'static str, token: String| {
         let app = &app;
@@ -182,7 +202,7 @@ async fn an_owner_cannot_approve_through_an_identity_they_created() {
         let (code, body) = vote(&app, token, &id, "approve", "mine").await;
         assert_eq!(code, StatusCode::FORBIDDEN, "{who}: {body}");
     }
-    assert_eq!(app.approval(&id).await["status"], "pending");
+    assert_eq!(app.approval(&id).await.status, ApprovalStatus::Pending);
     // Someone the owner did not create may approve.
     let (code, body) = vote(&app, &acme.approver_token, &id, "approve", "ok").await;
     assert_eq!(code, StatusCode::OK, "{body}");
@@ -233,14 +253,12 @@ async fn nobody_lengthens_their_own_credential_and_a_re_keyed_one_is_a_puppet() 
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let created = app
-        .admin(
-            Method::POST,
-            "/admins",
-            Some(json!({ "name": "bea", "role": "approver", "tenant": "acme", "ttl_secs": 600 })),
-        )
-        .await;
-    let bea = created["token"].as_str().expect("token").to_owned();
-    let expiry = created["admin"]["expires_at"].as_i64().expect("an expiry");
+        .admin_api()
+        .create_admin(&approver("bea", Some(600)))
+        .await
+        .expect("create bea");
+    let bea = created.token;
+    let expiry = created.admin.expires_at.expect("an expiry");
     // Rotating keeps the expiry; rotating one's own may not clear or extend it.
     let (code, own) = app
         .api(Method::POST, "/admins/bea/rotate", &bea, None)
@@ -258,15 +276,15 @@ async fn nobody_lengthens_their_own_credential_and_a_re_keyed_one_is_a_puppet() 
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN);
     let (_, boss) = human(&app, "acme-lead", "admin", Some("acme")).await;
-    let (code, lead) = app
-        .admin(Method::GET, "/admins", None)
+    let lead = app
+        .admin_api()
+        .list_admins(&Default::default())
         .await
-        .as_array()
-        .and_then(|all| all.iter().find(|a| a["name"] == "acme-lead").cloned())
-        .map(|a| (StatusCode::OK, a))
+        .expect("list admins")
+        .into_iter()
+        .find(|a| a.name == "acme-lead")
         .expect("listed");
-    assert_eq!(code, StatusCode::OK);
-    assert!(lead["expires_at"].is_null());
+    assert!(lead.expires_at.is_none());
     let now = app.clock.now();
     let (code, _) = app
         .api(
@@ -307,12 +325,7 @@ async fn nobody_lengthens_their_own_credential_and_a_re_keyed_one_is_a_puppet() 
     let handed_over = rekeyed["token"].as_str().expect("token").to_owned();
     let (code, body) = vote(&app, &handed_over, &id, "approve", "mine now").await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/agents/agent/owner",
-        Some(json!({ "owner": "acme-lead" })),
-    )
-    .await;
+    set_owner(&app, "acme-lead").await;
     app.clock.advance(1_000);
     let next = approval_id(
         &client

@@ -98,7 +98,7 @@ async fn a_hundred_retries_after_an_execution_open_one_new_request() {
     let approvals = approvals_of(&app, "acme").await;
     let pending = approvals
         .iter()
-        .filter(|a| a["status"] == "pending")
+        .filter(|a| a.status == ApprovalStatus::Pending)
         .count();
     assert_eq!(
         (approvals.len(), pending),
@@ -121,7 +121,7 @@ async fn an_expired_request_gives_way_to_a_new_one_that_can_be_approved() {
     app.clock.advance(2 * 3_600_000);
     let second = approval_id(&client.call("crm__send_email", send.clone()).await);
     assert_ne!(first, second);
-    assert_eq!(app.approval(&first).await["status"], "expired");
+    assert_eq!(app.approval(&first).await.status, ApprovalStatus::Expired);
     let (code, body) = app
         .api(
             reqwest::Method::POST,

@@ -4,7 +4,9 @@
 
 use super::mail;
 use crate::support::*;
-use reqwest::{Method, StatusCode};
+use portcullis_server::admin::connections::{ConnectionIn, ConnectionState};
+use portcullis_server::upstream::{ConnectionSpec, Transport};
+use reqwest::StatusCode;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -23,7 +25,12 @@ async fn the_database_files_are_private_and_an_open_data_folder_is_refused() {
     let mut first = ServeProcess::start(root.path(), &data).await;
     let admin = first.admin_token.clone().expect("first start");
     let http = reqwest::Client::new();
-    seed_tenant_at(&http, &first.base, &admin, root.path(), "acme").await;
+    seed_tenant_at(
+        &AdminClient::with_http(http.clone(), &first.base, &admin),
+        root.path(),
+        "acme",
+    )
+    .await;
     for name in [
         "portcullis.db",
         "portcullis.db-wal",
@@ -94,7 +101,12 @@ async fn arguments_and_results_never_reach_the_log_even_at_trace_level() {
     let mut gateway = ServeProcess::start_with(root.path(), &data, Some("trace"), &env).await;
     let admin = gateway.admin_token.clone().expect("first start");
     let http = reqwest::Client::new();
-    let acme = seed_tenant_at(&http, &gateway.base, &admin, root.path(), "acme").await;
+    let acme = seed_tenant_at(
+        &AdminClient::with_http(http.clone(), &gateway.base, &admin),
+        root.path(),
+        "acme",
+    )
+    .await;
     const CANARY: &str = "canary-7f3a9b1c";
     for era in [Era::Initialize, Era::Discover] {
         let client = connect(&gateway.mcp_url("acme"), &acme.agent_token, era)
@@ -160,28 +172,33 @@ async fn upstream_error_bodies_are_not_reflected_to_tenant_admins() {
     let app = TestApp::spawn().await;
     app.seed_tenant("acme").await;
     let url = leaky_http_server(SECRET).await;
+    let internal = ConnectionIn {
+        name: "internal".into(),
+        spec: ConnectionSpec {
+            transport: Transport::Http { url },
+            classify: Default::default(),
+        },
+    };
     let created = app
-        .admin(
-            Method::POST,
-            "/tenants/acme/connections",
-            Some(json!({ "name": "internal", "kind": "http", "url": url })),
-        )
-        .await;
-    let id = created["id"].as_str().expect("id").to_owned();
+        .admin_api()
+        .create_connection("acme", &internal)
+        .await
+        .expect("create connection");
+    // The connection's status as a tenant admin reads it.
     let status_of = || async {
-        let list = app
-            .admin(Method::GET, "/tenants/acme/connections", None)
-            .await;
-        list.as_array()
-            .and_then(|cs| cs.iter().find(|c| c["id"] == id.as_str()))
-            .map(|c| c["status"].clone())
-            .unwrap_or_default()
+        app.admin_api()
+            .list_connections("acme")
+            .await
+            .expect("list connections")
+            .into_iter()
+            .find(|c| c.id == created.id)
+            .map(|c| c.status)
     };
     eventually("the connection to report it is down", || async {
-        status_of().await["state"] == "down"
+        matches!(status_of().await, Some(ConnectionState::Down { .. }))
     })
     .await;
-    let reason = status_of().await.to_string();
+    let reason = serde_json::to_string(&status_of().await).expect("status serialises");
     assert!(
         !reason.contains(SECRET),
         "the upstream's body leaked: {reason}"

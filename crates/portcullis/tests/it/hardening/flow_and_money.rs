@@ -4,26 +4,27 @@
 use super::{effects_of, mail};
 use crate::policy::set_profile;
 use crate::support::*;
-use reqwest::Method;
+use portcullis_server::admin::guardrails::GuardrailIn;
+use portcullis_server::admin::policy::PolicyIn;
 use serde_json::{Value, json};
 
 /// A guardrail letting the agent send mail to example.com addresses without asking.
 async fn mail_guardrail(app: &TestApp, tenant: &Tenant, max_per_day: u32) {
-    app.admin(
-        Method::POST,
-        &format!("/tenants/{}/guardrails", tenant.name),
-        Some(json!({
-            "name": "mail",
-            "spec": {
-                "connection": "crm", "tool": "send_email", "agent": "agent",
-                "conditions": [{ "argument": "to", "op": "suffix", "value": "@example.com" }],
-                "max_per_day": max_per_day, "max_cost_cents_per_day": 0,
-                "expires_at": app.clock.now() + 24 * 3_600_000,
-            },
-            "mode": "auto",
-        })),
-    )
-    .await;
+    let guardrail: GuardrailIn = serde_json::from_value(json!({
+        "name": "mail",
+        "spec": {
+            "connection": "crm", "tool": "send_email", "agent": "agent",
+            "conditions": [{ "argument": "to", "op": "suffix", "value": "@example.com" }],
+            "max_per_day": max_per_day, "max_cost_cents_per_day": 0,
+            "expires_at": app.clock.now() + 24 * 3_600_000,
+        },
+        "mode": "auto",
+    }))
+    .expect("a guardrail");
+    app.admin_api()
+        .create_guardrail(&tenant.name, &guardrail)
+        .await
+        .expect("create guardrail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,8 +62,8 @@ async fn a_new_session_does_not_wash_away_a_private_read() {
         );
         let approval = app.approval(&approval_id(&send)).await;
         assert!(
-            approval["reasons"].to_string().contains("private"),
-            "{approval}"
+            approval.reasons.join("; ").contains("private"),
+            "{approval:?}"
         );
         // Past the window the agent's reads in other sessions no longer count.
         app.clock.advance(3_600_001);
@@ -91,12 +92,14 @@ async fn a_free_call_still_runs_after_the_days_money_is_spent() {
         json!({ "cost_argument": "amount_cents" }),
     )
     .await;
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/policy",
-        Some(json!({ "cedar": "", "settings": { "money": { "per_action_cents": 10_000, "per_day_cents": 5_000 } } })),
-    )
-    .await;
+    let caps = PolicyIn {
+        cedar: String::new(),
+        settings: json!({ "money": { "per_action_cents": 10_000, "per_day_cents": 5_000 } }),
+    };
+    app.admin_api()
+        .put_policy("acme", &caps)
+        .await
+        .expect("put policy");
     mail_guardrail(&app, &acme, 50).await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     // Spend more than the day's cap (approved by a person).
@@ -114,7 +117,7 @@ async fn a_free_call_still_runs_after_the_days_money_is_spent() {
     // A call that costs something is held by the money point.
     let more = client.call("crm__issue_refund", refund("c_2", 1)).await;
     let held = app.approval(&approval_id(&more)).await;
-    assert!(held["reasons"].to_string().contains("money over"), "{held}");
+    assert!(held.reasons.join("; ").contains("money over"), "{held:?}");
     app.stop().await;
 }
 
@@ -138,8 +141,8 @@ async fn a_used_up_guardrail_names_itself_in_the_hold() {
     );
     let approval = app.approval(&approval_id(&second)).await;
     assert!(
-        approval["reasons"].to_string().contains("guardrail `mail`"),
-        "and so are the approvers: {approval}"
+        approval.reasons.join("; ").contains("guardrail `mail`"),
+        "and so are the approvers: {approval:?}"
     );
     assert_eq!(effects_of(&acme, "send_email"), 1);
     app.stop().await;

@@ -236,7 +236,12 @@ async fn on_postgres_a_failure_that_cannot_be_counted_fails_closed() {
         ServeProcess::start_with(root.path(), &root.path().join("data"), None, &env).await;
     let http = reqwest::Client::new();
     let admin = gateway.admin_token.clone().expect("first start");
-    let acme = seed_tenant_at(&http, &gateway.base, &admin, root.path(), "acme").await;
+    let acme = seed_tenant_at(
+        &AdminClient::with_http(http.clone(), &gateway.base, &admin),
+        root.path(),
+        "acme",
+    )
+    .await;
     // The shared counters can no longer be written.
     {
         use sqlx::Connection as _;

@@ -12,7 +12,7 @@ mod programs;
 mod reverts;
 
 use crate::support::*;
-use reqwest::Method;
+use portcullis_server::admin::humans::AdminIn;
 use serde_json::{Value, json};
 
 /// Create a human in `tenant` (or unscoped) as the bootstrap admin; returns (name, token).
@@ -22,17 +22,18 @@ pub(crate) async fn human(
     role: &str,
     tenant: Option<&str>,
 ) -> (String, String) {
+    let body = AdminIn {
+        name: name.into(),
+        role: role.into(),
+        tenant: tenant.map(str::to_owned),
+        ttl_secs: None,
+    };
     let created = app
-        .admin(
-            Method::POST,
-            "/admins",
-            Some(json!({ "name": name, "role": role, "tenant": tenant })),
-        )
-        .await;
-    (
-        name.to_owned(),
-        created["token"].as_str().expect("token").to_owned(),
-    )
+        .admin_api()
+        .create_admin(&body)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    (name.to_owned(), created.token)
 }
 
 /// An email to `to` with a short body.

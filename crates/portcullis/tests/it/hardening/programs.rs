@@ -3,6 +3,7 @@
 
 use super::human;
 use crate::support::*;
+use portcullis_server::admin::connections::ConnectionState;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -68,13 +69,11 @@ async fn a_tenant_admin_cannot_choose_what_runs_on_the_host() {
     }
     // Nothing was created, nothing ran, and every refusal is on the record.
     let connections = app
-        .admin(Method::GET, "/tenants/acme/connections", None)
-        .await;
-    assert_eq!(
-        connections.as_array().map(Vec::len),
-        Some(1),
-        "{connections}"
-    );
+        .admin_api()
+        .list_connections("acme")
+        .await
+        .expect("list connections");
+    assert_eq!(connections.len(), 1, "{connections:?}");
     assert!(!canary.exists(), "a tenant's command line reached the host");
     let events = app.audit_events("acme").await;
     let refused = events_of_kind(&events, "config_refused");
@@ -141,16 +140,11 @@ async fn a_stored_command_line_is_never_launched() {
         .expect("legacy connection");
     app.state.upstreams.start(connection);
     eventually("the legacy connection to be refused", || async {
-        let list = app
-            .admin(Method::GET, "/tenants/acme/connections", None)
-            .await;
-        list.as_array().is_some_and(|cs| {
+        let list = app.admin_api().list_connections("acme").await;
+        list.is_ok_and(|cs| {
             cs.iter().any(|c| {
-                c["id"] == id
-                    && c["status"]["state"] == "down"
-                    && c["status"]["reason"]
-                        .as_str()
-                        .is_some_and(|r| r.contains("re-create"))
+                c.id.as_str() == id
+                    && matches!(&c.status, ConnectionState::Down { reason, .. } if reason.contains("re-create"))
             })
         })
     })

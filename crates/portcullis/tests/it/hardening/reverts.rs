@@ -5,8 +5,22 @@
 use super::{effects_of, human};
 use crate::policy::{set_profile, vote};
 use crate::support::*;
+use portcullis_core::policy::Point;
+use portcullis_server::admin::policy::PolicyIn;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+/// Replace acme's policy as the bootstrap admin (built-in settings).
+async fn put_policy(app: &TestApp, cedar: &str) {
+    let body = PolicyIn {
+        cedar: cedar.into(),
+        settings: json!({}),
+    };
+    app.admin_api()
+        .put_policy("acme", &body)
+        .await
+        .expect("put policy");
+}
 
 /// A profile for `update_contact` that previews, reverts and (optionally) touches production
 /// and costs a fixed amount.
@@ -82,16 +96,14 @@ async fn a_production_revert_needs_two_approvers_is_charged_and_runs_once() {
     let (code, proposal) = propose(&app, &original).await;
     assert_eq!(code, StatusCode::OK, "{proposal}");
     let revert = proposal["id"].as_str().expect("revert id").to_owned();
-    let votes = app
-        .admin(Method::GET, &format!("/approvals/{revert}/votes"), None)
-        .await;
+    let votes = app.admin_api().votes(&revert).await.expect("votes");
     assert!(
-        votes["rules"]
-            .as_array()
-            .expect("rules")
+        votes
+            .rules
             .iter()
-            .any(|r| r[0] == "production" && r[1]["required"] == 2),
-        "the revert carries the forward call's production rule: {votes}"
+            .flatten()
+            .any(|(point, rule)| *point == Point::Production && rule.required == 2),
+        "the revert carries the forward call's production rule: {votes:?}"
     );
 
     // One approval is not enough for a production write, revert or not.
@@ -108,15 +120,18 @@ async fn a_production_revert_needs_two_approvers_is_charged_and_runs_once() {
     assert_eq!(company_of_c2(&client).await, "Compiler Corp");
 
     // Charged like the forward call.
-    let spend = app.admin(Method::GET, "/tenants/acme/spend", None).await;
-    let charged: Vec<&Value> = spend["entries"]
-        .as_array()
-        .expect("entries")
+    let spend = app
+        .admin_api()
+        .spend("acme", &Default::default())
+        .await
+        .expect("spend");
+    let charged: Vec<_> = spend
+        .entries
         .iter()
-        .filter(|e| e["approval"] == revert.as_str())
+        .filter(|e| e.approval.as_ref().is_some_and(|a| a.as_str() == revert))
         .collect();
-    assert_eq!(charged.len(), 1, "{spend}");
-    assert_eq!(charged[0]["cost_cents"], 250);
+    assert_eq!(charged.len(), 1, "{spend:?}");
+    assert_eq!(charged[0].cost_cents, 250);
 
     // At most one revert per original.
     let (code, again) = propose(&app, &original).await;
@@ -164,12 +179,7 @@ async fn a_deny_policy_refuses_the_revert_as_it_would_the_forward_write() {
 forbid (principal, action == Portcullis::Action::"write", resource == Portcullis::Tool::"crm/update_contact")
 when { context.args.hasTag("company") && context.args.getTag("company") == "Compiler Corp" };
 "#;
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/policy",
-        Some(json!({ "cedar": policy })),
-    )
-    .await;
+    put_policy(&app, policy).await;
     // The forward write is denied…
     let forward = client
         .call(
@@ -213,22 +223,32 @@ async fn a_suspended_agent_or_tenant_stops_reverts() {
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let original = executed_update(&app, &client, &acme, "Navy", &[&acme.approver_token]).await;
 
-    app.admin(Method::POST, "/tenants/acme/agents/agent/suspend", None)
-        .await;
+    app.admin_api()
+        .suspend_agent("acme", "agent")
+        .await
+        .expect("suspend agent");
     let (code, body) = propose(&app, &original).await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
-    app.admin(Method::POST, "/tenants/acme/agents/agent/resume", None)
-        .await;
+    app.admin_api()
+        .resume_agent("acme", "agent")
+        .await
+        .expect("resume agent");
     let (code, proposal) = propose(&app, &original).await;
     assert_eq!(code, StatusCode::OK, "{proposal}");
     let revert = proposal["id"].as_str().expect("id").to_owned();
 
     // Suspended between proposal and approval: the approved revert does not reach upstream.
-    app.admin(Method::POST, "/tenants/acme/suspend", None).await;
+    app.admin_api()
+        .suspend_tenant("acme")
+        .await
+        .expect("suspend tenant");
     let (code, body) = vote(&app, &acme.approver_token, &revert, "approve", "undo").await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
     assert_eq!(effects_of(&acme, "update_contact"), 1);
-    app.admin(Method::POST, "/tenants/acme/resume", None).await;
+    app.admin_api()
+        .resume_tenant("acme")
+        .await
+        .expect("resume tenant");
     assert_eq!(company_of_c2(&client).await, "Navy");
     app.stop().await;
 }
@@ -283,12 +303,7 @@ async fn a_deny_added_after_the_proposal_stops_the_approved_revert() {
 @reason("contacts are frozen for the audit")
 forbid (principal, action == Portcullis::Action::"write", resource == Portcullis::Tool::"crm/update_contact");
 "#;
-    app.admin(
-        Method::PUT,
-        "/tenants/acme/policy",
-        Some(json!({ "cedar": policy })),
-    )
-    .await;
+    put_policy(&app, policy).await;
     let (code, body) = vote(&app, &acme.approver_token, &revert, "approve", "undo").await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
     assert!(

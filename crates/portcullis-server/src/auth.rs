@@ -149,39 +149,51 @@ async fn fail(state: &AppState, ip: IpAddr, now: UnixMillis) -> Result<bool, boo
     Ok(state.guards.fail_in_memory(key, now, &lockout_rule(state)))
 }
 
+/// Take one request from the token's rate budget. With shared counters (PostgreSQL) this
+/// replica spends a lease of tokens taken from the shared bucket in advance, and asks the
+/// database only when its lease is spent or lapsed (see [`crate::guards::lease_size`]).
 async fn take(
     state: &AppState,
     token: &TokenId,
     now: UnixMillis,
 ) -> Result<Result<(), (u64, bool)>, AuthRefusal> {
-    if let Some(shared) = state.store.shared_counters() {
-        let auth = &state.config.auth;
-        let rule = portcullis_store::RateRule {
-            per_ms: f64::from(auth.rate_limit_per_minute) / 60_000.0,
-            burst: f64::from(auth.rate_limit_burst),
-        };
-        return match shared
-            .take_rate_token(token, now, &rule)
-            .await
-            .map_err(|_| AuthRefusal::Unavailable)?
-        {
-            portcullis_store::RateDecision::Allowed => Ok(Ok(())),
-            portcullis_store::RateDecision::Limited {
-                retry_after_ms,
-                first_refusal,
-            } => Ok(Err((
-                (retry_after_ms.max(0) as u64).div_ceil(1000),
-                first_refusal,
-            ))),
-        };
-    }
     let auth = &state.config.auth;
-    Ok(state.guards.take_in_memory(
-        token,
-        now,
-        f64::from(auth.rate_limit_per_minute) / 60_000.0,
-        f64::from(auth.rate_limit_burst),
-    ))
+    let rule = portcullis_store::RateRule {
+        per_ms: f64::from(auth.rate_limit_per_minute) / 60_000.0,
+        burst: f64::from(auth.rate_limit_burst),
+    };
+    let Some(shared) = state.store.shared_counters() else {
+        return Ok(state
+            .guards
+            .take_in_memory(token, now, rule.per_ms, rule.burst));
+    };
+    if state.guards.spend_lease(token, now) {
+        return Ok(Ok(()));
+    }
+    let _refill = state.guards.refill_lock(token).lock().await;
+    // Another request may have refilled the lease while this one waited.
+    if state.guards.spend_lease(token, now) {
+        return Ok(Ok(()));
+    }
+    let want = crate::guards::lease_size(auth.rate_limit_burst);
+    match shared
+        .take_rate_tokens(token, now, &rule, want)
+        .await
+        .map_err(|_| AuthRefusal::Unavailable)?
+    {
+        portcullis_store::RateLease::Granted(granted) => {
+            // This request spends one; the rest wait in memory for the next ones.
+            state.guards.lease(token, granted - 1, now);
+            Ok(Ok(()))
+        }
+        portcullis_store::RateLease::Limited {
+            retry_after_ms,
+            first_refusal,
+        } => Ok(Err((
+            (retry_after_ms.max(0) as u64).div_ceil(1000),
+            first_refusal,
+        ))),
+    }
 }
 
 fn bearer(header: Option<&str>) -> Option<&str> {

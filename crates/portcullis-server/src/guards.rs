@@ -67,6 +67,35 @@ pub const MAX_TRACKED: usize = 65_536;
 pub struct Guards {
     failures: Mutex<HashMap<ClientKey, Failures>>,
     buckets: Mutex<HashMap<TokenId, Bucket>>,
+    leases: Mutex<HashMap<TokenId, Lease>>,
+    /// One lease refill at a time per shard of tokens: requests that find a token's lease
+    /// spent wait for the one refill in flight instead of each taking a lease (which would
+    /// drain the shared bucket and refuse what it could have admitted).
+    refills: [tokio::sync::Mutex<()>; REFILL_SHARDS],
+}
+
+const REFILL_SHARDS: usize = 16;
+
+/// Tokens this replica took from a token's shared bucket and has not spent yet.
+struct Lease {
+    remaining: u32,
+    /// After this instant the rest is forfeited (never handed back).
+    until: UnixMillis,
+}
+
+/// How long a lease may be spent from memory.
+pub const LEASE_MS: UnixMillis = 1_000;
+
+/// How many tokens a replica takes from a shared bucket at once: a sixteenth of the burst,
+/// between 1 and 16.
+///
+/// INVARIANT: leases never over-admit. Every request this replica admits spent a token it took
+/// from the shared bucket first, so all replicas together admit at most what the shared
+/// bucket allows. The price is the other way round: a lease not spent within [`LEASE_MS`]
+/// (traffic moved to another replica, or stopped) is forfeited, so a token may be refused up
+/// to `lease_size - 1` requests per replica per second that the bucket would have allowed.
+pub fn lease_size(burst: u32) -> u32 {
+    (burst / 16).clamp(1, 16)
 }
 
 impl Guards {
@@ -118,6 +147,51 @@ impl Guards {
             return true;
         }
         false
+    }
+
+    /// Spend one leased token, if this replica holds an unexpired one for `token`.
+    pub fn spend_lease(&self, token: &TokenId, now: UnixMillis) -> bool {
+        let mut leases = self.leases.lock().expect("lock poisoned");
+        match leases.get_mut(token) {
+            Some(lease) if lease.remaining > 0 && now < lease.until => {
+                lease.remaining -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The lock a refill of `token`'s lease holds (see [`Guards::refills`]).
+    pub fn refill_lock(&self, token: &TokenId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        token.hash(&mut hasher);
+        &self.refills[hasher.finish() as usize % REFILL_SHARDS]
+    }
+
+    /// Keep `remaining` more tokens taken from the shared bucket at `now`.
+    pub fn lease(&self, token: &TokenId, remaining: u32, now: UnixMillis) {
+        let mut leases = self.leases.lock().expect("lock poisoned");
+        if leases.len() >= MAX_TRACKED && !leases.contains_key(token) {
+            leases.retain(|_, l| l.remaining > 0 && now < l.until);
+            if leases.len() >= MAX_TRACKED {
+                // Forfeiting a lease only ever refuses more, never admits more.
+                return;
+            }
+        }
+        let lease = leases.entry(token.clone()).or_insert(Lease {
+            remaining: 0,
+            until: now,
+        });
+        let kept = if now < lease.until {
+            lease.remaining
+        } else {
+            0
+        };
+        *lease = Lease {
+            remaining: kept.saturating_add(remaining),
+            until: now + LEASE_MS,
+        };
     }
 
     /// How many clients the in-memory lockout table holds.
@@ -203,5 +277,32 @@ mod tests {
             "{}",
             guards.tracked_clients()
         );
+    }
+
+    #[test]
+    fn a_lease_is_spent_once_per_token_and_lapses() {
+        let guards = Guards::default();
+        let token = TokenId::generate();
+        let other = TokenId::generate();
+        assert!(!guards.spend_lease(&token, 0), "no lease yet");
+        guards.lease(&token, 2, 0);
+        assert!(guards.spend_lease(&token, 10));
+        assert!(!guards.spend_lease(&other, 10), "leases are per token");
+        assert!(guards.spend_lease(&token, 20));
+        assert!(!guards.spend_lease(&token, 30), "spent");
+        guards.lease(&token, 5, 100);
+        assert!(!guards.spend_lease(&token, 100 + LEASE_MS), "lapsed");
+        // A refill adds to what is left of an unexpired lease; nothing is lost.
+        guards.lease(&token, 2, 5_000);
+        guards.lease(&token, 3, 5_010);
+        assert_eq!(
+            (0..10)
+                .filter(|_| guards.spend_lease(&token, 5_020))
+                .count(),
+            5
+        );
+        assert_eq!(lease_size(200), 12);
+        assert_eq!(lease_size(5), 1);
+        assert_eq!(lease_size(10_000), 16);
     }
 }

@@ -81,6 +81,10 @@ pub enum Conflict {
     BatchItem(String),
     #[error("this is the last unscoped admin; create another before revoking it")]
     LastRootAdmin,
+    /// The audit chain's head moved under a held lock (never expected; the append is refused
+    /// rather than forking the chain).
+    #[error("the audit chain moved during an append")]
+    ChainMoved,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -127,10 +131,11 @@ pub struct RateRule {
     pub burst: f64,
 }
 
-/// The answer of a rate limiter.
+/// The answer of the shared rate limiter to a request for several tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RateDecision {
-    Allowed,
+pub enum RateLease {
+    /// This many tokens (at least one) were taken from the bucket.
+    Granted(u32),
     /// Refused; `first_refusal` marks the first refusal of an episode (the one to audit).
     Limited {
         retry_after_ms: i64,
@@ -167,14 +172,18 @@ impl SharedCounters<'_> {
         self.0.record_auth_failure(ip, now, rule).await
     }
 
-    /// Take one request from a token's bucket.
-    pub async fn take_rate_token(
+    /// Take up to `want` requests from a token's bucket at once (a lease the caller spends
+    /// from memory); at least one, or refused.
+    pub async fn take_rate_tokens(
         &self,
         token: &TokenId,
         now: UnixMillis,
         rule: &RateRule,
-    ) -> StoreResult<RateDecision> {
-        self.0.take_rate_token(token.as_str(), now, rule).await
+        want: u32,
+    ) -> StoreResult<RateLease> {
+        self.0
+            .take_rate_tokens(token.as_str(), now, rule, want)
+            .await
     }
 }
 

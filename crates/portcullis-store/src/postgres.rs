@@ -28,6 +28,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The chain heads this process last wrote (a hint; see [`append_in`]).
+    pub(crate) heads: std::sync::Arc<Heads>,
     pub(crate) appends: crate::group_commit::GroupCommit,
     /// Lockout and rate-limit counters: their own small pool whose commits do not wait for
     /// the WAL flush (`synchronous_commit = off`). A crash may forget the last milliseconds
@@ -136,11 +138,14 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(connect);
         let writer = pool.clone();
+        let heads = std::sync::Arc::new(Heads::default());
+        let writer_heads = heads.clone();
         let appends = crate::group_commit::GroupCommit::spawn(move |drafts| {
-            Self::commit_group(writer.clone(), drafts)
+            Self::commit_group(writer.clone(), writer_heads.clone(), drafts)
         });
         Ok(Self {
             pool,
+            heads,
             appends,
             counters,
         })
@@ -263,34 +268,41 @@ impl PgStore {
         Ok(false)
     }
 
-    pub async fn take_rate_token(
+    /// Take up to `want` tokens from a token's shared bucket in one atomic statement: as many
+    /// whole tokens as it holds, at most `want`. None: refused, the first refusal of an episode
+    /// marked (the one to audit).
+    pub async fn take_rate_tokens(
         &self,
         token: &str,
         now: UnixMillis,
         rule: &crate::RateRule,
-    ) -> StoreResult<crate::RateDecision> {
-        let (allowed, first_refusal, tokens): (bool, bool, f64) = sqlx::query_as(
+        want: u32,
+    ) -> StoreResult<crate::RateLease> {
+        // `available` is the bucket refilled to `now`, capped at the burst.
+        let (granted, first_refusal, tokens): (f64, bool, f64) = sqlx::query_as(
             "WITH prev AS (SELECT limited FROM rate_buckets WHERE token_id = $1) \
-             INSERT INTO rate_buckets AS b (token_id, tokens, updated_at, limited, allowed) VALUES ($1, $4 - 1, $2, false, true) \
+             INSERT INTO rate_buckets AS b (token_id, tokens, updated_at, limited, allowed, granted) \
+               VALUES ($1, $4 - LEAST($5, FLOOR($4)), $2, $4 < 1, $4 >= 1, LEAST($5, FLOOR($4))) \
              ON CONFLICT (token_id) DO UPDATE SET \
-               tokens = CASE WHEN LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) >= 1 \
-                             THEN LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) - 1 \
-                             ELSE LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) END, \
+               granted = LEAST($5, FLOOR(LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3))), \
+               tokens = LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) \
+                        - LEAST($5, FLOOR(LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3))), \
                allowed = LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) >= 1, \
                limited = LEAST($4, b.tokens + GREATEST($2 - b.updated_at, 0) * $3) < 1, \
                updated_at = GREATEST($2, b.updated_at) \
-             RETURNING allowed, (NOT allowed AND NOT COALESCE((SELECT limited FROM prev), false)), tokens",
+             RETURNING granted, (NOT allowed AND NOT COALESCE((SELECT limited FROM prev), false)), tokens",
         )
         .bind(token)
         .bind(now)
         .bind(rule.per_ms)
         .bind(rule.burst)
+        .bind(f64::from(want.max(1)))
         .fetch_one(&self.counters)
         .await?;
-        Ok(if allowed {
-            crate::RateDecision::Allowed
+        Ok(if granted >= 1.0 {
+            crate::RateLease::Granted(granted as u32)
         } else {
-            crate::RateDecision::Limited {
+            crate::RateLease::Limited {
                 retry_after_ms: ((1.0 - tokens) / rule.per_ms).ceil() as i64,
                 first_refusal,
             }
@@ -301,17 +313,7 @@ impl PgStore {
     /// transaction-local: it ends with the transaction, so a pooled connection never carries
     /// one request's tenant into the next.
     pub(crate) async fn begin(&self, scope: Scope<'_>) -> StoreResult<Tx> {
-        let mut tx = self.pool.begin().await?;
-        let (setting, value) = match scope {
-            Scope::Tenant(tenant) => ("portcullis.tenant", tenant.as_str()),
-            Scope::AllTenants => ("portcullis.all_tenants", "on"),
-        };
-        sqlx::query("SELECT set_config($1, $2, true)")
-            .bind(setting)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        begin_scoped(&self.pool, scope).await
     }
 
     /// Append a group in one transaction. Chains are locked in tenant order (and each other
@@ -319,13 +321,17 @@ impl PgStore {
     /// deadlock; each tenant's drafts keep their order.
     async fn commit_group(
         pool: PgPool,
+        heads: std::sync::Arc<Heads>,
         drafts: Vec<(AuditDraft, UnixMillis)>,
     ) -> StoreResult<Vec<AuditEvent>> {
         let mut order: Vec<usize> = (0..drafts.len()).collect();
         order.sort_by(|a, b| drafts[*a].0.tenant.cmp(&drafts[*b].0.tenant));
-        let mut tx = pool.begin().await?;
+        let Some(first) = order.first().map(|i| drafts[*i].0.tenant.clone()) else {
+            return Ok(Vec::new());
+        };
+        let mut tx = begin_scoped(&pool, Scope::Tenant(&first)).await?;
         let mut events: Vec<Option<AuditEvent>> = vec![None; drafts.len()];
-        let mut scoped: Option<TenantId> = None;
+        let mut scoped: Option<TenantId> = Some(first);
         for index in order {
             let (draft, now) = drafts[index].clone();
             if scoped.as_ref() != Some(&draft.tenant) {
@@ -335,7 +341,7 @@ impl PgStore {
                     .await?;
                 scoped = Some(draft.tenant.clone());
             }
-            events[index] = Some(append_in(&mut tx, draft, now).await?);
+            events[index] = Some(append_in(&mut tx, &heads, draft, now).await?);
         }
         tx.commit().await?;
         Ok(events
@@ -345,37 +351,111 @@ impl PgStore {
     }
 }
 
+/// A transaction whose rows row-level security limits to `scope`. The setting is
+/// transaction-local: it ends with the transaction, so a pooled connection never carries one
+/// request's tenant into the next.
+async fn begin_scoped(pool: &PgPool, scope: Scope<'_>) -> StoreResult<Tx> {
+    let (setting, value) = match scope {
+        Scope::Tenant(tenant) => ("portcullis.tenant", tenant.as_str()),
+        Scope::AllTenants => ("portcullis.all_tenants", "on"),
+    };
+    // One round trip: `BEGIN` and the setting travel as one simple query. The value is a typed
+    // id or `on` (letters, digits, `_`), so it can be written into the statement; anything
+    // else takes the bound-parameter path below.
+    if value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Ok(pool
+            .begin_with(format!(
+                "BEGIN; SELECT set_config('{setting}', '{value}', true)"
+            ))
+            .await?);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(setting)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Append to the chain inside the caller's transaction, whose scope must admit the draft's
 /// tenant.
+///
+/// One round trip when `heads` knows the chain's head: the event's insert and the head's
+/// update are one statement that only writes when the head is still the one remembered. Else
+/// (first append of this process, or another replica or transaction appended since) the head
+/// row is created if missing and locked in one upsert, and the same statement follows.
 pub(crate) async fn append_in(
     tx: &mut Tx,
+    heads: &Heads,
     draft: AuditDraft,
     now: UnixMillis,
 ) -> StoreResult<AuditEvent> {
+    let tenant = draft.tenant.clone();
+    if let Some((seq, prev)) = heads.get(&tenant) {
+        let event = draft.clone().seal(seq + 1, now, &prev);
+        if insert_after(tx, &event).await? {
+            heads.remember(&tenant, event.seq, &event.hash);
+            return Ok(event);
+        }
+    }
     // INVARIANT: the head row stays locked until the transaction ends, so appends to one
     // chain from any number of processes take turns and each builds on the last.
-    sqlx::query(
-        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING",
+    let (seq, prev): (i64, String) = sqlx::query_as(
+        "INSERT INTO audit_heads AS h (tenant_id, seq, hash) VALUES ($1, 0, $2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET seq = h.seq RETURNING seq, hash",
     )
-    .bind(draft.tenant.as_str())
+    .bind(tenant.as_str())
     .bind(GENESIS_HASH)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let (head, prev): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
-            .bind(draft.tenant.as_str())
-            .fetch_one(&mut **tx)
-            .await?;
-    let event = draft.seal(head + 1, now, &prev);
-    crate::sql::insert_event(&event)
+    let event = draft.seal(seq + 1, now, &prev);
+    if !insert_after(tx, &event).await? {
+        // Cannot happen while the head row is locked; refuse rather than fork the chain.
+        heads.forget(&tenant);
+        return Err(StoreError::Conflict(crate::Conflict::ChainMoved));
+    }
+    heads.remember(&tenant, event.seq, &event.hash);
+    Ok(event)
+}
+
+/// Insert `event` and move its chain's head to it, only if the head is the event's
+/// predecessor. `false`: the head is elsewhere, and nothing was written.
+async fn insert_after(tx: &mut Tx, event: &AuditEvent) -> StoreResult<bool> {
+    let written = crate::sql::insert_event_after_head(event)
         .postgres()
         .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
-        .bind(event.draft.tenant.as_str())
-        .bind(event.seq)
-        .bind(&event.hash)
-        .execute(&mut **tx)
-        .await?;
-    Ok(event)
+        .await?
+        .rows_affected();
+    Ok(written == 1)
+}
+
+/// The chain heads this process last wrote, per tenant: a hint that saves the locking read.
+/// A stale hint costs one statement that writes nothing; it is never trusted without the
+/// database agreeing. Entries written in a transaction that rolls back are stale too.
+#[derive(Default)]
+pub(crate) struct Heads(std::sync::Mutex<std::collections::HashMap<TenantId, (i64, String)>>);
+
+/// Tenants whose heads are remembered at most (a full table starts over).
+const MAX_HEADS: usize = 4096;
+
+impl Heads {
+    fn get(&self, tenant: &TenantId) -> Option<(i64, String)> {
+        self.0.lock().expect("lock poisoned").get(tenant).cloned()
+    }
+
+    fn remember(&self, tenant: &TenantId, seq: i64, hash: &str) {
+        let mut map = self.0.lock().expect("lock poisoned");
+        if map.len() >= MAX_HEADS && !map.contains_key(tenant) {
+            map.clear();
+        }
+        map.insert(tenant.clone(), (seq, hash.to_owned()));
+    }
+
+    fn forget(&self, tenant: &TenantId) {
+        self.0.lock().expect("lock poisoned").remove(tenant);
+    }
 }

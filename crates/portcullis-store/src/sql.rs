@@ -164,22 +164,40 @@ pub(crate) enum Freshness {
 
 /// The `INSERT` of one sealed event, the same statement on both backends.
 pub(crate) fn insert_event(event: &AuditEvent) -> Sql<'_> {
-    let d = &event.draft;
-    sql(
-        "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    event_arguments(
+        sql(
+            "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        ),
+        event,
     )
-    .text(d.tenant.as_str())
-    .int(event.seq)
-    .int(event.time)
-    .text(d.actor.as_str())
-    .opt_text(d.session.as_deref())
-    .text(d.kind.as_str())
-    .opt_text(d.resource.as_deref())
-    .opt_text(d.decision.as_deref())
-    .opt_text(d.receipt_id.as_deref())
-    .opt_text(d.args_hash.as_deref())
-    .text(d.detail.to_string())
-    .text(event.prev_hash.as_str())
-    .text(event.hash.as_str())
+}
+
+/// PostgreSQL: the `INSERT` of one sealed event together with its chain head's move to it,
+/// as one statement that writes only when the head (`audit_heads`) is the event's predecessor.
+pub(crate) fn insert_event_after_head(event: &AuditEvent) -> Sql<'_> {
+    event_arguments(
+        sql("WITH head AS (UPDATE audit_heads SET seq = $2, hash = $13 \
+                           WHERE tenant_id = $1 AND seq = $2 - 1 AND hash = $12 RETURNING tenant_id) \
+             INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM head"),
+        event,
+    )
+}
+
+fn event_arguments<'a>(q: Sql<'a>, event: &'a AuditEvent) -> Sql<'a> {
+    let d = &event.draft;
+    q.text(d.tenant.as_str())
+        .int(event.seq)
+        .int(event.time)
+        .text(d.actor.as_str())
+        .opt_text(d.session.as_deref())
+        .text(d.kind.as_str())
+        .opt_text(d.resource.as_deref())
+        .opt_text(d.decision.as_deref())
+        .opt_text(d.receipt_id.as_deref())
+        .opt_text(d.args_hash.as_deref())
+        .text(d.detail.to_string())
+        .text(event.prev_hash.as_str())
+        .text(event.hash.as_str())
 }

@@ -11,14 +11,18 @@ use sqlx::{Postgres, Sqlite};
 /// security). Dropped without `commit`, it rolls back.
 pub(crate) enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// The transaction, and the process's chain-head hints its appends use.
+    Postgres(
+        sqlx::Transaction<'static, Postgres>,
+        std::sync::Arc<crate::postgres::Heads>,
+    ),
 }
 
 impl Tx {
     pub async fn execute(&mut self, q: &Sql<'_>) -> StoreResult<u64> {
         Ok(match self {
             Tx::Sqlite(tx) => q.sqlite().execute(&mut **tx).await?.rows_affected(),
-            Tx::Postgres(tx) => q.postgres().execute(&mut **tx).await?.rows_affected(),
+            Tx::Postgres(tx, _) => q.postgres().execute(&mut **tx).await?.rows_affected(),
         })
     }
 
@@ -31,7 +35,7 @@ impl Tx {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Tx::Postgres(tx) => q
+            Tx::Postgres(tx, _) => q
                 .postgres()
                 .fetch_all(&mut **tx)
                 .await?
@@ -44,7 +48,7 @@ impl Tx {
     pub async fn opt(&mut self, q: &Sql<'_>) -> StoreResult<Option<Row>> {
         Ok(match self {
             Tx::Sqlite(tx) => q.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite),
-            Tx::Postgres(tx) => q
+            Tx::Postgres(tx, _) => q
                 .postgres()
                 .fetch_optional(&mut **tx)
                 .await?
@@ -66,9 +70,9 @@ impl Tx {
     pub fn lock(&self, lock: Lock) -> &'static str {
         match (self, lock) {
             (Tx::Sqlite(_), _) => "",
-            (Tx::Postgres(_), Lock::Update) => " FOR UPDATE",
-            (Tx::Postgres(_), Lock::NoKeyUpdate) => " FOR NO KEY UPDATE",
-            (Tx::Postgres(_), Lock::UpdateApproval) => " FOR UPDATE OF a",
+            (Tx::Postgres(..), Lock::Update) => " FOR UPDATE",
+            (Tx::Postgres(..), Lock::NoKeyUpdate) => " FOR NO KEY UPDATE",
+            (Tx::Postgres(..), Lock::UpdateApproval) => " FOR UPDATE OF a",
         }
     }
 
@@ -77,14 +81,14 @@ impl Tx {
     pub async fn append(&mut self, draft: AuditDraft, now: UnixMillis) -> StoreResult<AuditEvent> {
         match self {
             Tx::Sqlite(tx) => crate::sqlite::append_in(tx, draft, now).await,
-            Tx::Postgres(tx) => crate::postgres::append_in(tx, draft, now).await,
+            Tx::Postgres(tx, heads) => crate::postgres::append_in(tx, heads, draft, now).await,
         }
     }
 
     pub async fn commit(self) -> StoreResult<()> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Postgres(tx, _) => tx.commit().await?,
         }
         Ok(())
     }
@@ -116,7 +120,7 @@ impl crate::Store {
     pub(crate) async fn begin(&self, scope: Scope<'_>) -> StoreResult<Tx> {
         Ok(match self {
             crate::Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
-            crate::Store::Postgres(s) => Tx::Postgres(s.begin(scope).await?),
+            crate::Store::Postgres(s) => Tx::Postgres(s.begin(scope).await?, s.heads.clone()),
         })
     }
 
@@ -135,7 +139,7 @@ impl crate::Store {
                 .map(Row::Sqlite)
                 .collect()),
             crate::Store::Postgres(s) => {
-                let mut tx = Tx::Postgres(s.begin(scope).await?);
+                let mut tx = Tx::Postgres(s.begin(scope).await?, s.heads.clone());
                 let rows = tx.all(q).await?;
                 tx.commit().await?;
                 Ok(rows)
@@ -156,7 +160,7 @@ impl crate::Store {
                 .await?
                 .map(Row::Sqlite)),
             crate::Store::Postgres(s) => {
-                let mut tx = Tx::Postgres(s.begin(scope).await?);
+                let mut tx = Tx::Postgres(s.begin(scope).await?, s.heads.clone());
                 let row = tx.opt(q).await?;
                 tx.commit().await?;
                 Ok(row)

@@ -13,6 +13,7 @@ use crate::gate::{self, CallRequest};
 use crate::identity::AgentContext;
 use crate::state::AppState;
 use crate::upstream::AgentSide;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -285,6 +286,26 @@ impl ServerHandler for GatewayHandler {
         .await
     }
 
+    /// Requests rmcp could not read as one of its own. A `tools/call` lands here when its
+    /// arguments are not an object: invalid params, not "method not found".
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _cx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        if request.method == "tools/call" {
+            return Err(McpError::invalid_params(
+                "invalid params: tool arguments must be a JSON object",
+                None,
+            ));
+        }
+        Err(McpError::new(
+            ErrorCode::METHOD_NOT_FOUND,
+            request.method,
+            None,
+        ))
+    }
+
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
@@ -336,10 +357,12 @@ fn refusal(refusal: AuthRefusal) -> Response {
     response
 }
 
-/// Answer JSON bodies rmcp would misreport as JSON-RPC does: not JSON is 400 / -32700 (rmcp
-/// says 415), a batch or non-object is 400 / -32600, and `tools/call` arguments that are not an
-/// object are -32602 (rmcp says "method not found").
-async fn check_body(request: Request, limit: usize) -> Result<Request, Response> {
+/// A JSON `POST` body, buffered (within the size limit) so a refusal can be explained. The
+/// body is parsed once, by rmcp; only when rmcp refuses it as undeserialisable (415) is it
+/// looked at again, to answer as JSON-RPC does: not JSON is 400 / -32700, a batch or a
+/// non-object is 400 / -32600. (`tools/call` arguments that are not an object reach
+/// [`GatewayHandler::on_custom_request`], which answers -32602.)
+async fn buffer_json(request: Request, limit: usize) -> Result<(Request, Option<Bytes>), Response> {
     let is_json = request
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -347,49 +370,36 @@ async fn check_body(request: Request, limit: usize) -> Result<Request, Response>
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if request.method() != http::Method::POST || !is_json {
-        return Ok(request);
+        return Ok((request, None));
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response());
     };
-    let error = |status: StatusCode, id: &serde_json::Value, code: i64, message: &str| {
-        let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } });
-        (status, axum::Json(body)).into_response()
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes.clone())),
+        Some(bytes),
+    ))
+}
+
+/// The JSON-RPC answer to a body rmcp could not deserialise, when it is not JSON at all or
+/// not one object; `None` keeps rmcp's own answer.
+fn explain_refused_body(bytes: &[u8]) -> Option<Response> {
+    let error = |code: i64, message: &str| {
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } });
+        (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
     };
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Err(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                &serde_json::Value::Null,
-                -32700,
-                "parse error: the body is not valid JSON",
-            ));
-        }
-        Ok(serde_json::Value::Object(message)) => {
-            let arguments = message.get("params").and_then(|p| p.get("arguments"));
-            if message.get("method").and_then(|m| m.as_str()) == Some("tools/call")
-                && arguments.is_some_and(|a| !a.is_object() && !a.is_null())
-            {
-                let id = message.get("id").cloned().unwrap_or_default();
-                return Err(error(
-                    StatusCode::OK,
-                    &id,
-                    -32602,
-                    "invalid params: tool arguments must be a JSON object",
-                ));
-            }
-        }
-        Ok(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                &serde_json::Value::Null,
-                -32600,
-                "invalid request: send one JSON-RPC object (batches are not supported)",
-            ));
-        }
+    let parsed = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).ok());
+    match parsed {
+        None => Some(error(-32700, "parse error: the body is not valid JSON")),
+        Some(_) if !bytes.trim_ascii_start().starts_with(b"{") => Some(error(
+            -32600,
+            "invalid request: send one JSON-RPC object (batches are not supported)",
+        )),
+        Some(_) => None,
     }
-    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Axum handler for `/t/{tenant}/mcp`: authenticate, bind sessions, hand over to rmcp.
@@ -437,11 +447,16 @@ pub async fn endpoint(
     let tenant_id = ctx.tenant.clone();
     let closing = request.method() == http::Method::DELETE;
     request.extensions_mut().insert(ctx);
-    let request = match check_body(request, state.config.server.max_body_bytes).await {
-        Ok(request) => request,
+    let (request, body) = match buffer_json(request, state.config.server.max_body_bytes).await {
+        Ok(buffered) => buffered,
         Err(refused) => return refused,
     };
     let response = endpoint.service.handle(request).await.into_response();
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+        && let Some(explained) = body.as_deref().and_then(explain_refused_body)
+    {
+        return explained;
+    }
     if session.is_none()
         && let Some(created) = response
             .headers()

@@ -600,42 +600,48 @@ async fn lockout_and_rate_limits_are_shared_by_replicas() {
         );
     }
 
-    // A burst of 5 is 5 across all replicas, not 5 each; the first refusal is flagged once.
+    // A burst of 5 is 5 across all replicas, not 5 each, however they take them (one at a
+    // time or as leases); the first refusal is flagged once.
     let rate = RateRule {
         per_ms: 1.0 / 60_000.0,
         burst: 5.0,
     };
-    let token = TokenId::generate();
-    let mut allowed = 0;
-    let mut first_refusals = 0;
-    for i in 0..10 {
-        match replicas[i % 2]
-            .shared_counters()
-            .unwrap()
-            .take_rate_token(&token, NOW, &rate)
-            .await
-            .unwrap()
-        {
-            RateDecision::Allowed => allowed += 1,
-            RateDecision::Limited {
-                first_refusal,
-                retry_after_ms,
-            } => {
-                assert!(retry_after_ms > 0);
-                first_refusals += usize::from(first_refusal);
+    for want in [1, 2, 3] {
+        let token = TokenId::generate();
+        let mut allowed = 0;
+        let mut first_refusals = 0;
+        for i in 0..10 {
+            match replicas[i % 2]
+                .shared_counters()
+                .unwrap()
+                .take_rate_tokens(&token, NOW, &rate, want)
+                .await
+                .unwrap()
+            {
+                RateLease::Granted(n) => {
+                    assert!((1..=want).contains(&n), "{n} of {want}");
+                    allowed += n;
+                }
+                RateLease::Limited {
+                    first_refusal,
+                    retry_after_ms,
+                } => {
+                    assert!(retry_after_ms > 0);
+                    first_refusals += usize::from(first_refusal);
+                }
             }
         }
+        assert_eq!(allowed, 5, "leases of {want}");
+        assert_eq!(first_refusals, 1);
+        // A minute later one more request fits again.
+        let later = other
+            .shared_counters()
+            .unwrap()
+            .take_rate_tokens(&token, NOW + 60_000, &rate, want)
+            .await
+            .unwrap();
+        assert_eq!(later, RateLease::Granted(1));
     }
-    assert_eq!(allowed, 5);
-    assert_eq!(first_refusals, 1);
-    // A minute later one more request fits again.
-    let later = other
-        .shared_counters()
-        .unwrap()
-        .take_rate_token(&token, NOW + 60_000, &rate)
-        .await
-        .unwrap();
-    assert_eq!(later, RateDecision::Allowed);
     assert!(f.store.shared_counters().is_some());
 }
 

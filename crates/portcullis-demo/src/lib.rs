@@ -67,6 +67,7 @@ pub async fn serve_http(
     let cancel = tokio_util::sync::CancellationToken::new();
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
+        .with_json_response(true)
         .with_allowed_hosts(ALLOWED_HOSTS)
         .with_cancellation_token(cancel.child_token());
     let prototype = DemoServer::new();

@@ -17,6 +17,7 @@ mod records;
 mod rows;
 mod sql;
 mod sqlite;
+mod sqlite_writer;
 mod trust;
 mod tx;
 mod votes;

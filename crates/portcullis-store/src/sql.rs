@@ -164,14 +164,13 @@ pub(crate) enum Freshness {
 
 /// The `INSERT` of one sealed event, the same statement on both backends.
 pub(crate) fn insert_event(event: &AuditEvent) -> Sql<'_> {
-    event_arguments(
-        sql(
-            "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        ),
-        event,
-    )
+    event_arguments(sql(INSERT_EVENT), event)
 }
+
+/// The statement of [`insert_event`], for the SQLite audit writer (which binds the same
+/// arguments in the same order).
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO audit_events (tenant_id, seq, time, actor, session, kind, resource, decision, receipt_id, args_hash, detail, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// PostgreSQL: the `INSERT` of one sealed event together with its chain head's move to it,
 /// as one statement that writes only when the head (`audit_heads`) is the event's predecessor.

@@ -2,9 +2,10 @@
 //! event that was acknowledged survives a crash or power loss. What only SQLite does lives
 //! here: opening and migrating the file, the one writer, and appending to a chain.
 //!
-//! Writes go through a pool of exactly one connection. SQLite allows one writer at a time
-//! anyway; funnelling writes through one connection makes each transaction's "read the chain
-//! head, append after it" step race-free without retry loops, and reads use their own pool.
+//! Transactions go through a pool of exactly one connection, and plain audit appends through
+//! the dedicated audit writer (`sqlite_writer`); reads use their own pool. SQLite allows one
+//! writer at a time: every write transaction starts with `BEGIN IMMEDIATE`, so the "read the
+//! chain head, append after it" step of either writer stays true until its commit.
 
 use crate::sql::Freshness;
 use crate::*;
@@ -18,7 +19,7 @@ use std::time::Duration;
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
-    pub(crate) appends: crate::group_commit::GroupCommit,
+    pub(crate) appends: crate::sqlite_writer::AuditWriter,
 }
 
 impl SqliteStore {
@@ -39,14 +40,11 @@ impl SqliteStore {
             .run(&write)
             .await
             .map_err(crate::migrate_error)?;
+        let appends = crate::sqlite_writer::AuditWriter::start(connect.get_filename())?;
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_read_connections.max(1))
             .connect_with(connect.read_only(true))
             .await?;
-        let writer = write.clone();
-        let appends = crate::group_commit::GroupCommit::spawn(move |drafts| {
-            Self::commit_group(writer.clone(), drafts)
-        });
         Ok(Self {
             write,
             read,
@@ -71,19 +69,6 @@ impl SqliteStore {
             Freshness::Any => &self.read,
             Freshness::Latest => &self.write,
         }
-    }
-
-    async fn commit_group(
-        write: SqlitePool,
-        drafts: Vec<(AuditDraft, UnixMillis)>,
-    ) -> StoreResult<Vec<AuditEvent>> {
-        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
-        let mut events = Vec::with_capacity(drafts.len());
-        for (draft, now) in drafts {
-            events.push(append_in(&mut tx, draft, now).await?);
-        }
-        tx.commit().await?;
-        Ok(events)
     }
 }
 

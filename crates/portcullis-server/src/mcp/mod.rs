@@ -145,7 +145,11 @@ impl SessionTable {
 
 impl McpEndpoint {
     pub fn new(state: Arc<AppState>, streams: tokio_util::sync::CancellationToken) -> Self {
+        // A 2026-07-28 call that emits nothing before its result is answered as one JSON body
+        // (one write, nothing for a client to reassemble); anything that streams progress or
+        // asks the client something falls back to SSE by itself.
         let config = StreamableHttpServerConfig::default()
+            .with_json_response(true)
             .with_cancellation_token(streams)
             .with_allowed_hosts(state.config.server.allowed_hosts.clone())
             .with_max_request_body_bytes(state.config.server.max_body_bytes);

@@ -870,7 +870,12 @@ async fn connect(
                 })
         }
         Transport::Http { url } => {
-            let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.as_str());
+            let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+                UPSTREAM_HTTP.clone(),
+                rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                    url.as_str(),
+                ),
+            );
             client
                 .serve(InOrder {
                     inner: transport,
@@ -887,6 +892,25 @@ async fn connect(
         }
     }
 }
+
+/// The HTTP client of every HTTP upstream: one connection pool for the process.
+///
+/// rmcp's default client turns pooling off (a connection whose previous response body was not
+/// read to the end could stall a reused request on a delayed ACK), so every call would open
+/// a new TCP connection — a handshake and a TIME_WAIT socket per call. Here connections are
+/// kept and reused: hyper returns a connection to the pool only once its response body was
+/// read to the end, so a half-read stream is closed rather than reused, and `TCP_NODELAY`
+/// is on. Redirects are never followed: an upstream is the URL an admin registered.
+static UPSTREAM_HTTP: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("the upstream HTTP client builds")
+});
 
 /// Relay a program's standard error to the log, line by line (each line cut at 2 KiB), when
 /// its catalog entry says `stderr = "log"`.

@@ -170,11 +170,15 @@ async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body
     response.json().await.expect("json")
 }
 
+/// The bearer token the bench's gateways accept on `/metrics`.
+const METRICS_TOKEN: &str = "bench-metrics-token";
+
 /// The gateway's own view of its upstream leg: (sum of seconds, count) from `/metrics`, to
 /// split the added latency into "second hop" and "gateway work".
 async fn upstream_leg(http: &reqwest::Client, base: &str) -> (f64, f64) {
     let metrics = http
         .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await
         .expect("metrics")
@@ -303,6 +307,11 @@ async fn main() {
         ),
         ("PORTCULLIS_AUTH__RATE_LIMIT_BURST", "1000000".into()),
         ("PORTCULLIS_LOG__FILTER", "warn".into()),
+        // `/metrics` needs a token: the bench reads the gateway's own upstream histogram.
+        (
+            "PORTCULLIS_METRICS__TOKEN_SHA256",
+            portcullis_core::sha256_hex(METRICS_TOKEN.as_bytes()),
+        ),
     ];
     if let Some(database) = &database {
         env.push(("PORTCULLIS_DATA__DATABASE_URL", database.app_url.clone()));

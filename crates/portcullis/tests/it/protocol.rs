@@ -333,3 +333,95 @@ async fn a_plain_client_never_waits_for_a_delayed_ack() {
     }
     app.stop().await;
 }
+
+/// A TCP proxy in front of `target` that counts the connections it accepted.
+async fn counting_proxy(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = inbound.set_nodelay(true);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_an_http_upstream_reuse_its_connections() {
+    use portcullis_core::effect::EffectClass;
+    use portcullis_server::admin::connections::ConnectionIn;
+    use portcullis_server::admin::grants::GrantIn;
+    use portcullis_server::upstream::{ConnectionSpec, Transport};
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(portcullis_demo::serve_http(
+        upstream,
+        std::future::pending(),
+    ));
+    let (proxy, accepted) = counting_proxy(upstream_addr).await;
+    let api = app.admin_api();
+    let connection = api
+        .create_connection(
+            "acme",
+            &ConnectionIn {
+                name: "web".into(),
+                spec: ConnectionSpec {
+                    transport: Transport::Http {
+                        url: format!("http://{proxy}/mcp"),
+                    },
+                    classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
+                },
+            },
+        )
+        .await
+        .expect("create connection");
+    api.add_grant(
+        "acme",
+        &GrantIn {
+            agent: acme.agent_id.clone(),
+            connection: connection.id.to_string(),
+            tool: "*".into(),
+        },
+    )
+    .await
+    .expect("grant");
+    for (era, _) in ERAS {
+        let client = app.client("acme", &acme.agent_token, era).await;
+        eventually("the HTTP upstream's tools", || async {
+            client
+                .try_call("web__get_contact", json!({ "id": "c_1" }))
+                .await
+                .is_ok_and(|r| r.is_error == Some(false))
+        })
+        .await;
+        let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..20 {
+            let result = client
+                .call("web__get_contact", json!({ "id": "c_1" }))
+                .await;
+            assert_eq!(result.is_error, Some(false), "{era:?}: {result:?}");
+        }
+        let opened = accepted.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            opened <= 2,
+            "{era:?}: 20 sequential calls opened {opened} upstream connections; they should reuse one"
+        );
+    }
+    app.stop().await;
+}

@@ -7,6 +7,12 @@
 # and $CONCURRENCY. Prints a Markdown table, the gateways' idle and peak RSS, and
 # `portcullis audit verify` over Portcullis's store.
 #
+# The two clients count concurrency differently: httpx runs C clients, each with its own
+# keep-alive connection (and, in the initialize era, its own session); the Inspector runs
+# one client (one session) with at most C calls in flight. Compare rows of one client only.
+# "Added" is the target's figure minus the direct figure of the same client, era and
+# concurrency in the same run. "calls ≥35 ms" is counted by the httpx client only.
+#
 #   bench/setup.sh            # once: installs the clients and ContextForge outside the repo
 #   bench/compare.sh          # CALLS=2000 per row
 #   CALLS=300 bench/compare.sh
@@ -58,12 +64,13 @@ case $STORE in sqlite | postgres) ;; *) die "STORE must be sqlite or postgres" ;
 PORTCULLIS_BIN=$(cd "$(dirname "$PORTCULLIS_BIN")" && pwd)/$(basename "$PORTCULLIS_BIN")
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-bench.XXXXXX")
-UP_PID= PC_PID= CF_PID= PG_DB=
+UP_PID='' PC_PID='' CF_PID='' PG_DB=
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  [[ -n ${CHILD:-} ]] && kill "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
   [[ -n $PC_PID ]] && kill "$PC_PID" 2>/dev/null
   [[ -n $UP_PID ]] && kill "$UP_PID" 2>/dev/null
   # contextforge.sh started it in its own process group (a pid file in its state dir).
@@ -172,8 +179,20 @@ target_url() { case $1 in direct) echo "$UP_URL" ;; portcullis) echo "$PC_URL" ;
 target_token() { case $1 in direct) echo "" ;; portcullis) echo "$PC_TOKEN" ;; contextforge) echo "$CF_TOKEN" ;; esac; }
 target_tool() { case $1 in direct) echo get_contact ;; portcullis) echo crm__get_contact ;; contextforge) echo "$CF_TOOL" ;; esac; }
 
+# Client runs go to the background and are waited for, so that a signal reaches the
+# traps at once (bash runs a trap only after a foreground child ends); cleanup ends them.
+CHILD=''
+run_child() { # run_child CMD... : stdout and stderr pass through
+  "$@" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=
+  return "$rc"
+}
+
 httpx_run() { # httpx_run TARGET ERA CONC CALLS WARMUP
-  timeout "$RUN_TIMEOUT" "$PY" "$HERE/httpx_client.py" --url "$(target_url "$1")" --token "$(target_token "$1")" \
+  run_child timeout "$RUN_TIMEOUT" "$PY" "$HERE/httpx_client.py" --url "$(target_url "$1")" --token "$(target_token "$1")" \
     --tool "$(target_tool "$1")" --era "$2" --concurrency "$3" --calls "$4" --warmup "$5"
 }
 
@@ -219,6 +238,8 @@ if client == "ts" and "result" in d:
              "calls_per_s": r["throughput"]}
 elif client == "ts" and "error" not in d:
     d = {"error": raw[-300:]}
+if "error" in d and not isinstance(d["error"], str):
+    d = {"error": json.dumps(d["error"])}
 out.update(d)
 print(json.dumps(out))
 EOF
@@ -229,7 +250,7 @@ ts_run() { # ts_run TARGET ERA CONC CALLS
   [[ $2 == 2026 ]] && era=modern
   [[ $1 != direct ]] && header=(--header "Authorization: Bearer $(target_token "$1")")
   # HOME: the Inspector keeps a (here empty) state folder under ~/.mcp-inspector.
-  HOME=$BENCH_HOME/inspector-home timeout "$RUN_TIMEOUT" "$INSPECTOR" --cli "$(target_url "$1")" "${header[@]}" \
+  HOME=$BENCH_HOME/inspector-home run_child timeout "$RUN_TIMEOUT" "$INSPECTOR" --cli "$(target_url "$1")" "${header[@]}" \
     --method tools/call --tool-name "$(target_tool "$1")" --tool-arg id=c_1 \
     --load --load-requests "$4" --load-concurrency "$3" --protocol-era "$era" --format json \
     2>>"$WORK/inspector.err"
@@ -246,16 +267,17 @@ for client in $CLIENTS; do
     for conc in 1 "$CONCURRENCY"; do
       for t in $TARGETS; do
         log "$client $era c=$conc $t"
+        out=$WORK/run.json
         if [[ $client == httpx ]]; then
-          out=$(httpx_run "$t" "$era" "$conc" "$CALLS" "$WARMUP" || true)
+          httpx_run "$t" "$era" "$conc" "$CALLS" "$WARMUP" >"$out" || true
         else
           ts_run "$t" "$era" "$conc" "$TS_WARMUP" >/dev/null || true # warm-up (server side)
-          out=$(ts_run "$t" "$era" "$conc" "$CALLS" || true)
+          ts_run "$t" "$era" "$conc" "$CALLS" >"$out" || true
           # The Inspector CLI sends `logging/setLevel debug` on every initialize-era connect,
           # and ContextForge applies it process-wide: put its level back for the next rows.
           [[ $t == contextforge ]] && cf_log_level error
         fi
-        record "$client" "$t" "$era" "$conc" "$out"
+        record "$client" "$t" "$era" "$conc" "$(cat "$out")"
       done
     done
   done
@@ -302,11 +324,15 @@ for r in rows:
     stalls = r.get("stalls_ge_35ms", "n/a")
     print(f"| {client} | {era} | {r['target']} | {r['concurrency']} | {ms(r['p50_ms'])} | {ms(r['p99_ms'])} | "
           f"{ms(added('p50_ms'))} | {ms(added('p99_ms'))} | {r['calls_per_s']:.0f} | {stalls} | {ratio} |")
-stalled = sorted({r["target"] for r in rows if r.get("stalls_ge_35ms", 0) > max(1, r.get("calls", 0) // 100)})
+# A sequential call to the demo upstream or through Portcullis takes a few ms here; calls of
+# 35 ms or more there are delayed-ACK stalls (ContextForge's own work can exceed 35 ms).
+stalled = sorted({r["target"] for r in rows if r["concurrency"] == 1 and r["target"] != "contextforge"
+                  and r.get("stalls_ge_35ms", 0) > max(1, r.get("calls", 0) // 100)})
 if stalled:
     print()
-    print(f"Note: more than 1 % of the httpx calls took 35 ms or more on: {', '.join(stalled)}. Steps near 40 ms are"
-          " delayed-ACK stalls (a listener sending small segments without TCP_NODELAY), not work.")
+    print(f"Note: more than 1 % of the sequential httpx calls took 35 ms or more on: {', '.join(stalled)}."
+          " Steps near 40 ms are delayed-ACK stalls: that binary's listeners send small segments"
+          " without TCP_NODELAY (Nagle waits for the client's delayed ACK).")
 EOF
 echo
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }

@@ -93,14 +93,17 @@ start() {
   local port=${CF_PORT:-$(free_port)}
   local base="http://127.0.0.1:$port"
   local admin_email=admin@example.com
-  local admin_password="Bench-$(secret)"
+  local admin_password
+  admin_password="Bench-$(secret)"
 
   (
     export DATABASE_URL="sqlite:///$dir/mcp.db"
     export HOST=127.0.0.1 PORT="$port" APP_DOMAIN="$base"
-    export JWT_SECRET_KEY="$(secret)" AUTH_ENCRYPTION_SECRET="$(secret)"
+    JWT_SECRET_KEY=$(secret) AUTH_ENCRYPTION_SECRET=$(secret)
+    export JWT_SECRET_KEY AUTH_ENCRYPTION_SECRET
     export PLATFORM_ADMIN_EMAIL="$admin_email" PLATFORM_ADMIN_PASSWORD="$admin_password"
-    export DEFAULT_USER_PASSWORD="Bench-$(secret)"
+    DEFAULT_USER_PASSWORD="Bench-$(secret)"
+    export DEFAULT_USER_PASSWORD
     export AUTH_REQUIRED=true
     export USE_STATEFUL_SESSIONS=true JSON_RESPONSE_ENABLED=true
     export SSRF_ALLOW_LOCALHOST=true
@@ -138,7 +141,7 @@ start() {
     || { stop "$dir"; die "registering the upstream failed (see $dir/contextforge.log)"; }
 
   # Tool discovery may finish after the registration answers: wait for the read tool.
-  local tool_id= tool_name=
+  local tool_id='' tool_name=
   for _ in $(seq 100); do
     read -r tool_id tool_name < <(curl -sf "$base/tools" "${auth[@]}" | json_field \
       '" ".join(next(([t["id"], t["name"]] for t in (d if isinstance(d, list) else d.get("items", [])) if t.get("originalName") == "get_contact"), ["", ""]))') || true

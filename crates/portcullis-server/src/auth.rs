@@ -106,8 +106,64 @@ fn lockout_rule(state: &AppState) -> portcullis_store::LockoutRule {
     }
 }
 
-/// Seconds until `ip` may try again, if it is locked out.
-async fn locked(state: &AppState, ip: IpAddr, now: UnixMillis) -> Result<Option<u64>, AuthRefusal> {
+/// A lockout in force: it ends at `until`; from `valid_from` on, a valid credential from the
+/// address is served again (`auth.lockout_valid_credential_secs`), so failures one process
+/// provokes cannot keep everyone else at that address out for the whole lockout.
+#[derive(Debug, Clone, Copy)]
+struct Lockout {
+    until: UnixMillis,
+    valid_from: UnixMillis,
+}
+
+fn secs_until(at: UnixMillis, now: UnixMillis) -> u64 {
+    (at.saturating_sub(now).max(1) as u64).div_ceil(1000)
+}
+
+impl Lockout {
+    /// Before any credential is read: inside the lockout's first seconds everything is
+    /// refused (told when valid credentials are served again); after them, the request goes
+    /// on, and only a valid credential gets through ([`Lockout::refusal`]).
+    fn admit_attempt(lockout: Option<Self>, now: UnixMillis) -> Result<(), AuthRefusal> {
+        match lockout {
+            Some(l) if now < l.valid_from => Err(AuthRefusal::LockedOut {
+                retry_after_secs: secs_until(l.valid_from.min(l.until), now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A wrong credential during a lockout: refused until the lockout ends, not counted
+    /// again (the lockout was already audited).
+    fn refusal(self, now: UnixMillis) -> AuthRefusal {
+        AuthRefusal::LockedOut {
+            retry_after_secs: secs_until(self.until, now),
+        }
+    }
+}
+
+/// The lockout `ip` is under, if any.
+async fn locked(
+    state: &AppState,
+    ip: IpAddr,
+    now: UnixMillis,
+) -> Result<Option<Lockout>, AuthRefusal> {
+    let until = locked_until(state, ip, now).await?;
+    let auth = &state.config.auth;
+    Ok(until.map(|until| {
+        let started = until - (auth.lockout_secs * 1000) as i64;
+        Lockout {
+            until,
+            valid_from: started + (auth.lockout_valid_credential_secs * 1000) as i64,
+        }
+    }))
+}
+
+/// When `ip`'s lockout ends, if it is locked out.
+async fn locked_until(
+    state: &AppState,
+    ip: IpAddr,
+    now: UnixMillis,
+) -> Result<Option<UnixMillis>, AuthRefusal> {
     let key = ClientKey::of(ip);
     if let Some(shared) = state.store.shared_counters() {
         let check = shared
@@ -121,7 +177,7 @@ async fn locked(state: &AppState, ip: IpAddr, now: UnixMillis) -> Result<Option<
             .observe_shared_generation(check.access_generation);
         let until = check.locked_until;
         if until > now {
-            return Ok(Some(((until - now) as u64).div_ceil(1000)));
+            return Ok(Some(until));
         }
         // Failures this replica could not write to the shared counters (see `fail`).
         return Ok(state.guards.locked_in_memory(key, now));
@@ -248,10 +304,15 @@ async fn record_failure(
 async fn refuse(
     state: &AppState,
     ip: IpAddr,
+    lockout: Option<Lockout>,
     chain: TenantId,
     surface: &str,
     reason: &str,
 ) -> AuthRefusal {
+    if let Some(lockout) = lockout {
+        state.metrics.auth_failures.inc();
+        return lockout.refusal(state.clock.now());
+    }
     match record_failure(state, ip, chain, surface, reason).await {
         Ok(()) => AuthRefusal::Unauthenticated,
         Err(refusal) => refusal,
@@ -272,9 +333,8 @@ pub async fn authenticate_metrics(
         &state.trusted_proxies,
         state.config.server.forwarded_header,
     );
-    if let Some(retry_after_secs) = locked(state, ip, now).await? {
-        return Err(AuthRefusal::LockedOut { retry_after_secs });
-    }
+    let lockout = locked(state, ip, now).await?;
+    Lockout::admit_attempt(lockout, now)?;
     let expected = state.config.metrics.token_sha256.to_ascii_lowercase();
     let presented = bearer(
         headers
@@ -294,6 +354,7 @@ pub async fn authenticate_metrics(
         Err(refuse(
             state,
             ip,
+            lockout,
             TenantId::system(),
             "metrics",
             "missing or wrong metrics token",
@@ -314,9 +375,8 @@ pub async fn authenticate_agent(
     authorization: Option<&str>,
 ) -> Result<AgentContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = locked(state, ip, now).await? {
-        return Err(AuthRefusal::LockedOut { retry_after_secs });
-    }
+    let lockout = locked(state, ip, now).await?;
+    Lockout::admit_attempt(lockout, now)?;
     let path_tenant = match state.cache.tenant_by_name(&state.store, tenant_name).await {
         Ok(t) => Some(t),
         Err(StoreError::NotFound) => None,
@@ -330,6 +390,7 @@ pub async fn authenticate_agent(
         return Err(refuse(
             state,
             ip,
+            lockout,
             chain,
             surface,
             "missing or malformed agent token",
@@ -343,7 +404,7 @@ pub async fn authenticate_agent(
     {
         Ok(auth) => auth,
         Err(StoreError::NotFound) => {
-            return Err(refuse(state, ip, chain, surface, "unknown agent token").await);
+            return Err(refuse(state, ip, lockout, chain, surface, "unknown agent token").await);
         }
         Err(_) => return Err(AuthRefusal::Unavailable),
     };
@@ -362,7 +423,7 @@ pub async fn authenticate_agent(
         None
     };
     if let Some(reason) = reason {
-        return Err(refuse(state, ip, chain, surface, reason).await);
+        return Err(refuse(state, ip, lockout, chain, surface, reason).await);
     }
     if auth.agent_suspended || auth.tenant_suspended {
         return Err(AuthRefusal::Suspended);
@@ -401,14 +462,14 @@ pub async fn authenticate_admin(
     authorization: Option<&str>,
 ) -> Result<AdminContext, AuthRefusal> {
     let now = state.clock.now();
-    if let Some(retry_after_secs) = locked(state, ip, now).await? {
-        return Err(AuthRefusal::LockedOut { retry_after_secs });
-    }
+    let lockout = locked(state, ip, now).await?;
+    Lockout::admit_attempt(lockout, now)?;
     let surface = "admin";
     let Some(presented) = bearer(authorization).filter(|t| looks_like(TokenKind::Admin, t)) else {
         return Err(refuse(
             state,
             ip,
+            lockout,
             TenantId::system(),
             surface,
             "missing or malformed admin token",
@@ -429,11 +490,12 @@ pub async fn authenticate_admin(
             } else {
                 "admin credential expired"
             };
-            Err(refuse(state, ip, TenantId::system(), surface, reason).await)
+            Err(refuse(state, ip, lockout, TenantId::system(), surface, reason).await)
         }
         Err(StoreError::NotFound) => Err(refuse(
             state,
             ip,
+            lockout,
             TenantId::system(),
             surface,
             "unknown admin token",

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub allowed_hosts: Vec<String>,
+    /// Browser origins (`https://host[:port]`) whose pages may call the gateway. Empty: a
+    /// request carrying any `Origin` header is refused.
+    pub allowed_origins: Vec<String>,
     /// Reverse proxies (addresses or CIDR blocks) whose forwarding header names the client.
     /// From anyone else the header is ignored.
     pub trusted_proxies: Vec<String>,
@@ -58,6 +61,9 @@ pub struct AuthConfig {
     pub lockout_threshold: u32,
     pub lockout_window_secs: u64,
     pub lockout_secs: u64,
+    /// After this many seconds of a lockout, a valid credential from the locked-out address
+    /// is served again (wrong ones stay refused until the lockout ends).
+    pub lockout_valid_credential_secs: u64,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
     pub token_ttl_secs: u64,
@@ -80,6 +86,10 @@ pub struct AuditConfig {
 pub struct UpstreamConfig {
     pub call_timeout_secs: u64,
     pub restart_backoff_max_secs: u64,
+    /// Seconds between liveness pings of a connected upstream (0: none).
+    pub ping_interval_secs: u64,
+    /// Seconds an upstream has to answer a ping before it is taken down and reconnected.
+    pub ping_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,7 +190,11 @@ impl Config {
         if self.upstream.call_timeout_secs == 0 {
             return invalid("upstream.call_timeout_secs must be at least 1");
         }
+        if self.upstream.ping_timeout_secs == 0 {
+            return invalid("upstream.ping_timeout_secs must be at least 1");
+        }
         self.trusted_proxies().map_err(ConfigError::Invalid)?;
+        self.sites().map_err(ConfigError::Invalid)?;
         self.metrics_listen().map_err(ConfigError::Invalid)?;
         let hash = &self.metrics.token_sha256;
         if !hash.is_empty() && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())) {
@@ -190,6 +204,11 @@ impl Config {
         crate::programs::Catalog::build(&self.programs, Some(std::path::Path::new("/")))
             .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The allowed hosts and origins, parsed.
+    pub fn sites(&self) -> Result<crate::web::Sites, String> {
+        crate::web::Sites::new(&self.server.allowed_hosts, &self.server.allowed_origins)
     }
 
     /// The trusted reverse proxies, parsed.

@@ -99,7 +99,8 @@ pub fn lease_size(burst: u32) -> u32 {
 }
 
 impl Guards {
-    pub fn locked_in_memory(&self, key: ClientKey, now: UnixMillis) -> Option<u64> {
+    /// When `key`'s lockout ends, if it is locked out.
+    pub fn locked_in_memory(&self, key: ClientKey, now: UnixMillis) -> Option<UnixMillis> {
         let map = self.failures.lock().expect("lock poisoned");
         // A client with its own entry is judged by it alone; only a client the full table
         // has no room for is counted with the overflow (so a flood cannot lock out clients
@@ -111,7 +112,7 @@ impl Guards {
         };
         entry
             .filter(|f| f.locked_until > now)
-            .map(|f| ((f.locked_until - now) as u64).div_ceil(1000))
+            .map(|f| f.locked_until)
     }
 
     /// Count one failure; returns true when this failure starts a lockout.

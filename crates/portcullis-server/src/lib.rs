@@ -24,6 +24,7 @@ pub mod policy;
 pub mod programs;
 pub mod state;
 pub mod upstream;
+pub mod web;
 
 use crate::bootstrap::BootstrapError;
 use crate::clock::Clock;
@@ -103,10 +104,15 @@ impl Application {
             clock.clone(),
             Duration::from_secs(config.upstream.call_timeout_secs),
             Duration::from_secs(config.upstream.restart_backoff_max_secs),
+            upstream::Liveness {
+                interval: Duration::from_secs(config.upstream.ping_interval_secs),
+                timeout: Duration::from_secs(config.upstream.ping_timeout_secs),
+            },
         );
         let trusted_proxies = config
             .trusted_proxies()
             .map_err(|e| BootstrapError::Config(e.to_string()))?;
+        let sites = config.sites().map_err(BootstrapError::Config)?;
         let state = Arc::new(AppState {
             config,
             cache,
@@ -119,6 +125,7 @@ impl Application {
             engines: engines::Engines::default(),
             catalog,
             trusted_proxies,
+            sites,
         });
         let metrics_listener = match state
             .config
@@ -174,6 +181,11 @@ impl Application {
             .merge(mcp_routes)
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
                 state.config.server.max_body_bytes,
+            ))
+            // Outermost: what a web page could send never reaches authentication.
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                web::refuse_cross_site,
             ))
     }
 
@@ -276,11 +288,17 @@ async fn invalidate_after_writes(
     response
 }
 
+/// Ready when the store answers. Upstreams are counted by state, never named (anyone may
+/// ask); one tenant's dead upstream does not take the gateway out of a load balancer.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     match state.store.health().await {
         Ok(()) => (
             StatusCode::OK,
-            axum::Json(serde_json::json!({ "status": "ready", "store": "ok" })),
+            axum::Json(serde_json::json!({
+                "status": "ready",
+                "store": "ok",
+                "upstreams": state.upstreams.counts(),
+            })),
         ),
         Err(e) => {
             // The cause (hosts, roles, driver messages) is for the operator's log only.

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub approvals: Family<OutcomeLabel, Counter>,
     pub executions: Family<OutcomeLabel, Counter>,
     pub auth_failures: Counter,
+    /// Requests refused as ones a web page could have sent (host, origin, simple body).
+    pub cross_site_refusals: Counter,
     pub upstream_latency: Histogram,
     /// Approved actions found redeemed with no recorded outcome (see `approvals list
     /// --status unknown`).
@@ -62,6 +64,12 @@ impl Metrics {
             "Failed authentications",
             auth_failures.clone(),
         );
+        let cross_site_refusals = Counter::default();
+        registry.register(
+            "cross_site_refusals",
+            "Requests refused before authentication as ones a web page could have sent",
+            cross_site_refusals.clone(),
+        );
         let upstream_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 20));
         registry.register(
             "upstream_latency_seconds",
@@ -83,6 +91,7 @@ impl Metrics {
             approvals,
             executions,
             auth_failures,
+            cross_site_refusals,
             upstream_latency,
         }
     }

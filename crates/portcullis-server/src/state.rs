@@ -24,4 +24,6 @@ pub struct AppState {
     pub catalog: Arc<crate::programs::Catalog>,
     /// Reverse proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The hosts and origins requests may name (checked before authentication).
+    pub sites: crate::web::Sites,
 }

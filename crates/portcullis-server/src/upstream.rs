@@ -139,6 +139,14 @@ pub enum Status {
     Stopped,
 }
 
+/// Supervised connections by state.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct UpstreamCounts {
+    pub ready: usize,
+    pub starting: usize,
+    pub down: usize,
+}
+
 /// The calling agent's side of a forwarded call.
 pub struct AgentSide {
     pub peer: Peer<RoleServer>,
@@ -415,6 +423,8 @@ struct Slot {
     stop: CancellationToken,
     restart: tokio::sync::Notify,
     ready: tokio::sync::Notify,
+    /// A call failed on the transport or timed out: the supervisor pings at once.
+    suspect: tokio::sync::Notify,
 }
 
 /// The supervisor of every tenant's upstream connections.
@@ -431,7 +441,17 @@ struct Inner {
     clock: Clock,
     call_timeout: Duration,
     max_backoff: Duration,
+    liveness: Liveness,
     shutdown: CancellationToken,
+}
+
+/// How a live connection is watched: a ping every `interval` (none when zero), and after any
+/// call that failed on the transport or timed out; no answer within `timeout` and the
+/// connection is taken down (calls fail fast) and reconnected with backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 impl Upstreams {
@@ -442,6 +462,7 @@ impl Upstreams {
         clock: Clock,
         call_timeout: Duration,
         max_backoff: Duration,
+        liveness: Liveness,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -452,6 +473,7 @@ impl Upstreams {
                 clock,
                 call_timeout,
                 max_backoff,
+                liveness,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -471,6 +493,7 @@ impl Upstreams {
             stop: self.inner.shutdown.child_token(),
             restart: tokio::sync::Notify::new(),
             ready: tokio::sync::Notify::new(),
+            suspect: tokio::sync::Notify::new(),
         });
         slots.insert(connection.id.clone(), slot.clone());
         tokio::spawn(supervise(self.inner.clone(), connection, slot));
@@ -534,6 +557,22 @@ impl Upstreams {
             .map_or(Status::Stopped, |s| {
                 s.status.lock().expect("lock poisoned").clone()
             })
+    }
+
+    /// How many supervised connections are ready, starting and down (for `/readyz`, which
+    /// names none of them: it answers anyone).
+    pub fn counts(&self) -> UpstreamCounts {
+        let slots = self.inner.slots.lock().expect("lock poisoned");
+        let mut counts = UpstreamCounts::default();
+        for slot in slots.values() {
+            match *slot.status.lock().expect("lock poisoned") {
+                Status::Ready { .. } => counts.ready += 1,
+                Status::Starting => counts.starting += 1,
+                Status::Down { .. } => counts.down += 1,
+                Status::Stopped => {}
+            }
+        }
+        counts
     }
 
     /// Wait until a connection is ready (its tools are synced), up to `timeout`.
@@ -621,6 +660,7 @@ impl Upstreams {
             .await
             .map_err(|e| {
                 tracing::warn!(connection = %connection_id, error = %e, "cannot send to the upstream");
+                slot.suspect.notify_one();
                 UpstreamError::Transport
             })?;
         let upstream_token = handle.progress_token.clone();
@@ -659,12 +699,17 @@ impl Upstreams {
             Some(Ok(_)) => Err(UpstreamError::Protocol(
                 "unexpected response to tools/call".into(),
             )),
-            Some(Err(rmcp::ServiceError::Timeout { .. })) => Err(UpstreamError::Timeout),
+            Some(Err(rmcp::ServiceError::Timeout { .. })) => {
+                // A slow tool, or an upstream that went away without closing: a ping tells.
+                slot.suspect.notify_one();
+                Err(UpstreamError::Timeout)
+            }
             Some(Err(rmcp::ServiceError::McpError(e))) => {
                 Err(UpstreamError::Protocol(e.message.to_string()))
             }
             Some(Err(e)) => {
                 tracing::warn!(connection = %connection_id, error = %e, "upstream call failed");
+                slot.suspect.notify_one();
                 Err(UpstreamError::Transport)
             }
         }
@@ -775,11 +820,38 @@ async fn serve_until_closed(
     let peer = running.peer().clone();
     let cancel = running.cancellation_token();
     let mut waiting = std::pin::pin!(running.waiting());
+    let liveness = inner.liveness;
+    let mut pings = (!liveness.interval.is_zero()).then(|| {
+        let mut timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + liveness.interval,
+            liveness.interval,
+        );
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
     loop {
+        let tick = async {
+            match pings.as_mut() {
+                Some(timer) => {
+                    timer.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             quit = &mut waiting => {
                 tracing::warn!(connection = %connection.id, reason = ?quit, "upstream closed");
                 return "upstream closed".into();
+            }
+            () = tick => {
+                if let Err(reason) = ping(&peer, liveness.timeout).await {
+                    return down(slot, cancel, connection, reason);
+                }
+            }
+            () = slot.suspect.notified() => {
+                if let Err(reason) = ping(&peer, liveness.timeout).await {
+                    return down(slot, cancel, connection, reason);
+                }
             }
             () = slot.stop.cancelled() => {
                 cancel.cancel();
@@ -797,6 +869,45 @@ async fn serve_until_closed(
             }
         }
     }
+}
+
+/// Ask the upstream for a `ping` answer within `timeout`.
+async fn ping(peer: &Peer<RoleClient>, timeout: Duration) -> Result<(), String> {
+    let request = rmcp::model::PingRequest {
+        method: Default::default(),
+        extensions: Default::default(),
+    };
+    let options = PeerRequestOptions::with_timeout(timeout);
+    let answered = async {
+        peer.send_request_with_option(ClientRequest::PingRequest(request), options)
+            .await?
+            .await_response()
+            .await
+    };
+    // The deadline also covers sending (a dead peer's transport may never accept the write).
+    match tokio::time::timeout(timeout, answered).await {
+        // Any answer, even an error (a server that does not implement `ping`), is a live peer.
+        Ok(Ok(_) | Err(rmcp::ServiceError::McpError(_))) => Ok(()),
+        Ok(Err(e)) => Err(format!("upstream not answering: {e}")),
+        Err(_) => Err(format!(
+            "upstream not answering: no ping answer within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// A live connection found dead: calls fail fast from now on (no peer), the session is
+/// closed, and the supervisor reconnects with backoff.
+fn down(
+    slot: &Slot,
+    cancel: rmcp::service::RunningServiceCancellationToken,
+    connection: &Connection,
+    reason: String,
+) -> String {
+    *slot.peer.lock().expect("lock poisoned") = None;
+    cancel.cancel();
+    tracing::warn!(connection = %connection.id, %reason, "upstream found dead");
+    reason
 }
 
 /// Why a connection could not be brought up: a refusal stops retrying (the configuration

@@ -229,6 +229,18 @@ fn stated_reason(meta: Option<&rmcp::model::RequestMetaObject>) -> Option<String
     (!trimmed.is_empty()).then(|| trimmed.chars().take(2_000).collect())
 }
 
+/// Whether a held call is answered as a task: only on 2026-07-28 or later, and only to a
+/// client that declared the tasks extension (SEP-2663). On an earlier revision a client asks
+/// for a task per request (the `task` parameter of 2025-11-25), which this gateway does not
+/// offer: every hold there is a `pending_approval` result with `isError: true`, so a client
+/// that declared the extension but sent a plain call never reads a hold as an empty success.
+fn answers_holds_as_tasks(cx: &RequestContext<RoleServer>) -> bool {
+    let modern = cx
+        .protocol_version()
+        .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
+    modern && cx.client_capabilities().is_some_and(|c| c.supports_tasks())
+}
+
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
@@ -259,7 +271,7 @@ impl ServerHandler for GatewayHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let ctx = agent_of(&cx)?;
-        let tasks = cx.client_capabilities().is_some_and(|c| c.supports_tasks());
+        let tasks = answers_holds_as_tasks(&cx);
         let call = CallRequest {
             name: request.name.to_string(),
             arguments: request.arguments,

@@ -55,18 +55,6 @@ async fn raw_read(app: &TestApp, tenant: &str, token: &str) -> RawReply {
     .await
 }
 
-/// Assert a raw read went through to the upstream.
-fn assert_read_ok(reply: &RawReply) {
-    assert_eq!(reply.status, StatusCode::OK, "read refused: {}", reply.text);
-    let result = reply
-        .result()
-        .unwrap_or_else(|| panic!("no result: {}", reply.text));
-    assert_eq!(
-        result["structuredContent"]["name"], "Ada Lovelace",
-        "{result}"
-    );
-}
-
 fn assert_unauthenticated(reply: &RawReply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     assert_eq!(reply.header("www-authenticate").as_deref(), Some("Bearer"));

@@ -425,3 +425,121 @@ async fn calls_to_an_http_upstream_reuse_its_connections() {
     }
     app.stop().await;
 }
+
+/// The demo upstream as its own process, serving streamable HTTP on `port` (0: any).
+async fn http_upstream_process(port: u16) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo-upstream", "--http", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the demo upstream");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.expect("read stdout") {
+        if let Some(port) = line.strip_prefix("PORT=") {
+            return (child, port.parse().expect("port"));
+        }
+    }
+    panic!("the demo upstream exited before listening");
+}
+
+/// An HTTP upstream that dies and comes back (a deploy, a crash) is found dead by the
+/// supervisor, reported down, and reconnected without an admin; calls meanwhile fail at once
+/// instead of waiting out the call timeout, and a held action waits rather than being lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_upstream_that_restarts_is_recovered_without_an_admin() {
+    use portcullis_core::effect::EffectClass;
+    use portcullis_server::admin::connections::ConnectionIn;
+    use portcullis_server::admin::grants::GrantIn;
+    use portcullis_server::upstream::{ConnectionSpec, Status, Transport};
+    let app = TestApp::spawn_with(|c| {
+        c.upstream.ping_interval_secs = 1;
+        c.upstream.ping_timeout_secs = 1;
+        // Long enough that a call waiting for a dead upstream would outlive the test's waits.
+        c.upstream.call_timeout_secs = 600;
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let (mut first, port) = http_upstream_process(0).await;
+    let api = app.admin_api();
+    let connection = api
+        .create_connection(
+            "acme",
+            &ConnectionIn {
+                name: "web".into(),
+                spec: ConnectionSpec {
+                    transport: Transport::Http {
+                        url: format!("http://127.0.0.1:{port}/mcp"),
+                    },
+                    classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
+                },
+            },
+        )
+        .await
+        .expect("create connection");
+    api.add_grant(
+        "acme",
+        &GrantIn {
+            agent: acme.agent_id.clone(),
+            connection: connection.id.to_string(),
+            tool: "*".into(),
+        },
+    )
+    .await
+    .expect("grant");
+    let id: portcullis_core::id::ConnectionId = connection.id.to_string().parse().expect("id");
+    let status = || app.state.upstreams.status(&id);
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let read_ok = || async {
+        client
+            .try_call("web__get_contact", json!({ "id": "c_1" }))
+            .await
+            .is_ok_and(|r| r.is_error == Some(false))
+    };
+    eventually("the HTTP upstream serves", read_ok).await;
+
+    // The upstream dies without a word.
+    first.kill().await.expect("kill the upstream");
+    eventually("the connection reported down", || async {
+        matches!(status(), Status::Down { .. })
+    })
+    .await;
+    let listed = api.list_connections("acme").await.expect("list");
+    let web = listed.iter().find(|c| c.name == "web").expect("listed");
+    assert!(
+        matches!(
+            web.status,
+            portcullis_server::admin::connections::ConnectionState::Down { .. }
+        ),
+        "{:?}",
+        web.status
+    );
+    let ready: serde_json::Value = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert!(ready["upstreams"]["down"].as_u64() >= Some(1), "{ready}");
+    // While it is down a call is answered at once (the 600 s call timeout is not waited out).
+    let failed = client
+        .call("web__get_contact", json!({ "id": "c_1" }))
+        .await;
+    assert_eq!(failed.is_error, Some(true), "{failed:?}");
+
+    // It comes back on the same address: the supervisor reconnects by itself.
+    let (_second, again) = http_upstream_process(port).await;
+    assert_eq!(again, port);
+    eventually("the connection is ready again", || async {
+        matches!(status(), Status::Ready { .. })
+    })
+    .await;
+    eventually("calls are served again", read_ok).await;
+    app.stop().await;
+}

@@ -1293,3 +1293,15 @@ fn with_database(url: &str, database: &str, user: Option<&str>) -> String {
     };
     format!("{scheme}://{authority}/{database}{query}")
 }
+
+/// Assert a raw read of the demo contact `c_1` went through to the upstream.
+pub fn assert_read_ok(reply: &RawReply) {
+    assert_eq!(reply.status, StatusCode::OK, "read refused: {}", reply.text);
+    let result = reply
+        .result()
+        .unwrap_or_else(|| panic!("no result: {}", reply.text));
+    assert_eq!(
+        result["structuredContent"]["name"], "Ada Lovelace",
+        "{result}"
+    );
+}

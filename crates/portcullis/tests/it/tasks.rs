@@ -31,17 +31,27 @@ impl ClientHandler for TaskClient {
 }
 
 async fn task_client(app: &TestApp, tenant: &Tenant) -> RunningService<RoleClient, TaskClient> {
+    task_client_in(
+        app,
+        tenant,
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+}
+
+async fn task_client_in(
+    app: &TestApp,
+    tenant: &Tenant,
+    lifecycle: ClientLifecycleMode,
+) -> RunningService<RoleClient, TaskClient> {
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(app.mcp_url(&tenant.name))
             .auth_header(tenant.agent_token.clone()),
     );
     TaskClient
-        .serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            },
-        )
+        .serve_with_lifecycle(transport, lifecycle)
         .await
         .expect("task client connects")
 }
@@ -215,5 +225,33 @@ async fn clients_without_tasks_keep_getting_the_structured_pending_result() {
         )
         .await;
     assert_eq!(status(&held), "pending_approval");
+    app.stop().await;
+}
+
+/// The MCP inspector in `legacy` mode declares the tasks extension in `initialize` and then
+/// sends a plain `tools/call`; answered with a task, it printed the hold as an empty success.
+/// On the earlier revision a hold is always an error result naming the approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_initialize_era_a_hold_is_an_error_result_even_for_a_tasks_client() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let client = task_client_in(&app, &acme, ClientLifecycleMode::Initialize).await;
+    let response = client
+        .call_tool_once(refund(1500))
+        .await
+        .expect("tools/call");
+    let CallToolResponse::Complete(result) = response else {
+        panic!("a hold on the initialize era is not a task: {response:?}");
+    };
+    assert_eq!(result.is_error, Some(true), "a hold is never success");
+    let body = result.structured_content.expect("structured hold");
+    assert_eq!(body["status"], "pending_approval");
+    assert_eq!(body["executed"], false);
+    assert!(
+        body["approval_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("apr_"))
+    );
+    assert!(effect_lines(&acme.effect_log).is_empty());
     app.stop().await;
 }

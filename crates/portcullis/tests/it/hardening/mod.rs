@@ -10,6 +10,7 @@ mod flow_and_money;
 mod lockout;
 mod programs;
 mod reverts;
+mod web;
 
 use crate::support::*;
 use portcullis_server::admin::humans::AdminIn;

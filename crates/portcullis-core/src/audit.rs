@@ -64,6 +64,14 @@ pub enum AuditKind {
     /// An approval's receipt was redeemed but no result was ever recorded (found at start-up
     /// or by the periodic sweep); it is never re-run.
     ExecutionUnknown,
+    /// An agent listed resources or resource templates.
+    ResourcesListed,
+    /// An agent read (or was refused) a resource.
+    ResourceRead,
+    /// An agent listed prompts.
+    PromptsListed,
+    /// An agent fetched (or was refused) a prompt.
+    PromptGet,
 }
 
 impl AuditKind {
@@ -128,6 +136,10 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::AdminRotated, "admin_rotated"),
     (AuditKind::AdminChanged, "admin_changed"),
     (AuditKind::ExecutionUnknown, "execution_unknown"),
+    (AuditKind::ResourcesListed, "resources_listed"),
+    (AuditKind::ResourceRead, "resource_read"),
+    (AuditKind::PromptsListed, "prompts_listed"),
+    (AuditKind::PromptGet, "prompt_get"),
 ];
 
 /// An event before the store gives it a place in the chain.

@@ -42,6 +42,16 @@ const SEND_EMAIL_DESCRIPTION: &str =
     "Send an email to a recipient. Delivery is immediate and cannot be recalled.";
 const SEND_EMAIL_CHANGED_SUFFIX: &str = " (now also BCCs the sales team)";
 
+/// Contact cards as resources: `crm://contacts/{id}`.
+const CONTACT_PREFIX: &str = "crm://contacts/";
+const CONTACT_TEMPLATE: &str = "crm://contacts/{id}";
+/// The demo prompt.
+const FOLLOW_UP_PROMPT: &str = "follow_up";
+
+fn contact_uri(id: &str) -> String {
+    format!("{CONTACT_PREFIX}{id}")
+}
+
 /// Largest `n` accepted by `count_to`.
 const COUNT_TO_MAX: u32 = 50;
 
@@ -450,6 +460,9 @@ impl ServerHandler for DemoServer {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_logging()
+            .enable_resources()
+            .enable_prompts()
+            .enable_completions()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
@@ -459,6 +472,147 @@ impl ServerHandler for DemoServer {
             .with_instructions(
                 "Demo CRM, mail and billing tools for trying out the Portcullis gateway.",
             )
+    }
+
+    /// Every contact as a resource, `crm://contacts/{id}`.
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let resources = self
+            .crm()
+            .contacts
+            .values()
+            .map(|c| {
+                rmcp::model::Resource::new(contact_uri(&c.id), c.name.clone())
+                    .with_description(format!("Contact card of {} ({})", c.name, c.company))
+                    .with_mime_type("application/json")
+            })
+            .collect();
+        Ok(rmcp::model::ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        let template = rmcp::model::ResourceTemplate::new(CONTACT_TEMPLATE, "contact")
+            .with_description("A contact card by id")
+            .with_mime_type("application/json");
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            vec![template],
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let contact = request
+            .uri
+            .strip_prefix(CONTACT_PREFIX)
+            .and_then(|id| self.crm().contacts.get(id).cloned());
+        let Some(contact) = contact else {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource {}", request.uri),
+                None,
+            ));
+        };
+        let text = serde_json::to_string(&contact).unwrap_or_default();
+        Ok(rmcp::model::ReadResourceResult::new(vec![
+            rmcp::model::ResourceContents::text(text, request.uri)
+                .with_mime_type("application/json"),
+        ])
+        .into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        let prompt = rmcp::model::Prompt::new(
+            FOLLOW_UP_PROMPT,
+            Some("Ask for a short follow-up email to a contact"),
+            Some(vec![
+                rmcp::model::PromptArgument::new("customer_id")
+                    .with_description("Contact id, e.g. c_1")
+                    .with_required(true),
+            ]),
+        );
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![prompt]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        if request.name != FOLLOW_UP_PROMPT {
+            return Err(ErrorData::invalid_params(
+                format!("unknown prompt {}", request.name),
+                None,
+            ));
+        }
+        let id = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("customer_id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(contact) = self.crm().contacts.get(&id).cloned() else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown contact id: {id}"),
+                None,
+            ));
+        };
+        let text = format!(
+            "Write a short, friendly follow-up email to {} <{}> at {}.",
+            contact.name, contact.email, contact.company
+        );
+        Ok(
+            rmcp::model::GetPromptResult::new(vec![rmcp::model::PromptMessage::new_text(
+                rmcp::model::Role::User,
+                text,
+            )])
+            .with_description("Follow-up email")
+            .into(),
+        )
+    }
+
+    /// Contact ids starting with what was typed, for the prompt's `customer_id` and the
+    /// template's `id`.
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        let wanted = match &request.r#ref {
+            rmcp::model::Reference::Prompt(p) => {
+                p.name == FOLLOW_UP_PROMPT && request.argument.name == "customer_id"
+            }
+            rmcp::model::Reference::Resource(r) => {
+                r.uri == CONTACT_TEMPLATE && request.argument.name == "id"
+            }
+            _ => false,
+        };
+        let values: Vec<String> = if wanted {
+            self.crm()
+                .contacts
+                .keys()
+                .filter(|id| id.starts_with(&request.argument.value))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let info = rmcp::model::CompletionInfo::with_all_values(values)
+            .map_err(|e| ErrorData::internal_error(e, None))?;
+        Ok(rmcp::model::CompleteResult::new(info))
     }
 
     /// Accepts any level; `count_to` is the only source of log messages.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::gate::resolve::{Granted, Offering};
 
 /// How to reach an upstream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -713,6 +714,135 @@ impl Upstreams {
                 Err(UpstreamError::Transport)
             }
         }
+    }
+}
+
+/// Resources, prompts and completions: reads, served only for a connection the agent was
+/// found to be granted ([`Granted`]), each within the call timeout. An upstream that does not
+/// offer a kind answers an empty list.
+impl Upstreams {
+    fn peer_for(&self, granted: &Granted) -> Result<Peer<RoleClient>, UpstreamError> {
+        let connection = granted.connection();
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(&connection.id)
+            .cloned();
+        let slot = slot
+            .filter(|s| s.tenant == connection.tenant)
+            .ok_or(UpstreamError::NotConnected)?;
+        let peer = slot.peer.lock().expect("lock poisoned").clone();
+        peer.ok_or(UpstreamError::NotConnected)
+    }
+
+    /// Whether the upstream declared `offering` (read from its handshake).
+    fn offers(peer: &Peer<RoleClient>, granted: &Granted) -> bool {
+        peer.peer_info()
+            .is_some_and(|info| match granted.offering() {
+                Offering::Resources => info.capabilities.resources.is_some(),
+                Offering::Prompts => info.capabilities.prompts.is_some(),
+            })
+    }
+
+    async fn within<T>(
+        &self,
+        granted: &Granted,
+        request: impl std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    ) -> Result<T, UpstreamError> {
+        match tokio::time::timeout(self.inner.call_timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(rmcp::ServiceError::McpError(e))) => {
+                Err(UpstreamError::Protocol(e.message.to_string()))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(connection = %granted.connection().id, error = %e, "upstream request failed");
+                Err(UpstreamError::Transport)
+            }
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
+    /// Every resource the upstream lists (all pages).
+    pub async fn resources(&self, granted: &Granted) -> Result<Vec<Resource>, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        if !Self::offers(&peer, granted) {
+            return Ok(Vec::new());
+        }
+        self.within(granted, peer.list_all_resources()).await
+    }
+
+    /// Every resource template the upstream lists (all pages).
+    pub async fn resource_templates(
+        &self,
+        granted: &Granted,
+    ) -> Result<Vec<ResourceTemplate>, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        if !Self::offers(&peer, granted) {
+            return Ok(Vec::new());
+        }
+        self.within(granted, peer.list_all_resource_templates())
+            .await
+    }
+
+    /// Read one resource by the upstream's own URI.
+    pub async fn read_resource(
+        &self,
+        granted: &Granted,
+        uri: String,
+    ) -> Result<ReadResourceResult, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        if !Self::offers(&peer, granted) {
+            return Err(UpstreamError::Protocol("resource not found".into()));
+        }
+        self.within(
+            granted,
+            peer.read_resource(ReadResourceRequestParams::new(uri)),
+        )
+        .await
+    }
+
+    /// Every prompt the upstream lists (all pages).
+    pub async fn prompts(&self, granted: &Granted) -> Result<Vec<Prompt>, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        if !Self::offers(&peer, granted) {
+            return Ok(Vec::new());
+        }
+        self.within(granted, peer.list_all_prompts()).await
+    }
+
+    /// One prompt by the upstream's own name.
+    pub async fn get_prompt(
+        &self,
+        granted: &Granted,
+        name: String,
+        arguments: Option<JsonObject>,
+    ) -> Result<GetPromptResult, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        if !Self::offers(&peer, granted) {
+            return Err(UpstreamError::Protocol("prompt not found".into()));
+        }
+        let mut params = GetPromptRequestParams::new(name);
+        params.arguments = arguments;
+        self.within(granted, peer.get_prompt(params)).await
+    }
+
+    /// Completion of a prompt's or a resource template's argument, in the upstream's names.
+    /// An upstream that does not offer completions has none.
+    pub async fn complete(
+        &self,
+        granted: &Granted,
+        params: CompleteRequestParams,
+    ) -> Result<CompleteResult, UpstreamError> {
+        let peer = self.peer_for(granted)?;
+        let completes = peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.completions.is_some());
+        if !completes {
+            return Ok(CompleteResult::default());
+        }
+        self.within(granted, peer.complete(params)).await
     }
 }
 

@@ -21,6 +21,7 @@ pub mod approve;
 pub mod decide;
 pub mod execute;
 pub mod hold;
+pub mod offer;
 pub mod preview;
 pub mod resolve;
 pub mod revert;
@@ -97,6 +98,13 @@ pub enum GateError {
     UnknownTool(String),
     /// The arguments cannot be put in canonical form.
     BadArguments(String),
+    /// The URI is not a resource this agent may read (whatever the reason; see [`offer`]).
+    UnknownResource(String),
+    /// The name is not a prompt this agent may use.
+    UnknownPrompt(String),
+    /// The upstream could not serve a resource, prompt or completion (the tenant-facing
+    /// reason).
+    Upstream(String),
     Store(StoreError),
 }
 

@@ -52,6 +52,102 @@ fn usable(ctx: &AgentContext, grants: &[Grant], connection: &Connection, tool: &
         && ctx.scope_covers(&connection.name, tool)
 }
 
+/// What a connection offers besides tools. A grant or scope names it by its item (`*`, and a
+/// scope naming the whole connection, cover it too); tool names cannot contain `:`, so an
+/// item never collides with a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offering {
+    /// Resources and resource templates: grant item `resources:*`.
+    Resources,
+    /// Prompts: grant item `prompts:*`.
+    Prompts,
+}
+
+impl Offering {
+    /// The grant and scope item.
+    pub fn item(self) -> &'static str {
+        match self {
+            Offering::Resources => "resources:*",
+            Offering::Prompts => "prompts:*",
+        }
+    }
+}
+
+/// A live connection whose resources or prompts this agent may use, found by the grant check
+/// below. Only this module makes one (the field is private), and the upstream supervisor
+/// serves resources, prompts and completions only for one: the counterpart, for what is not
+/// a tool call, of the `Permit` a tool call needs.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    connection: Connection,
+    offering: Offering,
+}
+
+impl Granted {
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub fn offering(&self) -> Offering {
+        self.offering
+    }
+}
+
+/// Every connection whose `offering` this agent may use.
+pub async fn offering(
+    state: &AppState,
+    ctx: &AgentContext,
+    offering: Offering,
+) -> Result<Vec<Granted>, StoreError> {
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    Ok(connections
+        .iter()
+        .filter(|c| usable(ctx, &grants, c, offering.item()))
+        .map(|c| Granted {
+            connection: c.clone(),
+            offering,
+        })
+        .collect())
+}
+
+/// The connection named `connection_name`, when this agent may use its `offering`; `Err`
+/// says why not (for the audit trail only: the agent hears "not found" whatever it was).
+pub async fn offered(
+    state: &AppState,
+    ctx: &AgentContext,
+    connection_name: &str,
+    offering: Offering,
+) -> Result<Result<Granted, &'static str>, StoreError> {
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    let Some(connection) = connections
+        .iter()
+        .find(|c| c.name == connection_name && c.revoked_at.is_none())
+    else {
+        return Ok(Err("no such connection"));
+    };
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    if !granted(&grants, &connection.id, offering.item()) {
+        return Ok(Err("not granted to this agent"));
+    }
+    if !ctx.scope_covers(&connection.name, offering.item()) {
+        return Ok(Err("outside this token's scope"));
+    }
+    Ok(Ok(Granted {
+        connection: connection.clone(),
+        offering,
+    }))
+}
+
 /// Every tool this agent may see.
 pub async fn visible(state: &AppState, ctx: &AgentContext) -> Result<Vec<Target>, StoreError> {
     let grants = state

@@ -2,7 +2,8 @@
 //! protocol — both the 2026-07-28 revision (`server/discover`, per-request `_meta`, header
 //! checks against the body) and the older `initialize` handshake with sessions; this module
 //! authenticates each HTTP request, binds legacy sessions to the agent that opened them, and
-//! hands tool listing and calls to the gate, rendering its answers (`render`). Held calls of
+//! hands tool listing and calls, resources, prompts and completions to the gate, rendering
+//! its answers (`render`). Held calls of
 //! clients that declare the tasks extension become tasks (`tasks`).
 
 pub mod render;
@@ -243,7 +244,19 @@ fn answers_holds_as_tasks(cx: &RequestContext<RoleServer>) -> bool {
 
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
+        #[expect(
+            deprecated,
+            reason = "logging is deprecated by SEP-2577; older clients still set a level"
+        )]
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tasks()
+            .enable_resources()
+            .enable_prompts()
+            .enable_completions()
+            .enable_logging()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("portcullis", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Portcullis gateway. Reads and drafts run at once; actions that change the world are held for human approval. \
@@ -300,6 +313,105 @@ impl ServerHandler for GatewayHandler {
             session_of(&cx),
         )
         .await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        let session = session_of(&cx);
+        let listed = gate::offer::list_resources(&self.state, &ctx, session.as_deref())
+            .await
+            .map_err(render::store_error)?;
+        Ok(ListResourcesResult::with_all_items(listed).with_ttl_ms(0))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        let session = session_of(&cx);
+        let listed = gate::offer::list_resource_templates(&self.state, &ctx, session.as_deref())
+            .await
+            .map_err(render::store_error)?;
+        Ok(ListResourceTemplatesResult::with_all_items(listed).with_ttl_ms(0))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let ctx = agent_of(&cx)?;
+        let session = session_of(&cx);
+        let result =
+            gate::offer::read_resource(&self.state, &ctx, session.as_deref(), &request.uri)
+                .await
+                .map_err(render::error)?;
+        Ok(result.into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        let session = session_of(&cx);
+        let listed = gate::offer::list_prompts(&self.state, &ctx, session.as_deref())
+            .await
+            .map_err(render::store_error)?;
+        Ok(ListPromptsResult::with_all_items(listed).with_ttl_ms(0))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let ctx = agent_of(&cx)?;
+        let session = session_of(&cx);
+        let result = gate::offer::get_prompt(
+            &self.state,
+            &ctx,
+            session.as_deref(),
+            &request.name,
+            request.arguments,
+        )
+        .await
+        .map_err(render::error)?;
+        Ok(result.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let ctx = agent_of(&cx)?;
+        gate::offer::complete(&self.state, &ctx, request)
+            .await
+            .map_err(render::error)
+    }
+
+    /// Accepted and not forwarded: an upstream connection is shared by the tenant's agents,
+    /// so one agent's level must not change what the others get. Upstream log messages reach
+    /// only the agent whose call produced them.
+    #[expect(
+        deprecated,
+        reason = "logging is deprecated by SEP-2577; older clients still set a level"
+    )]
+    async fn set_level(
+        &self,
+        _request: SetLevelRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        agent_of(&cx)?;
+        Ok(())
     }
 
     /// Requests rmcp could not read as one of its own. A `tools/call` lands here when its

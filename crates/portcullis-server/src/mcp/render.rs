@@ -116,6 +116,13 @@ pub fn error(error: GateError) -> McpError {
             McpError::invalid_params(format!("unknown tool `{name}`"), None)
         }
         GateError::BadArguments(detail) => McpError::invalid_params(detail, None),
+        GateError::UnknownResource(uri) => {
+            McpError::resource_not_found(format!("resource not found: {uri}"), None)
+        }
+        GateError::UnknownPrompt(name) => {
+            McpError::invalid_params(format!("unknown prompt `{name}`"), None)
+        }
+        GateError::Upstream(detail) => McpError::internal_error(detail, None),
         GateError::Store(e) => store_error(e),
     }
 }

@@ -10,6 +10,7 @@ mod audit_trail;
 mod bad_input;
 mod crash;
 mod hardening;
+mod offerings;
 mod pinning;
 mod policy;
 mod protocol;

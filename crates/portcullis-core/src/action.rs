@@ -29,10 +29,21 @@ pub struct ToolDefinition {
     pub description: Option<String>,
     pub input_schema: serde_json::Value,
     pub annotations: Option<serde_json::Value>,
+    /// The display title (top level, MCP 2025-06-18 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The schema of the tool's structured result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+    /// The upstream's `_meta` on the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 impl ToolDefinition {
-    /// The pin: hash of name, description, input schema and annotations in canonical form.
+    /// The pin: hash of name, description, input schema and annotations in canonical form,
+    /// and of the title, output schema and `_meta` when the upstream gives them (absent
+    /// fields leave the hash of a definition without them unchanged).
     pub fn pin_hash(&self) -> Result<String, CanonicalError> {
         canonical_hash(self)
     }

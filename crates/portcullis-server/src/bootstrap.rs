@@ -283,6 +283,8 @@ pub async fn seed_demo(
     let spec = crate::upstream::ConnectionSpec {
         transport,
         classify,
+        names: Default::default(),
+        aliases: Default::default(),
     };
     let connection = store
         .create_connection(&tenant.id, "crm", &spec.to_json(), actor, now)

@@ -44,7 +44,8 @@ pub enum Transport {
     },
 }
 
-/// A connection's configuration: transport plus the operator's classification of its tools.
+/// A connection's configuration: transport, the operator's classification of its tools, and
+/// the names agents see.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectionSpec {
     #[serde(flatten)]
@@ -52,6 +53,41 @@ pub struct ConnectionSpec {
     /// Operator classification by tool name; wins over annotations.
     #[serde(default)]
     pub classify: BTreeMap<String, EffectClass>,
+    /// How agents see the connection's tools and prompts named (and its resources' URIs).
+    #[serde(default, skip_serializing_if = "Names::is_namespaced")]
+    pub names: Names,
+    /// Names agents see instead of the upstream's, by upstream tool or prompt name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
+}
+
+/// How a connection's tools, prompts and resource URIs are named to agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Names {
+    /// `connection__tool`, `portcullis://connection/<uri>` (the default: never collides).
+    #[default]
+    Namespaced,
+    /// The upstream's own names, where they do not collide with another name the agent sees
+    /// (then that name stays namespaced); URIs pass through when this is the only such
+    /// connection whose resources the agent may read.
+    Upstream,
+}
+
+impl Names {
+    pub fn is_namespaced(&self) -> bool {
+        *self == Names::Namespaced
+    }
+}
+
+/// Whether `name` may be shown to agents as a plain tool or prompt name: the characters the
+/// MCP specification allows in tool names, and never the namespace separator.
+pub fn valid_plain_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl ConnectionSpec {
@@ -79,6 +115,17 @@ impl ConnectionSpec {
         catalog: &crate::programs::Catalog,
         tenant_name: &str,
     ) -> Result<(), String> {
+        let mut exposed = std::collections::BTreeSet::new();
+        for (upstream, alias) in &self.aliases {
+            if !valid_plain_name(alias) {
+                return Err(format!(
+                    "alias `{alias}` for `{upstream}`: use 1-128 letters, digits, `_`, `-` or `.`, without `__`"
+                ));
+            }
+            if !exposed.insert(alias) {
+                return Err(format!("alias `{alias}` is given twice"));
+            }
+        }
         match &self.transport {
             Transport::Stdio { program, args, env } => catalog
                 .resolve(tenant_name, program, args, env)
@@ -1182,6 +1229,15 @@ async fn sync_tools(
             description: tool.description.as_ref().map(ToString::to_string),
             input_schema: serde_json::Value::Object((*tool.input_schema).clone()),
             annotations: annotations.map(|a| serde_json::to_value(a).unwrap_or_default()),
+            title: tool.title.clone(),
+            output_schema: tool
+                .output_schema
+                .as_ref()
+                .map(|s| serde_json::Value::Object((**s).clone())),
+            meta: tool
+                .meta
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.0.clone())),
         };
         let hash = definition.pin_hash().map_err(|e| e.to_string())?;
         let (seed_effect, seed_source) = match spec.classify.get(&definition.name) {

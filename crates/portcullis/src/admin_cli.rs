@@ -216,6 +216,14 @@ pub enum ConnectionsCommand {
         /// Operator classification, `tool=effect`; repeatable.
         #[arg(long)]
         classify: Vec<String>,
+        /// How agents see tools and prompts named: `namespaced` (`crm__get_contact`, the
+        /// default) or `upstream` (the upstream's own names where they collide with nothing
+        /// else an agent sees; its resource URIs too when it is the only such connection).
+        #[arg(long, default_value = "namespaced")]
+        names: String,
+        /// Show a tool or prompt under another name, `upstream_name=agent_name`; repeatable.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
     },
     List {
         #[arg(long)]
@@ -397,6 +405,8 @@ fn connection_spec(
     envs: &[String],
     http_url: Option<String>,
     classify: &[String],
+    names: &str,
+    aliases: &[String],
 ) -> anyhow::Result<ConnectionSpec> {
     let transport = match (program, http_url) {
         (Some(program), None) => Transport::Stdio {
@@ -415,9 +425,16 @@ fn connection_spec(
             Ok((tool, effect))
         })
         .collect::<anyhow::Result<_>>()?;
+    let names = match names {
+        "namespaced" => portcullis_server::upstream::Names::Namespaced,
+        "upstream" => portcullis_server::upstream::Names::Upstream,
+        other => bail!("--names `{other}`: use `namespaced` or `upstream`"),
+    };
     Ok(ConnectionSpec {
         transport,
         classify,
+        names,
+        aliases: key_value(aliases, "--alias")?,
     })
 }
 
@@ -540,8 +557,12 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     envs,
                     http_url,
                     classify,
+                    names,
+                    aliases,
                 } => {
-                    let spec = connection_spec(program, args, &envs, http_url, &classify)?;
+                    let spec = connection_spec(
+                        program, args, &envs, http_url, &classify, &names, &aliases,
+                    )?;
                     let body = ConnectionIn { name, spec };
                     print_json(&c.create_connection(&tenant, &body).await?);
                 }

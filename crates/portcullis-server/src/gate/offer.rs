@@ -2,15 +2,17 @@
 //! completions — under the same grants, token scopes and audit trail as tools.
 //!
 //! Listing and reading are reads: each listing and each read is an audit entry, durable
-//! before the agent gets the answer. Names are namespaced like tools: a prompt is
+//! before the agent gets the answer. Names are namespaced like tools by default: a prompt is
 //! `connection__prompt`, a resource URI `portcullis://connection/<the upstream's URI>`, so two
-//! upstreams cannot collide and an agent can only name what its grants show it; anything
+//! upstreams cannot collide and an agent can only name what its grants show it; a connection
+//! may pass its own names through where they collide with nothing the agent sees. Anything
 //! else is "not found" (the audit trail records why).
 
 use super::GateError;
 use super::resolve::{self, Granted, NAMESPACE_SEPARATOR, Offering};
 use crate::identity::AgentContext;
 use crate::state::AppState;
+use crate::upstream::Names;
 use crate::upstream::UpstreamError;
 use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_store::StoreError;
@@ -34,6 +36,108 @@ fn split_uri(uri: &str) -> Option<(&str, &str)> {
     (!connection.is_empty() && !upstream.is_empty()).then_some((connection, upstream))
 }
 
+/// The one connection whose resource URIs reach this agent as the upstream gives them: when
+/// exactly one of the connections whose resources it may read passes names through (two
+/// could serve the same URI). Every other connection's URIs stay namespaced.
+async fn passthrough(state: &AppState, ctx: &AgentContext) -> Result<Option<Granted>, StoreError> {
+    let mut through = resolve::offering(state, ctx, Offering::Resources)
+        .await?
+        .into_iter()
+        .filter(|g| resolve::naming(g.connection()).0 == Names::Upstream);
+    let first = through.next();
+    Ok(if through.next().is_some() {
+        None
+    } else {
+        first
+    })
+}
+
+/// The URI an agent sees for `uri` of `granted`'s connection.
+fn uri_for(granted: &Granted, through: Option<&Granted>, uri: &str) -> String {
+    let passes = through.is_some_and(|t| t.connection().id == granted.connection().id);
+    if passes && !uri.starts_with(URI_PREFIX) {
+        uri.to_owned()
+    } else {
+        agent_uri(&granted.connection().name, uri)
+    }
+}
+
+/// The connection and the upstream's own URI an agent's URI names: a namespaced URI, or any
+/// other URI when one connection passes its URIs through to this agent. `Err` says why not.
+async fn resolve_uri(
+    state: &AppState,
+    ctx: &AgentContext,
+    uri: &str,
+) -> Result<Result<(Granted, String, Option<Granted>), &'static str>, StoreError> {
+    let through = passthrough(state, ctx).await?;
+    if let Some((connection, upstream)) = split_uri(uri) {
+        return Ok(
+            resolve::offered(state, ctx, connection, Offering::Resources)
+                .await?
+                .map(|g| (g, upstream.to_owned(), through)),
+        );
+    }
+    Ok(match through {
+        Some(g) if !uri.starts_with(URI_PREFIX) => Ok((g.clone(), uri.to_owned(), Some(g))),
+        _ => Err("not a gateway resource URI"),
+    })
+}
+
+/// Every prompt of every connection whose prompts this agent may use, with the name the
+/// agent sees (see [`resolve::exposed_names`]).
+async fn prompts_listed(
+    state: &AppState,
+    ctx: &AgentContext,
+) -> Result<Vec<(Granted, Prompt, String)>, StoreError> {
+    let listed = gather(state, ctx, Offering::Prompts, |g| async move {
+        let listed = state
+            .upstreams
+            .prompts(&g)
+            .await
+            .map(|items| items.into_iter().map(|p| (g.clone(), p)).collect());
+        (g, listed)
+    })
+    .await?;
+    let namings: Vec<_> = listed
+        .iter()
+        .map(|(g, p)| {
+            let (names, aliases) = resolve::naming(g.connection());
+            resolve::plain_name(names, &aliases, &p.name)
+        })
+        .collect();
+    let items: Vec<(&str, Option<String>, &str)> = listed
+        .iter()
+        .zip(namings)
+        .map(|((g, p), plain)| (g.connection().name.as_str(), plain, p.name.as_str()))
+        .collect();
+    let names = resolve::exposed_names(&items);
+    Ok(listed
+        .into_iter()
+        .zip(names)
+        .map(|((g, p), name)| (g, p, name))
+        .collect())
+}
+
+/// The connection and upstream name of the prompt an agent names: namespaced, or a plain
+/// name it was listed under.
+async fn resolve_prompt(
+    state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
+) -> Result<Result<(Granted, String), &'static str>, StoreError> {
+    if let Some((connection, prompt)) = name.split_once(NAMESPACE_SEPARATOR) {
+        return Ok(resolve::offered(state, ctx, connection, Offering::Prompts)
+            .await?
+            .map(|g| (g, prompt.to_owned())));
+    }
+    Ok(prompts_listed(state, ctx)
+        .await?
+        .into_iter()
+        .find(|(_, _, exposed)| exposed == name)
+        .map(|(g, p, _)| (g, p.name))
+        .ok_or("no prompt of that name"))
+}
+
 /// Audit one listing or read by the agent (durable before the answer).
 async fn audit(
     state: &AppState,
@@ -41,9 +145,10 @@ async fn audit(
     session: Option<&str>,
     kind: AuditKind,
     resource: Option<String>,
-    decision: &str,
+    decision: &'static str,
     detail: serde_json::Value,
 ) -> Result<(), StoreError> {
+    let read = resource.is_some();
     let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), kind).detail(detail);
     if let Some(resource) = resource {
         draft = draft.resource(resource);
@@ -51,7 +156,32 @@ async fn audit(
     draft.session = session.map(str::to_owned);
     draft.decision = Some(decision.to_owned());
     state.store.append_audit(draft, state.clock.now()).await?;
+    if read {
+        state.metrics.decision(decision);
+    }
     Ok(())
+}
+
+async fn audit_allow(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<&str>,
+    kind: AuditKind,
+    resource: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    audit(state, ctx, session, kind, resource, "allow", detail).await
+}
+
+async fn audit_deny(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<&str>,
+    kind: AuditKind,
+    resource: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    audit(state, ctx, session, kind, resource, "deny", detail).await
 }
 
 /// Collect one list from every granted connection; a connection that cannot answer is left
@@ -79,19 +209,20 @@ where
     Ok(out)
 }
 
-/// `resources/list`: every granted connection's resources, URIs namespaced.
+/// `resources/list`: every granted connection's resources.
 pub async fn list_resources(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<&str>,
 ) -> Result<Vec<Resource>, StoreError> {
+    let through = passthrough(state, ctx).await?;
+    let through = through.as_ref();
     let listed = gather(state, ctx, Offering::Resources, |g| async move {
         let listed = state.upstreams.resources(&g).await.map(|items| {
-            let name = &g.connection().name;
             items
                 .into_iter()
                 .map(|mut r| {
-                    r.uri = agent_uri(name, &r.uri);
+                    r.uri = uri_for(&g, through, &r.uri);
                     r
                 })
                 .collect()
@@ -100,32 +231,32 @@ pub async fn list_resources(
     })
     .await?;
     let detail = json!({ "count": listed.len() });
-    audit(
+    audit_allow(
         state,
         ctx,
         session,
         AuditKind::ResourcesListed,
         None,
-        "allow",
         detail,
     )
     .await?;
     Ok(listed)
 }
 
-/// `resources/templates/list`: every granted connection's templates, namespaced.
+/// `resources/templates/list`: every granted connection's templates.
 pub async fn list_resource_templates(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<&str>,
 ) -> Result<Vec<ResourceTemplate>, StoreError> {
+    let through = passthrough(state, ctx).await?;
+    let through = through.as_ref();
     let listed = gather(state, ctx, Offering::Resources, |g| async move {
         let listed = state.upstreams.resource_templates(&g).await.map(|items| {
-            let name = &g.connection().name;
             items
                 .into_iter()
                 .map(|mut t| {
-                    t.uri_template = agent_uri(name, &t.uri_template);
+                    t.uri_template = uri_for(&g, through, &t.uri_template);
                     t
                 })
                 .collect()
@@ -134,13 +265,12 @@ pub async fn list_resource_templates(
     })
     .await?;
     let detail = json!({ "count": listed.len(), "templates": true });
-    audit(
+    audit_allow(
         state,
         ctx,
         session,
         AuditKind::ResourcesListed,
         None,
-        "allow",
         detail,
     )
     .await?;
@@ -154,87 +284,63 @@ pub async fn read_resource(
     session: Option<&str>,
     uri: &str,
 ) -> Result<ReadResourceResult, GateError> {
-    let refused = |why: &'static str| async move {
-        let detail = json!({ "reasons": ["unknown resource"], "why": why });
-        let resource = Some(format!("resource:{}", bounded(uri)));
-        audit(
-            state,
-            ctx,
-            session,
-            AuditKind::ResourceRead,
-            resource,
-            "deny",
-            detail,
-        )
-        .await?;
-        state.metrics.decision("deny");
-        Err::<ReadResourceResult, GateError>(GateError::UnknownResource(bounded(uri)))
-    };
-    let Some((connection, upstream_uri)) = split_uri(uri) else {
-        return refused("not a gateway resource URI").await;
-    };
-    let granted = match resolve::offered(state, ctx, connection, Offering::Resources).await? {
-        Ok(granted) => granted,
-        Err(why) => return refused(why).await,
-    };
     let resource = Some(format!("resource:{}", bounded(uri)));
-    audit(
+    let (granted, upstream_uri, through) = match resolve_uri(state, ctx, uri).await? {
+        Ok(found) => found,
+        Err(why) => {
+            let detail = json!({ "reasons": ["unknown resource"], "why": why });
+            audit_deny(
+                state,
+                ctx,
+                session,
+                AuditKind::ResourceRead,
+                resource,
+                detail,
+            )
+            .await?;
+            return Err(GateError::UnknownResource(bounded(uri)));
+        }
+    };
+    audit_allow(
         state,
         ctx,
         session,
         AuditKind::ResourceRead,
         resource,
-        "allow",
         json!({}),
     )
     .await?;
-    state.metrics.decision("allow");
     let mut result = state
         .upstreams
-        .read_resource(&granted, upstream_uri.to_owned())
+        .read_resource(&granted, upstream_uri)
         .await
         .map_err(|e| GateError::Upstream(e.to_string()))?;
     for content in &mut result.contents {
         if let ResourceContents::TextResourceContents { uri, .. }
         | ResourceContents::BlobResourceContents { uri, .. } = content
         {
-            *uri = agent_uri(connection, uri);
+            *uri = uri_for(&granted, through.as_ref(), uri);
         }
     }
     Ok(result)
 }
 
-/// `prompts/list`: every granted connection's prompts, named `connection__prompt`.
+/// `prompts/list`: every granted connection's prompts, under the names the agent sees.
 pub async fn list_prompts(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<&str>,
 ) -> Result<Vec<Prompt>, StoreError> {
-    let listed = gather(state, ctx, Offering::Prompts, |g| async move {
-        let listed = state.upstreams.prompts(&g).await.map(|items| {
-            let name = &g.connection().name;
-            items
-                .into_iter()
-                .map(|mut p| {
-                    p.name = format!("{name}{NAMESPACE_SEPARATOR}{}", p.name);
-                    p
-                })
-                .collect()
-        });
-        (g, listed)
-    })
-    .await?;
+    let listed: Vec<Prompt> = prompts_listed(state, ctx)
+        .await?
+        .into_iter()
+        .map(|(_, mut p, name)| {
+            p.name = name;
+            p
+        })
+        .collect();
     let detail = json!({ "count": listed.len() });
-    audit(
-        state,
-        ctx,
-        session,
-        AuditKind::PromptsListed,
-        None,
-        "allow",
-        detail,
-    )
-    .await?;
+    audit_allow(state, ctx, session, AuditKind::PromptsListed, None, detail).await?;
     Ok(listed)
 }
 
@@ -247,44 +353,26 @@ pub async fn get_prompt(
     arguments: Option<JsonObject>,
 ) -> Result<GetPromptResult, GateError> {
     let resource = Some(format!("prompt:{}", bounded(name)));
-    let granted = match name.split_once(NAMESPACE_SEPARATOR) {
-        Some((connection, prompt)) => resolve::offered(state, ctx, connection, Offering::Prompts)
-            .await?
-            .map(|g| (g, prompt)),
-        None => Err("not a namespaced prompt name"),
-    };
-    let (granted, prompt) = match granted {
+    let (granted, prompt) = match resolve_prompt(state, ctx, name).await? {
         Ok(found) => found,
         Err(why) => {
             let detail = json!({ "reasons": ["unknown prompt"], "why": why });
-            audit(
-                state,
-                ctx,
-                session,
-                AuditKind::PromptGet,
-                resource,
-                "deny",
-                detail,
-            )
-            .await?;
-            state.metrics.decision("deny");
+            audit_deny(state, ctx, session, AuditKind::PromptGet, resource, detail).await?;
             return Err(GateError::UnknownPrompt(bounded(name)));
         }
     };
-    audit(
+    audit_allow(
         state,
         ctx,
         session,
         AuditKind::PromptGet,
         resource,
-        "allow",
         json!({}),
     )
     .await?;
-    state.metrics.decision("allow");
     state
         .upstreams
-        .get_prompt(&granted, prompt.to_owned(), arguments)
+        .get_prompt(&granted, prompt, arguments)
         .await
         .map_err(|e| GateError::Upstream(e.to_string()))
 }
@@ -296,20 +384,14 @@ pub async fn complete(
     ctx: &AgentContext,
     mut params: CompleteRequestParams,
 ) -> Result<CompleteResult, GateError> {
-    let target = match &mut params.r#ref {
-        Reference::Prompt(prompt) => prompt
-            .name
-            .split_once(NAMESPACE_SEPARATOR)
-            .map(|(c, p)| (c.to_owned(), p.to_owned(), Offering::Prompts)),
-        Reference::Resource(template) => {
-            split_uri(&template.uri).map(|(c, u)| (c.to_owned(), u.to_owned(), Offering::Resources))
-        }
-        _ => None,
+    let found = match &params.r#ref {
+        Reference::Prompt(prompt) => resolve_prompt(state, ctx, &prompt.name).await?,
+        Reference::Resource(template) => resolve_uri(state, ctx, &template.uri)
+            .await?
+            .map(|(g, uri, _)| (g, uri)),
+        _ => Err("no such reference"),
     };
-    let Some((connection, upstream_name, offering)) = target else {
-        return Ok(CompleteResult::default());
-    };
-    let Ok(granted) = resolve::offered(state, ctx, &connection, offering).await? else {
+    let Ok((granted, upstream_name)) = found else {
         return Ok(CompleteResult::default());
     };
     match &mut params.r#ref {

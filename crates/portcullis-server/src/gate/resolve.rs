@@ -10,6 +10,7 @@
 use super::GateError;
 use crate::identity::AgentContext;
 use crate::state::AppState;
+use crate::upstream::Names;
 use portcullis_core::UnixMillis;
 use portcullis_core::action::Action;
 use portcullis_core::audit::{AuditDraft, AuditKind};
@@ -36,6 +37,59 @@ impl Target {
             self.connection.name, self.tool.name
         )
     }
+}
+
+/// A tool as listed to an agent: the target and the name the agent sees.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub target: Target,
+    pub name: String,
+}
+
+/// How a connection names things to agents, read from its stored configuration (an
+/// unreadable one stays namespaced).
+pub fn naming(connection: &Connection) -> (Names, std::collections::BTreeMap<String, String>) {
+    crate::upstream::ConnectionSpec::from_json(&connection.transport)
+        .map(|spec| (spec.names, spec.aliases))
+        .unwrap_or_default()
+}
+
+/// The names agents see for `items` (connection name, the connection's naming, the
+/// upstream's name), in order. Namespaced (`connection__name`) unless the connection gives an
+/// alias or passes its own names through; a plain name that is not a valid plain name, or
+/// that two items would share, stays namespaced for every item that wanted it — so what one
+/// agent sees never collides, and the namespaced name always works too.
+pub fn exposed_names(items: &[(&str, Option<String>, &str)]) -> Vec<String> {
+    let mut wanted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (_, plain, _) in items {
+        if let Some(plain) = plain {
+            *wanted.entry(plain.as_str()).or_default() += 1;
+        }
+    }
+    items
+        .iter()
+        .map(|(connection, plain, name)| match plain {
+            Some(plain)
+                if wanted.get(plain.as_str()) == Some(&1)
+                    && crate::upstream::valid_plain_name(plain) =>
+            {
+                plain.clone()
+            }
+            _ => format!("{connection}{NAMESPACE_SEPARATOR}{name}"),
+        })
+        .collect()
+}
+
+/// The plain name a connection would like `name` shown under, if any.
+pub fn plain_name(
+    names: Names,
+    aliases: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    aliases
+        .get(name)
+        .cloned()
+        .or_else(|| (names == Names::Upstream).then(|| name.to_owned()))
 }
 
 /// The grant check: whether an agent's grants cover a connection's tool (`*` covers all).
@@ -180,13 +234,38 @@ pub async fn visible(state: &AppState, ctx: &AgentContext) -> Result<Vec<Target>
     Ok(out)
 }
 
+/// Every visible tool with the name the agent sees.
+async fn listed(state: &AppState, ctx: &AgentContext) -> Result<Vec<Listed>, StoreError> {
+    let visible = visible(state, ctx).await?;
+    let mut namings = std::collections::HashMap::new();
+    let items: Vec<(&str, Option<String>, &str)> = visible
+        .iter()
+        .map(|t| {
+            let (names, aliases) = namings
+                .entry(t.connection.id.clone())
+                .or_insert_with(|| naming(&t.connection));
+            (
+                t.connection.name.as_str(),
+                plain_name(*names, aliases, &t.tool.name),
+                t.tool.name.as_str(),
+            )
+        })
+        .collect();
+    let names = exposed_names(&items);
+    Ok(visible
+        .into_iter()
+        .zip(names)
+        .map(|(target, name)| Listed { target, name })
+        .collect())
+}
+
 /// `tools/list`: every visible tool; the listing is audited.
 pub async fn list(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<String>,
-) -> Result<Vec<Target>, StoreError> {
-    let visible = visible(state, ctx).await?;
+) -> Result<Vec<Listed>, StoreError> {
+    let visible = listed(state, ctx).await?;
     let mut draft = AuditDraft::new(ctx.tenant.clone(), ctx.actor(), AuditKind::ToolsListed)
         .detail(json!({ "count": visible.len() }));
     draft.session = session;
@@ -223,7 +302,13 @@ async fn find(
     name: &str,
 ) -> Result<Result<Target, &'static str>, StoreError> {
     let Some((connection_name, tool_name)) = name.split_once(NAMESPACE_SEPARATOR) else {
-        return Ok(Err("not a namespaced tool name"));
+        // A plain name: one the agent sees because its connection passes names through or
+        // gives an alias (and it collides with nothing else the agent sees).
+        let found = listed(state, ctx)
+            .await?
+            .into_iter()
+            .find(|l| l.name == name);
+        return Ok(found.map(|l| l.target).ok_or("no tool of that name"));
     };
     let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
     let Some(connection) = connections

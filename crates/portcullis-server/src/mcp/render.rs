@@ -3,7 +3,8 @@
 //! error. Nothing outside this module writes agent-facing MCP JSON for a call.
 
 use crate::clock::rfc3339;
-use crate::gate::{CallOutcome, GateError, Target};
+use crate::gate::resolve::Listed;
+use crate::gate::{CallOutcome, GateError};
 use portcullis_store::Approval;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -13,20 +14,54 @@ use rmcp::model::{
 use serde_json::json;
 use std::sync::Arc;
 
-/// A tool as an agent sees it: namespaced, with the gateway's classification as its only
-/// annotation (agents see the gateway's view, not the upstream's claims).
-pub fn tool(target: &Target) -> Tool {
-    let schema = match &target.tool.definition.input_schema {
-        serde_json::Value::Object(map) => map.clone(),
-        _ => JsonObject::new(),
+/// The `_meta` key under which agents find the gateway's own view of a tool.
+pub const CLASSIFICATION_META_KEY: &str = "io.portcullis/classification";
+
+/// A tool as an agent sees it: under the name it was listed with, with the upstream's title,
+/// schemas, annotations and `_meta` intact — except that a tool the gateway treats as an
+/// effect is never `readOnlyHint: true` — and the gateway's classification, the one that
+/// decides, under its own `_meta` key: `{"effect": …, "held": …}` (`held`: a call is held for
+/// approval unless a guardrail covers it).
+pub fn tool(listed: &Listed) -> Tool {
+    let definition = &listed.target.tool.definition;
+    let object = |value: &serde_json::Value| match value {
+        serde_json::Value::Object(map) => Some(map.clone()),
+        _ => None,
     };
-    let read_only = !target.tool.classification().effective().is_effect();
-    Tool::new_with_raw(
-        target.agent_name(),
-        target.tool.definition.description.clone().map(Into::into),
-        Arc::new(schema),
-    )
-    .with_annotations(ToolAnnotations::new().read_only(read_only))
+    let effect = listed.target.tool.classification().effective();
+    let mut meta = definition
+        .meta
+        .as_ref()
+        .and_then(object)
+        .unwrap_or_default();
+    meta.insert(
+        CLASSIFICATION_META_KEY.to_owned(),
+        json!({ "effect": effect.as_str(), "held": effect.is_effect() }),
+    );
+    let mut tool = Tool::new_with_raw(
+        listed.name.clone(),
+        definition.description.clone().map(Into::into),
+        Arc::new(object(&definition.input_schema).unwrap_or_default()),
+    );
+    tool.title = definition.title.clone();
+    tool.output_schema = definition
+        .output_schema
+        .as_ref()
+        .and_then(object)
+        .map(Arc::new);
+    let mut annotations = definition
+        .annotations
+        .clone()
+        .and_then(|a| serde_json::from_value::<ToolAnnotations>(a).ok());
+    // One correction, towards caution: an upstream never gets to tell agents that a call the
+    // gateway treats as an effect (and may hold) is read-only.
+    if effect.is_effect() {
+        let hints = annotations.take().unwrap_or_default();
+        annotations = Some(hints.read_only(false));
+    }
+    tool.annotations = annotations;
+    tool.meta = Some(rmcp::model::MetaObject(meta));
+    tool
 }
 
 /// A structured tool result whose text content is the same JSON, pretty-printed.

@@ -628,6 +628,9 @@ async fn tools_are_pinned_classified_and_accepted(f: &Fixture) {
         description: Some(description.into()),
         input_schema: json!({"type": "object"}),
         annotations: None,
+        title: None,
+        output_schema: None,
+        meta: None,
     };
     let discovered = |description: &str| {
         let definition = definition(description);

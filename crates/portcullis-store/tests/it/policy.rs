@@ -39,6 +39,9 @@ async fn sync_tool(store: &Store, s: &Seeded, description: &str) -> ToolRecord {
         description: Some(description.into()),
         input_schema: json!({"type": "object"}),
         annotations: None,
+        title: None,
+        output_schema: None,
+        meta: None,
     };
     let tool = DiscoveredTool {
         hash: definition.pin_hash().unwrap(),

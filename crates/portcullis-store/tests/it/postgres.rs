@@ -122,6 +122,9 @@ async fn fill_every_table(store: &Store, s: &Seeded) {
         description: None,
         input_schema: json!({"type": "object"}),
         annotations: None,
+        title: None,
+        output_schema: None,
+        meta: None,
     };
     let tool = DiscoveredTool {
         hash: definition.pin_hash().unwrap(),

@@ -241,3 +241,139 @@ async fn another_connections_or_tenants_resource_cannot_be_named() {
     assert!(missing.is_err());
     app.stop().await;
 }
+
+/// Add the demo upstream to `tenant` as connection `name`, passing names through (with
+/// `aliases`), granted whole to the tenant's agent; waits until it is ready.
+async fn passthrough_connection(
+    app: &TestApp,
+    tenant: &Tenant,
+    name: &str,
+    aliases: &[(&str, &str)],
+) {
+    let mut connection = demo_connection(app.dir.path(), &tenant.name);
+    connection.name = name.into();
+    connection.spec.names = portcullis_server::upstream::Names::Upstream;
+    connection.spec.aliases = aliases
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    let created = app
+        .admin_api()
+        .create_connection(&tenant.name, &connection)
+        .await
+        .expect("connection");
+    app.admin_api()
+        .add_grant(
+            &tenant.name,
+            &GrantIn {
+                agent: tenant.agent_id.clone(),
+                connection: created.id.to_string(),
+                tool: "*".into(),
+            },
+        )
+        .await
+        .expect("grant");
+    app.wait_ready(created.id.as_str()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_may_pass_its_names_through_where_nothing_collides() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    passthrough_connection(&app, &acme, "up", &[("list_contacts", "contacts")]).await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let names = client.tool_names().await;
+    for name in ["get_contact", "contacts", "send_email", "crm__get_contact"] {
+        assert!(names.contains(&name.to_owned()), "{name} in {names:?}");
+    }
+    assert!(
+        !names.contains(&"list_contacts".to_owned()),
+        "the alias replaces the name"
+    );
+    // Plain and namespaced names both reach the tool.
+    for name in ["get_contact", "up__get_contact"] {
+        let read = client.call(name, json!({ "id": "c_1" })).await;
+        assert_eq!(structured(&read)["name"], "Ada Lovelace", "{name}");
+    }
+    // What the upstream says about a tool reaches the agent intact, with the gateway's own
+    // classification beside it; an effect is never advertised as read-only.
+    let tools = client.running.list_all_tools().await.expect("list");
+    let send = tools
+        .iter()
+        .find(|t| t.name == "send_email")
+        .expect("send_email");
+    let meta = &send.meta.as_ref().expect("_meta").0["io.portcullis/classification"];
+    assert_eq!(meta["held"], true, "{meta}");
+    assert_eq!(
+        send.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(false)
+    );
+    let get = tools
+        .iter()
+        .find(|t| t.name == "get_contact")
+        .expect("get_contact");
+    assert_eq!(
+        get.annotations.as_ref().and_then(|a| a.title.as_deref()),
+        Some("Get contact"),
+        "the upstream's annotations are forwarded"
+    );
+    assert_eq!(
+        get.meta.as_ref().expect("_meta").0["io.portcullis/classification"]["effect"],
+        "read"
+    );
+    // Prompts and, as the only pass-through connection, resource URIs too.
+    let prompts = client.running.list_all_prompts().await.expect("prompts");
+    let prompt_names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert!(
+        prompt_names.contains(&"follow_up") && prompt_names.contains(&"crm__follow_up"),
+        "{prompt_names:?}"
+    );
+    let mut get_prompt = GetPromptRequestParams::new("follow_up");
+    get_prompt.arguments = Some(args(json!({ "customer_id": "c_1" })));
+    client
+        .running
+        .get_prompt(get_prompt)
+        .await
+        .expect("plain prompt name");
+    let resources = client
+        .running
+        .list_all_resources()
+        .await
+        .expect("resources");
+    let uris: Vec<&str> = resources.iter().map(|r| r.uri.as_str()).collect();
+    assert!(
+        uris.contains(&"crm://contacts/c_1") && uris.contains(&CONTACT),
+        "{uris:?}"
+    );
+    let read = client
+        .running
+        .read_resource(ReadResourceRequestParams::new("crm://contacts/c_1"))
+        .await
+        .expect("a passed-through URI reads");
+    assert_eq!(text_of(&read.contents).0, "crm://contacts/c_1");
+
+    // A second connection passing the same names through: every name they share goes back
+    // to its namespaced form, and so do the URIs (they could be either's).
+    passthrough_connection(&app, &acme, "up2", &[]).await;
+    let names = client.tool_names().await;
+    assert!(!names.contains(&"get_contact".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"up__get_contact".to_owned())
+            && names.contains(&"up2__get_contact".to_owned())
+    );
+    assert!(
+        names.contains(&"contacts".to_owned()),
+        "a unique alias stays"
+    );
+    let refused = client.try_call("get_contact", json!({ "id": "c_1" })).await;
+    assert!(refused.is_err_and(|e| e.contains("unknown tool")));
+    let missing = client
+        .running
+        .read_resource(ReadResourceRequestParams::new("crm://contacts/c_1"))
+        .await;
+    assert!(
+        missing.is_err(),
+        "no URI passes through when two connections could serve it"
+    );
+    app.stop().await;
+}

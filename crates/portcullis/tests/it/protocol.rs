@@ -386,6 +386,8 @@ async fn calls_to_an_http_upstream_reuse_its_connections() {
                         url: format!("http://{proxy}/mcp"),
                     },
                     classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
+                    names: Default::default(),
+                    aliases: Default::default(),
                 },
             },
         )
@@ -475,6 +477,8 @@ async fn an_http_upstream_that_restarts_is_recovered_without_an_admin() {
                         url: format!("http://127.0.0.1:{port}/mcp"),
                     },
                     classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
+                    names: Default::default(),
+                    aliases: Default::default(),
                 },
             },
         )

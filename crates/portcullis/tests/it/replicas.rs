@@ -1058,6 +1058,8 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
                 env: Default::default(),
             },
             classify: demo_classification(),
+            names: Default::default(),
+            aliases: Default::default(),
         },
     };
     let billing = cluster

@@ -175,6 +175,8 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
                 .collect(),
             },
             classify: demo_classification(),
+            names: Default::default(),
+            aliases: Default::default(),
         },
     }
 }

@@ -241,6 +241,8 @@ async fn tenants_see_only_their_own_tools_and_effects() {
                 env: Default::default(),
             },
             classify: demo_classification(),
+            names: Default::default(),
+            aliases: Default::default(),
         },
     };
     let billing = app

@@ -177,6 +177,8 @@ async fn upstream_error_bodies_are_not_reflected_to_tenant_admins() {
         spec: ConnectionSpec {
             transport: Transport::Http { url },
             classify: Default::default(),
+            names: Default::default(),
+            aliases: Default::default(),
         },
     };
     let created = app

@@ -191,9 +191,43 @@ pub struct CountToArgs {
 #[derive(Debug, Clone)]
 pub struct DemoServer {
     crm: Arc<Mutex<Crm>>,
+    watchers: Watchers,
     effect_log: EffectLog,
     hold_file: Option<std::path::PathBuf>,
     tool_router: ToolRouter<Self>,
+}
+
+/// Sessions subscribed to contact resources (`resources/subscribe`), told when one changes.
+#[derive(Clone, Default)]
+struct Watchers(Arc<Mutex<Vec<(Peer<RoleServer>, String)>>>);
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watchers")
+    }
+}
+
+impl Watchers {
+    fn list(&self) -> MutexGuard<'_, Vec<(Peer<RoleServer>, String)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tell every session watching `uri` that it changed.
+    async fn changed(&self, uri: &str) {
+        let peers: Vec<Peer<RoleServer>> = self
+            .list()
+            .iter()
+            .filter(|(_, u)| u == uri)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in peers {
+            let _ = peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri))
+                .await;
+        }
+    }
 }
 
 impl Default for DemoServer {
@@ -233,6 +267,7 @@ impl DemoServer {
         }
         Self {
             crm: Arc::new(Mutex::new(Crm::seeded())),
+            watchers: Watchers::default(),
             effect_log: EffectLog::from_env(),
             hold_file: std::env::var_os(HOLD_FILE_ENV)
                 .filter(|p| !p.is_empty())
@@ -340,20 +375,24 @@ impl DemoServer {
         self.effect_log
             .record("update_contact", &args)
             .map_err(effect_log_error)?;
-        let mut crm = self.crm();
-        let Some(contact) = crm.contacts.get_mut(&args.id) else {
-            return Ok(tool_error(format!("unknown contact id: {}", args.id)));
+        let updated = {
+            let mut crm = self.crm();
+            let Some(contact) = crm.contacts.get_mut(&args.id) else {
+                return Ok(tool_error(format!("unknown contact id: {}", args.id)));
+            };
+            if let Some(name) = args.name {
+                contact.name = name;
+            }
+            if let Some(email) = args.email {
+                contact.email = email;
+            }
+            if let Some(company) = args.company {
+                contact.company = company;
+            }
+            contact.clone()
         };
-        if let Some(name) = args.name {
-            contact.name = name;
-        }
-        if let Some(email) = args.email {
-            contact.email = email;
-        }
-        if let Some(company) = args.company {
-            contact.company = company;
-        }
-        Ok(json_result(json!(contact)))
+        self.watchers.changed(&contact_uri(&updated.id)).await;
+        Ok(json_result(json!(updated)))
     }
 
     /// Create a contact under a new id. Refused when the id is taken. Returns the contact.
@@ -461,6 +500,7 @@ impl ServerHandler for DemoServer {
             .enable_tools()
             .enable_logging()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_prompts()
             .enable_completions()
             .build();
@@ -527,6 +567,26 @@ impl ServerHandler for DemoServer {
                 .with_mime_type("application/json"),
         ])
         .into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.watchers
+            .list()
+            .push((context.peer.clone(), request.uri));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.watchers.list().retain(|(_, uri)| *uri != request.uri);
+        Ok(())
     }
 
     async fn list_prompts(

@@ -359,11 +359,62 @@ where
     }
 }
 
+/// Agents subscribed to an upstream's resources (legacy `resources/subscribe`), by the
+/// upstream's URI: each with its session's peer and the URI it knows the resource by.
+#[derive(Default)]
+struct Subscribers {
+    by_uri: Mutex<HashMap<String, Vec<Subscriber>>>,
+}
+
+#[derive(Clone)]
+struct Subscriber {
+    session: String,
+    peer: Peer<RoleServer>,
+    agent_uri: String,
+}
+
+impl Subscribers {
+    /// Add one; true when it is the URI's first (the upstream must be told).
+    fn add(&self, upstream_uri: &str, subscriber: Subscriber) -> bool {
+        let mut map = self.by_uri.lock().expect("lock poisoned");
+        let list = map.entry(upstream_uri.to_owned()).or_default();
+        let first = list.is_empty();
+        list.retain(|s| s.session != subscriber.session);
+        list.push(subscriber);
+        first
+    }
+
+    /// Remove a session's; true when none is left (the upstream may be told).
+    fn remove(&self, upstream_uri: &str, session: &str) -> bool {
+        let mut map = self.by_uri.lock().expect("lock poisoned");
+        let Some(list) = map.get_mut(upstream_uri) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|s| s.session != session);
+        let emptied = before > 0 && list.is_empty();
+        if list.is_empty() {
+            map.remove(upstream_uri);
+        }
+        emptied
+    }
+
+    fn of(&self, upstream_uri: &str) -> Vec<Subscriber> {
+        self.by_uri
+            .lock()
+            .expect("lock poisoned")
+            .get(upstream_uri)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// The gateway as an MCP client of one upstream.
 #[derive(Clone)]
 struct UpstreamClient {
     routes: Arc<Routes>,
     tools_changed: Arc<tokio::sync::Notify>,
+    subscribers: Arc<Subscribers>,
 }
 
 impl UpstreamClient {
@@ -391,6 +442,26 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.tools_changed.notify_one();
+    }
+
+    /// An updated resource reaches only the agent sessions subscribed to it, under the URI
+    /// each knows it by; a session that is gone is dropped.
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        for subscriber in self.subscribers.of(&params.uri) {
+            let sent = subscriber
+                .peer
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(
+                    subscriber.agent_uri.clone(),
+                ))
+                .await;
+            if sent.is_err() {
+                self.subscribers.remove(&params.uri, &subscriber.session);
+            }
+        }
     }
 
     #[allow(deprecated)]
@@ -471,6 +542,7 @@ struct Slot {
     stop: CancellationToken,
     restart: tokio::sync::Notify,
     ready: tokio::sync::Notify,
+    subscribers: Arc<Subscribers>,
     /// A call failed on the transport or timed out: the supervisor pings at once.
     suspect: tokio::sync::Notify,
 }
@@ -541,6 +613,7 @@ impl Upstreams {
             stop: self.inner.shutdown.child_token(),
             restart: tokio::sync::Notify::new(),
             ready: tokio::sync::Notify::new(),
+            subscribers: Arc::default(),
             suspect: tokio::sync::Notify::new(),
         });
         slots.insert(connection.id.clone(), slot.clone());
@@ -769,17 +842,7 @@ impl Upstreams {
 /// offer a kind answers an empty list.
 impl Upstreams {
     fn peer_for(&self, granted: &Granted) -> Result<Peer<RoleClient>, UpstreamError> {
-        let connection = granted.connection();
-        let slot = self
-            .inner
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .get(&connection.id)
-            .cloned();
-        let slot = slot
-            .filter(|s| s.tenant == connection.tenant)
-            .ok_or(UpstreamError::NotConnected)?;
+        let slot = self.slot(granted)?;
         let peer = slot.peer.lock().expect("lock poisoned").clone();
         peer.ok_or(UpstreamError::NotConnected)
     }
@@ -875,6 +938,75 @@ impl Upstreams {
         self.within(granted, peer.get_prompt(params)).await
     }
 
+    /// Subscribe an agent's session to a resource (legacy `resources/subscribe`): the
+    /// upstream is asked once per URI; updates reach the subscribed sessions only.
+    pub async fn subscribe(
+        &self,
+        granted: &Granted,
+        upstream_uri: String,
+        session: String,
+        peer: Peer<RoleServer>,
+        agent_uri: String,
+    ) -> Result<(), UpstreamError> {
+        let upstream = self.peer_for(granted)?;
+        let slot = self.slot(granted)?;
+        let subscriber = Subscriber {
+            session,
+            peer,
+            agent_uri,
+        };
+        if slot.subscribers.add(&upstream_uri, subscriber) {
+            #[expect(
+                deprecated,
+                reason = "upstreams of the initialize era subscribe this way"
+            )]
+            let asked = upstream.subscribe(SubscribeRequestParams::new(upstream_uri.clone()));
+            if let Err(e) = self.within(granted, asked).await {
+                slot.subscribers
+                    .by_uri
+                    .lock()
+                    .expect("lock poisoned")
+                    .remove(&upstream_uri);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo [`Upstreams::subscribe`] for one session; the upstream is told when no session
+    /// is left on the URI.
+    pub async fn unsubscribe(
+        &self,
+        granted: &Granted,
+        upstream_uri: String,
+        session: &str,
+    ) -> Result<(), UpstreamError> {
+        let slot = self.slot(granted)?;
+        if slot.subscribers.remove(&upstream_uri, session) {
+            let upstream = self.peer_for(granted)?;
+            #[expect(
+                deprecated,
+                reason = "upstreams of the initialize era subscribe this way"
+            )]
+            let asked = upstream.unsubscribe(UnsubscribeRequestParams::new(upstream_uri));
+            self.within(granted, asked).await?;
+        }
+        Ok(())
+    }
+
+    fn slot(&self, granted: &Granted) -> Result<Arc<Slot>, UpstreamError> {
+        let connection = granted.connection();
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(&connection.id)
+            .cloned();
+        slot.filter(|s| s.tenant == connection.tenant)
+            .ok_or(UpstreamError::NotConnected)
+    }
+
     /// Completion of a prompt's or a resource template's argument, in the upstream's names.
     /// An upstream that does not offer completions has none.
     pub async fn complete(
@@ -915,6 +1047,7 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
         let client = UpstreamClient {
             routes: slot.routes.clone(),
             tools_changed: tools_changed.clone(),
+            subscribers: slot.subscribers.clone(),
         };
         let reason = match connect(&inner, &connection, &spec.transport, client).await {
             Ok(running) => {

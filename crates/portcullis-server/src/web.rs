@@ -93,16 +93,16 @@ impl Sites {
 
     /// Why `request` must be refused before anyone reads its credentials, if it must.
     fn refusal(&self, method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Option<Refusal> {
+        let authority = match headers.get(http::header::HOST) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<http::uri::Authority>().ok()),
+            None => uri.authority().cloned(),
+        };
         // DNS rebinding: a page on another name that resolves to this address.
         if !self.hosts.is_empty() {
-            let authority = match headers.get(http::header::HOST) {
-                Some(value) => value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse::<http::uri::Authority>().ok()),
-                None => uri.authority().cloned(),
-            };
-            let Some(authority) = authority else {
+            let Some(authority) = &authority else {
                 return Some(Refusal::Host);
             };
             let host = host_only(authority.host());
@@ -116,13 +116,21 @@ impl Sites {
             }
         }
         // A browser names the page's origin on every cross-origin request it lets a script
-        // or a form send; only the operator's allow-list may call (none by default).
+        // or a form send; only the operator's allow-list may call (none by default), and the
+        // gateway's own origin (the host the request names, itself an allowed host: a page
+        // there is one the gateway served).
         if let Some(origin) = headers.get(http::header::ORIGIN) {
+            let same_origin = |o: &Origin| {
+                authority.as_ref().is_some_and(|a| {
+                    let default_port = if o.scheme == "https" { 443 } else { 80 };
+                    o.host == host_only(a.host()) && o.port == a.port_u16().unwrap_or(default_port)
+                })
+            };
             let allowed = origin
                 .to_str()
                 .ok()
                 .and_then(Origin::parse)
-                .is_some_and(|o| self.origins.contains(&o));
+                .is_some_and(|o| self.origins.contains(&o) || same_origin(&o));
             if !allowed {
                 return Some(Refusal::Origin);
             }
@@ -272,14 +280,38 @@ mod tests {
                 "{origin}"
             );
         }
-        // With no allow-list, any Origin is refused, the gateway's own included.
+        // With no allow-list, only the gateway's own origin passes (what a local client or a
+        // page the gateway served sends); a rebound name never gets that far.
+        let none = sites(&[]);
         assert_eq!(
             check(
-                &sites(&[]),
+                &none,
                 Method::GET,
                 &[host, ("origin", "http://127.0.0.1:8745")]
             ),
-            Some(Refusal::Origin)
+            None
+        );
+        for other in [
+            "http://127.0.0.1:8746",
+            "http://localhost:8745",
+            "https://127.0.0.1",
+        ] {
+            assert_eq!(
+                check(&none, Method::GET, &[host, ("origin", other)]),
+                Some(Refusal::Origin),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            check(
+                &none,
+                Method::POST,
+                &[
+                    ("host", "evil.example.com:8745"),
+                    ("origin", "http://evil.example.com:8745")
+                ]
+            ),
+            Some(Refusal::Host)
         );
     }
 

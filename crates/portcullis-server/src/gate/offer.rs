@@ -325,6 +325,73 @@ pub async fn read_resource(
     Ok(result)
 }
 
+/// `resources/subscribe` (legacy sessions): the agent's session hears of updates to a
+/// resource it may read, by the URI it named. Audited like a read.
+pub async fn subscribe(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: &str,
+    peer: rmcp::Peer<rmcp::RoleServer>,
+    uri: &str,
+) -> Result<(), GateError> {
+    let resource = Some(format!("resource:{}", bounded(uri)));
+    let (granted, upstream_uri, _) = match resolve_uri(state, ctx, uri).await? {
+        Ok(found) => found,
+        Err(why) => {
+            let detail = json!({ "reasons": ["unknown resource"], "why": why, "subscribe": true });
+            audit_deny(
+                state,
+                ctx,
+                Some(session),
+                AuditKind::ResourceRead,
+                resource,
+                detail,
+            )
+            .await?;
+            return Err(GateError::UnknownResource(bounded(uri)));
+        }
+    };
+    let detail = json!({ "subscribe": true });
+    audit_allow(
+        state,
+        ctx,
+        Some(session),
+        AuditKind::ResourceRead,
+        resource,
+        detail,
+    )
+    .await?;
+    state
+        .upstreams
+        .subscribe(
+            &granted,
+            upstream_uri,
+            session.to_owned(),
+            peer,
+            uri.to_owned(),
+        )
+        .await
+        .map_err(|e| GateError::Upstream(e.to_string()))
+}
+
+/// `resources/unsubscribe`: the session stops hearing of the resource. Unknown URIs are
+/// answered like any other (nothing to undo).
+pub async fn unsubscribe(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: &str,
+    uri: &str,
+) -> Result<(), GateError> {
+    let Ok((granted, upstream_uri, _)) = resolve_uri(state, ctx, uri).await? else {
+        return Err(GateError::UnknownResource(bounded(uri)));
+    };
+    state
+        .upstreams
+        .unsubscribe(&granted, upstream_uri, session)
+        .await
+        .map_err(|e| GateError::Upstream(e.to_string()))
+}
+
 /// `prompts/list`: every granted connection's prompts, under the names the agent sees.
 pub async fn list_prompts(
     state: &AppState,

@@ -252,6 +252,7 @@ impl ServerHandler for GatewayHandler {
             .enable_tools()
             .enable_tasks()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_prompts()
             .enable_completions()
             .enable_logging()
@@ -353,6 +354,41 @@ impl ServerHandler for GatewayHandler {
                 .await
                 .map_err(render::error)?;
         Ok(result.into())
+    }
+
+    /// Legacy sessions only (2026-07-28 clients listen for updates instead, not bridged yet).
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let ctx = agent_of(&cx)?;
+        let Some(session) = session_of(&cx) else {
+            return Err(McpError::invalid_request(
+                "resources/subscribe needs a session (the initialize handshake)",
+                None,
+            ));
+        };
+        gate::offer::subscribe(&self.state, &ctx, &session, cx.peer.clone(), &request.uri)
+            .await
+            .map_err(render::error)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let ctx = agent_of(&cx)?;
+        let Some(session) = session_of(&cx) else {
+            return Err(McpError::invalid_request(
+                "resources/unsubscribe needs a session (the initialize handshake)",
+                None,
+            ));
+        };
+        gate::offer::unsubscribe(&self.state, &ctx, &session, &request.uri)
+            .await
+            .map_err(render::error)
     }
 
     async fn list_prompts(

@@ -377,3 +377,56 @@ async fn a_connection_may_pass_its_names_through_where_nothing_collides() {
     );
     app.stop().await;
 }
+
+/// A legacy session subscribed to a resource hears of its update under the URI it used;
+/// another session of the same tenant that did not subscribe hears nothing; an agent cannot
+/// subscribe to what it may not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_sessions_hear_of_updates_and_only_they() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let watcher = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let bystander = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    #[expect(deprecated, reason = "initialize-era clients subscribe this way")]
+    watcher
+        .running
+        .subscribe(rmcp::model::SubscribeRequestParams::new(CONTACT))
+        .await
+        .expect("resources/subscribe");
+    let tool_only = agent_with(&app, &acme, "tool-only", &["get_contact"], &[]).await;
+    let outsider = app.client("acme", &tool_only, Era::Initialize).await;
+    #[expect(deprecated, reason = "initialize-era clients subscribe this way")]
+    let refused = outsider
+        .running
+        .subscribe(rmcp::model::SubscribeRequestParams::new(CONTACT))
+        .await;
+    assert!(
+        refused.is_err(),
+        "no subscription to what the agent may not read"
+    );
+
+    // An approved update of the contact (an effect: held, approved, re-sent).
+    let update = json!({ "id": "c_1", "company": "Analytical Engines Ltd" });
+    let held = bystander.call("crm__update_contact", update.clone()).await;
+    app.approve(&acme, &approval_id(&held)).await;
+    let done = bystander.call("crm__update_contact", update).await;
+    assert_eq!(done.is_error, Some(false), "{done:?}");
+    let uri = tokio::time::timeout(WAIT, async {
+        watcher.inbox.lock().await.updates.recv().await
+    })
+    .await
+    .expect("the subscribed session hears of the update")
+    .expect("an update");
+    assert_eq!(uri, CONTACT, "under the URI the agent subscribed with");
+    assert!(
+        bystander.inbox.lock().await.updates.try_recv().is_err(),
+        "a session that did not subscribe hears nothing"
+    );
+    #[expect(deprecated, reason = "initialize-era clients subscribe this way")]
+    watcher
+        .running
+        .unsubscribe(rmcp::model::UnsubscribeRequestParams::new(CONTACT))
+        .await
+        .expect("resources/unsubscribe");
+    app.stop().await;
+}

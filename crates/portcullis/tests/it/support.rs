@@ -498,29 +498,46 @@ pub fn args(value: Value) -> JsonObject {
 pub struct Inbox {
     pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
     pub logs: mpsc::UnboundedReceiver<Value>,
+    /// URIs of `notifications/resources/updated`.
+    pub updates: mpsc::UnboundedReceiver<String>,
 }
 
 #[derive(Clone)]
 pub struct RecordingClient {
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
     logs: mpsc::UnboundedSender<Value>,
+    updates: mpsc::UnboundedSender<String>,
 }
 
 impl RecordingClient {
     pub fn new() -> (Self, Inbox) {
         let (progress_tx, progress) = mpsc::unbounded_channel();
         let (logs_tx, logs) = mpsc::unbounded_channel();
+        let (updates_tx, updates) = mpsc::unbounded_channel();
         (
             Self {
                 progress: progress_tx,
                 logs: logs_tx,
+                updates: updates_tx,
             },
-            Inbox { progress, logs },
+            Inbox {
+                progress,
+                logs,
+                updates,
+            },
         )
     }
 }
 
 impl ClientHandler for RecordingClient {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.updates.send(params.uri);
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,

@@ -18,7 +18,12 @@
 //!
 //! State (three seeded contacts `c_1`..`c_3`, drafts, counters) lives in memory
 //! and is shared by every connection of one process.
+//!
+//! The crate also ships [`conformance::ConformanceServer`], the fixture server the
+//! official MCP conformance suite tests ([`serve_conformance_http`],
+//! [`serve_conformance_stdio`]).
 
+pub mod conformance;
 mod effect_log;
 mod server;
 
@@ -28,7 +33,8 @@ use anyhow::Context as _;
 use rmcp::{
     ServiceExt as _,
     transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
+        StreamableHttpServerConfig, StreamableHttpService,
+        session::{local::LocalSessionManager, never::NeverSessionManager},
     },
 };
 
@@ -37,6 +43,15 @@ pub use server::{Contact, DemoServer, VARIANT_ENV, VARIANT_FILE_ENV};
 
 /// Loopback `Host` values the HTTP endpoint accepts (DNS-rebinding guard).
 const ALLOWED_HOSTS: [&str; 4] = ["localhost", "127.0.0.1", "::1", "[::1]"];
+/// Loopback `Origin` values (any port) the conformance endpoint accepts when a request has one.
+const ALLOWED_ORIGINS: [&str; 6] = [
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
+];
 
 /// Serves MCP over stdin/stdout until stdin closes (or the client goes away).
 ///
@@ -90,5 +105,57 @@ pub async fn serve_http(
         })
         .await
         .context("serving MCP over HTTP")?;
+    Ok(())
+}
+
+/// Serves the conformance upstream ([`conformance::ConformanceServer`]) over stdin/stdout until
+/// stdin closes.
+pub async fn serve_conformance_stdio() -> anyhow::Result<()> {
+    let running = conformance::ConformanceServer::new()
+        .serve(rmcp::transport::stdio_pipes())
+        .await
+        .context("starting the conformance MCP stdio service")?;
+    running
+        .waiting()
+        .await
+        .context("running the conformance MCP stdio service")?;
+    Ok(())
+}
+
+/// Serves the conformance upstream ([`conformance::ConformanceServer`]) as streamable HTTP MCP
+/// at `/mcp` on `listener` until `shutdown` resolves.
+///
+/// Unlike [`serve_http`] it keeps sessions (`Mcp-Session-Id`, one server value per session)
+/// and answers every request as an SSE stream, so notifications and server-to-client requests
+/// (sampling, elicitation) travel on the stream of the tool call that caused them. Only
+/// loopback `Host` headers, and loopback `Origin` headers when present, are accepted.
+pub async fn serve_conformance_http(
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(true)
+        .with_json_response(false)
+        .with_allowed_hosts(ALLOWED_HOSTS)
+        .with_allowed_origins(ALLOWED_ORIGINS)
+        .with_cancellation_token(cancel.child_token());
+    let service = StreamableHttpService::new(
+        || Ok(conformance::ConformanceServer::new()),
+        std::sync::Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|stream: &mut tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+        .context("serving the conformance MCP endpoint over HTTP")?;
     Ok(())
 }

@@ -199,7 +199,10 @@ pub struct DemoServer {
 
 /// Sessions subscribed to contact resources (`resources/subscribe`), told when one changes.
 #[derive(Clone, Default)]
-struct Watchers(Arc<Mutex<Vec<(Peer<RoleServer>, String)>>>);
+struct Watchers(Arc<Mutex<Vec<Watcher>>>);
+
+/// A session and the resource URI it watches.
+type Watcher = (Peer<RoleServer>, String);
 
 impl std::fmt::Debug for Watchers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,7 +211,7 @@ impl std::fmt::Debug for Watchers {
 }
 
 impl Watchers {
-    fn list(&self) -> MutexGuard<'_, Vec<(Peer<RoleServer>, String)>> {
+    fn list(&self) -> MutexGuard<'_, Vec<Watcher>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -55,10 +55,14 @@ enum Command {
     },
     /// Print the public key that verifies receipts and audit checkpoints.
     PublicKey,
-    /// Run the demo CRM/mail/billing MCP server (stdio, or streamable HTTP with --http).
+    /// Run the demo CRM/mail/billing MCP server (stdio, or streamable HTTP with --http);
+    /// with --conformance, the MCP conformance-suite fixture server instead.
     DemoUpstream {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// Serve the MCP conformance-suite fixture server instead of the demo CRM.
+        #[arg(long)]
+        conformance: bool,
     },
     /// Talk to a tenant's MCP endpoint as an agent would (list tools, call one).
     Mcp(mcp_cli::McpArgs),
@@ -107,7 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let keys = portcullis_server::bootstrap::load_keys(&config.key_file())?;
             println!("{}", hex::encode(keys.verifying_key().as_bytes()));
         }
-        Command::DemoUpstream { http } => demo_upstream(http).await?,
+        Command::DemoUpstream { http, conformance } => demo_upstream(http, conformance).await?,
         Command::Mcp(args) => return mcp_cli::run(args).await,
         Command::Admin(command) => return admin_cli::run(command).await,
         Command::Policy(command) => return policy_cli::run(command).await,
@@ -170,18 +174,28 @@ async fn serve(config_file: Option<&std::path::Path>, demo: bool) -> anyhow::Res
     Ok(())
 }
 
-async fn demo_upstream(http: Option<String>) -> anyhow::Result<()> {
+async fn demo_upstream(http: Option<String>, conformance: bool) -> anyhow::Result<()> {
+    let name = if conformance {
+        "conformance upstream"
+    } else {
+        "demo upstream"
+    };
     match http {
+        None if conformance => portcullis_demo::serve_conformance_stdio().await,
         None => portcullis_demo::serve_stdio().await,
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(&addr).await?;
             let bound = listener.local_addr()?;
-            eprintln!("demo upstream listening on http://{bound}/mcp");
+            eprintln!("{name} listening on http://{bound}/mcp");
             println!("PORT={}", bound.port());
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            portcullis_demo::serve_http(listener, shutdown).await
+            if conformance {
+                portcullis_demo::serve_conformance_http(listener, shutdown).await
+            } else {
+                portcullis_demo::serve_http(listener, shutdown).await
+            }
         }
     }
 }

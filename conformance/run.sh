@@ -25,6 +25,8 @@ CONFORMANCE_HOME=${CONFORMANCE_HOME:-$HOME/.cache/portcullis-conformance}
 NODE_VERSION=22.23.5
 NODE_INTEGRITY=sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw==
 MIN_THROUGH=${MIN_THROUGH:-38}
+# How the connection names things to agents: upstream (the run CI checks) or namespaced.
+NAMES=${NAMES:-upstream}
 
 die() { echo "conformance: $*" >&2; exit 1; }
 log() { echo "# $*" >&2; }
@@ -104,7 +106,7 @@ export PORTCULLIS_URL=$PC_URL PORTCULLIS_ADMIN_TOKEN=$ADMIN
 
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 "$BIN" tenants create conf >/dev/null
-CONNECTION=$("$BIN" connections add --tenant conf up --http-url "$UP_URL" --names upstream | field id)
+CONNECTION=$("$BIN" connections add --tenant conf up --http-url "$UP_URL" --names "$NAMES" | field id)
 AGENT=$("$BIN" agents create --tenant conf suite | field id)
 "$BIN" grants add --tenant conf --agent "$AGENT" --connection "$CONNECTION" >/dev/null
 TOKEN=$("$BIN" tokens create --tenant conf --agent "$AGENT" | field token)
@@ -131,7 +133,7 @@ run_suite() {
 
 echo "== conformance: directly against the conformance upstream ($UP_URL)" >&2
 read -r DIRECT_PASSED DIRECT_FAILED < <(run_suite direct "$UP_URL")
-echo "== conformance: through Portcullis (names passed through)" >&2
+echo "== conformance: through Portcullis (--names $NAMES)" >&2
 read -r THROUGH_PASSED THROUGH_FAILED < <(run_suite through "http://127.0.0.1:$PROXY_PORT/mcp")
 echo
 echo "conformance: direct $DIRECT_PASSED passed, $DIRECT_FAILED failed; through Portcullis $THROUGH_PASSED passed, $THROUGH_FAILED failed (target >= $MIN_THROUGH)"

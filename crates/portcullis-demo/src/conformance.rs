@@ -414,6 +414,20 @@ impl ConformanceServer {
         )])
     }
 
+    /// Not part of the suite: lists the client's roots (`roots/list`) as text, so the
+    /// gateway's roots forwarding can be tested.
+    #[tool(annotations(title = "Roots", read_only_hint = true))]
+    async fn test_roots(&self, peer: Peer<RoleServer>) -> Result<CallToolResult, ErrorData> {
+        let text = match peer.list_roots().await {
+            Ok(result) => {
+                let uris: Vec<&str> = result.roots.iter().map(|r| r.uri.as_str()).collect();
+                format!("Roots: {}", uris.join(", "))
+            }
+            Err(e) => format!("Roots failed: {e}"),
+        };
+        Ok(text_result(text))
+    }
+
     /// Asks the client's LLM (sampling/createMessage) and returns its answer.
     #[tool(annotations(title = "Sampling", read_only_hint = true))]
     async fn test_sampling(

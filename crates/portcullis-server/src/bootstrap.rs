@@ -285,6 +285,7 @@ pub async fn seed_demo(
         classify,
         names: Default::default(),
         aliases: Default::default(),
+        forward_roots: false,
     };
     let connection = store
         .create_connection(&tenant.id, "crm", &spec.to_json(), actor, now)

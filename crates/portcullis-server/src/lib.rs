@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod bridge;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -113,6 +114,7 @@ impl Application {
             .trusted_proxies()
             .map_err(|e| BootstrapError::Config(e.to_string()))?;
         let sites = config.sites().map_err(BootstrapError::Config)?;
+        let state_call_timeout_secs = config.upstream.call_timeout_secs;
         let state = Arc::new(AppState {
             config,
             cache,
@@ -126,6 +128,7 @@ impl Application {
             catalog,
             trusted_proxies,
             sites,
+            bridges: bridge::Bridges::new(Duration::from_secs(state_call_timeout_secs)),
         });
         let metrics_listener = match state
             .config

@@ -26,4 +26,7 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The hosts and origins requests may name (checked before authentication).
     pub sites: crate::web::Sites,
+    /// Calls of 2026-07-28 agents suspended on an upstream's question (see `bridge`).
+    pub bridges:
+        crate::bridge::Bridges<Result<rmcp::model::CallToolResult, crate::upstream::UpstreamError>>,
 }

@@ -59,6 +59,10 @@ pub struct ConnectionSpec {
     /// Names agents see instead of the upstream's, by upstream tool or prompt name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, String>,
+    /// Answer the upstream's `roots/list` with the calling agent's roots. Off by default: on a
+    /// filesystem server a client's roots would replace the folders the operator chose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_roots: bool,
 }
 
 /// How a connection's tools, prompts and resource URIs are named to agents.
@@ -203,6 +207,40 @@ pub struct AgentSide {
     pub request_id: RequestId,
     pub can_sample: bool,
     pub can_elicit: bool,
+    /// The agent declared the roots capability.
+    pub can_list_roots: bool,
+    /// The agent speaks 2026-07-28, where a server cannot send it requests: the upstream's
+    /// sampling, elicitation and roots requests reach it as questions on this channel (see
+    /// [`crate::bridge`]), which the gate turns into an input-required result.
+    pub questions: Option<tokio::sync::mpsc::UnboundedSender<Question>>,
+    /// The agent negotiated 2026-07-28 (multi round-trip requests instead of server→client
+    /// requests).
+    pub multi_round_trip: bool,
+}
+
+/// One request of the upstream's for the agent (sampling, elicitation, roots), and where its
+/// answer (the agent's result, as JSON, or why there is none) goes.
+pub struct Question {
+    pub request: InputRequest,
+    pub answer: tokio::sync::oneshot::Sender<Result<serde_json::Value, String>>,
+}
+
+/// Ask the agent through `questions` and wait for its answer, read as `T`.
+async fn ask<T: serde::de::DeserializeOwned>(
+    questions: &tokio::sync::mpsc::UnboundedSender<Question>,
+    request: InputRequest,
+) -> Result<T, McpError> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    questions
+        .send(Question { request, answer })
+        .map_err(|_| McpError::internal_error("the agent's call is gone", None))?;
+    let value = answered
+        .await
+        .map_err(|_| McpError::internal_error("the agent did not answer", None))?
+        .map_err(|why| McpError::internal_error(why, None))?;
+    serde_json::from_value(value).map_err(|e| {
+        McpError::invalid_params(format!("the agent's answer is malformed: {e}"), None)
+    })
 }
 
 impl AgentSide {
@@ -216,6 +254,9 @@ impl AgentSide {
             request_id: self.request_id.clone(),
             can_sample: false,
             can_elicit: false,
+            can_list_roots: false,
+            questions: None,
+            multi_round_trip: false,
         }
     }
 }
@@ -227,6 +268,8 @@ struct InFlight {
     request_id: RequestId,
     can_sample: bool,
     can_elicit: bool,
+    can_list_roots: bool,
+    questions: Option<tokio::sync::mpsc::UnboundedSender<Question>>,
 }
 
 /// Calls in flight on one upstream, keyed by the upstream-side progress token.
@@ -415,6 +458,8 @@ struct UpstreamClient {
     routes: Arc<Routes>,
     tools_changed: Arc<tokio::sync::Notify>,
     subscribers: Arc<Subscribers>,
+    /// The connection's `forward_roots`.
+    forward_roots: bool,
 }
 
 impl UpstreamClient {
@@ -433,6 +478,9 @@ impl ClientHandler for UpstreamClient {
         let mut capabilities = ClientCapabilities::default();
         capabilities.sampling = Some(Default::default());
         capabilities.elicitation = Some(Default::default());
+        if self.forward_roots {
+            capabilities.roots = Some(Default::default());
+        }
         ClientConfig::new(
             capabilities,
             Implementation::new("portcullis", env!("CARGO_PKG_VERSION")),
@@ -442,6 +490,34 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_tool_list_changed(&self, _cx: NotificationContext<RoleClient>) {
         self.tools_changed.notify_one();
+    }
+
+    /// The calling agent's roots, when the operator chose to forward them for this connection
+    /// and exactly one call is in flight; otherwise none.
+    #[expect(
+        deprecated,
+        reason = "roots are deprecated by SEP-2577 but still part of both revisions"
+    )]
+    async fn list_roots(
+        &self,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, McpError> {
+        let call = self
+            .single_caller()
+            .filter(|c| self.forward_roots && c.can_list_roots);
+        match call {
+            Some(InFlight {
+                questions: Some(questions),
+                ..
+            }) => {
+                let request = InputRequest::ListRoots(ListRootsRequest::default());
+                ask(&questions, request).await
+            }
+            Some(call) => call.peer.list_roots().await.map_err(|e| {
+                McpError::internal_error(format!("the agent's roots are unavailable: {e}"), None)
+            }),
+            None => Ok(ListRootsResult::default()),
+        }
     }
 
     /// An updated resource reaches only the agent sessions subscribed to it, under the URI
@@ -471,6 +547,14 @@ impl ClientHandler for UpstreamClient {
         _cx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         match self.single_caller() {
+            Some(InFlight {
+                can_sample: true,
+                questions: Some(questions),
+                ..
+            }) => {
+                let request = InputRequest::CreateMessage(CreateMessageRequest::new(params));
+                ask(&questions, request).await
+            }
             Some(call) if call.can_sample => {
                 let mut request = CreateMessageRequest::new(params);
                 request
@@ -505,6 +589,14 @@ impl ClientHandler for UpstreamClient {
         _cx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         match self.single_caller() {
+            Some(InFlight {
+                can_elicit: true,
+                questions: Some(questions),
+                ..
+            }) => {
+                let request = InputRequest::Elicitation(ElicitRequest::new(params));
+                ask(&questions, request).await
+            }
             Some(call) if call.can_elicit => {
                 let mut request = ElicitRequest::new(params);
                 request
@@ -795,6 +887,8 @@ impl Upstreams {
                 request_id: agent.request_id,
                 can_sample: agent.can_sample,
                 can_elicit: agent.can_elicit,
+                can_list_roots: agent.can_list_roots,
+                questions: agent.questions,
             };
             for early in slot.routes.register(upstream_token.clone(), call.clone()) {
                 forward_progress(&call, early).await;
@@ -1048,6 +1142,7 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             routes: slot.routes.clone(),
             tools_changed: tools_changed.clone(),
             subscribers: slot.subscribers.clone(),
+            forward_roots: spec.forward_roots,
         };
         let reason = match connect(&inner, &connection, &spec.transport, client).await {
             Ok(running) => {

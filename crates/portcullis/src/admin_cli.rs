@@ -216,14 +216,8 @@ pub enum ConnectionsCommand {
         /// Operator classification, `tool=effect`; repeatable.
         #[arg(long)]
         classify: Vec<String>,
-        /// How agents see tools and prompts named: `namespaced` (`crm__get_contact`, the
-        /// default) or `upstream` (the upstream's own names where they collide with nothing
-        /// else an agent sees; its resource URIs too when it is the only such connection).
-        #[arg(long, default_value = "namespaced")]
-        names: String,
-        /// Show a tool or prompt under another name, `upstream_name=agent_name`; repeatable.
-        #[arg(long = "alias")]
-        aliases: Vec<String>,
+        #[command(flatten)]
+        exposure: ExposureArgs,
     },
     List {
         #[arg(long)]
@@ -399,14 +393,30 @@ fn approval_detail(a: &ApprovalView) -> String {
 }
 
 /// A stdio connection's transport from the command line, or an HTTP one.
+/// What agents see of a connection, and what it may ask of them.
+#[derive(clap::Args, Debug)]
+pub struct ExposureArgs {
+    /// How agents see tools and prompts named: `namespaced` (`crm__get_contact`, the
+    /// default) or `upstream` (the upstream's own names where they collide with nothing
+    /// else an agent sees; its resource URIs too when it is the only such connection).
+    #[arg(long, default_value = "namespaced")]
+    names: String,
+    /// Show a tool or prompt under another name, `upstream_name=agent_name`; repeatable.
+    #[arg(long = "alias")]
+    aliases: Vec<String>,
+    /// Answer the upstream's `roots/list` with the calling agent's roots (off: on a
+    /// filesystem server they would replace the folders you chose).
+    #[arg(long)]
+    forward_roots: bool,
+}
+
 fn connection_spec(
     program: Option<String>,
     args: Vec<String>,
     envs: &[String],
     http_url: Option<String>,
     classify: &[String],
-    names: &str,
-    aliases: &[String],
+    exposure: &ExposureArgs,
 ) -> anyhow::Result<ConnectionSpec> {
     let transport = match (program, http_url) {
         (Some(program), None) => Transport::Stdio {
@@ -425,7 +435,7 @@ fn connection_spec(
             Ok((tool, effect))
         })
         .collect::<anyhow::Result<_>>()?;
-    let names = match names {
+    let names = match exposure.names.as_str() {
         "namespaced" => portcullis_server::upstream::Names::Namespaced,
         "upstream" => portcullis_server::upstream::Names::Upstream,
         other => bail!("--names `{other}`: use `namespaced` or `upstream`"),
@@ -434,7 +444,8 @@ fn connection_spec(
         transport,
         classify,
         names,
-        aliases: key_value(aliases, "--alias")?,
+        aliases: key_value(&exposure.aliases, "--alias")?,
+        forward_roots: exposure.forward_roots,
     })
 }
 
@@ -557,12 +568,10 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     envs,
                     http_url,
                     classify,
-                    names,
-                    aliases,
+                    exposure,
                 } => {
-                    let spec = connection_spec(
-                        program, args, &envs, http_url, &classify, &names, &aliases,
-                    )?;
+                    let spec =
+                        connection_spec(program, args, &envs, http_url, &classify, &exposure)?;
                     let body = ConnectionIn { name, spec };
                     print_json(&c.create_connection(&tenant, &body).await?);
                 }

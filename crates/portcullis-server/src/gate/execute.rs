@@ -8,6 +8,7 @@
 //! transaction, and the upstream is called only after it committed.
 
 use super::{CallOutcome, NotRun, call_draft};
+use crate::bridge::{Owner, Waited};
 use crate::identity::AgentContext;
 use crate::policy::Caller;
 use crate::state::AppState;
@@ -31,6 +32,107 @@ pub async fn forward(
         Some(agent) => state.upstreams.call(permit, agent).await,
         None => state.upstreams.call_unattended(permit).await,
     };
+    settle(state, result, started)
+}
+
+/// Who may resume a bridged call: this agent, calling this tool name with these arguments.
+pub fn owner(ctx: &AgentContext, name: &str, action: &portcullis_core::action::Action) -> Owner {
+    let call = portcullis_core::action::canonical_hash(&json!({
+        "tool": name,
+        "arguments": action.arguments,
+    }))
+    .unwrap_or_default();
+    Owner {
+        tenant: ctx.tenant.clone(),
+        agent: ctx.agent.clone(),
+        call,
+    }
+}
+
+/// Forward an agent's permitted call. An agent on 2026-07-28 cannot be sent the upstream's
+/// sampling or elicitation requests: its call runs detached and is suspended on the first
+/// question, which reaches the agent as an input-required result ([`crate::bridge`]).
+pub async fn forward_for(
+    state: &AppState,
+    permit: Permit,
+    mut agent: AgentSide,
+    owner: Owner,
+) -> CallOutcome {
+    if !agent.multi_round_trip {
+        return forward(state, permit, Some(agent)).await.0;
+    }
+    let (questions, asked) = tokio::sync::mpsc::unbounded_channel();
+    agent.questions = Some(questions);
+    // The call outlives this HTTP request when it is suspended; the agent's request
+    // cancellation no longer applies (an unanswered question lapses with the call timeout).
+    agent.cancel = tokio_util::sync::CancellationToken::new();
+    let upstreams = state.upstreams.clone();
+    let started = std::time::Instant::now();
+    let waited = state
+        .bridges
+        .start(
+            owner,
+            async move { upstreams.call(permit, agent).await },
+            asked,
+        )
+        .await;
+    after_wait(state, waited, started)
+}
+
+/// A retried call with the answers to the upstream's question.
+pub async fn resume(
+    state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
+    arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    resume: super::Resume,
+) -> Result<CallOutcome, super::GateError> {
+    let arguments = serde_json::Value::Object(arguments.unwrap_or_default());
+    let call = portcullis_core::action::canonical_hash(&json!({
+        "tool": name,
+        "arguments": arguments,
+    }))
+    .map_err(|e| {
+        super::GateError::BadArguments(format!("arguments cannot be canonicalised: {e}"))
+    })?;
+    let owner = Owner {
+        tenant: ctx.tenant.clone(),
+        agent: ctx.agent.clone(),
+        call,
+    };
+    let started = std::time::Instant::now();
+    let waited = state
+        .bridges
+        .resume(&owner, &resume.request_state, resume.responses)
+        .await
+        .map_err(|e| super::GateError::BadArguments(e.to_string()))?;
+    Ok(after_wait(state, waited, started))
+}
+
+fn after_wait(
+    state: &AppState,
+    waited: Waited<Result<rmcp::model::CallToolResult, UpstreamError>>,
+    started: std::time::Instant,
+) -> CallOutcome {
+    match waited {
+        Waited::Done(result) => settle(state, result, started).0,
+        Waited::NeedsInput {
+            request_state,
+            requests,
+        } => CallOutcome::InputRequired {
+            request_state,
+            requests,
+        },
+        Waited::Lost => settle(state, Err(UpstreamError::Transport), started).0,
+    }
+}
+
+/// What an upstream's answer means for the agent and for the execution record.
+fn settle(
+    state: &AppState,
+    result: Result<rmcp::model::CallToolResult, UpstreamError>,
+    started: std::time::Instant,
+) -> (CallOutcome, ExecutionOutcome) {
     state
         .metrics
         .upstream_latency

@@ -51,6 +51,15 @@ pub struct CallRequest {
     /// The agent's stated reason or plan (`_meta` `dev.portcullis/reason`), shown to approvers.
     pub stated_reason: Option<String>,
     pub agent: AgentSide,
+    /// A retry after an input-required result: the echoed state and the agent's answers.
+    pub resume: Option<Resume>,
+}
+
+/// A 2026-07-28 agent's retry of a call suspended on an upstream's question.
+#[derive(Debug)]
+pub struct Resume {
+    pub request_state: String,
+    pub responses: rmcp::model::InputResponses,
 }
 
 /// What became of one call. Only the MCP layer renders it (a tool result, a task, an error).
@@ -67,6 +76,12 @@ pub enum CallOutcome {
     Denied(Vec<String>),
     /// Approved, but not run by this request.
     NotRun { approval: ApprovalId, why: NotRun },
+    /// The upstream asked the agent (on 2026-07-28) something mid-call: answer and retry
+    /// with `request_state` (see [`crate::bridge`]).
+    InputRequired {
+        request_state: String,
+        requests: rmcp::model::InputRequests,
+    },
 }
 
 /// Why an approved action did not run now.
@@ -120,6 +135,9 @@ pub async fn call_tool(
     ctx: &crate::identity::AgentContext,
     req: CallRequest,
 ) -> Result<CallOutcome, GateError> {
+    if let Some(resume) = req.resume {
+        return execute::resume(state, ctx, &req.name, req.arguments, resume).await;
+    }
     let now = state.clock.now();
     let target = resolve::target(state, ctx, &req.name, req.session.as_deref(), now).await?;
     let caller = Caller::of(ctx, req.session.clone(), req.stated_reason.is_some());
@@ -168,12 +186,13 @@ pub async fn call_tool(
             if guardrail.is_none() {
                 // A read or a draft: the audit commit overlaps the upstream call, and the
                 // result waits for the commit (withheld if it fails).
+                let owner = execute::owner(ctx, &req.name, permit.action());
                 let (committed, outcome) = tokio::join!(
                     state.store.append_audit(draft, now),
-                    execute::forward(state, *permit, Some(req.agent)),
+                    execute::forward_for(state, *permit, req.agent, owner),
                 );
                 committed?;
-                return Ok(outcome.0);
+                return Ok(outcome);
             }
             // An effect under a guardrail: its event is durable before the upstream hears of it.
             state.store.append_audit(draft, now).await?;
@@ -187,7 +206,8 @@ pub async fn call_tool(
                 });
                 state.store.append_audit(notice, now).await?;
             }
-            Ok(execute::forward(state, *permit, Some(req.agent)).await.0)
+            let owner = execute::owner(ctx, &req.name, permit.action());
+            Ok(execute::forward_for(state, *permit, req.agent, owner).await)
         }
         Decision::Hold {
             action,

@@ -304,6 +304,8 @@ pub(crate) async fn execute(
         CallOutcome::Denied(reasons) => Some(format!("denied: {}", reasons.join("; "))),
         CallOutcome::NotRun { why, .. } => Some(why.as_str().to_owned()),
         CallOutcome::Held(_) => Some("held".to_owned()),
+        // A revert runs for people, never bridged to an agent.
+        CallOutcome::InputRequired { .. } => Some("input required".to_owned()),
     };
     if let Some(why) = refused {
         return Err(ApiError::Conflict(format!(

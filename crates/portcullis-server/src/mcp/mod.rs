@@ -202,6 +202,12 @@ fn agent_side(cx: &RequestContext<RoleServer>) -> AgentSide {
         can_elicit: capabilities
             .as_ref()
             .is_some_and(|c| c.elicitation.is_some()),
+        can_list_roots: capabilities.as_ref().is_some_and(|c| c.roots.is_some()),
+        // Set by the gate for a forwarded call of an agent on 2026-07-28 (see `bridge`).
+        questions: None,
+        multi_round_trip: cx
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28),
     }
 }
 
@@ -292,6 +298,10 @@ impl ServerHandler for GatewayHandler {
             session: session_of(&cx),
             stated_reason: stated_reason(request.meta.as_ref()),
             agent: agent_side(&cx),
+            resume: request.request_state.map(|state| gate::Resume {
+                request_state: state,
+                responses: request.input_responses.unwrap_or_default(),
+            }),
         };
         let outcome = gate::call_tool(&self.state, &ctx, call)
             .await

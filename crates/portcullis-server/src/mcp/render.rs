@@ -82,6 +82,13 @@ fn result_json(value: serde_json::Value, is_error: bool) -> CallToolResult {
 pub fn outcome(outcome: CallOutcome, tasks: bool, now: i64) -> CallToolResponse {
     match outcome {
         CallOutcome::Held(approval) if tasks => CallToolResponse::Task(created(&approval, now)),
+        CallOutcome::InputRequired {
+            request_state,
+            requests,
+        } => CallToolResponse::InputRequired(rmcp::model::InputRequiredResult::new(
+            Some(requests),
+            Some(request_state),
+        )),
         other => result(other).into(),
     }
 }
@@ -116,6 +123,12 @@ pub fn result(outcome: CallOutcome) -> CallToolResult {
                     approval.id
                 ),
             }),
+            true,
+        ),
+        // Only ever produced for a call `outcome` renders; as a plain result it is a failure
+        // (a task's or a revert's run is never bridged).
+        CallOutcome::InputRequired { .. } => result_json(
+            json!({ "status": "upstream_error", "detail": "the upstream asked for input this call cannot give" }),
             true,
         ),
         CallOutcome::NotRun { approval, why } => {

@@ -8,6 +8,7 @@ mod amend;
 mod approvals;
 mod audit_trail;
 mod bad_input;
+mod bridge;
 mod crash;
 mod hardening;
 mod offerings;

@@ -388,6 +388,7 @@ async fn calls_to_an_http_upstream_reuse_its_connections() {
                     classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
                     names: Default::default(),
                     aliases: Default::default(),
+                    forward_roots: false,
                 },
             },
         )
@@ -479,6 +480,7 @@ async fn an_http_upstream_that_restarts_is_recovered_without_an_admin() {
                     classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
                     names: Default::default(),
                     aliases: Default::default(),
+                    forward_roots: false,
                 },
             },
         )

@@ -1060,6 +1060,7 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
             classify: demo_classification(),
             names: Default::default(),
             aliases: Default::default(),
+            forward_roots: false,
         },
     };
     let billing = cluster

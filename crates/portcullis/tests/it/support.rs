@@ -177,6 +177,7 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
             classify: demo_classification(),
             names: Default::default(),
             aliases: Default::default(),
+            forward_roots: false,
         },
     }
 }

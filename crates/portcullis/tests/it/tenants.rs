@@ -243,6 +243,7 @@ async fn tenants_see_only_their_own_tools_and_effects() {
             classify: demo_classification(),
             names: Default::default(),
             aliases: Default::default(),
+            forward_roots: false,
         },
     };
     let billing = app

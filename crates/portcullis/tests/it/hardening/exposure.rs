@@ -179,6 +179,7 @@ async fn upstream_error_bodies_are_not_reflected_to_tenant_admins() {
             classify: Default::default(),
             names: Default::default(),
             aliases: Default::default(),
+            forward_roots: false,
         },
     };
     let created = app

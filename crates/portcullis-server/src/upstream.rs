@@ -1249,12 +1249,12 @@ async fn serve_until_closed(
                 return "upstream closed".into();
             }
             () = tick => {
-                if let Err(reason) = ping(&peer, liveness.timeout).await {
+                if let Err(reason) = alive(&peer, liveness.timeout).await {
                     return down(slot, cancel, connection, reason);
                 }
             }
             () = slot.suspect.notified() => {
-                if let Err(reason) = ping(&peer, liveness.timeout).await {
+                if let Err(reason) = alive(&peer, liveness.timeout).await {
                     return down(slot, cancel, connection, reason);
                 }
             }
@@ -1273,6 +1273,15 @@ async fn serve_until_closed(
                 }
             }
         }
+    }
+}
+
+/// Whether the upstream still answers: two pings in a row must go unanswered (one slow answer
+/// on a loaded machine does not take a healthy connection down).
+async fn alive(peer: &Peer<RoleClient>, timeout: Duration) -> Result<(), String> {
+    match ping(peer, timeout).await {
+        Ok(()) => Ok(()),
+        Err(_) => ping(peer, timeout).await,
     }
 }
 

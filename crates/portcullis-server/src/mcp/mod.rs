@@ -363,7 +363,7 @@ impl ServerHandler for GatewayHandler {
             gate::offer::read_resource(&self.state, &ctx, session.as_deref(), &request.uri)
                 .await
                 .map_err(render::error)?;
-        Ok(result.into())
+        Ok(render::complete_read(result).into())
     }
 
     /// Legacy sessions only (2026-07-28 clients listen for updates instead, not bridged yet).
@@ -430,7 +430,7 @@ impl ServerHandler for GatewayHandler {
         )
         .await
         .map_err(render::error)?;
-        Ok(result.into())
+        Ok(render::complete_prompt(result).into())
     }
 
     async fn complete(

@@ -157,6 +157,21 @@ pub fn result(outcome: CallOutcome) -> CallToolResult {
     }
 }
 
+/// A resource read as agents get it. Results from an upstream on the earlier revision lack
+/// `resultType`, which 2026-07-28 clients require (rmcp strips it again for older agents).
+pub fn complete_read(
+    mut result: rmcp::model::ReadResourceResult,
+) -> rmcp::model::ReadResourceResult {
+    result.result_type = Some(rmcp::model::ResultType::COMPLETE);
+    result
+}
+
+/// A prompt as agents get it (see [`complete_read`]).
+pub fn complete_prompt(mut result: rmcp::model::GetPromptResult) -> rmcp::model::GetPromptResult {
+    result.result_type = Some(rmcp::model::ResultType::COMPLETE);
+    result
+}
+
 /// A call that could not be decided.
 pub fn error(error: GateError) -> McpError {
     match error {

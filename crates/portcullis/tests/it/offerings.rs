@@ -430,3 +430,23 @@ async fn subscribed_sessions_hear_of_updates_and_only_they() {
         .expect("resources/unsubscribe");
     app.stop().await;
 }
+
+/// 2026-07-28 clients validate `resultType` on every result (the Python SDK rejects a read or
+/// a prompt without it); the upstream speaks the earlier revision and never sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_prompts_carry_their_result_type_on_2026() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let http = reqwest::Client::new();
+    let url = app.mcp_url("acme");
+    let read = json!({ "jsonrpc": "2.0", "id": 1, "method": "resources/read",
+        "params": { "uri": CONTACT, "_meta": meta_2026() } });
+    let prompt = json!({ "jsonrpc": "2.0", "id": 2, "method": "prompts/get",
+        "params": { "name": "crm__follow_up", "arguments": { "customer_id": "c_1" }, "_meta": meta_2026() } });
+    for (body, name) in [(read, CONTACT), (prompt, "crm__follow_up")] {
+        let reply = post_2026_at(&http, &url, &acme.agent_token, &body, Some(name)).await;
+        let result = reply.result().unwrap_or_else(|| panic!("{}", reply.text));
+        assert_eq!(result["resultType"], "complete", "{result}");
+    }
+    app.stop().await;
+}

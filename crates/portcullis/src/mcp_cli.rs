@@ -63,15 +63,19 @@ pub async fn run(args: McpArgs) -> anyhow::Result<ExitCode> {
     let code = match args.command {
         McpCommand::Tools => {
             for tool in client.list_all_tools().await? {
-                let read_only = tool
-                    .annotations
+                // The gateway's own classification decides; the upstream's hints do not.
+                let held = tool
+                    .meta
                     .as_ref()
-                    .and_then(|a| a.read_only_hint)
-                    .unwrap_or(false);
+                    .and_then(|m| {
+                        m.0.get(portcullis_server::mcp::render::CLASSIFICATION_META_KEY)
+                    })
+                    .and_then(|c| c["held"].as_bool())
+                    .unwrap_or(true);
                 println!(
                     "{:<24} {}",
                     tool.name,
-                    if read_only {
+                    if !held {
                         "runs at once (read or draft)"
                     } else {
                         "held for approval"

@@ -105,7 +105,7 @@ impl Cluster {
             .collect();
         // Each replica launched its own upstream for the connection (at start-up).
         for api in &apis {
-            wait_connection_ready(api, "acme", &acme.connection_id).await;
+            wait_connection_ready_within(api, "acme", &acme.connection_id, WAIT * 3).await;
         }
         Some(Self {
             replicas,

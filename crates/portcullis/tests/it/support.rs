@@ -983,20 +983,40 @@ async fn seed(api: &AdminClient, files: &Path, name: &str) -> Tenant {
     }
 }
 
-/// Wait until the admin API reports a connection's upstream as `ready`.
+/// Wait until the admin API reports a connection's upstream as `ready` (the last state seen
+/// is in the failure message).
 pub async fn wait_connection_ready(api: &AdminClient, tenant: &str, connection_id: &str) {
-    eventually(
-        &format!("connection {connection_id} to be ready"),
-        || async {
-            api.list_connections(tenant).await.is_ok_and(|cs| {
-                cs.iter().any(|c| {
-                    c.id.as_str() == connection_id
-                        && matches!(c.status, ConnectionState::Ready { .. })
-                })
-            })
-        },
-    )
-    .await;
+    wait_connection_ready_within(api, tenant, connection_id, WAIT).await;
+}
+
+/// [`wait_connection_ready`] with its own bound: several replicas starting their upstreams at
+/// once on a loaded two-core machine take longer than one.
+pub async fn wait_connection_ready_within(
+    api: &AdminClient,
+    tenant: &str,
+    connection_id: &str,
+    bound: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut last = String::from("never listed");
+    loop {
+        match api.list_connections(tenant).await {
+            Ok(cs) => {
+                if let Some(c) = cs.iter().find(|c| c.id.as_str() == connection_id) {
+                    if matches!(c.status, ConnectionState::Ready { .. }) {
+                        return;
+                    }
+                    last = format!("{:?}", c.status);
+                }
+            }
+            Err(e) => last = format!("listing failed: {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for connection {connection_id} to be ready; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `portcullis serve` as a child process on its own data folder.

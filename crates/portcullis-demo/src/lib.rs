@@ -92,8 +92,20 @@ pub async fn serve_http(
         config,
     );
     let router = axum::Router::new().nest_service("/mcp", service);
-    // Small segments go out at once (`TCP_NODELAY`): otherwise Nagle holds an SSE event's
-    // tail until the client's delayed ACK, about 40 ms per call.
+    serve_router(listener, router, shutdown, cancel)
+        .await
+        .context("serving MCP over HTTP")
+}
+
+/// Serve `router` until `shutdown` resolves (then `cancel` ends its streams). Small segments
+/// go out at once (`TCP_NODELAY`): otherwise Nagle holds an SSE event's tail until the
+/// client's delayed ACK, about 40 ms per call.
+async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
     let listener = listener.tap_io(|stream: &mut tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
@@ -104,8 +116,6 @@ pub async fn serve_http(
             cancel.cancel();
         })
         .await
-        .context("serving MCP over HTTP")?;
-    Ok(())
 }
 
 /// Serves the conformance upstream ([`conformance::ConformanceServer`]) over stdin/stdout until
@@ -146,16 +156,7 @@ pub async fn serve_conformance_http(
         config,
     );
     let router = axum::Router::new().nest_service("/mcp", service);
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|stream: &mut tokio::net::TcpStream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
+    serve_router(listener, router, shutdown, cancel)
         .await
-        .context("serving the conformance MCP endpoint over HTTP")?;
-    Ok(())
+        .context("serving the conformance MCP endpoint over HTTP")
 }

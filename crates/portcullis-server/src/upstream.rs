@@ -276,6 +276,8 @@ struct InFlight {
 #[derive(Default)]
 struct Routes {
     inner: Mutex<RouteTable>,
+    /// Woken whenever a call is registered.
+    registered: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -302,12 +304,16 @@ impl Routes {
 
     /// Register a call; returns progress that arrived for it before registration.
     fn register(&self, token: ProgressToken, call: InFlight) -> Vec<ProgressNotificationParam> {
-        let mut table = self.inner.lock().expect("lock poisoned");
-        table.calls.insert(token.clone(), call);
-        let (mine, rest) = std::mem::take(&mut table.early)
-            .into_iter()
-            .partition(|p| p.progress_token == token);
-        table.early = rest;
+        let mine = {
+            let mut table = self.inner.lock().expect("lock poisoned");
+            table.calls.insert(token.clone(), call);
+            let (mine, rest) = std::mem::take(&mut table.early)
+                .into_iter()
+                .partition(|p| p.progress_token == token);
+            table.early = rest;
+            mine
+        };
+        self.registered.notify_waiters();
         mine
     }
 
@@ -463,12 +469,23 @@ struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// The one call an upstream request can be attributed to, if there is exactly one.
-    fn single_caller(&self) -> Option<InFlight> {
-        let calls = self.routes.snapshot();
-        match calls.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
+    /// The one call an upstream request can be attributed to, if there is exactly one. The
+    /// call is registered just after it is sent, so a fast upstream's request may arrive
+    /// first: an empty table is given a moment to fill.
+    async fn single_caller(&self) -> Option<InFlight> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let registered = self.routes.registered.notified();
+            let mut registered = std::pin::pin!(registered);
+            registered.as_mut().enable();
+            match self.routes.snapshot().as_slice() {
+                [one] => return Some(one.clone()),
+                [] => {}
+                _ => return None,
+            }
+            if tokio::time::timeout_at(deadline, registered).await.is_err() {
+                return None;
+            }
         }
     }
 }
@@ -504,6 +521,7 @@ impl ClientHandler for UpstreamClient {
     ) -> Result<ListRootsResult, McpError> {
         let call = self
             .single_caller()
+            .await
             .filter(|c| self.forward_roots && c.can_list_roots);
         match call {
             Some(InFlight {
@@ -546,7 +564,7 @@ impl ClientHandler for UpstreamClient {
         params: CreateMessageRequestParams,
         _cx: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
-        match self.single_caller() {
+        match self.single_caller().await {
             Some(InFlight {
                 can_sample: true,
                 questions: Some(questions),
@@ -588,7 +606,7 @@ impl ClientHandler for UpstreamClient {
         params: ElicitRequestParams,
         _cx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
-        match self.single_caller() {
+        match self.single_caller().await {
             Some(InFlight {
                 can_elicit: true,
                 questions: Some(questions),

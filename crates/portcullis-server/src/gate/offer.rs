@@ -209,28 +209,67 @@ where
     Ok(out)
 }
 
-/// `resources/list`: every granted connection's resources.
-pub async fn list_resources(
+/// A listed item with a URI the agent sees rewritten: a resource or a resource template.
+trait UriItem: Sized + Send {
+    /// Recorded in the listing's audit detail.
+    const TEMPLATES: bool;
+    fn uri_mut(&mut self) -> &mut String;
+    fn fetch<'a>(
+        upstreams: &'a crate::upstream::Upstreams,
+        granted: &'a Granted,
+    ) -> impl std::future::Future<Output = Result<Vec<Self>, UpstreamError>> + Send + 'a;
+}
+
+impl UriItem for Resource {
+    const TEMPLATES: bool = false;
+    fn uri_mut(&mut self) -> &mut String {
+        &mut self.uri
+    }
+    fn fetch<'a>(
+        upstreams: &'a crate::upstream::Upstreams,
+        granted: &'a Granted,
+    ) -> impl std::future::Future<Output = Result<Vec<Self>, UpstreamError>> + Send + 'a {
+        upstreams.resources(granted)
+    }
+}
+
+impl UriItem for ResourceTemplate {
+    const TEMPLATES: bool = true;
+    fn uri_mut(&mut self) -> &mut String {
+        &mut self.uri_template
+    }
+    fn fetch<'a>(
+        upstreams: &'a crate::upstream::Upstreams,
+        granted: &'a Granted,
+    ) -> impl std::future::Future<Output = Result<Vec<Self>, UpstreamError>> + Send + 'a {
+        upstreams.resource_templates(granted)
+    }
+}
+
+/// Every granted connection's resources (or templates), URIs as the agent sees them; the
+/// listing is audited.
+async fn list_uris<T: UriItem>(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<&str>,
-) -> Result<Vec<Resource>, StoreError> {
+) -> Result<Vec<T>, StoreError> {
     let through = passthrough(state, ctx).await?;
     let through = through.as_ref();
     let listed = gather(state, ctx, Offering::Resources, |g| async move {
-        let listed = state.upstreams.resources(&g).await.map(|items| {
+        let listed = T::fetch(&state.upstreams, &g).await.map(|items| {
             items
                 .into_iter()
-                .map(|mut r| {
-                    r.uri = uri_for(&g, through, &r.uri);
-                    r
+                .map(|mut item| {
+                    let uri = item.uri_mut();
+                    *uri = uri_for(&g, through, uri);
+                    item
                 })
                 .collect()
         });
         (g, listed)
     })
     .await?;
-    let detail = json!({ "count": listed.len() });
+    let detail = json!({ "count": listed.len(), "templates": T::TEMPLATES });
     audit_allow(
         state,
         ctx,
@@ -243,38 +282,22 @@ pub async fn list_resources(
     Ok(listed)
 }
 
+/// `resources/list`: every granted connection's resources.
+pub async fn list_resources(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<&str>,
+) -> Result<Vec<Resource>, StoreError> {
+    list_uris(state, ctx, session).await
+}
+
 /// `resources/templates/list`: every granted connection's templates.
 pub async fn list_resource_templates(
     state: &AppState,
     ctx: &AgentContext,
     session: Option<&str>,
 ) -> Result<Vec<ResourceTemplate>, StoreError> {
-    let through = passthrough(state, ctx).await?;
-    let through = through.as_ref();
-    let listed = gather(state, ctx, Offering::Resources, |g| async move {
-        let listed = state.upstreams.resource_templates(&g).await.map(|items| {
-            items
-                .into_iter()
-                .map(|mut t| {
-                    t.uri_template = uri_for(&g, through, &t.uri_template);
-                    t
-                })
-                .collect()
-        });
-        (g, listed)
-    })
-    .await?;
-    let detail = json!({ "count": listed.len(), "templates": true });
-    audit_allow(
-        state,
-        ctx,
-        session,
-        AuditKind::ResourcesListed,
-        None,
-        detail,
-    )
-    .await?;
-    Ok(listed)
+    list_uris(state, ctx, session).await
 }
 
 /// `resources/read`: a granted connection's resource, by the URI the agent saw.

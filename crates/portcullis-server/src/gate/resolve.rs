@@ -179,25 +179,15 @@ pub async fn offered(
     connection_name: &str,
     offering: Offering,
 ) -> Result<Result<Granted, &'static str>, StoreError> {
-    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
-    let Some(connection) = connections
-        .iter()
-        .find(|c| c.name == connection_name && c.revoked_at.is_none())
-    else {
-        return Ok(Err("no such connection"));
+    let connection = match live_connection(state, ctx, connection_name).await? {
+        Ok(connection) => connection,
+        Err(why) => return Ok(Err(why)),
     };
-    let grants = state
-        .cache
-        .grants(&state.store, &ctx.tenant, &ctx.agent)
-        .await?;
-    if !granted(&grants, &connection.id, offering.item()) {
-        return Ok(Err("not granted to this agent"));
-    }
-    if !ctx.scope_covers(&connection.name, offering.item()) {
-        return Ok(Err("outside this token's scope"));
+    if let Err(why) = may_use(state, ctx, &connection, offering.item()).await? {
+        return Ok(Err(why));
     }
     Ok(Ok(Granted {
-        connection: connection.clone(),
+        connection,
         offering,
     }))
 }
@@ -296,6 +286,41 @@ pub async fn target(
     Err(GateError::UnknownTool(name.to_owned()))
 }
 
+/// The tenant's live connection named `name`.
+async fn live_connection(
+    state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
+) -> Result<Result<Connection, &'static str>, StoreError> {
+    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
+    Ok(connections
+        .iter()
+        .find(|c| c.name == name && c.revoked_at.is_none())
+        .cloned()
+        .ok_or("no such connection"))
+}
+
+/// Whether the agent's grants and its token's scope cover `item` (a tool, or an
+/// [`Offering`]'s item) of `connection`.
+async fn may_use(
+    state: &AppState,
+    ctx: &AgentContext,
+    connection: &Connection,
+    item: &str,
+) -> Result<Result<(), &'static str>, StoreError> {
+    let grants = state
+        .cache
+        .grants(&state.store, &ctx.tenant, &ctx.agent)
+        .await?;
+    Ok(if !granted(&grants, &connection.id, item) {
+        Err("not granted to this agent")
+    } else if !ctx.scope_covers(&connection.name, item) {
+        Err("outside this token's scope")
+    } else {
+        Ok(())
+    })
+}
+
 async fn find(
     state: &AppState,
     ctx: &AgentContext,
@@ -310,12 +335,9 @@ async fn find(
             .find(|l| l.name == name);
         return Ok(found.map(|l| l.target).ok_or("no tool of that name"));
     };
-    let connections = state.cache.connections(&state.store, &ctx.tenant).await?;
-    let Some(connection) = connections
-        .iter()
-        .find(|c| c.name == connection_name && c.revoked_at.is_none())
-    else {
-        return Ok(Err("no such connection"));
+    let connection = match live_connection(state, ctx, connection_name).await? {
+        Ok(connection) => connection,
+        Err(why) => return Ok(Err(why)),
     };
     let tools = state
         .cache
@@ -324,18 +346,11 @@ async fn find(
     let Some(tool) = tools.iter().find(|t| t.name == tool_name) else {
         return Ok(Err("no such tool"));
     };
-    let grants = state
-        .cache
-        .grants(&state.store, &ctx.tenant, &ctx.agent)
-        .await?;
-    if !granted(&grants, &connection.id, &tool.name) {
-        return Ok(Err("not granted to this agent"));
-    }
-    if !ctx.scope_covers(&connection.name, &tool.name) {
-        return Ok(Err("outside this token's scope"));
+    if let Err(why) = may_use(state, ctx, &connection, &tool.name).await? {
+        return Ok(Err(why));
     }
     Ok(Ok(Target {
-        connection: connection.clone(),
+        connection,
         tool: tool.clone(),
     }))
 }

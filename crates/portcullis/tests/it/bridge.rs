@@ -9,9 +9,6 @@
 
 use crate::support::*;
 use portcullis_core::effect::EffectClass;
-use portcullis_server::admin::connections::ConnectionIn;
-use portcullis_server::admin::grants::GrantIn;
-use portcullis_server::upstream::{ConnectionSpec, Transport};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig,
     CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
@@ -101,41 +98,20 @@ async fn conformance_connection(app: &TestApp, acme: &Tenant, name: &str, forwar
         listener,
         std::future::pending(),
     ));
-    let api = app.admin_api();
-    let connection = api
-        .create_connection(
-            "acme",
-            &ConnectionIn {
-                name: name.into(),
-                spec: ConnectionSpec {
-                    transport: Transport::Http {
-                        url: format!("http://{addr}/mcp"),
-                    },
-                    classify: [
-                        ("test_sampling".to_owned(), EffectClass::Read),
-                        ("test_elicitation".to_owned(), EffectClass::Read),
-                        ("test_roots".to_owned(), EffectClass::Read),
-                    ]
-                    .into(),
-                    names: Default::default(),
-                    aliases: Default::default(),
-                    forward_roots,
-                },
-            },
-        )
-        .await
-        .expect("connection");
-    api.add_grant(
-        "acme",
-        &GrantIn {
-            agent: acme.agent_id.clone(),
-            connection: connection.id.to_string(),
-            tool: "*".into(),
-        },
+    let id = add_http_connection(
+        app,
+        acme,
+        name,
+        format!("http://{addr}/mcp"),
+        &[
+            ("test_sampling", EffectClass::Read),
+            ("test_elicitation", EffectClass::Read),
+            ("test_roots", EffectClass::Read),
+        ],
+        forward_roots,
     )
-    .await
-    .expect("grant");
-    app.wait_ready(connection.id.as_str()).await;
+    .await;
+    app.wait_ready(&id).await;
 }
 
 fn text(result: &rmcp::model::CallToolResult) -> String {

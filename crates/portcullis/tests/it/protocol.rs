@@ -363,9 +363,6 @@ async fn counting_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_an_http_upstream_reuse_its_connections() {
     use portcullis_core::effect::EffectClass;
-    use portcullis_server::admin::connections::ConnectionIn;
-    use portcullis_server::admin::grants::GrantIn;
-    use portcullis_server::upstream::{ConnectionSpec, Transport};
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -375,35 +372,15 @@ async fn calls_to_an_http_upstream_reuse_its_connections() {
         std::future::pending(),
     ));
     let (proxy, accepted) = counting_proxy(upstream_addr).await;
-    let api = app.admin_api();
-    let connection = api
-        .create_connection(
-            "acme",
-            &ConnectionIn {
-                name: "web".into(),
-                spec: ConnectionSpec {
-                    transport: Transport::Http {
-                        url: format!("http://{proxy}/mcp"),
-                    },
-                    classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
-                    names: Default::default(),
-                    aliases: Default::default(),
-                    forward_roots: false,
-                },
-            },
-        )
-        .await
-        .expect("create connection");
-    api.add_grant(
-        "acme",
-        &GrantIn {
-            agent: acme.agent_id.clone(),
-            connection: connection.id.to_string(),
-            tool: "*".into(),
-        },
+    add_http_connection(
+        &app,
+        &acme,
+        "web",
+        format!("http://{proxy}/mcp"),
+        &[("get_contact", EffectClass::Read)],
+        false,
     )
-    .await
-    .expect("grant");
+    .await;
     for (era, _) in ERAS {
         let client = app.client("acme", &acme.agent_token, era).await;
         eventually("the HTTP upstream's tools", || async {
@@ -455,9 +432,7 @@ async fn http_upstream_process(port: u16) -> (tokio::process::Child, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_upstream_that_restarts_is_recovered_without_an_admin() {
     use portcullis_core::effect::EffectClass;
-    use portcullis_server::admin::connections::ConnectionIn;
-    use portcullis_server::admin::grants::GrantIn;
-    use portcullis_server::upstream::{ConnectionSpec, Status, Transport};
+    use portcullis_server::upstream::Status;
     let app = TestApp::spawn_with(|c| {
         c.upstream.ping_interval_secs = 1;
         c.upstream.ping_timeout_secs = 1;
@@ -468,35 +443,16 @@ async fn an_http_upstream_that_restarts_is_recovered_without_an_admin() {
     let acme = app.seed_tenant("acme").await;
     let (mut first, port) = http_upstream_process(0).await;
     let api = app.admin_api();
-    let connection = api
-        .create_connection(
-            "acme",
-            &ConnectionIn {
-                name: "web".into(),
-                spec: ConnectionSpec {
-                    transport: Transport::Http {
-                        url: format!("http://127.0.0.1:{port}/mcp"),
-                    },
-                    classify: [("get_contact".to_owned(), EffectClass::Read)].into(),
-                    names: Default::default(),
-                    aliases: Default::default(),
-                    forward_roots: false,
-                },
-            },
-        )
-        .await
-        .expect("create connection");
-    api.add_grant(
-        "acme",
-        &GrantIn {
-            agent: acme.agent_id.clone(),
-            connection: connection.id.to_string(),
-            tool: "*".into(),
-        },
+    let id = add_http_connection(
+        &app,
+        &acme,
+        "web",
+        format!("http://127.0.0.1:{port}/mcp"),
+        &[("get_contact", EffectClass::Read)],
+        false,
     )
-    .await
-    .expect("grant");
-    let id: portcullis_core::id::ConnectionId = connection.id.to_string().parse().expect("id");
+    .await;
+    let id: portcullis_core::id::ConnectionId = id.parse().expect("id");
     let status = || app.state.upstreams.status(&id);
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
     let read_ok = || async {

@@ -1345,3 +1345,47 @@ pub fn assert_read_ok(reply: &RawReply) {
         "{result}"
     );
 }
+
+/// Add an HTTP connection `name` to `url` for `tenant`, its tools classified as given (the
+/// rest from their annotations), granted whole to the tenant's agent. Returns its id; does
+/// not wait for the upstream.
+pub async fn add_http_connection(
+    app: &TestApp,
+    tenant: &Tenant,
+    name: &str,
+    url: String,
+    classify: &[(&str, EffectClass)],
+    forward_roots: bool,
+) -> String {
+    let api = app.admin_api();
+    let connection = api
+        .create_connection(
+            &tenant.name,
+            &ConnectionIn {
+                name: name.into(),
+                spec: ConnectionSpec {
+                    transport: Transport::Http { url },
+                    classify: classify
+                        .iter()
+                        .map(|(tool, effect)| ((*tool).to_owned(), *effect))
+                        .collect(),
+                    names: Default::default(),
+                    aliases: Default::default(),
+                    forward_roots,
+                },
+            },
+        )
+        .await
+        .expect("create connection");
+    api.add_grant(
+        &tenant.name,
+        &GrantIn {
+            agent: tenant.agent_id.clone(),
+            connection: connection.id.to_string(),
+            tool: "*".into(),
+        },
+    )
+    .await
+    .expect("grant");
+    connection.id.to_string()
+}

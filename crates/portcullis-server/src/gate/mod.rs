@@ -120,6 +120,8 @@ pub enum GateError {
     /// The upstream could not serve a resource, prompt or completion (the tenant-facing
     /// reason).
     Upstream(String),
+    /// The tenant's policies refuse this read of a resource or prompt, with their reasons.
+    Refused(Vec<String>),
     Store(StoreError),
 }
 

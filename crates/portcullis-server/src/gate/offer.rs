@@ -88,8 +88,9 @@ async fn resolve_uri(
 async fn prompts_listed(
     state: &AppState,
     ctx: &AgentContext,
+    session: Option<&str>,
 ) -> Result<Vec<(Granted, Prompt, String)>, StoreError> {
-    let listed = gather(state, ctx, Offering::Prompts, |g| async move {
+    let listed = gather(state, ctx, session, Offering::Prompts, |g| async move {
         let listed = state
             .upstreams
             .prompts(&g)
@@ -123,6 +124,7 @@ async fn prompts_listed(
 async fn resolve_prompt(
     state: &AppState,
     ctx: &AgentContext,
+    session: Option<&str>,
     name: &str,
 ) -> Result<Result<(Granted, String), &'static str>, StoreError> {
     if let Some((connection, prompt)) = name.split_once(NAMESPACE_SEPARATOR) {
@@ -130,12 +132,105 @@ async fn resolve_prompt(
             .await?
             .map(|g| (g, prompt.to_owned())));
     }
-    Ok(prompts_listed(state, ctx)
+    Ok(prompts_listed(state, ctx, session)
         .await?
         .into_iter()
         .find(|(_, _, exposed)| exposed == name)
         .map(|(g, p, _)| (g, p.name))
         .ok_or("no prompt of that name"))
+}
+
+/// What the tenant's policies make of reading through `connection`: `item` names the kind of
+/// read as the policies see it — a tool `connection/item` with effect `read` (`resources:list`,
+/// `resources:read`, `prompts:list`, `prompts:get`; tool names cannot contain `:`, so these
+/// never collide with a tool) and `arguments` as the call's `context.args`. `Err` carries the
+/// reasons; a hold is a refusal too (a read cannot wait for a person). Either way the
+/// evaluation's policies and hash go to the audit entry.
+async fn policy(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<&str>,
+    connection: &str,
+    item: &str,
+    arguments: &serde_json::Value,
+) -> Result<(Result<(), Vec<String>>, serde_json::Value), StoreError> {
+    let caller = crate::policy::Caller::of(ctx, session.map(str::to_owned), false);
+    let engine = match crate::policy::engine(state, &caller.tenant).await? {
+        Ok(engine) => engine,
+        // A stored policy that no longer compiles refuses everything, as it does for tools.
+        Err(problem) => return Ok((Err(vec![problem]), json!({}))),
+    };
+    let profile = portcullis_core::profile::ToolProfile::default();
+    let evaluation = engine.evaluate(&portcullis_core::policy::CallFacts {
+        tenant: &caller.tenant_name,
+        agent: &caller.agent_name,
+        agent_owner: caller.agent_owner.as_deref(),
+        connection,
+        tool: item,
+        effect: portcullis_core::effect::EffectClass::Read,
+        profile: &profile,
+        arguments,
+        cost_cents: 0,
+        spent_today_cents: 0,
+        agent_spent_today_cents: 0,
+        session_read_classes: &[],
+        session_reads: 0,
+        has_session: caller.session.is_some(),
+        guardrail: None,
+        definition_changed: false,
+        stated_reason: false,
+        now: state.clock.now(),
+    });
+    let detail = json!({
+        "policies": evaluation.policies(),
+        "policy_hash": evaluation.policy_hash(),
+    });
+    let verdict = match evaluation.outcome() {
+        portcullis_core::policy::Outcome::Allow => Ok(()),
+        portcullis_core::policy::Outcome::Deny => Err(evaluation.reasons().to_vec()),
+        portcullis_core::policy::Outcome::Hold => {
+            let mut reasons = evaluation.reasons().to_vec();
+            reasons.push("held by policy; a read cannot wait for approval".to_owned());
+            Err(reasons)
+        }
+    };
+    Ok((verdict, detail))
+}
+
+/// One read through a granted connection, as the tenant's policies see it (see [`policy`]):
+/// audited either way — the detail says which policies decided — and refused with their
+/// reasons.
+struct Read<'a> {
+    kind: AuditKind,
+    resource: Option<String>,
+    item: &'static str,
+    arguments: serde_json::Value,
+    detail: serde_json::Value,
+    granted: &'a Granted,
+}
+
+async fn permitted(
+    state: &AppState,
+    ctx: &AgentContext,
+    session: Option<&str>,
+    read: Read<'_>,
+) -> Result<(), GateError> {
+    let connection = read.granted.connection().name.clone();
+    let (verdict, policy_detail) =
+        policy(state, ctx, session, &connection, read.item, &read.arguments).await?;
+    let mut detail = read.detail;
+    detail["policy"] = policy_detail;
+    match verdict {
+        Ok(()) => {
+            audit_allow(state, ctx, session, read.kind, read.resource, detail).await?;
+            Ok(())
+        }
+        Err(reasons) => {
+            detail["reasons"] = json!(reasons);
+            audit_deny(state, ctx, session, read.kind, read.resource, detail).await?;
+            Err(GateError::Refused(reasons))
+        }
+    }
 }
 
 /// Audit one listing or read by the agent (durable before the answer).
@@ -189,6 +284,7 @@ async fn audit_deny(
 async fn gather<T, F, Fut>(
     state: &AppState,
     ctx: &AgentContext,
+    session: Option<&str>,
     offering: Offering,
     fetch: F,
 ) -> Result<Vec<T>, StoreError>
@@ -196,8 +292,21 @@ where
     F: Fn(Granted) -> Fut,
     Fut: std::future::Future<Output = (Granted, Result<Vec<T>, UpstreamError>)>,
 {
+    let item = match offering {
+        Offering::Resources => "resources:list",
+        Offering::Prompts => "prompts:list",
+    };
     let mut out = Vec::new();
     for granted in resolve::offering(state, ctx, offering).await? {
+        // A connection whose listing the tenant's policies refuse lists nothing.
+        let name = granted.connection().name.clone();
+        if policy(state, ctx, session, &name, item, &json!({}))
+            .await?
+            .0
+            .is_err()
+        {
+            continue;
+        }
         let (granted, listed) = fetch(granted).await;
         match listed {
             Ok(items) => out.extend(items),
@@ -255,7 +364,7 @@ async fn list_uris<T: UriItem>(
 ) -> Result<Vec<T>, StoreError> {
     let through = passthrough(state, ctx).await?;
     let through = through.as_ref();
-    let listed = gather(state, ctx, Offering::Resources, |g| async move {
+    let listed = gather(state, ctx, session, Offering::Resources, |g| async move {
         let listed = T::fetch(&state.upstreams, &g).await.map(|items| {
             items
                 .into_iter()
@@ -324,15 +433,15 @@ pub async fn read_resource(
             return Err(GateError::UnknownResource(bounded(uri)));
         }
     };
-    audit_allow(
-        state,
-        ctx,
-        session,
-        AuditKind::ResourceRead,
+    let read = Read {
+        kind: AuditKind::ResourceRead,
         resource,
-        json!({}),
-    )
-    .await?;
+        item: "resources:read",
+        arguments: json!({ "uri": upstream_uri }),
+        detail: json!({}),
+        granted: &granted,
+    };
+    permitted(state, ctx, session, read).await?;
     let mut result = state
         .upstreams
         .read_resource(&granted, upstream_uri)
@@ -374,16 +483,15 @@ pub async fn subscribe(
             return Err(GateError::UnknownResource(bounded(uri)));
         }
     };
-    let detail = json!({ "subscribe": true });
-    audit_allow(
-        state,
-        ctx,
-        Some(session),
-        AuditKind::ResourceRead,
+    let read = Read {
+        kind: AuditKind::ResourceRead,
         resource,
-        detail,
-    )
-    .await?;
+        item: "resources:read",
+        arguments: json!({ "uri": upstream_uri }),
+        detail: json!({ "subscribe": true }),
+        granted: &granted,
+    };
+    permitted(state, ctx, Some(session), read).await?;
     state
         .upstreams
         .subscribe(
@@ -421,7 +529,7 @@ pub async fn list_prompts(
     ctx: &AgentContext,
     session: Option<&str>,
 ) -> Result<Vec<Prompt>, StoreError> {
-    let listed: Vec<Prompt> = prompts_listed(state, ctx)
+    let listed: Vec<Prompt> = prompts_listed(state, ctx, session)
         .await?
         .into_iter()
         .map(|(_, mut p, name)| {
@@ -443,7 +551,7 @@ pub async fn get_prompt(
     arguments: Option<JsonObject>,
 ) -> Result<GetPromptResult, GateError> {
     let resource = Some(format!("prompt:{}", bounded(name)));
-    let (granted, prompt) = match resolve_prompt(state, ctx, name).await? {
+    let (granted, prompt) = match resolve_prompt(state, ctx, session, name).await? {
         Ok(found) => found,
         Err(why) => {
             let detail = json!({ "reasons": ["unknown prompt"], "why": why });
@@ -451,15 +559,18 @@ pub async fn get_prompt(
             return Err(GateError::UnknownPrompt(bounded(name)));
         }
     };
-    audit_allow(
-        state,
-        ctx,
-        session,
-        AuditKind::PromptGet,
+    // The policies see the prompt's arguments, and its upstream name as `prompt`.
+    let mut facts = arguments.clone().unwrap_or_default();
+    facts.insert("prompt".to_owned(), json!(prompt));
+    let read = Read {
+        kind: AuditKind::PromptGet,
         resource,
-        json!({}),
-    )
-    .await?;
+        item: "prompts:get",
+        arguments: serde_json::Value::Object(facts),
+        detail: json!({}),
+        granted: &granted,
+    };
+    permitted(state, ctx, session, read).await?;
     state
         .upstreams
         .get_prompt(&granted, prompt, arguments)
@@ -475,7 +586,7 @@ pub async fn complete(
     mut params: CompleteRequestParams,
 ) -> Result<CompleteResult, GateError> {
     let found = match &params.r#ref {
-        Reference::Prompt(prompt) => resolve_prompt(state, ctx, &prompt.name).await?,
+        Reference::Prompt(prompt) => resolve_prompt(state, ctx, None, &prompt.name).await?,
         Reference::Resource(template) => resolve_uri(state, ctx, &template.uri)
             .await?
             .map(|(g, uri, _)| (g, uri)),

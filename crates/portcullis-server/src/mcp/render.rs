@@ -186,6 +186,10 @@ pub fn error(error: GateError) -> McpError {
             McpError::invalid_params(format!("unknown prompt `{name}`"), None)
         }
         GateError::Upstream(detail) => McpError::internal_error(detail, None),
+        GateError::Refused(reasons) => McpError::invalid_request(
+            format!("denied by policy: {}", reasons.join("; ")),
+            Some(serde_json::json!({ "status": "denied", "reasons": reasons })),
+        ),
         GateError::Store(e) => store_error(e),
     }
 }

@@ -450,3 +450,71 @@ async fn reads_and_prompts_carry_their_result_type_on_2026() {
     }
     app.stop().await;
 }
+
+/// The tenant's policies decide reads of resources and prompts like tool calls: a `forbid`
+/// on `connection/resources:read` (with the URI in `context.args`) refuses that read, with the
+/// policy named in the answer and the audit trail; one on `prompts:list` empties the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_policies_decide_resource_and_prompt_reads() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let cedar = r#"
+@id("not-grace")
+forbid (principal, action == Portcullis::Action::"read", resource == Portcullis::Tool::"crm/resources:read")
+when { context.args.hasTag("uri") && context.args.getTag("uri") like "*/c_2" };
+@id("no-prompt-list")
+forbid (principal, action == Portcullis::Action::"read", resource == Portcullis::Tool::"crm/prompts:list");
+"#;
+    let (status, body) = app
+        .api(
+            reqwest::Method::PUT,
+            "/tenants/acme/policy",
+            &app.admin_token,
+            Some(json!({ "cedar": cedar, "settings": {} })),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    client
+        .running
+        .read_resource(ReadResourceRequestParams::new(CONTACT))
+        .await
+        .expect("another contact reads");
+    let refused = client
+        .running
+        .read_resource(ReadResourceRequestParams::new(
+            "portcullis://crm/crm://contacts/c_2",
+        ))
+        .await
+        .expect_err("the policy refuses this read");
+    assert!(
+        refused.to_string().contains("denied by policy")
+            && refused.to_string().contains("crm/resources:read"),
+        "{refused}"
+    );
+    assert!(
+        client
+            .running
+            .list_all_prompts()
+            .await
+            .expect("list")
+            .is_empty(),
+        "the policy refuses the listing"
+    );
+    let events = app.audit_events("acme").await;
+    let denied = events_of_kind(&events, "resource_read")
+        .into_iter()
+        .find(|e| e["decision"] == "deny")
+        .expect("the refused read is audited");
+    assert_eq!(
+        denied["resource"],
+        "resource:portcullis://crm/crm://contacts/c_2"
+    );
+    assert!(
+        denied["detail"]["policy"]["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == "not-grace")),
+        "{denied}"
+    );
+    app.stop().await;
+}

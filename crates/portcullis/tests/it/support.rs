@@ -1050,8 +1050,14 @@ impl ServeProcess {
     ) -> Self {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
         // The operator's configuration: the demo upstream in the program catalog.
-        std::fs::write(cwd.join("portcullis.toml"), demo_program_toml(cwd))
-            .expect("write portcullis.toml");
+        // Replicas start side by side from one folder: the file is replaced whole (written
+        // aside, then renamed), so a process starting meanwhile never reads half of it — it
+        // once read an empty catalog and refused its own upstream.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = cwd.join(format!("portcullis.toml.{n}"));
+        std::fs::write(&aside, demo_program_toml(cwd)).expect("write portcullis.toml");
+        std::fs::rename(&aside, cwd.join("portcullis.toml")).expect("replace portcullis.toml");
         let mut command = tokio::process::Command::new(BIN);
         command
             .arg("serve")

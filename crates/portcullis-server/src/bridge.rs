@@ -12,9 +12,10 @@ use crate::upstream::Question;
 use portcullis_core::id::{AgentId, TenantId};
 use rmcp::model::{InputRequests, InputResponses};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Who may resume a suspended call, and which call it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +61,14 @@ struct Suspended<T> {
 
 /// The suspended calls of this process.
 pub struct Bridges<T> {
-    suspended: Mutex<HashMap<String, Suspended<T>>>,
+    suspended: Arc<Mutex<HashMap<String, Suspended<T>>>>,
     ttl: Duration,
 }
 
 impl<T: Send + 'static> Bridges<T> {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            suspended: Mutex::new(HashMap::new()),
+            suspended: Arc::default(),
             ttl,
         }
     }
@@ -104,9 +105,8 @@ impl<T: Send + 'static> Bridges<T> {
     ) -> Result<Waited<T>, ResumeError> {
         let mut suspended = {
             let mut map = self.suspended.lock().expect("lock poisoned");
-            let now = Instant::now();
-            map.retain(|_, s| s.expires > now);
             match map.get(request_state) {
+                Some(s) if s.expires <= Instant::now() => return Err(ResumeError::Unknown),
                 Some(s) if s.owner == *owner => {}
                 _ => return Err(ResumeError::Unknown),
             }
@@ -142,12 +142,126 @@ impl<T: Send + 'static> Bridges<T> {
                 requests.insert(key.clone(), question.request);
                 suspended.answers.insert(key, question.answer);
                 let request_state = hex::encode(portcullis_core::random_bytes::<32>());
+                let expires = suspended.expires;
                 self.suspended
                     .lock()
                     .expect("lock poisoned")
                     .insert(request_state.clone(), suspended);
+                // An agent that never retries: the suspended call is dropped when it lapses,
+                // which tells the waiting upstream that no answer is coming.
+                let map = Arc::downgrade(&self.suspended);
+                let key = request_state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(expires).await;
+                    if let Some(map) = map.upgrade() {
+                        let mut map = map.lock().expect("lock poisoned");
+                        if map.get(&key).is_some_and(|s| s.expires <= Instant::now()) {
+                            map.remove(&key);
+                        }
+                    }
+                });
                 Waited::NeedsInput { request_state, requests }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::InputRequest;
+
+    fn owner(call: &str) -> Owner {
+        Owner {
+            tenant: TenantId::system(),
+            agent: AgentId::generate(),
+            call: call.to_owned(),
+        }
+    }
+
+    /// A call that asks one question and ends with the answer (or with why there is none).
+    fn asking() -> (
+        impl std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+        mpsc::UnboundedReceiver<Question>,
+    ) {
+        let (questions, asked) = mpsc::unbounded_channel();
+        let call = async move {
+            let (answer, answered) = oneshot::channel();
+            #[expect(deprecated, reason = "roots are still part of both revisions")]
+            let request = InputRequest::ListRoots(rmcp::model::ListRootsRequest::default());
+            questions
+                .send(Question { request, answer })
+                .map_err(|_| "gone".to_owned())?;
+            answered.await.map_err(|_| "no answer came".to_owned())?
+        };
+        (call, asked)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_question_lapses_and_its_call_ends() {
+        let bridges = Bridges::new(Duration::from_secs(60));
+        let (call, asked) = asking();
+        let who = owner("c");
+        let Waited::NeedsInput { request_state, .. } =
+            bridges.start(who.clone(), call, asked).await
+        else {
+            panic!("the call asks first");
+        };
+        // Nobody retries: after the call timeout the state is gone, and the upstream hears
+        // that no answer is coming.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert!(
+            bridges.suspended.lock().unwrap().is_empty(),
+            "the lapsed call is dropped"
+        );
+        assert_eq!(
+            bridges
+                .resume(&who, &request_state, InputResponses::new())
+                .await
+                .err(),
+            Some(ResumeError::Unknown)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_owner_resumes_once_with_every_answer() {
+        let bridges = Bridges::new(Duration::from_secs(60));
+        let (call, asked) = asking();
+        let who = owner("c");
+        let Waited::NeedsInput {
+            request_state,
+            requests,
+        } = bridges.start(who.clone(), call, asked).await
+        else {
+            panic!("the call asks first");
+        };
+        let key = requests.keys().next().expect("a question").clone();
+        let answers: InputResponses = [(key, serde_json::json!({ "roots": [] }))].into();
+        let other_call = Owner {
+            call: "d".into(),
+            ..who.clone()
+        };
+        let other_agent = owner("c");
+        for intruder in [&other_call, &other_agent] {
+            let refused = bridges
+                .resume(intruder, &request_state, answers.clone())
+                .await;
+            assert_eq!(refused.err(), Some(ResumeError::Unknown));
+        }
+        let unanswered = bridges
+            .resume(&who, &request_state, InputResponses::new())
+            .await;
+        assert_eq!(unanswered.err(), Some(ResumeError::Unanswered));
+        let Ok(Waited::Done(result)) = bridges.resume(&who, &request_state, answers.clone()).await
+        else {
+            panic!("the owner's answer finishes the call");
+        };
+        assert_eq!(result, Ok(serde_json::json!({ "roots": [] })));
+        let again = bridges.resume(&who, &request_state, answers).await;
+        assert_eq!(
+            again.err(),
+            Some(ResumeError::Unknown),
+            "one retry per state"
+        );
     }
 }

@@ -36,31 +36,38 @@ pub async fn forward(
 }
 
 /// Who may resume a bridged call: this agent, calling this tool name with these arguments.
-pub fn owner(ctx: &AgentContext, name: &str, action: &portcullis_core::action::Action) -> Owner {
+fn owner(ctx: &AgentContext, name: &str, arguments: &serde_json::Value) -> Option<Owner> {
     let call = portcullis_core::action::canonical_hash(&json!({
         "tool": name,
-        "arguments": action.arguments,
+        "arguments": arguments,
     }))
-    .unwrap_or_default();
-    Owner {
+    .ok()?;
+    Some(Owner {
         tenant: ctx.tenant.clone(),
         agent: ctx.agent.clone(),
         call,
-    }
+    })
 }
 
-/// Forward an agent's permitted call. An agent on 2026-07-28 cannot be sent the upstream's
-/// sampling or elicitation requests: its call runs detached and is suspended on the first
-/// question, which reaches the agent as an input-required result ([`crate::bridge`]).
+/// Forward an agent's permitted call of the tool it named `name`. An agent on 2026-07-28
+/// cannot be sent the upstream's sampling or elicitation requests: its call runs detached
+/// and is suspended on the first question, which reaches the agent as an input-required
+/// result ([`crate::bridge`]).
 pub async fn forward_for(
     state: &AppState,
+    ctx: &AgentContext,
+    name: &str,
     permit: Permit,
     mut agent: AgentSide,
-    owner: Owner,
 ) -> CallOutcome {
-    if !agent.multi_round_trip {
+    // Only a call that may be suspended needs its owner (the hash of name and arguments).
+    let owner = match agent.multi_round_trip {
+        true => owner(ctx, name, &permit.action().arguments),
+        false => None,
+    };
+    let Some(owner) = owner else {
         return forward(state, permit, Some(agent)).await.0;
-    }
+    };
     let (questions, asked) = tokio::sync::mpsc::unbounded_channel();
     agent.questions = Some(questions);
     // The call outlives this HTTP request when it is suspended; the agent's request
@@ -88,18 +95,9 @@ pub async fn resume(
     resume: super::Resume,
 ) -> Result<CallOutcome, super::GateError> {
     let arguments = serde_json::Value::Object(arguments.unwrap_or_default());
-    let call = portcullis_core::action::canonical_hash(&json!({
-        "tool": name,
-        "arguments": arguments,
-    }))
-    .map_err(|e| {
-        super::GateError::BadArguments(format!("arguments cannot be canonicalised: {e}"))
+    let owner = owner(ctx, name, &arguments).ok_or_else(|| {
+        super::GateError::BadArguments("arguments cannot be canonicalised".to_owned())
     })?;
-    let owner = Owner {
-        tenant: ctx.tenant.clone(),
-        agent: ctx.agent.clone(),
-        call,
-    };
     let started = std::time::Instant::now();
     let waited = state
         .bridges

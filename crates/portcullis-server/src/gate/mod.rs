@@ -188,10 +188,9 @@ pub async fn call_tool(
             if guardrail.is_none() {
                 // A read or a draft: the audit commit overlaps the upstream call, and the
                 // result waits for the commit (withheld if it fails).
-                let owner = execute::owner(ctx, &req.name, permit.action());
                 let (committed, outcome) = tokio::join!(
                     state.store.append_audit(draft, now),
-                    execute::forward_for(state, *permit, req.agent, owner),
+                    execute::forward_for(state, ctx, &req.name, *permit, req.agent),
                 );
                 committed?;
                 return Ok(outcome);
@@ -208,8 +207,7 @@ pub async fn call_tool(
                 });
                 state.store.append_audit(notice, now).await?;
             }
-            let owner = execute::owner(ctx, &req.name, permit.action());
-            Ok(execute::forward_for(state, *permit, req.agent, owner).await)
+            Ok(execute::forward_for(state, ctx, &req.name, *permit, req.agent).await)
         }
         Decision::Hold {
             action,

@@ -835,14 +835,35 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if check().await {
-            return;
+    eventually_within(what, WAIT, || {
+        let checked = check();
+        async move {
+            if checked.await {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
         }
+    })
+    .await;
+}
+
+/// [`eventually`] with its own bound; `check` says what it saw when not yet done, and the
+/// last of those is in the failure message.
+pub async fn eventually_within<F, Fut>(what: &str, bound: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        let seen = match check().await {
+            Ok(()) => return,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last seen: {seen}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -997,26 +1018,19 @@ pub async fn wait_connection_ready_within(
     connection_id: &str,
     bound: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + bound;
-    let mut last = String::from("never listed");
-    loop {
-        match api.list_connections(tenant).await {
-            Ok(cs) => {
-                if let Some(c) = cs.iter().find(|c| c.id.as_str() == connection_id) {
-                    if matches!(c.status, ConnectionState::Ready { .. }) {
-                        return;
-                    }
-                    last = format!("{:?}", c.status);
-                }
-            }
-            Err(e) => last = format!("listing failed: {e}"),
+    let what = format!("connection {connection_id} to be ready");
+    eventually_within(&what, bound, || async {
+        let listed = api
+            .list_connections(tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        match listed.iter().find(|c| c.id.as_str() == connection_id) {
+            Some(c) if matches!(c.status, ConnectionState::Ready { .. }) => Ok(()),
+            Some(c) => Err(format!("{:?}", c.status)),
+            None => Err("not listed".to_owned()),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for connection {connection_id} to be ready; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 /// `portcullis serve` as a child process on its own data folder.

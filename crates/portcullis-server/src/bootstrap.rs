@@ -280,13 +280,7 @@ pub async fn seed_demo(
         args: Vec::new(),
         env: BTreeMap::new(),
     };
-    let spec = crate::upstream::ConnectionSpec {
-        transport,
-        classify,
-        names: Default::default(),
-        aliases: Default::default(),
-        forward_roots: false,
-    };
+    let spec = crate::upstream::ConnectionSpec::new(transport, classify);
     let connection = store
         .create_connection(&tenant.id, "crm", &spec.to_json(), actor, now)
         .await?;

@@ -95,6 +95,18 @@ pub fn valid_plain_name(name: &str) -> bool {
 }
 
 impl ConnectionSpec {
+    /// A connection with the safe defaults for everything else: namespaced names, no
+    /// aliases, roots not forwarded.
+    pub fn new(transport: Transport, classify: BTreeMap<String, EffectClass>) -> Self {
+        Self {
+            transport,
+            classify,
+            names: Names::Namespaced,
+            aliases: BTreeMap::new(),
+            forward_roots: false,
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("connection specs serialise")
     }

@@ -1051,17 +1051,14 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
     // Replicas 2 and 3 are already running; the connection is created through replica 1.
     let billing = ConnectionIn {
         name: "billing".into(),
-        spec: ConnectionSpec {
-            transport: Transport::Stdio {
+        spec: ConnectionSpec::new(
+            Transport::Stdio {
                 program: "demo".into(),
                 args: Vec::new(),
                 env: Default::default(),
             },
-            classify: demo_classification(),
-            names: Default::default(),
-            aliases: Default::default(),
-            forward_roots: false,
-        },
+            demo_classification(),
+        ),
     };
     let billing = cluster
         .admin(0)

@@ -161,8 +161,8 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
     };
     ConnectionIn {
         name: "crm".into(),
-        spec: ConnectionSpec {
-            transport: Transport::Stdio {
+        spec: ConnectionSpec::new(
+            Transport::Stdio {
                 program: "demo".into(),
                 args: Vec::new(),
                 env: [
@@ -174,11 +174,8 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
                 .map(|(name, value)| (name.to_owned(), value))
                 .collect(),
             },
-            classify: demo_classification(),
-            names: Default::default(),
-            aliases: Default::default(),
-            forward_roots: false,
-        },
+            demo_classification(),
+        ),
     }
 }
 
@@ -1384,14 +1381,14 @@ pub async fn add_http_connection(
             &ConnectionIn {
                 name: name.into(),
                 spec: ConnectionSpec {
-                    transport: Transport::Http { url },
-                    classify: classify
-                        .iter()
-                        .map(|(tool, effect)| ((*tool).to_owned(), *effect))
-                        .collect(),
-                    names: Default::default(),
-                    aliases: Default::default(),
                     forward_roots,
+                    ..ConnectionSpec::new(
+                        Transport::Http { url },
+                        classify
+                            .iter()
+                            .map(|(tool, effect)| ((*tool).to_owned(), *effect))
+                            .collect(),
+                    )
                 },
             },
         )

@@ -234,17 +234,14 @@ async fn tenants_see_only_their_own_tools_and_effects() {
     // A second connection in A, with a name B does not have.
     let billing = ConnectionIn {
         name: "billing".into(),
-        spec: ConnectionSpec {
-            transport: Transport::Stdio {
+        spec: ConnectionSpec::new(
+            Transport::Stdio {
                 program: "demo".into(),
                 args: Vec::new(),
                 env: Default::default(),
             },
-            classify: demo_classification(),
-            names: Default::default(),
-            aliases: Default::default(),
-            forward_roots: false,
-        },
+            demo_classification(),
+        ),
     };
     let billing = app
         .admin_api()

@@ -133,6 +133,8 @@ PC_ENV=(
   "PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE=1000000000"
   "PORTCULLIS_AUTH__RATE_LIMIT_BURST=1000000"
   "PORTCULLIS_LOG__FILTER=warn"
+  # The benchmark's upstream listens on loopback.
+  'PORTCULLIS_EGRESS__ALLOW_PRIVATE=["127.0.0.1/32"]'
 )
 if [[ $STORE == postgres ]]; then
   PG_DB=pc_bench_cmp_$$

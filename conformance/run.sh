@@ -101,8 +101,9 @@ PIDS+=($!)
 UP_PORT=$(wait_for "$WORK/upstream.out" '^PORT=' | cut -d= -f2)
 UP_URL=http://127.0.0.1:$UP_PORT/mcp
 
+# The upstream listens on loopback: the operator allows that one address for outbound calls.
 PORTCULLIS_DATA__DIR=$WORK/data PORTCULLIS_SERVER__LISTEN=127.0.0.1:0 \
-  PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS=0 \
+  PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS=0 PORTCULLIS_EGRESS__ALLOW_PRIVATE='["127.0.0.1/32"]' \
   "$BIN" serve >"$WORK/portcullis.out" 2>"$WORK/portcullis.err" &
 PIDS+=($!)
 PC_URL=$(wait_for "$WORK/portcullis.out" '^portcullis listening on ' | awk '{print $4}')

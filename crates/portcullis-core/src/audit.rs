@@ -72,6 +72,16 @@ pub enum AuditKind {
     PromptsListed,
     /// An agent fetched (or was refused) a prompt.
     PromptGet,
+    /// A secret was stored (a first version) or replaced by a new version.
+    SecretPut,
+    /// A secret was deleted.
+    SecretDeleted,
+    /// A tenant's key-encryption key was replaced and every secret rewrapped under it.
+    TenantKeyRotated,
+    /// A tenant was deleted: its keys destroyed, its connections and credentials gone.
+    TenantDeleted,
+    /// An outbound request was refused by the egress policy (naming the rule).
+    EgressRefused,
 }
 
 impl AuditKind {
@@ -89,6 +99,11 @@ impl AuditKind {
 }
 
 const ALL_KINDS: &[(AuditKind, &str)] = &[
+    (AuditKind::SecretPut, "secret_put"),
+    (AuditKind::SecretDeleted, "secret_deleted"),
+    (AuditKind::TenantKeyRotated, "tenant_key_rotated"),
+    (AuditKind::TenantDeleted, "tenant_deleted"),
+    (AuditKind::EgressRefused, "egress_refused"),
     (AuditKind::AuthFailed, "auth_failed"),
     (AuditKind::LockedOut, "locked_out"),
     (AuditKind::RateLimited, "rate_limited"),

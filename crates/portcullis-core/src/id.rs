@@ -107,6 +107,9 @@ typed_id!(
 typed_id!(
     /// A guardrail: a standing rule that lets one proven workflow run without asking.
     GuardrailId, "grd");
+typed_id!(
+    /// One secret in a tenant's vault (bound into its ciphertext with tenant and version).
+    SecretId, "sec");
 
 impl TenantId {
     /// The pseudo-tenant whose audit chain records events that belong to no tenant (for

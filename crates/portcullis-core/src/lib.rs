@@ -16,6 +16,7 @@ pub mod profile;
 pub mod receipt;
 pub mod summary;
 pub mod token;
+pub mod vault;
 
 /// Milliseconds since the Unix epoch. The core never reads the clock; callers pass `now`.
 pub type UnixMillis = i64;

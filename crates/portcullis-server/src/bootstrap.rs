@@ -40,6 +40,134 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
 }
 
+/// The vault's key provider the configuration names: the key file's vault keys, or a
+/// PKCS#11 token (its PIN from `PORTCULLIS_PKCS11_PIN`).
+pub fn key_provider(
+    config: &Config,
+    keys: &KeyRing,
+) -> Result<std::sync::Arc<dyn crate::vault::KeyProvider>, BootstrapError> {
+    use crate::config::VaultProvider;
+    match config.vault.provider {
+        VaultProvider::Keyfile => Ok(std::sync::Arc::new(crate::vault::KeyFileProvider::new(
+            keys,
+        ))),
+        VaultProvider::Pkcs11 => {
+            let pin = std::env::var("PORTCULLIS_PKCS11_PIN").map_err(|_| {
+                BootstrapError::Config(
+                    "vault.provider = \"pkcs11\" needs the token's PIN in PORTCULLIS_PKCS11_PIN"
+                        .into(),
+                )
+            })?;
+            let provider =
+                crate::vault::pkcs11::Pkcs11Provider::open(crate::vault::pkcs11::Pkcs11Config {
+                    module: config.vault.pkcs11_module.clone().into(),
+                    token_label: config.vault.pkcs11_token.clone(),
+                    pin: pin.into(),
+                    key_label: config.vault.pkcs11_key_label.clone(),
+                })
+                .map_err(|e| BootstrapError::Config(format!("vault: {e}")))?;
+            // The master key is made once, here, if the token does not hold it yet.
+            provider
+                .ensure_master(&config.vault.pkcs11_key_label)
+                .map_err(|e| BootstrapError::Config(format!("vault: {e}")))?;
+            Ok(std::sync::Arc::new(provider))
+        }
+    }
+}
+
+/// The outbound policy and client: public addresses, plus the operator's `allow_private`
+/// networks; the configured listen addresses count as the gateway's own.
+pub fn egress(
+    config: &Config,
+    lookup: Option<std::sync::Arc<dyn crate::egress::Lookup>>,
+) -> Result<crate::egress::Egress, BootstrapError> {
+    let allowed = config.allow_private().map_err(BootstrapError::Config)?;
+    let mut own = vec![config.server.listen];
+    if let Ok(Some(metrics)) = config.metrics_listen() {
+        own.push(metrics);
+    }
+    let lookup = lookup.unwrap_or_else(|| std::sync::Arc::new(crate::egress::SystemLookup));
+    crate::egress::Egress::new(crate::egress::EgressPolicy::new(allowed, own), lookup)
+        .map_err(|e| BootstrapError::Config(format!("cannot build the outbound HTTP client: {e}")))
+}
+
+/// Move every plain environment value of a stdio connection (stored before the vault
+/// existed) into the tenant's vault as the secret `CONNECTION.VARIABLE`, leaving the
+/// connection only the name; then rewrite the database file so the plain text is gone from
+/// it and its log too (SQLite). Revoked connections are sealed as well. Returns how many
+/// values were moved.
+pub async fn seal_plain_environments(
+    store: &Store,
+    vault: &crate::vault::Vault,
+    now: portcullis_core::UnixMillis,
+) -> Result<usize, BootstrapError> {
+    let mut moved = 0;
+    for connection in store.all_connections().await? {
+        let mut transport = connection.transport.clone();
+        let Some(env) = transport
+            .get_mut("env")
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        let mut changed = false;
+        for (variable, value) in env.iter_mut() {
+            let Some(plain) = value.as_str() else {
+                continue;
+            };
+            let name = format!("{}.{variable}", connection.name);
+            match vault
+                .put(
+                    &connection.tenant,
+                    &name,
+                    plain.as_bytes(),
+                    None,
+                    "system",
+                    now,
+                )
+                .await
+            {
+                Ok(_) => {}
+                // A deleted tenant: its vault is destroyed; the value is simply dropped.
+                Err(crate::vault::VaultError::NotFound)
+                | Err(crate::vault::VaultError::Store(StoreError::NotFound)) => {}
+                Err(e) => {
+                    return Err(BootstrapError::Config(format!(
+                        "sealing `{name}` into the vault: {e}"
+                    )));
+                }
+            }
+            *value = serde_json::json!({ "secret": name });
+            changed = true;
+            moved += 1;
+        }
+        if changed {
+            store
+                .replace_transport(&connection.tenant, &connection.id, &transport)
+                .await?;
+        }
+    }
+    if moved > 0 {
+        store.purge_freed(true).await?;
+        tracing::info!(moved, "sealed plain connection environments into the vault");
+    }
+    Ok(moved)
+}
+
+/// [`seal_plain_environments`] for `portcullis migrate`: the configured database (as the
+/// gateway's own account) and key provider.
+pub async fn seal_with_config(config: &Config) -> Result<usize, BootstrapError> {
+    let keys = load_or_create_keys(&config.key_file())?;
+    let store = Store::open(&config.database_url(), &Default::default()).await?;
+    let vault = crate::vault::Vault::new(
+        store.clone(),
+        key_provider(config, &keys)?,
+        config.vault.min_format,
+    );
+    let now = crate::clock::Clock::System.now();
+    seal_plain_environments(&store, &vault, now).await
+}
+
 /// Load an existing key file (refused when other users can read it). Commands that only
 /// read or verify use this: a missing key file is an error, never a fresh key.
 pub fn load_keys(path: &Path) -> Result<KeyRing, BootstrapError> {

@@ -20,6 +20,8 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub audit: AuditConfig,
     pub upstream: UpstreamConfig,
+    pub egress: EgressConfig,
+    pub vault: VaultConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// The operator's program catalog: what stdio connections may launch, by name.
@@ -90,6 +92,38 @@ pub struct UpstreamConfig {
     pub ping_interval_secs: u64,
     /// Seconds an upstream has to answer a ping before it is taken down and reconnected.
     pub ping_timeout_secs: u64,
+}
+
+/// Where outbound requests (HTTP upstreams, HTTP API connections, token endpoints) may go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Networks (CIDR blocks or addresses) that are not public but that outbound requests
+    /// may reach anyway: development, tests, on-premises upstreams. Operator-only; a tenant
+    /// can only narrow what it reaches. Empty: public addresses only.
+    pub allow_private: Vec<String>,
+}
+
+/// The vault's key provider: the key file (embedded default) or an HSM over PKCS#11.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub provider: VaultProvider,
+    /// Sealed values of an older ciphertext format are refused.
+    pub min_format: u8,
+    /// The PKCS#11 module (a shared library), the token's label and the label of the
+    /// master key in it (`provider = "pkcs11"`). The PIN is read from the environment
+    /// variable `PORTCULLIS_PKCS11_PIN`, never from a file.
+    pub pkcs11_module: String,
+    pub pkcs11_token: String,
+    pub pkcs11_key_label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultProvider {
+    Keyfile,
+    Pkcs11,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +230,19 @@ impl Config {
         self.trusted_proxies().map_err(ConfigError::Invalid)?;
         self.sites().map_err(ConfigError::Invalid)?;
         self.metrics_listen().map_err(ConfigError::Invalid)?;
+        self.allow_private().map_err(ConfigError::Invalid)?;
+        if self.vault.min_format == 0 || self.vault.min_format > portcullis_core::vault::FORMAT_V1 {
+            return invalid("vault.min_format must be 1 (the only ciphertext format)");
+        }
+        if self.vault.provider == VaultProvider::Pkcs11
+            && (self.vault.pkcs11_module.is_empty()
+                || self.vault.pkcs11_token.is_empty()
+                || self.vault.pkcs11_key_label.is_empty())
+        {
+            return invalid(
+                "vault.provider = \"pkcs11\" needs vault.pkcs11_module, vault.pkcs11_token and vault.pkcs11_key_label",
+            );
+        }
         let hash = &self.metrics.token_sha256;
         if !hash.is_empty() && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())) {
             return invalid("metrics.token_sha256 must be 64 hex digits (sha256 of the token)");
@@ -222,6 +269,22 @@ impl Config {
                     .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                     .map_err(|_| {
                         format!("server.trusted_proxies: `{entry}` is not an address or CIDR block")
+                    })
+            })
+            .collect()
+    }
+
+    /// The networks outbound requests may reach although they are not public.
+    pub fn allow_private(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.egress
+            .allow_private
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("egress.allow_private: `{entry}` is not an address or CIDR block")
                     })
             })
             .collect()

@@ -14,6 +14,7 @@ pub mod bridge;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod engines;
 pub mod error;
 pub mod gate;
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod programs;
 pub mod state;
 pub mod upstream;
+pub mod vault;
 pub mod web;
 
 use crate::bootstrap::BootstrapError;
@@ -53,6 +55,9 @@ pub struct BuildOptions {
     /// Add the demo upstream to the catalog (as `demo`, unless configured) and seed the demo
     /// tenant on first start.
     pub demo: bool,
+    /// How outbound requests resolve names (tests give a resolver they control; by default
+    /// the system's).
+    pub lookup: Option<Arc<dyn egress::Lookup>>,
 }
 
 /// What first start created and must be shown once.
@@ -88,6 +93,15 @@ impl Application {
         bootstrap::check_permissions(&config)?;
         let clock = options.clock;
         let now = clock.now();
+        let vault = Arc::new(vault::Vault::new(
+            store.clone(),
+            bootstrap::key_provider(&config, &keys)?,
+            config.vault.min_format,
+        ));
+        let egress = Arc::new(bootstrap::egress(&config, options.lookup.clone())?);
+        // Environments stored in plain text before the vault existed are sealed now (also
+        // done by `portcullis migrate`); nothing is launched with a plain value.
+        bootstrap::seal_plain_environments(&store, &vault, now).await?;
         let admin_token = bootstrap::bootstrap_admin(&store, now).await?;
         let demo = if options.demo {
             bootstrap::seed_demo(&store, now, config.auth.token_ttl_secs as i64 * 1000).await?
@@ -100,7 +114,6 @@ impl Application {
         cache.set_enabled(!store.is_shared());
         let upstreams = upstream::Upstreams::new(
             store.clone(),
-            catalog.clone(),
             cache.clone(),
             clock.clone(),
             Duration::from_secs(config.upstream.call_timeout_secs),
@@ -108,6 +121,11 @@ impl Application {
             upstream::Liveness {
                 interval: Duration::from_secs(config.upstream.ping_interval_secs),
                 timeout: Duration::from_secs(config.upstream.ping_timeout_secs),
+            },
+            upstream::Outbound {
+                catalog: catalog.clone(),
+                vault: vault.clone(),
+                egress: egress.clone(),
             },
         );
         let trusted_proxies = config
@@ -126,6 +144,8 @@ impl Application {
             upstreams,
             engines: engines::Engines::default(),
             catalog,
+            vault,
+            egress,
             trusted_proxies,
             sites,
             bridges: bridge::Bridges::new(Duration::from_secs(state_call_timeout_secs)),
@@ -199,6 +219,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        // Outbound requests never reach the gateway's own listeners.
+        state.egress.policy().add_own(listener.local_addr()?);
+        if let Some(metrics) = self.metrics_addr() {
+            state.egress.policy().add_own(metrics);
+        }
         match state.store.all_active_connections().await {
             Ok(connections) => connections
                 .into_iter()

@@ -22,6 +22,10 @@ pub struct AppState {
     pub engines: crate::engines::Engines,
     /// The operator's program catalog (what stdio connections may launch).
     pub catalog: Arc<crate::programs::Catalog>,
+    /// Tenant secrets (write-only through the API; revealed only at egress).
+    pub vault: Arc<crate::vault::Vault>,
+    /// The one outbound HTTP client and the policy it enforces.
+    pub egress: Arc<crate::egress::Egress>,
     /// Reverse proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The hosts and origins requests may name (checked before authentication).

@@ -25,22 +25,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::gate::resolve::{Granted, Offering};
+pub use crate::vault::{Credential, EnvValue};
 
-/// How to reach an upstream.
+/// How to reach an upstream. Credentials appear by vault secret name only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Transport {
     /// A program from the operator's catalog ([`crate::programs`]), with the extra arguments
-    /// and environment the tenant chose (checked against the entry at every launch).
+    /// and environment the tenant chose (checked against the entry at every launch). The
+    /// environment's values are vault secrets, revealed when the process starts.
     Stdio {
         program: String,
         #[serde(default)]
         args: Vec<String>,
         #[serde(default)]
-        env: BTreeMap<String, String>,
+        env: BTreeMap<String, EnvValue>,
     },
+    /// A streamable-HTTP MCP server, reached through the egress policy, with an optional
+    /// credential added to every request.
     Http {
         url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Credential>,
     },
 }
 
@@ -143,16 +149,54 @@ impl ConnectionSpec {
             }
         }
         match &self.transport {
-            Transport::Stdio { program, args, env } => catalog
-                .resolve(tenant_name, program, args, env)
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Transport::Http { url }
-                if !(url.starts_with("http://") || url.starts_with("https://")) =>
-            {
-                Err("http url must start with http:// or https://".into())
+            Transport::Stdio { program, args, env } => {
+                // Plain values (sealed into the vault before the connection is stored) are
+                // checked against the entry's patterns now; secrets when the process starts.
+                let plain: BTreeMap<String, String> = env
+                    .iter()
+                    .filter_map(|(k, v)| match v {
+                        EnvValue::Plain(value) => Some((k.clone(), value.clone())),
+                        EnvValue::Secret { .. } => None,
+                    })
+                    .collect();
+                catalog
+                    .resolve(tenant_name, program, args, &plain)
+                    .map_err(|e| e.to_string())?;
+                let entry = catalog
+                    .get(program)
+                    .ok_or_else(|| format!("no program `{program}` in the catalog"))?;
+                for (name, value) in env {
+                    if let EnvValue::Secret { secret } = value {
+                        if !crate::vault::valid_secret_name(secret) {
+                            return Err(format!(
+                                "environment variable `{name}`: `{secret}` is not a secret name"
+                            ));
+                        }
+                        if !entry.tenant_env_names().any(|n| n == name) {
+                            return Err(format!(
+                                "environment variable `{name}` is not one program `{program}` lets tenants set"
+                            ));
+                        }
+                    }
+                }
+                Ok(())
             }
-            Transport::Http { .. } => Ok(()),
+            // The URL itself (scheme, host, address) is the egress policy's to judge.
+            Transport::Http { auth, .. } => auth.as_ref().map_or(Ok(()), Credential::validate),
+        }
+    }
+
+    /// Every vault secret the connection names.
+    pub fn secrets(&self) -> Vec<&str> {
+        match &self.transport {
+            Transport::Stdio { env, .. } => env
+                .values()
+                .filter_map(|v| match v {
+                    EnvValue::Secret { secret } => Some(secret.as_str()),
+                    EnvValue::Plain(_) => None,
+                })
+                .collect(),
+            Transport::Http { auth, .. } => auth.iter().map(Credential::secret).collect(),
         }
     }
 }
@@ -678,13 +722,23 @@ pub struct Upstreams {
 struct Inner {
     slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
     store: Store,
-    catalog: Arc<crate::programs::Catalog>,
     cache: Arc<crate::cache::AccessCache>,
     clock: Clock,
     call_timeout: Duration,
     max_backoff: Duration,
     liveness: Liveness,
+    outbound: Outbound,
     shutdown: CancellationToken,
+}
+
+/// What an upstream connection may start and leave the gateway through: the operator's
+/// program catalog (stdio), credentials from the vault (injected at connect time), and the
+/// egress policy and client (HTTP).
+#[derive(Clone)]
+pub struct Outbound {
+    pub catalog: Arc<crate::programs::Catalog>,
+    pub vault: Arc<crate::vault::Vault>,
+    pub egress: Arc<crate::egress::Egress>,
 }
 
 /// How a live connection is watched: a ping every `interval` (none when zero), and after any
@@ -699,23 +753,23 @@ pub struct Liveness {
 impl Upstreams {
     pub fn new(
         store: Store,
-        catalog: Arc<crate::programs::Catalog>,
         cache: Arc<crate::cache::AccessCache>,
         clock: Clock,
         call_timeout: Duration,
         max_backoff: Duration,
         liveness: Liveness,
+        outbound: Outbound,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 slots: Mutex::new(HashMap::new()),
                 store,
-                catalog,
                 cache,
                 clock,
                 call_timeout,
                 max_backoff,
                 liveness,
+                outbound,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -1379,9 +1433,18 @@ async fn connect(
                 .tenant(&connection.tenant)
                 .await
                 .map_err(|e| failed(format!("cannot read the tenant: {e}")))?;
+            let now = inner.clock.now();
+            let env = crate::vault::inject::reveal_env(&inner.outbound.vault, &tenant.id, env, now)
+                .await
+                .map_err(ConnectError::Refused)?;
+            let env: BTreeMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().to_owned()))
+                .collect();
             let launch = inner
+                .outbound
                 .catalog
-                .resolve(&tenant.name, program, args, env)
+                .resolve(&tenant.name, program, args, &env)
                 .map_err(|refusal| ConnectError::Refused(refusal.to_string()))?;
             let mut cmd = tokio::process::Command::new(&launch.command);
             // The gateway's own environment (admin tokens, database URLs) never reaches an
@@ -1424,13 +1487,62 @@ async fn connect(
                     ))
                 })
         }
-        Transport::Http { url } => {
-            let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
-                UPSTREAM_HTTP.clone(),
+        Transport::Http { url, auth } => {
+            // INVARIANT: the URL is vetted by the egress policy at every (re)connection and
+            // the client resolves through the checking resolver; redirects are not followed.
+            let (url, http) = match inner
+                .outbound
+                .egress
+                .client_for(url, &crate::egress::HostAllowList::any())
+            {
+                Ok(vetted) => vetted,
+                Err(crate::egress::EgressError::Refused(refusal)) => {
+                    let draft = portcullis_core::audit::AuditDraft::new(
+                        connection.tenant.clone(),
+                        "gateway",
+                        portcullis_core::audit::AuditKind::EgressRefused,
+                    )
+                    .resource(format!("connection:{}", connection.id))
+                    .detail(serde_json::json!({ "rule": refusal.rule.name() }));
+                    if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
+                        tracing::error!(error = %e, "cannot audit an egress refusal");
+                    }
+                    return Err(ConnectError::Refused(refusal.to_string()));
+                }
+                Err(e) => return Err(failed(format!("cannot build the upstream client: {e}"))),
+            };
+            let mut config =
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
                     url.as_str(),
-                ),
-            );
+                );
+            if let Some(credential) = auth {
+                let injected = crate::vault::inject::inject(
+                    &inner.outbound.vault,
+                    &connection.tenant,
+                    credential,
+                    inner.clock.now(),
+                )
+                .await
+                .map_err(|e| match e {
+                    crate::vault::VaultError::NotFound => ConnectError::Refused(format!(
+                        "the credential's secret `{}` is not in the vault",
+                        credential.secret()
+                    )),
+                    other => failed(format!("cannot reveal the upstream credential: {other}")),
+                })?;
+                if let Some((name, value)) = injected.header {
+                    config.custom_headers.insert(name, value);
+                }
+                if let Some((name, value)) = &injected.query {
+                    let mut with_query = url.clone();
+                    with_query
+                        .query_pairs_mut()
+                        .append_pair(name, value.as_str());
+                    config.uri = with_query.as_str().into();
+                }
+            }
+            let transport =
+                rmcp::transport::StreamableHttpClientTransport::with_client(http, config);
             client
                 .serve(InOrder {
                     inner: transport,
@@ -1447,25 +1559,6 @@ async fn connect(
         }
     }
 }
-
-/// The HTTP client of every HTTP upstream: one connection pool for the process.
-///
-/// rmcp's default client turns pooling off (a connection whose previous response body was not
-/// read to the end could stall a reused request on a delayed ACK), so every call would open
-/// a new TCP connection — a handshake and a TIME_WAIT socket per call. Here connections are
-/// kept and reused: hyper returns a connection to the pool only once its response body was
-/// read to the end, so a half-read stream is closed rather than reused, and `TCP_NODELAY`
-/// is on. Redirects are never followed: an upstream is the URL an admin registered.
-static UPSTREAM_HTTP: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("the upstream HTTP client builds")
-});
 
 /// Relay a program's standard error to the log, line by line (each line cut at 2 KiB), when
 /// its catalog entry says `stderr = "log"`.

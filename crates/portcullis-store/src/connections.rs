@@ -94,6 +94,39 @@ impl Store {
         )
     }
 
+    /// Every connection of every tenant, revoked ones too (sealing plain environments).
+    pub async fn all_connections(&self) -> StoreResult<Vec<Connection>> {
+        let q = sql("SELECT * FROM connections ORDER BY created_at");
+        all(
+            self.read_all(Scope::AllTenants, &q, Freshness::Latest)
+                .await?,
+            parse::connection,
+        )
+    }
+
+    /// Replace a connection's stored transport (only to seal its plain values into the vault:
+    /// what it reaches stays the same, so nothing is audited beyond the secrets' own events).
+    pub async fn replace_transport(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        transport: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let changed = tx
+            .execute(
+                &sql("UPDATE connections SET transport = $1 WHERE tenant_id = $2 AND id = $3")
+                    .text(json(transport))
+                    .text(tenant.as_str())
+                    .text(id.as_str()),
+            )
+            .await?;
+        if changed != 1 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await
+    }
+
     /// Every active connection of every tenant (the supervisor starts them all).
     pub async fn all_active_connections(&self) -> StoreResult<Vec<Connection>> {
         let q = sql("SELECT * FROM connections WHERE revoked_at IS NULL ORDER BY created_at");

@@ -15,6 +15,7 @@ mod postgres;
 mod principals;
 mod records;
 mod rows;
+mod secrets;
 mod sql;
 mod sqlite;
 mod sqlite_writer;
@@ -24,6 +25,7 @@ mod votes;
 
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
+pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SecretMeta, TenantKey};
 pub use sqlite::SqliteStore;
 
 use portcullis_core::UnixMillis;
@@ -86,6 +88,10 @@ pub enum Conflict {
     /// rather than forking the chain).
     #[error("the audit chain moved during an append")]
     ChainMoved,
+    /// The tenant key or the secret changed since it was read (a rotation or another
+    /// version): read again and retry.
+    #[error("the vault changed during the update")]
+    VaultChanged,
 }
 
 impl From<sqlx::Error> for StoreError {

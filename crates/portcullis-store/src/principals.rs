@@ -44,18 +44,18 @@ impl Store {
 
     /// Spans tenants: the name is all that is known.
     pub async fn tenant_by_name(&self, name: &str) -> StoreResult<Tenant> {
-        let q = sql("SELECT * FROM tenants WHERE name = $1").text(name);
+        let q = sql("SELECT * FROM tenants WHERE name = $1 AND deleted_at IS NULL").text(name);
         parse::tenant(&self.read_one(Scope::AllTenants, &q).await?)
     }
 
     pub async fn tenant(&self, id: &TenantId) -> StoreResult<Tenant> {
-        let q = sql("SELECT * FROM tenants WHERE id = $1").text(id.as_str());
+        let q = sql("SELECT * FROM tenants WHERE id = $1 AND deleted_at IS NULL").text(id.as_str());
         parse::tenant(&self.read_one(Scope::Tenant(id), &q).await?)
     }
 
     /// Spans tenants.
     pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
-        let q = sql("SELECT * FROM tenants ORDER BY created_at");
+        let q = sql("SELECT * FROM tenants WHERE deleted_at IS NULL ORDER BY created_at");
         all(
             self.read_all(Scope::AllTenants, &q, Freshness::Any).await?,
             parse::tenant,
@@ -85,7 +85,8 @@ impl Store {
 
     /// Fails with "not found" unless the tenant exists.
     pub(crate) async fn require_tenant(tx: &mut Tx, tenant: &TenantId) -> StoreResult<()> {
-        let q = sql("SELECT 1 FROM tenants WHERE id = $1").text(tenant.as_str());
+        let q =
+            sql("SELECT 1 FROM tenants WHERE id = $1 AND deleted_at IS NULL").text(tenant.as_str());
         if tx.exists(&q).await? {
             Ok(())
         } else {

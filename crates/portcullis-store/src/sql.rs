@@ -135,6 +135,8 @@ pub(crate) enum Lock {
     NoKeyUpdate,
     /// `FOR UPDATE OF a`: only the approval of a join.
     UpdateApproval,
+    /// `FOR SHARE`: the row may not change or go away until this transaction ends.
+    Share,
 }
 
 /// Which rows a transaction may see and write (PostgreSQL's row-level security); SQLite, one

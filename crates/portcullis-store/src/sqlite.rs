@@ -30,7 +30,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted rows (a destroyed tenant key, a deleted secret) are overwritten with
+            // zeros, not left in free pages.
+            .pragma("secure_delete", "ON");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -61,6 +64,19 @@ impl SqliteStore {
     /// start (`BEGIN IMMEDIATE`), so what it reads stays true until it commits.
     pub(crate) async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Write every page of the write-ahead log back into the database and empty the log, so
+    /// page images from before a deletion survive in neither file; with `compact`, first
+    /// rewrite the whole database (`VACUUM`), leaving no free page behind.
+    pub(crate) async fn truncate_log(&self, compact: bool) -> StoreResult<()> {
+        if compact {
+            sqlx::query("VACUUM").execute(&self.write).await?;
+        }
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// The pool a read runs on: the readers, or the writer for the latest write.

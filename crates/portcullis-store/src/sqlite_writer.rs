@@ -55,7 +55,7 @@ impl AuditWriter {
         let connection = rusqlite::Connection::open(path).map_err(backend)?;
         connection
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
             )
             .map_err(backend)?;
         connection.busy_handler(Some(busy)).map_err(backend)?;

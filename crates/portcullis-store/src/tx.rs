@@ -73,6 +73,7 @@ impl Tx {
             (Tx::Postgres(..), Lock::Update) => " FOR UPDATE",
             (Tx::Postgres(..), Lock::NoKeyUpdate) => " FOR NO KEY UPDATE",
             (Tx::Postgres(..), Lock::UpdateApproval) => " FOR UPDATE OF a",
+            (Tx::Postgres(..), Lock::Share) => " FOR SHARE",
         }
     }
 

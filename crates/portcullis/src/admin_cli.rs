@@ -10,9 +10,10 @@ use portcullis_server::admin::common::TenantQuery;
 use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn};
 use portcullis_server::admin::grants::GrantIn;
 use portcullis_server::admin::humans::{AdminIn, AdminView, ExpiryIn, RotateIn};
+use portcullis_server::admin::secrets::SecretIn;
 use portcullis_server::admin::tenants::NameIn;
 use portcullis_server::admin::tokens::TokenIn;
-use portcullis_server::upstream::{ConnectionSpec, Transport};
+use portcullis_server::upstream::{ConnectionSpec, Credential, EnvValue, Transport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -95,6 +96,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: GrantsCommand,
     },
+    /// Store, list and delete a tenant's secrets (values go in, never out); rotate its key.
+    Secrets {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// List, show, approve and deny held actions.
     Approvals {
         #[command(flatten)]
@@ -106,8 +114,50 @@ pub enum AdminCommand {
 
 #[derive(Subcommand)]
 pub enum TenantsCommand {
-    Create { name: String },
+    Create {
+        name: String,
+    },
     List,
+    /// Delete a tenant for good: its keys are destroyed (its secrets can never be read
+    /// again), its connections, agents' tokens and humans revoked. The audit trail stays.
+    Delete {
+        name: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret, or its next version. The value is read from standard input (one
+    /// trailing newline dropped) or from `--from-env VAR`, never from the command line.
+    Put {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// Read the value from this environment variable instead of standard input.
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+        /// Rotation is due this many days after each new version.
+        #[arg(long)]
+        rotate_every_days: Option<u32>,
+    },
+    /// Names, versions, dates, last use and rotation due — never a value.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Replace the tenant's key-encryption key; every secret is rewrapped, none decrypted.
+    RotateKey {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,10 +259,21 @@ pub enum ConnectionsCommand {
         #[arg(long = "arg", allow_hyphen_values = true)]
         args: Vec<String>,
         /// An environment variable the program's catalog entry allows, `KEY=VALUE`; repeatable.
+        /// The value is sealed into the tenant's vault as the secret `CONNECTION.KEY`; the
+        /// connection keeps only that name.
         #[arg(long = "env")]
         envs: Vec<String>,
+        /// An environment variable whose value is a secret already in the vault,
+        /// `KEY=SECRET_NAME`; repeatable.
+        #[arg(long = "env-secret")]
+        env_secrets: Vec<String>,
         #[arg(long = "http-url")]
         http_url: Option<String>,
+        /// The credential the gateway adds to every request to the HTTP upstream, from a
+        /// vault secret: `bearer:SECRET`, `basic:USER:SECRET`, `header:NAME:SECRET` or
+        /// `query:NAME:SECRET`.
+        #[arg(long, requires = "http_url")]
+        auth: Option<String>,
         /// Operator classification, `tool=effect`; repeatable.
         #[arg(long)]
         classify: Vec<String>,
@@ -410,21 +471,47 @@ pub struct ExposureArgs {
     forward_roots: bool,
 }
 
-fn connection_spec(
+/// What the command line says about the upstream.
+struct Upstream<'a> {
     program: Option<String>,
     args: Vec<String>,
-    envs: &[String],
+    envs: &'a [String],
+    env_secrets: &'a [String],
     http_url: Option<String>,
+    auth: Option<String>,
+}
+
+fn connection_spec(
+    upstream: Upstream<'_>,
     classify: &[String],
     exposure: &ExposureArgs,
 ) -> anyhow::Result<ConnectionSpec> {
-    let transport = match (program, http_url) {
-        (Some(program), None) => Transport::Stdio {
-            program,
-            args,
-            env: key_value(envs, "--env")?,
+    let transport = match (upstream.program, upstream.http_url) {
+        (Some(program), None) => {
+            let mut env: BTreeMap<String, EnvValue> = key_value(upstream.envs, "--env")?
+                .into_iter()
+                .map(|(k, v)| (k, EnvValue::Plain(v)))
+                .collect();
+            for (k, secret) in key_value(upstream.env_secrets, "--env-secret")? {
+                if env.insert(k.clone(), EnvValue::Secret { secret }).is_some() {
+                    bail!("`{k}` is given by both --env and --env-secret");
+                }
+            }
+            Transport::Stdio {
+                program,
+                args: upstream.args,
+                env,
+            }
+        }
+        (None, Some(url)) => Transport::Http {
+            url,
+            auth: upstream
+                .auth
+                .as_deref()
+                .map(Credential::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
         },
-        (None, Some(url)) => Transport::Http { url },
         _ => bail!("give exactly one of --program and --http-url"),
     };
     let classify = key_value(classify, "--classify")?
@@ -449,6 +536,44 @@ fn connection_spec(
     })
 }
 
+/// A secret's value from an environment variable or standard input (one trailing newline
+/// dropped), never from the command line (it would be in the shell history and `ps`).
+fn read_secret_value(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretString> {
+    let mut value = match from_env {
+        Some(var) => std::env::var(var).with_context(|| format!("environment variable `{var}`"))?,
+        None => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the secret from standard input")?;
+            text
+        }
+    };
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        bail!("the secret value is empty");
+    }
+    Ok(secrecy::SecretString::from(value))
+}
+
+/// A UTC date and time, or `never`.
+fn date(millis: Option<i64>) -> String {
+    let Some(millis) = millis else {
+        return "never".into();
+    };
+    time::OffsetDateTime::from_unix_timestamp(millis / 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| millis.to_string())
+}
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -464,6 +589,68 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     print_json(&c.create_tenant(&NameIn { name }).await?)
                 }
                 TenantsCommand::List => print_json(&c.list_tenants().await?),
+                TenantsCommand::Delete { name, yes } => {
+                    if !yes {
+                        bail!(
+                            "deleting a tenant destroys its keys and cannot be undone: add --yes"
+                        );
+                    }
+                    c.delete_tenant(&name).await?;
+                    println!("tenant `{name}` deleted; its keys are destroyed");
+                }
+            }
+        }
+        AdminCommand::Secrets { remote, command } => {
+            let c = client(&remote)?;
+            match command {
+                SecretsCommand::Put {
+                    tenant,
+                    name,
+                    from_env,
+                    rotate_every_days,
+                } => {
+                    if !portcullis_server::vault::valid_secret_name(&name) {
+                        bail!(
+                            "secret names are 1-64 letters, digits, `_`, `-` or `.`, starting with a letter or digit"
+                        );
+                    }
+                    let value = read_secret_value(from_env.as_deref())?;
+                    let body = SecretIn {
+                        value,
+                        rotate_every_days,
+                    };
+                    print_json(&c.put_secret(&tenant, &name, &body).await?);
+                }
+                SecretsCommand::List { tenant } => {
+                    let list = c.list_secrets(&tenant).await?;
+                    if remote.json {
+                        print_json(&list);
+                    } else {
+                        if list.is_empty() {
+                            println!("no secrets");
+                        }
+                        for s in list {
+                            println!(
+                                "{:<32} v{:<3} updated {}  last used {}  rotation due {}",
+                                s.name,
+                                s.version,
+                                date(Some(s.updated_at)),
+                                date(s.last_used_at),
+                                date(s.rotation_due_at),
+                            );
+                        }
+                    }
+                }
+                SecretsCommand::Delete { tenant, name } => {
+                    if !portcullis_server::vault::valid_secret_name(&name) {
+                        bail!("no such secret name: `{name}`");
+                    }
+                    c.delete_secret(&tenant, &name).await?;
+                    println!("secret `{name}` deleted");
+                }
+                SecretsCommand::RotateKey { tenant } => {
+                    print_json(&c.rotate_tenant_key(&tenant).await?);
+                }
             }
         }
         AdminCommand::Programs { remote } => {
@@ -566,12 +753,21 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     program,
                     args,
                     envs,
+                    env_secrets,
                     http_url,
+                    auth,
                     classify,
                     exposure,
                 } => {
-                    let spec =
-                        connection_spec(program, args, &envs, http_url, &classify, &exposure)?;
+                    let upstream = Upstream {
+                        program,
+                        args,
+                        envs: &envs,
+                        env_secrets: &env_secrets,
+                        http_url,
+                        auth,
+                    };
+                    let spec = connection_spec(upstream, &classify, &exposure)?;
                     let body = ConnectionIn { name, spec };
                     print_json(&c.create_connection(&tenant, &body).await?);
                 }

@@ -105,6 +105,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let url = database_url.unwrap_or_else(|| config.database_url());
             portcullis_store::migrate(&url).await?;
             println!("schema is up to date");
+            // Connection environments stored in plain text before the vault existed move into
+            // it, through the gateway's own database account and key provider.
+            let moved = portcullis_server::bootstrap::seal_with_config(&config).await?;
+            println!("{moved} plain environment value(s) sealed into the vault");
         }
         Command::PublicKey => {
             let config = Config::load(cli.config.as_deref())?;

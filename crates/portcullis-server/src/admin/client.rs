@@ -18,6 +18,7 @@ use super::guardrails::{GuardrailIn, GuardrailView, ModeIn, SuggestionQuery, Sug
 use super::humans::{AdminIn, AdminView, AdminWithToken, ExpiryIn, RotateIn};
 use super::policy::{PolicyIn, PolicyView};
 use super::programs::ProgramView;
+use super::secrets::{KeyRotated, SecretIn, SecretView};
 use super::spend::{SpendQuery, SpendReport};
 use super::tenants::{NameIn, TenantView};
 use super::tokens::{CreatedToken, TokenIn};
@@ -254,6 +255,45 @@ impl AdminClient {
 
     pub async fn list_tenants(&self) -> ClientResult<Vec<TenantView>> {
         self.get("/tenants").await
+    }
+
+    /// Unscoped admins only: the tenant is gone for good, its keys and secrets destroyed.
+    pub async fn delete_tenant(&self, tenant: &str) -> ClientResult<()> {
+        self.send::<(), ()>(
+            Method::DELETE,
+            &format!("/tenants/{}", segment(tenant)?),
+            None,
+        )
+        .await
+    }
+
+    // ---- secrets (write-only: no method reads a value back)
+
+    pub async fn put_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        body: &SecretIn,
+    ) -> ClientResult<SecretView> {
+        let path = format!("/tenants/{}/secrets/{}", segment(tenant)?, segment(name)?);
+        self.put(&path, body).await
+    }
+
+    pub async fn list_secrets(&self, tenant: &str) -> ClientResult<Vec<SecretView>> {
+        self.get(&format!("/tenants/{}/secrets", segment(tenant)?))
+            .await
+    }
+
+    pub async fn delete_secret(&self, tenant: &str, name: &str) -> ClientResult<()> {
+        let path = format!("/tenants/{}/secrets/{}", segment(tenant)?, segment(name)?);
+        self.send::<(), ()>(Method::DELETE, &path, None).await
+    }
+
+    /// Replace the tenant's key-encryption key (every secret rewrapped, the old key
+    /// destroyed).
+    pub async fn rotate_tenant_key(&self, tenant: &str) -> ClientResult<KeyRotated> {
+        self.post_empty(&format!("/tenants/{}/keys/rotate", segment(tenant)?))
+            .await
     }
 
     // ---- humans

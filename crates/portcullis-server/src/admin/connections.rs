@@ -9,7 +9,8 @@ use super::common::{
 };
 use crate::error::ApiError;
 use crate::identity::AdminContext;
-use crate::upstream::{ConnectionSpec, Status};
+use crate::upstream::{ConnectionSpec, Status, Transport};
+use crate::vault::EnvValue;
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -18,7 +19,7 @@ use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::effect::EffectClass;
 use portcullis_core::id::ConnectionId;
 use portcullis_core::profile::ToolProfile;
-use portcullis_store::ToolRecord;
+use portcullis_store::{StoreError, ToolRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -196,15 +197,59 @@ async fn create_connection(
         }
     };
     valid_name("connection", &body.name)?;
-    if let Err(reason) = body.spec.validate(&state.catalog, &tenant.name) {
+    let mut spec = body.spec;
+    if let Err(reason) = spec.validate(&state.catalog, &tenant.name) {
         return refused(reason).await;
+    }
+    if let Transport::Http { url, .. } = &spec.transport
+        && let Err(refusal) = state
+            .egress
+            .check_url(url, &crate::egress::HostAllowList::any())
+    {
+        let draft = AuditDraft::new(tenant.id.clone(), ctx.actor(), AuditKind::EgressRefused)
+            .resource("connections".to_owned())
+            .detail(json!({ "rule": refusal.rule.name() }));
+        state.store.append_audit(draft, state.clock.now()).await?;
+        return Err(ApiError::BadRequest(format!(
+            "the upstream URL is refused by the egress policy ({}): {}",
+            refusal.rule.name(),
+            refusal.detail
+        )));
+    }
+    for secret in spec.secrets() {
+        if let Err(StoreError::NotFound) = state.store.secret_meta(&tenant.id, secret).await {
+            return refused(format!(
+                "no secret `{secret}` in the tenant's vault (`portcullis secrets put`)"
+            ))
+            .await;
+        }
+    }
+    // A plain environment value is sealed into the vault now; the connection keeps its name.
+    if let Transport::Stdio { env, .. } = &mut spec.transport {
+        for (variable, value) in env.iter_mut() {
+            if let EnvValue::Plain(plain) = value {
+                let secret = format!("{}.{variable}", body.name);
+                state
+                    .vault
+                    .put(
+                        &tenant.id,
+                        &secret,
+                        plain.as_bytes(),
+                        None,
+                        &ctx.actor(),
+                        state.clock.now(),
+                    )
+                    .await?;
+                *value = EnvValue::Secret { secret };
+            }
+        }
     }
     let connection = state
         .store
         .create_connection(
             &tenant.id,
             &body.name,
-            &body.spec.to_json(),
+            &spec.to_json(),
             &ctx.actor(),
             state.clock.now(),
         )

@@ -21,6 +21,7 @@ pub mod guardrails;
 pub mod humans;
 pub mod policy;
 pub mod programs;
+pub mod secrets;
 pub mod spend;
 pub mod suspension;
 pub mod tenants;
@@ -46,4 +47,5 @@ pub fn router() -> Router<AppRef> {
         .merge(guardrails::routes())
         .merge(spend::routes())
         .merge(suspension::routes())
+        .merge(secrets::routes())
 }

@@ -21,3 +21,4 @@ mod smoke;
 mod tasks;
 mod tenants;
 mod trust;
+mod vault;

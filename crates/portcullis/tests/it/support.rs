@@ -15,7 +15,7 @@ use portcullis_server::admin::tokens::TokenIn;
 use portcullis_server::clock::Clock;
 use portcullis_server::config::Config;
 use portcullis_server::state::AppState;
-use portcullis_server::upstream::{ConnectionSpec, Transport};
+use portcullis_server::upstream::{ConnectionSpec, EnvValue, Transport};
 use portcullis_server::{Application, BuildOptions};
 use reqwest::StatusCode;
 use rmcp::model::{
@@ -171,7 +171,7 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
                     ("PORTCULLIS_DEMO_HOLD_FILE", file("hold")),
                 ]
                 .into_iter()
-                .map(|(name, value)| (name.to_owned(), value))
+                .map(|(name, value)| (name.to_owned(), EnvValue::Plain(value)))
                 .collect(),
             },
             demo_classification(),
@@ -192,6 +192,9 @@ impl TestApp {
         let mut config = Config::defaults();
         config.data.dir = dir.path().join("data");
         config.audit.checkpoint_interval_secs = 0;
+        // The tests' HTTP upstreams listen on loopback: the operator's setting allows it
+        // (the gateway's own listener stays refused).
+        config.egress.allow_private = vec!["127.0.0.1/32".into()];
         if let Some(url) = db.app_url() {
             config.data.database_url = url;
         }
@@ -206,6 +209,7 @@ impl TestApp {
                 clock: clock.clone(),
                 self_exe: Some(PathBuf::from(BIN)),
                 demo: false,
+                lookup: None,
             },
         )
         .await
@@ -1383,7 +1387,7 @@ pub async fn add_http_connection(
                 spec: ConnectionSpec {
                     forward_roots,
                     ..ConnectionSpec::new(
-                        Transport::Http { url },
+                        Transport::Http { url, auth: None },
                         classify
                             .iter()
                             .map(|(tool, effect)| ((*tool).to_owned(), *effect))

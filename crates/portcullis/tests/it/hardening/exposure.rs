@@ -174,7 +174,7 @@ async fn upstream_error_bodies_are_not_reflected_to_tenant_admins() {
     let url = leaky_http_server(SECRET).await;
     let internal = ConnectionIn {
         name: "internal".into(),
-        spec: ConnectionSpec::new(Transport::Http { url }, Default::default()),
+        spec: ConnectionSpec::new(Transport::Http { url, auth: None }, Default::default()),
     };
     let created = app
         .admin_api()

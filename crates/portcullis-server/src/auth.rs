@@ -428,7 +428,9 @@ pub async fn authenticate_agent(
     if auth.agent_suspended || auth.tenant_suspended {
         return Err(AuthRefusal::Suspended);
     }
-    if let Err((retry_after_secs, first)) = take(state, &auth.token.id, now).await? {
+    // A session spends its parent's budget: minting sessions never multiplies a rate limit.
+    let bucket = auth.token.parent.as_ref().unwrap_or(&auth.token.id);
+    if let Err((retry_after_secs, first)) = take(state, bucket, now).await? {
         if first {
             let draft = AuditDraft::new(
                 auth.token.tenant.clone(),
@@ -451,6 +453,8 @@ pub async fn authenticate_agent(
         token: auth.token.id,
         scope: auth.token.scope,
         ip,
+        token_expires_at: auth.token.expires_at,
+        parent_token: auth.token.parent,
     })
 }
 

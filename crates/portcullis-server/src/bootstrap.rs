@@ -168,6 +168,69 @@ pub async fn seal_with_config(config: &Config) -> Result<usize, BootstrapError> 
     seal_plain_environments(&store, &vault, now).await
 }
 
+/// Make a new master key current and rewrap every tenant key under it (the keys themselves
+/// and every secret stay as they are; nothing is decrypted but the tenant keys, in memory).
+/// Key file: a new vault key is added to the key file (written to a new file, then renamed
+/// over it, mode 0600) — every replica must be restarted with the new file. PKCS#11:
+/// `to_label` names the new master key, made in the token if missing; set
+/// `vault.pkcs11_key_label` to it afterwards. Returns the new master id and how many tenant
+/// keys were rewrapped.
+pub async fn rotate_master(
+    config: &Config,
+    to_label: Option<&str>,
+) -> Result<(String, usize), BootstrapError> {
+    use crate::config::VaultProvider;
+    let path = config.key_file();
+    let mut keys = load_keys(&path)?;
+    let store = Store::open(&config.database_url(), &Default::default()).await?;
+    let new: std::sync::Arc<dyn crate::vault::KeyProvider> = match config.vault.provider {
+        VaultProvider::Keyfile => {
+            keys.add_vault_key();
+            write_keys(&path, &keys)?;
+            std::sync::Arc::new(crate::vault::KeyFileProvider::new(&keys))
+        }
+        VaultProvider::Pkcs11 => {
+            let label = to_label.ok_or_else(|| {
+                BootstrapError::Config(
+                    "with a PKCS#11 provider, name the new master key: --to LABEL".into(),
+                )
+            })?;
+            let mut next = config.clone();
+            next.vault.pkcs11_key_label = label.to_owned();
+            key_provider(&next, &keys)?
+        }
+    };
+    // The new provider still knows every earlier master key (the key file keeps them; the
+    // token finds them by label), so it unwraps what the database holds and wraps anew.
+    let vault = crate::vault::Vault::new(store, new.clone(), config.vault.min_format);
+    let count = vault
+        .rewrap_under_current_master()
+        .await
+        .map_err(|e| BootstrapError::Config(format!("rewrapping tenant keys: {e}")))?;
+    Ok((new.current_master(), count))
+}
+
+/// Replace the key file atomically (a new file, fsynced, renamed over the old), mode 0600.
+fn write_keys(path: &Path, keys: &KeyRing) -> Result<(), BootstrapError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |e: std::io::Error| BootstrapError::KeyFile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let tmp = path.with_extension("json.new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(failed)?;
+    file.write_all(&keys.to_file_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
+}
+
 /// Load an existing key file (refused when other users can read it). Commands that only
 /// read or verify use this: a missing key file is an error, never a fresh key.
 pub fn load_keys(path: &Path) -> Result<KeyRing, BootstrapError> {

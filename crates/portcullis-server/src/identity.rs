@@ -17,6 +17,11 @@ pub struct AgentContext {
     pub token: TokenId,
     pub scope: Vec<String>,
     pub ip: IpAddr,
+    /// When the presented token stops working (a session's: its own or its parent's, the
+    /// earlier).
+    pub token_expires_at: portcullis_core::UnixMillis,
+    /// Set when the presented token is a short-lived session: the token it was exchanged for.
+    pub parent_token: Option<TokenId>,
 }
 
 impl AgentContext {

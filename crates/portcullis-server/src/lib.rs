@@ -7,6 +7,7 @@
 //! port 0.
 
 pub mod admin;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -24,6 +25,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod programs;
+pub mod sessions;
 pub mod state;
 pub mod upstream;
 pub mod vault;
@@ -37,7 +39,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use portcullis_core::token::BearerSecret;
 use portcullis_store::{Store, StoreOptions};
 use std::future::Future;
@@ -58,7 +60,13 @@ pub struct BuildOptions {
     /// How outbound requests resolve names (tests give a resolver they control; by default
     /// the system's).
     pub lookup: Option<Arc<dyn egress::Lookup>>,
+    /// Shown every chunk of every response body the gateway sends (leak tests scan them for
+    /// canary secrets). None in production.
+    pub probe: Option<Probe>,
 }
+
+/// See [`BuildOptions::probe`].
+pub type Probe = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// What first start created and must be shown once.
 #[derive(Default)]
@@ -75,6 +83,7 @@ pub struct Application {
     /// Cancelled when shutdown begins: ends open MCP streams (legacy sessions' GET streams),
     /// which would otherwise keep graceful shutdown waiting forever.
     streams: tokio_util::sync::CancellationToken,
+    probe: Option<Probe>,
 }
 
 impl Application {
@@ -124,6 +133,11 @@ impl Application {
             },
             upstream::Outbound {
                 catalog: catalog.clone(),
+                broker: Arc::new(vault::oauth::Broker::new(
+                    vault.clone(),
+                    egress.clone(),
+                    clock.clone(),
+                )),
                 vault: vault.clone(),
                 egress: egress.clone(),
             },
@@ -165,6 +179,7 @@ impl Application {
             first_start: FirstStart { admin_token, demo },
             metrics_listener,
             streams: tokio_util::sync::CancellationToken::new(),
+            probe: options.probe,
         })
     }
 
@@ -188,8 +203,14 @@ impl Application {
         ));
         let mcp_routes = Router::new()
             .route("/t/{tenant}/mcp", any(mcp::endpoint))
-            .with_state((state.clone(), endpoint));
-        Router::new()
+            .with_state((state.clone(), endpoint))
+            .merge(
+                Router::new()
+                    .route("/t/{tenant}/http/{connection}/{*path}", any(api::endpoint))
+                    .route("/t/{tenant}/sessions", post(sessions::exchange))
+                    .with_state(state.clone()),
+            );
+        let router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_handler))
@@ -209,7 +230,28 @@ impl Application {
             .layer(axum::middleware::from_fn_with_state(
                 state,
                 web::refuse_cross_site,
-            ))
+            ));
+        match self.probe.clone() {
+            None => router,
+            Some(probe) => router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let probe = probe.clone();
+                    async move {
+                        use futures::StreamExt as _;
+                        let (parts, body) = next.run(request).await.into_parts();
+                        let chunks = body.into_data_stream().inspect(move |chunk| {
+                            if let Ok(bytes) = chunk {
+                                probe(bytes);
+                            }
+                        });
+                        axum::response::Response::from_parts(
+                            parts,
+                            axum::body::Body::from_stream(chunks),
+                        )
+                    }
+                },
+            )),
+        }
     }
 
     /// Start upstreams and background workers, then serve until `shutdown` resolves.

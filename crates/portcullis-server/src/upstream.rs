@@ -48,6 +48,16 @@ pub enum Transport {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         auth: Option<Credential>,
     },
+    /// A plain HTTP API reached by agents at `/t/{tenant}/http/{connection}/{path}` (see
+    /// [`crate::api`]): each request is a call of one of its routes (the tools of this
+    /// connection), with the credential injected and the URL vetted at egress.
+    Api {
+        base_url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auth: Option<Credential>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routes: Vec<crate::api::ApiRoute>,
+    },
 }
 
 /// A connection's configuration: transport, the operator's classification of its tools, and
@@ -182,7 +192,21 @@ impl ConnectionSpec {
                 Ok(())
             }
             // The URL itself (scheme, host, address) is the egress policy's to judge.
+            Transport::Http {
+                auth: Some(Credential::Oauth { .. }),
+                ..
+            } => Err("an MCP upstream takes a bearer, basic, header or query credential; OAuth is for HTTP API connections (--api-url)".into()),
             Transport::Http { auth, .. } => auth.as_ref().map_or(Ok(()), Credential::validate),
+            Transport::Api { auth, routes, .. } => {
+                let mut names = std::collections::BTreeSet::new();
+                for route in routes {
+                    route.validate()?;
+                    if !names.insert(&route.name) {
+                        return Err(format!("route `{}` is given twice", route.name));
+                    }
+                }
+                auth.as_ref().map_or(Ok(()), Credential::validate)
+            }
         }
     }
 
@@ -196,7 +220,18 @@ impl ConnectionSpec {
                     EnvValue::Plain(_) => None,
                 })
                 .collect(),
-            Transport::Http { auth, .. } => auth.iter().map(Credential::secret).collect(),
+            Transport::Http { auth, .. } | Transport::Api { auth, .. } => {
+                auth.iter().flat_map(Credential::secrets).collect()
+            }
+        }
+    }
+
+    /// The URL outbound requests of this connection go to, if it is reached over HTTP.
+    pub fn outbound_url(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Stdio { .. } => None,
+            Transport::Http { url, .. } => Some(url),
+            Transport::Api { base_url, .. } => Some(base_url),
         }
     }
 }
@@ -711,6 +746,8 @@ struct Slot {
     subscribers: Arc<Subscribers>,
     /// A call failed on the transport or timed out: the supervisor pings at once.
     suspect: tokio::sync::Notify,
+    /// Set for an HTTP API connection once its routes are synced (it has no MCP peer).
+    api: Mutex<Option<Arc<crate::api::ApiUpstream>>>,
 }
 
 /// The supervisor of every tenant's upstream connections.
@@ -737,6 +774,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Outbound {
     pub catalog: Arc<crate::programs::Catalog>,
+    /// Mints OAuth access tokens for HTTP API connections.
+    pub broker: Arc<crate::vault::oauth::Broker>,
     pub vault: Arc<crate::vault::Vault>,
     pub egress: Arc<crate::egress::Egress>,
 }
@@ -791,6 +830,7 @@ impl Upstreams {
             ready: tokio::sync::Notify::new(),
             subscribers: Arc::default(),
             suspect: tokio::sync::Notify::new(),
+            api: Mutex::new(None),
         });
         slots.insert(connection.id.clone(), slot.clone());
         tokio::spawn(supervise(self.inner.clone(), connection, slot));
@@ -822,6 +862,8 @@ impl Upstreams {
     /// Stop a connection's upstream at once (revocation).
     pub fn stop(&self, id: &ConnectionId) {
         if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").remove(id) {
+            // Revoking a connection drops every access token minted for it at once.
+            self.inner.outbound.broker.drop_connection(&slot.tenant, id);
             slot.stop.cancel();
             *slot.peer.lock().expect("lock poisoned") = None;
             *slot.status.lock().expect("lock poisoned") = Status::Stopped;
@@ -932,6 +974,17 @@ impl Upstreams {
         let Some(slot) = slot.filter(|s| s.tenant == action.tenant) else {
             return Err(UpstreamError::NotConnected);
         };
+        let api = slot.api.lock().expect("lock poisoned").clone();
+        if let Some(api) = api {
+            return crate::api::send(
+                &self.inner.outbound,
+                &api,
+                &action.arguments,
+                self.inner.clock.now(),
+                self.inner.call_timeout,
+            )
+            .await;
+        }
         let peer = slot
             .peer
             .lock()
@@ -1216,6 +1269,24 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             return;
         }
     };
+    if let Transport::Api {
+        base_url,
+        auth,
+        routes,
+    } = &spec.transport
+    {
+        // Ready until stopped; a restart syncs the routes again and clears a reconnection mark.
+        loop {
+            supervise_api(&inner, &connection, &slot, base_url, auth, routes).await;
+            tokio::select! {
+                () = slot.restart.notified() => {}
+                () = slot.stop.cancelled() => {
+                    *slot.api.lock().expect("lock poisoned") = None;
+                    return;
+                }
+            }
+        }
+    }
     let mut backoff = Duration::from_millis(250);
     loop {
         if slot.stop.is_cancelled() {
@@ -1296,6 +1367,112 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
         }
         backoff = (backoff * 2).min(inner.max_backoff);
     }
+}
+
+/// The tenant's own host allow list (it only narrows the egress policy).
+async fn tenant_hosts(
+    inner: &Inner,
+    tenant: &TenantId,
+) -> Result<crate::egress::HostAllowList, ConnectError> {
+    let tenant = inner
+        .store
+        .tenant(tenant)
+        .await
+        .map_err(|e| ConnectError::Failed(format!("cannot read the tenant: {e}")))?;
+    crate::egress::HostAllowList::parse(&tenant.egress_hosts)
+        .map_err(|e| ConnectError::Refused(format!("the tenant's egress hosts: {e}")))
+}
+
+/// Bring an HTTP API connection up: it has no session to keep, so its routes are synced as
+/// its tools and its base URL vetted; each call is then one vetted request.
+async fn supervise_api(
+    inner: &Inner,
+    connection: &Connection,
+    slot: &Slot,
+    base_url: &str,
+    auth: &Option<Credential>,
+    routes: &[crate::api::ApiRoute],
+) {
+    let down = |reason: String| {
+        *slot.status.lock().expect("lock poisoned") = Status::Down {
+            reason,
+            retry_in_ms: 0,
+        };
+    };
+    let hosts = match tenant_hosts(inner, &connection.tenant).await {
+        Ok(hosts) => hosts,
+        Err(ConnectError::Refused(reason) | ConnectError::Failed(reason)) => return down(reason),
+    };
+    let url = match inner.outbound.egress.check_url(base_url, &hosts) {
+        Ok(url) => url,
+        Err(refusal) => {
+            let draft = portcullis_core::audit::AuditDraft::new(
+                connection.tenant.clone(),
+                "gateway",
+                portcullis_core::audit::AuditKind::EgressRefused,
+            )
+            .resource(format!("connection:{}", connection.id))
+            .detail(serde_json::json!({ "rule": refusal.rule.name() }));
+            if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
+                tracing::error!(error = %e, "cannot audit an egress refusal");
+            }
+            return down(refusal.to_string());
+        }
+    };
+    let discovered: Vec<DiscoveredTool> = match crate::api::effective_routes(routes)
+        .iter()
+        .map(|route| {
+            let definition = route.definition();
+            let hash = definition.pin_hash().map_err(|e| e.to_string())?;
+            Ok(DiscoveredTool {
+                definition,
+                hash,
+                seed_effect: route.effect,
+                seed_source: "operator",
+            })
+        })
+        .collect::<Result<_, String>>()
+    {
+        Ok(discovered) => discovered,
+        Err(reason) => return down(reason),
+    };
+    let count = discovered.len();
+    // A (re)start is the reconnection: a new refresh token may be in the vault by now, so no
+    // cached token survives it and the mark is cleared (the next refused grant sets it again).
+    inner
+        .outbound
+        .broker
+        .drop_connection(&connection.tenant, &connection.id);
+    if let Err(e) = inner
+        .store
+        .set_needs_reconnection(&connection.tenant, &connection.id, None, inner.clock.now())
+        .await
+    {
+        tracing::warn!(connection = %connection.id, error = %e, "cannot clear needs_reconnection");
+    }
+    if let Err(e) = inner
+        .store
+        .sync_tools(
+            &connection.tenant,
+            &connection.id,
+            &discovered,
+            inner.clock.now(),
+        )
+        .await
+    {
+        tracing::error!(connection = %connection.id, error = %e, "cannot store routes");
+        return down("cannot store routes".into());
+    }
+    inner.cache.invalidate();
+    *slot.api.lock().expect("lock poisoned") = Some(Arc::new(crate::api::ApiUpstream {
+        tenant: connection.tenant.clone(),
+        base_url: url,
+        auth: auth.clone(),
+        hosts,
+        connection: connection.id.clone(),
+    }));
+    *slot.status.lock().expect("lock poisoned") = Status::Ready { tools: count };
+    slot.ready.notify_waiters();
 }
 
 async fn serve_until_closed(
@@ -1424,6 +1601,10 @@ async fn connect(
     let routes = client.routes.clone();
     let failed = ConnectError::Failed;
     match transport {
+        // Supervised by `supervise_api`: there is no MCP session to open.
+        Transport::Api { .. } => Err(ConnectError::Refused(
+            "an HTTP API connection has no MCP session".into(),
+        )),
         Transport::Stdio { program, args, env } => {
             // INVARIANT: the executable comes from the operator's catalog, checked again at
             // every launch (the catalog, or the tenants an entry is offered to, may have
@@ -1490,11 +1671,8 @@ async fn connect(
         Transport::Http { url, auth } => {
             // INVARIANT: the URL is vetted by the egress policy at every (re)connection and
             // the client resolves through the checking resolver; redirects are not followed.
-            let (url, http) = match inner
-                .outbound
-                .egress
-                .client_for(url, &crate::egress::HostAllowList::any())
-            {
+            let hosts = tenant_hosts(inner, &connection.tenant).await?;
+            let (url, http) = match inner.outbound.egress.client_for(url, &hosts) {
                 Ok(vetted) => vetted,
                 Err(crate::egress::EgressError::Refused(refusal)) => {
                     let draft = portcullis_core::audit::AuditDraft::new(
@@ -1526,7 +1704,7 @@ async fn connect(
                 .map_err(|e| match e {
                     crate::vault::VaultError::NotFound => ConnectError::Refused(format!(
                         "the credential's secret `{}` is not in the vault",
-                        credential.secret()
+                        credential.secrets().join("`, `")
                     )),
                     other => failed(format!("cannot reveal the upstream credential: {other}")),
                 })?;

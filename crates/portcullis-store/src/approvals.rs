@@ -404,7 +404,7 @@ impl Store {
             .execute(
                 &sql("UPDATE approvals SET status = 'executed', executed_at = $3 \
                       WHERE tenant_id = $1 AND id = $2 AND status = 'approved' AND superseded_at IS NULL \
-                      AND connection_id IN (SELECT id FROM connections WHERE revoked_at IS NULL)")
+                      AND connection_id IN (SELECT id FROM connections WHERE revoked_at IS NULL AND needs_reconnection_at IS NULL)")
                 .text(tenant.as_str())
                 .text(approval.as_str())
                 .int(now),

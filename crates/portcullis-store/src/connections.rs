@@ -127,6 +127,38 @@ impl Store {
         tx.commit().await
     }
 
+    /// Mark (or, with `None`, clear) that the connection needs reconnecting: its OAuth grant
+    /// was refused. Audited when it is set. Its held actions show `needs_reconnection`.
+    pub async fn set_needs_reconnection(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        reason: Option<&str>,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let changed = match reason {
+            Some(_) => sql("UPDATE connections SET needs_reconnection_at = $3 WHERE tenant_id = $1 AND id = $2 AND needs_reconnection_at IS NULL")
+                .text(tenant.as_str())
+                .text(id.as_str())
+                .int(now),
+            None => sql("UPDATE connections SET needs_reconnection_at = NULL WHERE tenant_id = $1 AND id = $2 AND needs_reconnection_at IS NOT NULL")
+                .text(tenant.as_str())
+                .text(id.as_str()),
+        };
+        let changed = tx.execute(&changed).await?;
+        let draft = AuditDraft::new(tenant.clone(), "gateway", AuditKind::ConfigChanged)
+            .resource(format!("connection:{id}"))
+            .detail(serde_json::json!({
+                "needs_reconnection": reason.is_some(),
+                "reason": reason,
+            }));
+        if changed == 0 {
+            return tx.commit().await;
+        }
+        tx.audited((), draft, now).await.map(drop)
+    }
+
     /// Every active connection of every tenant (the supervisor starts them all).
     pub async fn all_active_connections(&self) -> StoreResult<Vec<Connection>> {
         let q = sql("SELECT * FROM connections WHERE revoked_at IS NULL ORDER BY created_at");

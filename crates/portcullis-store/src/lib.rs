@@ -14,6 +14,7 @@ mod group_commit;
 mod postgres;
 mod principals;
 mod records;
+mod review;
 mod rows;
 mod secrets;
 mod sql;
@@ -25,6 +26,7 @@ mod votes;
 
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
+pub use review::{AccessFacts, ReviewedAgent, ReviewedConnection, ReviewedGrant};
 pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SecretMeta, TenantKey};
 pub use sqlite::SqliteStore;
 

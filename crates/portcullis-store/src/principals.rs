@@ -25,6 +25,7 @@ impl Store {
             name: name.to_owned(),
             created_at: now,
             suspended_at: None,
+            egress_hosts: Vec::new(),
         };
         // Scoped to the new tenant alone: the unique name is enforced by its index, which
         // sees every tenant regardless of row-level security.
@@ -81,6 +82,26 @@ impl Store {
         let read = sql("SELECT * FROM tenants WHERE id = $1").text(tenant.as_str());
         let tenant = parse::tenant(&tx.one(&read).await?)?;
         tx.audited(tenant, draft, now).await
+    }
+
+    /// Replace the hosts the tenant's outbound requests may reach (empty: any public host),
+    /// audited.
+    pub async fn set_egress_hosts(
+        &self,
+        tenant: &TenantId,
+        hosts: &[String],
+        actor: &str,
+        now: UnixMillis,
+    ) -> StoreResult<()> {
+        let stored = (!hosts.is_empty()).then(|| json(&hosts));
+        let change =
+            sql("UPDATE tenants SET egress_hosts = $1 WHERE id = $2 AND deleted_at IS NULL")
+                .opt_text(stored)
+                .text(tenant.as_str());
+        let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ConfigChanged)
+            .resource(format!("tenant:{tenant}"))
+            .detail(serde_json::json!({ "egress_hosts": hosts }));
+        self.change_one(tenant, change, draft, now).await
     }
 
     /// Fails with "not found" unless the tenant exists.
@@ -410,6 +431,7 @@ impl Store {
             expires_at: new.expires_at,
             created_at: now,
             revoked_at: None,
+            parent: None,
         };
         let mut tx = self.begin(Scope::Tenant(new.tenant)).await?;
         let live_agent =
@@ -434,6 +456,65 @@ impl Store {
         let draft = AuditDraft::new(new.tenant.clone(), actor, AuditKind::TokenCreated)
             .resource(format!("token:{}", token.id))
             .detail(serde_json::json!({ "agent": new.agent, "scope": token.scope, "expires_at": new.expires_at }));
+        Ok(tx.audited(token, draft, now).await?.0)
+    }
+
+    /// A short-lived session token exchanged for the live agent token `parent` (same tenant
+    /// and agent; the caller bounds scope and lifetime). Audited as a token creation that
+    /// names its parent.
+    pub async fn create_session_token(
+        &self,
+        parent: &AgentToken,
+        token_hash: &str,
+        scope: &[String],
+        expires_at: UnixMillis,
+        now: UnixMillis,
+    ) -> StoreResult<AgentToken> {
+        let token = AgentToken {
+            id: TokenId::generate(),
+            tenant: parent.tenant.clone(),
+            agent: parent.agent.clone(),
+            scope: scope.to_vec(),
+            expires_at,
+            created_at: now,
+            revoked_at: None,
+            parent: Some(parent.id.clone()),
+        };
+        let mut tx = self.begin(Scope::Tenant(&parent.tenant)).await?;
+        let live_parent = sql(
+            "SELECT 1 FROM agent_tokens WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND parent_id IS NULL AND expires_at > $3",
+        )
+        .text(parent.tenant.as_str())
+        .text(parent.id.as_str())
+        .int(now);
+        if !tx.exists(&live_parent).await? {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            &sql("INSERT INTO agent_tokens (id, tenant_id, agent_id, token_hash, scope, expires_at, created_at, parent_id) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .text(token.id.as_str())
+            .text(parent.tenant.as_str())
+            .text(parent.agent.as_str())
+            .text(token_hash)
+            .text(json(&token.scope))
+            .int(expires_at)
+            .int(now)
+            .text(parent.id.as_str()),
+        )
+        .await?;
+        let draft = AuditDraft::new(
+            parent.tenant.clone(),
+            format!("agent:{}", parent.agent),
+            AuditKind::TokenCreated,
+        )
+        .resource(format!("token:{}", token.id))
+        .detail(serde_json::json!({
+            "agent": parent.agent,
+            "session_of": parent.id,
+            "scope": token.scope,
+            "expires_at": expires_at,
+        }));
         Ok(tx.audited(token, draft, now).await?.0)
     }
 

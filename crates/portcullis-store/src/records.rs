@@ -16,6 +16,8 @@ pub struct Tenant {
     pub created_at: UnixMillis,
     /// Set while the tenant's kill switch is on: none of its agents may act.
     pub suspended_at: Option<UnixMillis>,
+    /// The hosts its outbound requests may reach; empty: any public host.
+    pub egress_hosts: Vec<String>,
 }
 
 /// What a human principal may do.
@@ -112,6 +114,8 @@ pub struct AgentToken {
     pub expires_at: UnixMillis,
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
+    /// For a short-lived session token: the agent token it was exchanged for.
+    pub parent: Option<TokenId>,
 }
 
 /// Everything the gateway needs to authenticate one agent request.

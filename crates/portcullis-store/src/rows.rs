@@ -51,6 +51,8 @@ pub(crate) fn tenant(row: &Row) -> StoreResult<Tenant> {
         name: row.text("name")?,
         created_at: row.int("created_at")?,
         suspended_at: row.opt_int("suspended_at")?,
+        egress_hosts: parse_opt_json("egress_hosts", row.opt_text("egress_hosts")?)?
+            .unwrap_or_default(),
     })
 }
 
@@ -86,20 +88,35 @@ pub(crate) fn agent(row: &Row) -> StoreResult<Agent> {
 /// The token lookup that authenticates an agent: `agent_tokens t` joined with its agent and
 /// tenant, by the token's hash (`$1`).
 pub(crate) const AGENT_AUTH_SELECT: &str = "SELECT t.*, a.name AS agent_name, a.revoked_at AS agent_revoked_at, n.name AS tenant_name, \
-     a.suspended_at AS agent_suspended_at, n.suspended_at AS tenant_suspended_at, a.owner AS agent_owner \
+     a.suspended_at AS agent_suspended_at, n.suspended_at AS tenant_suspended_at, a.owner AS agent_owner, \
+     p.revoked_at AS parent_revoked_at, p.expires_at AS parent_expires_at \
      FROM agent_tokens t JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id \
-     JOIN tenants n ON n.id = t.tenant_id WHERE t.token_hash = $1";
+     JOIN tenants n ON n.id = t.tenant_id AND n.deleted_at IS NULL \
+     LEFT JOIN agent_tokens p ON p.id = t.parent_id AND p.tenant_id = t.tenant_id \
+     WHERE t.token_hash = $1";
 
 pub(crate) fn agent_auth(row: &Row) -> StoreResult<AgentAuth> {
+    let parent: Option<TokenId> = opt_id(row.opt_text("parent_id")?)?;
+    // A session token lives no longer than its parent and dies with it.
+    let (mut expires_at, mut revoked_at) = (row.int("expires_at")?, row.opt_int("revoked_at")?);
+    if parent.is_some() {
+        match row.opt_int("parent_expires_at")? {
+            Some(parent_expires) => expires_at = expires_at.min(parent_expires),
+            // The parent row is gone: nothing vouches for the session.
+            None => revoked_at = revoked_at.or(Some(0)),
+        }
+        revoked_at = revoked_at.or(row.opt_int("parent_revoked_at")?);
+    }
     Ok(AgentAuth {
         token: AgentToken {
             id: parse_id(row.text("id")?)?,
             tenant: parse_id(row.text("tenant_id")?)?,
             agent: parse_id(row.text("agent_id")?)?,
             scope: parse_json("scope", &row.text("scope")?)?,
-            expires_at: row.int("expires_at")?,
+            expires_at,
             created_at: row.int("created_at")?,
-            revoked_at: row.opt_int("revoked_at")?,
+            revoked_at,
+            parent,
         },
         agent_name: row.text("agent_name")?,
         agent_revoked: row.opt_int("agent_revoked_at")?.is_some(),
@@ -143,13 +160,16 @@ pub(crate) fn tool(row: &Row) -> StoreResult<ToolRecord> {
 }
 
 /// An approval with what its effective status needs: `approvals a` joined with its connection.
-pub(crate) const APPROVAL_SELECT: &str = "SELECT a.*, c.revoked_at AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
+/// A connection that was revoked, or that needs reconnecting (its OAuth grant was refused),
+/// cannot run its held actions.
+pub(crate) const APPROVAL_SELECT: &str = "SELECT a.*, COALESCE(c.revoked_at, c.needs_reconnection_at) AS connection_revoked_at FROM approvals a JOIN connections c ON c.id = a.connection_id";
 
 /// The SQL condition (over `APPROVAL_SELECT`) for one effective status, with `now` the
 /// placeholder for the current time. The same derivation as [`approval`], in SQL so a status
 /// filter pages correctly.
 pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &str) -> String {
-    let live = "a.superseded_at IS NULL AND c.revoked_at IS NULL";
+    let live =
+        "a.superseded_at IS NULL AND COALESCE(c.revoked_at, c.needs_reconnection_at) IS NULL";
     match status {
         None => "TRUE".to_owned(),
         Some(ApprovalStatus::Pending) => {
@@ -159,11 +179,11 @@ pub(crate) fn effective_status_condition(status: Option<ApprovalStatus>, now: &s
             format!("a.status = 'approved' AND a.expires_at > {now} AND {live}")
         }
         Some(ApprovalStatus::Expired) => format!(
-            "a.status IN ('pending', 'approved') AND c.revoked_at IS NULL \
+            "a.status IN ('pending', 'approved') AND COALESCE(c.revoked_at, c.needs_reconnection_at) IS NULL \
              AND (a.expires_at <= {now} OR a.superseded_at IS NOT NULL)"
         ),
         Some(ApprovalStatus::NeedsReconnection) => {
-            "a.status IN ('pending', 'approved') AND c.revoked_at IS NOT NULL".to_owned()
+            "a.status IN ('pending', 'approved') AND COALESCE(c.revoked_at, c.needs_reconnection_at) IS NOT NULL".to_owned()
         }
         Some(ApprovalStatus::Denied) => "a.status = 'denied'".to_owned(),
         Some(ApprovalStatus::Executed) => {

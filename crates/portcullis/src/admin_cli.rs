@@ -11,8 +11,9 @@ use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn};
 use portcullis_server::admin::grants::GrantIn;
 use portcullis_server::admin::humans::{AdminIn, AdminView, ExpiryIn, RotateIn};
 use portcullis_server::admin::secrets::SecretIn;
-use portcullis_server::admin::tenants::NameIn;
+use portcullis_server::admin::tenants::{EgressHosts, NameIn};
 use portcullis_server::admin::tokens::TokenIn;
+use portcullis_server::api::ApiRoute;
 use portcullis_server::upstream::{ConnectionSpec, Credential, EnvValue, Transport};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -118,6 +119,17 @@ pub enum TenantsCommand {
         name: String,
     },
     List,
+    /// Show or set the hosts the tenant's outbound requests may reach (exact hosts and
+    /// `*.domain` patterns; it only narrows the operator's egress policy).
+    Egress {
+        name: String,
+        /// Allow only these hosts; repeatable.
+        #[arg(long = "host", conflicts_with = "any")]
+        hosts: Vec<String>,
+        /// Remove the list: any public host.
+        #[arg(long)]
+        any: bool,
+    },
     /// Delete a tenant for good: its keys are destroyed (its secrets can never be read
     /// again), its connections, agents' tokens and humans revoked. The audit trail stays.
     Delete {
@@ -242,44 +254,9 @@ pub enum TokensCommand {
 
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {
-    /// Register an upstream MCP server: a `--program` from the operator's catalog (stdio) or
-    /// an `--http-url` (streamable HTTP).
-    Add {
-        #[arg(long)]
-        tenant: String,
-        name: String,
-        /// A program from the catalog (`portcullis programs`).
-        #[arg(
-            long,
-            conflicts_with = "http_url",
-            required_unless_present = "http_url"
-        )]
-        program: Option<String>,
-        /// An extra argument the program's catalog entry allows; repeatable.
-        #[arg(long = "arg", allow_hyphen_values = true)]
-        args: Vec<String>,
-        /// An environment variable the program's catalog entry allows, `KEY=VALUE`; repeatable.
-        /// The value is sealed into the tenant's vault as the secret `CONNECTION.KEY`; the
-        /// connection keeps only that name.
-        #[arg(long = "env")]
-        envs: Vec<String>,
-        /// An environment variable whose value is a secret already in the vault,
-        /// `KEY=SECRET_NAME`; repeatable.
-        #[arg(long = "env-secret")]
-        env_secrets: Vec<String>,
-        #[arg(long = "http-url")]
-        http_url: Option<String>,
-        /// The credential the gateway adds to every request to the HTTP upstream, from a
-        /// vault secret: `bearer:SECRET`, `basic:USER:SECRET`, `header:NAME:SECRET` or
-        /// `query:NAME:SECRET`.
-        #[arg(long, requires = "http_url")]
-        auth: Option<String>,
-        /// Operator classification, `tool=effect`; repeatable.
-        #[arg(long)]
-        classify: Vec<String>,
-        #[command(flatten)]
-        exposure: ExposureArgs,
-    },
+    /// Register an upstream: a `--program` from the operator's catalog (stdio MCP), an
+    /// `--http-url` (streamable-HTTP MCP) or an `--api-url` (a plain HTTP API).
+    Add(Box<AddConnection>),
     List {
         #[arg(long)]
         tenant: String,
@@ -478,7 +455,79 @@ struct Upstream<'a> {
     envs: &'a [String],
     env_secrets: &'a [String],
     http_url: Option<String>,
+    api_url: Option<String>,
+    routes: &'a [String],
     auth: Option<String>,
+    oauth: OAuthArgs,
+}
+
+/// `connections add`.
+#[derive(Args)]
+pub struct AddConnection {
+    #[arg(long)]
+    tenant: String,
+    name: String,
+    /// A program from the catalog (`portcullis programs`).
+    #[arg(
+            long,
+            conflicts_with = "http_url",
+            required_unless_present_any = ["http_url", "api_url"]
+        )]
+    program: Option<String>,
+    /// An extra argument the program's catalog entry allows; repeatable.
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// An environment variable the program's catalog entry allows, `KEY=VALUE`; repeatable.
+    /// The value is sealed into the tenant's vault as the secret `CONNECTION.KEY`; the
+    /// connection keeps only that name.
+    #[arg(long = "env")]
+    envs: Vec<String>,
+    /// An environment variable whose value is a secret already in the vault,
+    /// `KEY=SECRET_NAME`; repeatable.
+    #[arg(long = "env-secret")]
+    env_secrets: Vec<String>,
+    #[arg(long = "http-url")]
+    http_url: Option<String>,
+    /// A plain HTTP API (not MCP): agents call it at `/t/TENANT/http/NAME/PATH` through
+    /// the gate; each request is decided by the route it matches (`--route`).
+    #[arg(long = "api-url", conflicts_with_all = ["program", "http_url"])]
+    api_url: Option<String>,
+    /// An HTTP API route, `NAME=METHODS:PATH:EFFECT` (`create_charge=POST:/v1/charges:spend`,
+    /// `*` one path segment, `**` the rest); repeatable, tried in order. Unrouted GET/HEAD
+    /// are `read`, DELETE `delete`, anything else `write`.
+    #[arg(long = "route", requires = "api_url")]
+    routes: Vec<String>,
+    /// The credential the gateway adds to every request to the HTTP upstream or API, from
+    /// a vault secret: `bearer:SECRET`, `basic:USER:SECRET`, `header:NAME:SECRET` or
+    /// `query:NAME:SECRET`.
+    #[arg(long)]
+    auth: Option<String>,
+    #[command(flatten)]
+    oauth: OAuthArgs,
+    /// Operator classification, `tool=effect`; repeatable.
+    #[arg(long)]
+    classify: Vec<String>,
+    #[command(flatten)]
+    exposure: ExposureArgs,
+}
+
+/// An OAuth 2 client for an HTTP API connection: the gateway mints access tokens (at most 15
+/// minutes old) from the refresh token in the vault.
+#[derive(Args, Clone, Default)]
+pub struct OAuthArgs {
+    /// The provider's token endpoint.
+    #[arg(long = "oauth-token-url", requires_all = ["oauth_client_id", "oauth_refresh_token"], conflicts_with = "auth")]
+    oauth_token_url: Option<String>,
+    #[arg(long = "oauth-client-id")]
+    oauth_client_id: Option<String>,
+    /// The vault secret holding the client secret (none: a public client).
+    #[arg(long = "oauth-client-secret", value_name = "SECRET")]
+    oauth_client_secret: Option<String>,
+    /// The vault secret holding the refresh token.
+    #[arg(long = "oauth-refresh-token", value_name = "SECRET")]
+    oauth_refresh_token: Option<String>,
+    #[arg(long = "oauth-scope")]
+    oauth_scope: Option<String>,
 }
 
 fn connection_spec(
@@ -486,6 +535,38 @@ fn connection_spec(
     classify: &[String],
     exposure: &ExposureArgs,
 ) -> anyhow::Result<ConnectionSpec> {
+    let mut auth = upstream
+        .auth
+        .as_deref()
+        .map(Credential::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(token_url) = upstream.oauth.oauth_token_url {
+        auth = Some(Credential::Oauth {
+            token_url,
+            client_id: upstream.oauth.oauth_client_id.unwrap_or_default(),
+            client_secret: upstream.oauth.oauth_client_secret,
+            refresh_token: upstream.oauth.oauth_refresh_token.unwrap_or_default(),
+            scope: upstream.oauth.oauth_scope,
+        });
+    }
+    if auth.is_some() && upstream.program.is_some() {
+        bail!("--auth is for --http-url and --api-url; a program gets secrets with --env-secret");
+    }
+    if let Some(base_url) = upstream.api_url {
+        let routes = upstream
+            .routes
+            .iter()
+            .map(|r| ApiRoute::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let transport = Transport::Api {
+            base_url,
+            auth,
+            routes,
+        };
+        return finish_spec(transport, classify, exposure);
+    }
     let transport = match (upstream.program, upstream.http_url) {
         (Some(program), None) => {
             let mut env: BTreeMap<String, EnvValue> = key_value(upstream.envs, "--env")?
@@ -503,17 +584,17 @@ fn connection_spec(
                 env,
             }
         }
-        (None, Some(url)) => Transport::Http {
-            url,
-            auth: upstream
-                .auth
-                .as_deref()
-                .map(Credential::parse)
-                .transpose()
-                .map_err(anyhow::Error::msg)?,
-        },
-        _ => bail!("give exactly one of --program and --http-url"),
+        (None, Some(url)) => Transport::Http { url, auth },
+        _ => bail!("give exactly one of --program, --http-url and --api-url"),
     };
+    finish_spec(transport, classify, exposure)
+}
+
+fn finish_spec(
+    transport: Transport,
+    classify: &[String],
+    exposure: &ExposureArgs,
+) -> anyhow::Result<ConnectionSpec> {
     let classify = key_value(classify, "--classify")?
         .into_iter()
         .map(|(tool, effect)| {
@@ -589,6 +670,14 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     print_json(&c.create_tenant(&NameIn { name }).await?)
                 }
                 TenantsCommand::List => print_json(&c.list_tenants().await?),
+                TenantsCommand::Egress { name, hosts, any } => {
+                    let shown = if hosts.is_empty() && !any {
+                        c.tenant_egress(&name).await?
+                    } else {
+                        c.set_tenant_egress(&name, &EgressHosts { hosts }).await?
+                    };
+                    print_json(&shown);
+                }
                 TenantsCommand::Delete { name, yes } => {
                     if !yes {
                         bail!(
@@ -747,25 +836,32 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Connections { remote, command } => {
             let c = client(&remote)?;
             match command {
-                ConnectionsCommand::Add {
-                    tenant,
-                    name,
-                    program,
-                    args,
-                    envs,
-                    env_secrets,
-                    http_url,
-                    auth,
-                    classify,
-                    exposure,
-                } => {
+                ConnectionsCommand::Add(add) => {
+                    let AddConnection {
+                        tenant,
+                        name,
+                        program,
+                        args,
+                        envs,
+                        env_secrets,
+                        http_url,
+                        api_url,
+                        routes,
+                        auth,
+                        oauth,
+                        classify,
+                        exposure,
+                    } = *add;
                     let upstream = Upstream {
                         program,
                         args,
                         envs: &envs,
                         env_secrets: &env_secrets,
                         http_url,
+                        api_url,
+                        routes: &routes,
                         auth,
+                        oauth,
                     };
                     let spec = connection_spec(upstream, &classify, &exposure)?;
                     let body = ConnectionIn { name, spec };

@@ -3,6 +3,7 @@
 //! directly so an auditor can verify without the server; `demo-upstream` is the shipped demo
 //! MCP server.
 
+mod access_cli;
 mod admin_cli;
 mod audit_cli;
 mod mcp_cli;
@@ -73,9 +74,28 @@ enum Command {
     Policy(policy_cli::PolicyCommand),
     #[command(flatten)]
     Trust(trust_cli::TrustCommand),
+    /// The vault's master key (reads the database and the key file directly).
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Verify, export and checkpoint the audit trail (reads the database directly).
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The periodic access review: last use of every connection, secret and grant, and
+    /// what to revoke, narrow or rotate.
+    #[command(subcommand)]
+    Access(access_cli::AccessCommand),
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Make a new master key current and rewrap every tenant key under it (no secret is
+    /// decrypted). Key file: a new key is added to the key file; restart every replica with
+    /// it. PKCS#11: `--to LABEL` names the new key (made in the token if missing); then set
+    /// `vault.pkcs11_key_label` to it.
+    RotateMaster {
+        #[arg(long, value_name = "LABEL")]
+        to: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,6 +141,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Policy(command) => return policy_cli::run(command).await,
         Command::Trust(command) => return trust_cli::run(command).await,
         Command::Audit(command) => return audit_cli::run(command, cli.config.as_deref()).await,
+        Command::Vault(VaultCommand::RotateMaster { to }) => {
+            let config = Config::load(cli.config.as_deref())?;
+            let (master, count) =
+                portcullis_server::bootstrap::rotate_master(&config, to.as_deref()).await?;
+            println!("master key `{master}` is current; {count} tenant key(s) rewrapped");
+        }
+        Command::Access(command) => return access_cli::run(command).await,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -18,9 +18,10 @@ use super::guardrails::{GuardrailIn, GuardrailView, ModeIn, SuggestionQuery, Sug
 use super::humans::{AdminIn, AdminView, AdminWithToken, ExpiryIn, RotateIn};
 use super::policy::{PolicyIn, PolicyView};
 use super::programs::ProgramView;
+use super::review::{AccessReview, ReviewQuery};
 use super::secrets::{KeyRotated, SecretIn, SecretView};
 use super::spend::{SpendQuery, SpendReport};
-use super::tenants::{NameIn, TenantView};
+use super::tenants::{EgressHosts, NameIn, TenantView};
 use super::tokens::{CreatedToken, TokenIn};
 use portcullis_core::audit::AuditEvent;
 use portcullis_core::guardrail::GuardrailSpec;
@@ -265,6 +266,21 @@ impl AdminClient {
             None,
         )
         .await
+    }
+
+    /// The hosts the tenant's outbound requests may reach (empty: any public host).
+    pub async fn tenant_egress(&self, tenant: &str) -> ClientResult<EgressHosts> {
+        self.get(&format!("/tenants/{}/egress", segment(tenant)?))
+            .await
+    }
+
+    pub async fn set_tenant_egress(
+        &self,
+        tenant: &str,
+        body: &EgressHosts,
+    ) -> ClientResult<EgressHosts> {
+        self.put(&format!("/tenants/{}/egress", segment(tenant)?), body)
+            .await
     }
 
     // ---- secrets (write-only: no method reads a value back)
@@ -704,6 +720,13 @@ impl AdminClient {
             query_string(query)
         ))
         .await
+    }
+
+    // ---- the access review
+
+    pub async fn access_review(&self, query: &ReviewQuery) -> ClientResult<AccessReview> {
+        self.get(&format!("/access-review{}", query_string(query)))
+            .await
     }
 
     // ---- the kill switch

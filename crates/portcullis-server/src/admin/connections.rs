@@ -201,10 +201,10 @@ async fn create_connection(
     if let Err(reason) = spec.validate(&state.catalog, &tenant.name) {
         return refused(reason).await;
     }
-    if let Transport::Http { url, .. } = &spec.transport
-        && let Err(refusal) = state
-            .egress
-            .check_url(url, &crate::egress::HostAllowList::any())
+    let hosts = crate::egress::HostAllowList::parse(&tenant.egress_hosts)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(url) = spec.outbound_url()
+        && let Err(refusal) = state.egress.check_url(url, &hosts)
     {
         let draft = AuditDraft::new(tenant.id.clone(), ctx.actor(), AuditKind::EgressRefused)
             .resource("connections".to_owned())

@@ -21,6 +21,7 @@ pub mod guardrails;
 pub mod humans;
 pub mod policy;
 pub mod programs;
+pub mod review;
 pub mod secrets;
 pub mod spend;
 pub mod suspension;
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppRef> {
         .merge(policy::routes())
         .merge(guardrails::routes())
         .merge(spend::routes())
+        .merge(review::routes())
         .merge(suspension::routes())
         .merge(secrets::routes())
 }

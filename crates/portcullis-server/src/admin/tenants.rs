@@ -1,11 +1,12 @@
 //! Tenants: create (unscoped admins only) and list the ones this human may see. Tenants are
 //! addressed by name everywhere else in the API.
 
+use super::common::tenant_for;
 use super::common::{ApiResult, AppRef, require_admin, valid_name};
 use crate::error::ApiError;
 use crate::identity::AdminContext;
-use axum::extract::State;
-use axum::routing::post;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis_core::UnixMillis;
 use portcullis_core::id::TenantId;
@@ -13,7 +14,59 @@ use portcullis_store::Tenant;
 use serde::{Deserialize, Serialize};
 
 pub(super) fn routes() -> Router<AppRef> {
-    Router::new().route("/tenants", post(create_tenant).get(list_tenants))
+    Router::new()
+        .route("/tenants", post(create_tenant).get(list_tenants))
+        .route(
+            "/tenants/{tenant}/egress",
+            get(egress_hosts).put(set_egress_hosts),
+        )
+}
+
+/// The hosts a tenant's outbound requests may reach: exact hosts and `*.domain` patterns.
+/// Empty: any public host. It only narrows the operator's egress policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressHosts {
+    pub hosts: Vec<String>,
+}
+
+async fn egress_hosts(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+) -> ApiResult<EgressHosts> {
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    Ok(Json(EgressHosts {
+        hosts: tenant.egress_hosts,
+    }))
+}
+
+/// Admins only. Upstreams reconnect under the new list at once.
+async fn set_egress_hosts(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<EgressHosts>,
+) -> ApiResult<EgressHosts> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    if body.hosts.len() > 256 {
+        return Err(ApiError::BadRequest("at most 256 hosts".into()));
+    }
+    crate::egress::HostAllowList::parse(&body.hosts)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .store
+        .set_egress_hosts(&tenant.id, &body.hosts, &ctx.actor(), state.clock.now())
+        .await?;
+    state.cache.invalidate();
+    for connection in state.store.list_connections(&tenant.id).await? {
+        if connection.revoked_at.is_none() {
+            state.upstreams.stop(&connection.id);
+            state.upstreams.start(connection);
+        }
+    }
+    Ok(Json(body))
 }
 
 /// A name for something new: a tenant or an agent.

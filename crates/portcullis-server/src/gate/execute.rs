@@ -58,8 +58,11 @@ pub async fn forward_for(
     ctx: &AgentContext,
     name: &str,
     permit: Permit,
-    mut agent: AgentSide,
+    agent: Option<AgentSide>,
 ) -> CallOutcome {
+    let Some(mut agent) = agent else {
+        return forward(state, permit, None).await.0;
+    };
     // Only a call that may be suspended needs its owner (the hash of name and arguments).
     let owner = match agent.multi_round_trip {
         true => owner(ctx, name, &permit.action().arguments),

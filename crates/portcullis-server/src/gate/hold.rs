@@ -29,7 +29,7 @@ pub struct Held<'a> {
     pub evaluation: &'a Evaluation,
     pub facts: &'a Facts,
     pub stated_reason: Option<String>,
-    pub agent: AgentSide,
+    pub agent: Option<AgentSide>,
 }
 
 /// The expiry of a request opened now.
@@ -70,8 +70,15 @@ pub async fn hold(
                 "policy": { "policies": evaluation.policies(), "policy_hash": evaluation.policy_hash(), "points": evaluation.points() },
             });
             let before_state = if effect.is_effect() {
-                super::preview::capture(state, caller, &facts.engine, target, &action, Some(&agent))
-                    .await
+                super::preview::capture(
+                    state,
+                    caller,
+                    &facts.engine,
+                    target,
+                    &action,
+                    agent.as_ref(),
+                )
+                .await
             } else {
                 None
             };
@@ -134,7 +141,7 @@ pub async fn hold(
             Ok(CallOutcome::Denied(vec![denial_reason(&approval)]))
         }
         ApprovalStatus::Approved => {
-            super::execute::run_approved(state, caller, Some(agent), action, approval).await
+            super::execute::run_approved(state, caller, agent, action, approval).await
         }
         other => {
             // Not reachable through the lookups above; refuse rather than guess.

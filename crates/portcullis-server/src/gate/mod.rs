@@ -50,7 +50,8 @@ pub struct CallRequest {
     pub session: Option<String>,
     /// The agent's stated reason or plan (`_meta` `dev.portcullis/reason`), shown to approvers.
     pub stated_reason: Option<String>,
-    pub agent: AgentSide,
+    /// The agent's MCP side (progress, cancellation, questions); none for an HTTP API call.
+    pub agent: Option<AgentSide>,
     /// A retry after an input-required result: the echoed state and the agent's answers.
     pub resume: Option<Resume>,
 }

@@ -297,7 +297,7 @@ impl ServerHandler for GatewayHandler {
             arguments: request.arguments,
             session: session_of(&cx),
             stated_reason: stated_reason(request.meta.as_ref()),
-            agent: agent_side(&cx),
+            agent: Some(agent_side(&cx)),
             resume: request.request_state.map(|state| gate::Resume {
                 request_state: state,
                 responses: request.input_responses.unwrap_or_default(),

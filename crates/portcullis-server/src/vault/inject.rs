@@ -41,6 +41,18 @@ pub enum Credential {
     Header { name: String, secret: String },
     /// `?<name>=<secret>` added to every request URL.
     Query { name: String, secret: String },
+    /// `Authorization: Bearer <access token>`, minted by the token broker from the refresh
+    /// token in the vault (at most 15 minutes old; see [`super::oauth`]). HTTP API
+    /// connections only: each of their requests gets a current token.
+    Oauth {
+        token_url: String,
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_secret: Option<String>,
+        refresh_token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+    },
 }
 
 impl Credential {
@@ -73,23 +85,50 @@ impl Credential {
         Ok(credential)
     }
 
-    pub fn secret(&self) -> &str {
+    /// The vault secrets it names.
+    pub fn secrets(&self) -> Vec<&str> {
         match self {
             Self::Bearer { secret }
             | Self::Basic { secret, .. }
             | Self::Header { secret, .. }
-            | Self::Query { secret, .. } => secret,
+            | Self::Query { secret, .. } => vec![secret],
+            Self::Oauth {
+                client_secret,
+                refresh_token,
+                ..
+            } => std::iter::once(refresh_token.as_str())
+                .chain(client_secret.as_deref())
+                .collect(),
+        }
+    }
+
+    /// The OAuth client this credential describes, if it is one.
+    pub fn oauth_client(&self) -> Option<super::oauth::OAuthClient> {
+        match self {
+            Self::Oauth {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                scope,
+            } => Some(super::oauth::OAuthClient {
+                token_url: token_url.clone(),
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                refresh_token: refresh_token.clone(),
+                scope: scope.clone(),
+            }),
+            _ => None,
         }
     }
 
     /// The shape is usable: a valid secret name, a header name that is a token and not one
     /// the transport owns, a username without `:`.
     pub fn validate(&self) -> Result<(), String> {
-        if !super::service::valid_secret_name(self.secret()) {
-            return Err(format!(
-                "credential: `{}` is not a secret name",
-                self.secret()
-            ));
+        for secret in self.secrets() {
+            if !super::service::valid_secret_name(secret) {
+                return Err(format!("credential: `{secret}` is not a secret name"));
+            }
         }
         match self {
             Self::Header { name, .. } => {
@@ -146,7 +185,15 @@ pub async fn inject(
     now: UnixMillis,
 ) -> Result<Injected, VaultError> {
     use base64::Engine as _;
-    let revealed = vault.reveal(tenant, credential.secret(), now).await?;
+    let secret = match credential {
+        Credential::Bearer { secret }
+        | Credential::Basic { secret, .. }
+        | Credential::Header { secret, .. }
+        | Credential::Query { secret, .. } => secret,
+        // Minted by the broker, not revealed: see `oauth_header`.
+        Credential::Oauth { .. } => return Err(VaultError::InvalidValue),
+    };
+    let revealed = vault.reveal(tenant, secret, now).await?;
     let value = revealed.expose_str()?;
     let header = |name: http::HeaderName, text: zeroize::Zeroizing<String>| {
         let mut value = http::HeaderValue::from_str(&text).map_err(|_| VaultError::InvalidValue)?;
@@ -179,7 +226,28 @@ pub async fn inject(
             header: None,
             query: Some((name.clone(), zeroize::Zeroizing::new(value.to_owned()))),
         }),
+        Credential::Oauth { .. } => Err(VaultError::InvalidValue),
     }
+}
+
+/// The `Authorization` header for an OAuth credential: a current access token from the
+/// broker, marked sensitive.
+pub async fn oauth_header(
+    broker: &super::oauth::Broker,
+    tenant: &TenantId,
+    connection: &portcullis_core::id::ConnectionId,
+    client: &super::oauth::OAuthClient,
+) -> Result<Injected, super::oauth::BrokerError> {
+    let token = broker.access_token(tenant, connection, client).await?;
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+    let mut value = http::HeaderValue::from_str(&text).map_err(|_| {
+        super::oauth::BrokerError::Invalid("the access token is not a header value".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(Injected {
+        header: Some((http::header::AUTHORIZATION, value)),
+        query: None,
+    })
 }
 
 /// A stdio connection's environment with every secret revealed, for one launch. A stored

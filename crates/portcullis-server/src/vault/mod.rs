@@ -3,6 +3,7 @@
 //! (`inject`).
 
 pub mod inject;
+pub mod oauth;
 pub mod pkcs11;
 pub mod provider;
 pub mod service;

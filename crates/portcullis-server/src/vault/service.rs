@@ -114,6 +114,10 @@ impl Vault {
         }
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn provider(&self) -> &dyn KeyProvider {
         &*self.provider
     }

@@ -54,3 +54,16 @@ GRANT SELECT, INSERT, DELETE ON tenant_keys TO portcullis_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON secrets TO portcullis_app;
 -- A master-key rotation rewraps tenant keys in place.
 GRANT UPDATE ON tenant_keys TO portcullis_app;
+
+-- A short-lived session token names the agent token it was exchanged for: revoking or
+-- expiring that parent ends the session on its next request.
+ALTER TABLE agent_tokens ADD COLUMN parent_id TEXT REFERENCES agent_tokens(id);
+
+-- The hosts a tenant's outbound requests may reach (a JSON array of exact hosts and
+-- `*.domain` patterns); NULL: any public host. Only ever narrows the operator's policy.
+ALTER TABLE tenants ADD COLUMN egress_hosts TEXT;
+
+-- An OAuth connection whose refresh token the provider no longer accepts: its held actions
+-- show `needs_reconnection` (and cannot run) until a new refresh token is stored and the
+-- broker mints again.
+ALTER TABLE connections ADD COLUMN needs_reconnection_at BIGINT;

@@ -33,3 +33,16 @@ CREATE TABLE secrets (
     PRIMARY KEY (tenant_id, name),
     FOREIGN KEY (tenant_id, kek_version) REFERENCES tenant_keys(tenant_id, version)
 );
+
+-- A short-lived session token names the agent token it was exchanged for: revoking or
+-- expiring that parent ends the session on its next request.
+ALTER TABLE agent_tokens ADD COLUMN parent_id TEXT REFERENCES agent_tokens(id);
+
+-- The hosts a tenant's outbound requests may reach (a JSON array of exact hosts and
+-- `*.domain` patterns); NULL: any public host. Only ever narrows the operator's policy.
+ALTER TABLE tenants ADD COLUMN egress_hosts TEXT;
+
+-- An OAuth connection whose refresh token the provider no longer accepts: its held actions
+-- show `needs_reconnection` (and cannot run) until a new refresh token is stored and the
+-- broker mints again.
+ALTER TABLE connections ADD COLUMN needs_reconnection_at INTEGER;

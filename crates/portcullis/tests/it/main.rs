@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod amend;
+mod api;
 mod approvals;
 mod audit_trail;
 mod bad_input;
@@ -17,6 +18,8 @@ mod policy;
 mod protocol;
 mod receipts;
 mod replicas;
+mod review;
+mod sessions;
 mod smoke;
 mod tasks;
 mod tenants;

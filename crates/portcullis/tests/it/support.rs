@@ -104,6 +104,11 @@ pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig 
             ("PORTCULLIS_DEMO_EFFECT_LOG".to_owned(), inside.clone()),
             ("PORTCULLIS_DEMO_VARIANT_FILE".to_owned(), inside.clone()),
             ("PORTCULLIS_DEMO_HOLD_FILE".to_owned(), inside),
+            // Carries the leak tests' canary secret (see `canary`).
+            (
+                "PORTCULLIS_DEMO_CANARY".to_owned(),
+                "[A-Za-z0-9_-]{1,64}".to_owned(),
+            ),
         ]
         .into(),
         description: "the demo CRM/mail/billing server".into(),
@@ -130,6 +135,34 @@ pub fn demo_program_toml(files: &Path) -> String {
 fn toml_string(value: &str) -> String {
     assert!(!value.contains('\''), "no single quotes in test patterns");
     format!("'{value}'")
+}
+
+/// The leak test's canary secret (`PORTCULLIS_TEST_CANARY`, set by `.ci/canary.sh`): every
+/// seeded tenant stores it in its vault and hands it to its demo upstream's environment, and
+/// every response body is scanned for it.
+pub fn canary() -> Option<String> {
+    std::env::var("PORTCULLIS_TEST_CANARY")
+        .ok()
+        .filter(|c| c.len() >= 16)
+}
+
+/// Responses that carried the canary (`.ci/canary.sh` fails on the marker any of them prints).
+pub static CANARY_LEAKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A test's folder; kept (for `.ci/canary.sh` to scan every database and log file) when
+/// `PORTCULLIS_TEST_KEEP_DATA` names a folder to keep them in.
+fn test_dir() -> tempfile::TempDir {
+    match std::env::var_os("PORTCULLIS_TEST_KEEP_DATA") {
+        Some(keep) => {
+            let mut dir = tempfile::Builder::new()
+                .prefix("app-")
+                .tempdir_in(keep)
+                .expect("temp dir");
+            dir.disable_cleanup(true);
+            dir
+        }
+        None => tempfile::tempdir().expect("temp dir"),
+    }
 }
 
 /// How the demo tools are classified by the operator in tests.
@@ -187,7 +220,7 @@ impl TestApp {
     /// Start with a tweaked configuration (data folder and listen address are set here).
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
         init_logs();
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = test_dir();
         let db = TestDatabase::create(Backend::from_env()).await;
         let mut config = Config::defaults();
         config.data.dir = dir.path().join("data");
@@ -210,6 +243,15 @@ impl TestApp {
                 self_exe: Some(PathBuf::from(BIN)),
                 demo: false,
                 lookup: None,
+                probe: canary().map(|canary| -> portcullis_server::Probe {
+                    std::sync::Arc::new(move |chunk: &[u8]| {
+                        if chunk.windows(canary.len()).any(|w| w == canary.as_bytes()) {
+                            // The marker `.ci/canary.sh` looks for; never the canary itself.
+                            eprintln!("CANARY LEAK: a response body carried the canary secret");
+                            CANARY_LEAKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    })
+                }),
             },
         )
         .await
@@ -957,8 +999,25 @@ async fn seed(api: &AdminClient, files: &Path, name: &str) -> Tenant {
         .create_tenant(&NameIn { name: name.into() })
         .await
         .unwrap_or_else(|e| panic!("seeding {name}: tenant: {e}"));
+    let mut demo = demo_connection(files, name);
+    if let Some(canary) = canary() {
+        use portcullis_server::admin::secrets::SecretIn;
+        api.put_secret(
+            name,
+            "canary",
+            &SecretIn {
+                value: canary.clone().into(),
+                rotate_every_days: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("seeding {name}: canary: {e}"));
+        if let Transport::Stdio { env, .. } = &mut demo.spec.transport {
+            env.insert("PORTCULLIS_DEMO_CANARY".into(), EnvValue::Plain(canary));
+        }
+    }
     let connection = api
-        .create_connection(name, &demo_connection(files, name))
+        .create_connection(name, &demo)
         .await
         .unwrap_or_else(|e| panic!("seeding {name}: connection: {e}"));
     let agent = api

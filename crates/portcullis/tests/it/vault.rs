@@ -704,3 +704,115 @@ async fn deleting_a_tenant_destroys_its_keys() {
         "the survivor's secret is intact"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_host_allow_list_only_narrows() {
+    use portcullis_server::admin::tenants::EgressHosts;
+    let app = TestApp::spawn().await;
+    app.seed_tenant("acme").await;
+    let api = app.admin_api();
+    let set = |hosts: &[&str]| EgressHosts {
+        hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+    };
+    // Invalid patterns are refused; a list is stored and shown.
+    let refused = api
+        .set_tenant_egress("acme", &set(&["*."]))
+        .await
+        .expect_err("not a host");
+    assert_eq!(refused.status(), Some(StatusCode::BAD_REQUEST));
+    api.set_tenant_egress("acme", &set(&["*.example.com", "127.0.0.1"]))
+        .await
+        .expect("set");
+    assert_eq!(
+        api.tenant_egress("acme").await.unwrap().hosts,
+        vec!["*.example.com".to_owned(), "127.0.0.1".to_owned()]
+    );
+    // A host off the list is refused, naming the rule; one on it passes the list (and is then
+    // judged by the operator's policy as before: 127.0.0.1 is allowed in tests).
+    let refused = api
+        .create_connection(
+            "acme",
+            &http_connection("other", "http://api.other.test/mcp".into(), None),
+        )
+        .await
+        .expect_err("not on the list");
+    assert!(
+        refused.to_string().contains("(host-not-allowed)"),
+        "{refused}"
+    );
+    let refused = api
+        .create_connection(
+            "acme",
+            &http_connection("meta", "http://169.254.169.254/".into(), None),
+        )
+        .await
+        .expect_err("the list never admits a refused address");
+    assert_eq!(refused.status(), Some(StatusCode::BAD_REQUEST));
+    // An approver cannot change the list.
+    let approver = app.seed_tenant("globex").await;
+    let refused = app
+        .api_as(&approver.approver_token)
+        .set_tenant_egress("globex", &set(&[]))
+        .await
+        .expect_err("approvers cannot widen");
+    assert_eq!(refused.status(), Some(StatusCode::FORBIDDEN));
+    let events = app.audit_events("acme").await;
+    assert!(
+        events_of_kind(&events, "config_changed")
+            .iter()
+            .any(|e| e["detail"]["egress_hosts"].is_array())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_master_key_rewraps_every_tenant_key_from_the_cli() {
+    let app = TestApp::spawn().await;
+    if app.backend() != Backend::Sqlite {
+        // The CLI reads the configured database directly; the logic is the same on both
+        // backends and the vault suite covers it (`vault::service` tests).
+        return;
+    }
+    let acme = app.seed_tenant("acme").await;
+    app.seed_tenant("globex").await;
+    let before = sqlite_count(
+        &app,
+        "SELECT count(*) FROM tenant_keys WHERE master_id = ?1",
+        "k1",
+    )
+    .await;
+    assert_eq!(before, 2, "both tenants sealed their environments under k1");
+    let run = app.cli_local(&["vault", "rotate-master"]).await;
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("master key `k2` is current; 2 tenant key(s) rewrapped"),
+        "{}",
+        run.stdout
+    );
+    for master in ["k1", "k2"] {
+        let count = sqlite_count(
+            &app,
+            "SELECT count(*) FROM tenant_keys WHERE master_id = ?1",
+            master,
+        )
+        .await;
+        assert_eq!(count, if master == "k2" { 2 } else { 0 }, "{master}");
+    }
+    let keys = std::fs::read_to_string(app.data_dir().join("keys.json")).unwrap();
+    assert!(keys.contains("\"k2\""));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(app.data_dir().join("keys.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A second run makes k3 and rewraps again; nothing was lost on the way.
+    let run = app.cli_local(&["vault", "rotate-master"]).await;
+    assert!(run.stdout.contains("`k3`"), "{}", run.stdout);
+    // The running gateway still starts the tenant's upstream (its environment unsealed).
+    app.admin_api()
+        .restart_connection("acme", &acme.connection_id)
+        .await
+        .unwrap();
+    app.wait_ready(&acme.connection_id).await;
+}

@@ -6,6 +6,8 @@
 //!   operations each way) — what a put and an injection cost once the tenant key is open.
 //! - wrap / unwrap a tenant key with the provider's master key: what opening a tenant key
 //!   costs (once per tenant key per process; an HSM round trip with PKCS#11).
+//! - inject: what credential injection adds to a proxied call — read the sealed secret and its
+//!   tenant key in one query (SQLite), unseal it (tenant key cached), build the header.
 //! - egress: vetting an upstream URL (parse, scheme, userinfo, IP-literal check) and
 //!   checking a two-address lookup answer — the checks added to each outbound connection.
 
@@ -92,6 +94,51 @@ fn main() {
         }
         _ => println!("pkcs11: skipped (no PORTCULLIS_TEST_PKCS11_* environment)"),
     }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = portcullis_store::Store::open(
+            &format!("sqlite://{}", dir.path().join("bench.db").display()),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        let tenant = store.create_tenant("bench", "bench", 1).await.unwrap().id;
+        let provider = std::sync::Arc::new(portcullis_server::vault::KeyFileProvider::new(&keys));
+        let vault = portcullis_server::vault::Vault::new(store, provider, vault::FORMAT_V1);
+        vault
+            .put(&tenant, "api-key", value, None, "bench", 1)
+            .await
+            .unwrap();
+        let credential = portcullis_server::vault::Credential::Bearer {
+            secret: "api-key".into(),
+        };
+        let iterations = 20_000u32;
+        for _ in 0..1000 {
+            portcullis_server::vault::inject::inject(&vault, &tenant, &credential, 2)
+                .await
+                .unwrap();
+        }
+        let start = Instant::now();
+        for _ in 0..iterations {
+            black_box(
+                portcullis_server::vault::inject::inject(&vault, &tenant, &credential, 2)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "{:<44} {:>10.0} /s   {:>8.2} µs each",
+            "inject a bearer credential (SQLite read)",
+            f64::from(iterations) / elapsed.as_secs_f64(),
+            (elapsed / iterations).as_secs_f64() * 1e6
+        );
+    });
 
     let policy = EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], Vec::new());
     let any = HostAllowList::any();

@@ -141,12 +141,22 @@ impl Sites {
                 return Some(Refusal::Origin);
             }
         }
-        // What a cross-site form or `fetch` may send without a preflight: never an API call
-        // here (every endpoint takes JSON), so it is refused before authentication counts it.
+        // What a cross-site form or `fetch` may send without a preflight: refused before
+        // authentication counts it. The one exception: an agent's call of an HTTP API
+        // connection (`/t/{tenant}/http/…`) that carries `Authorization` — REST APIs take
+        // form and text bodies, and a page cannot attach that header without a preflight,
+        // which is never granted here.
+        let api_call = uri
+            .path()
+            .strip_prefix("/t/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest.starts_with("http/"))
+            && headers.contains_key(http::header::AUTHORIZATION);
         if matches!(
             *method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
+        ) && !api_call
+        {
             let essence = headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -351,6 +361,22 @@ mod tests {
             check(&s, Method::GET, &[host, ("content-type", "text/plain")]),
             None
         );
+        // An HTTP API call with credentials may carry a form body; nothing else may.
+        let form = [
+            host,
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", "Bearer pcagt_x"),
+        ];
+        let at = |path: &str| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in form {
+                headers.insert(name, value.parse().unwrap());
+            }
+            s.refusal(&Method::POST, &path.parse().unwrap(), &headers)
+        };
+        assert_eq!(at("/t/acme/http/billing/v1/charges"), None);
+        assert_eq!(at("/t/acme/mcp"), Some(Refusal::SimpleContentType));
+        assert_eq!(at("/admin/v1/tenants"), Some(Refusal::SimpleContentType));
     }
 
     #[test]

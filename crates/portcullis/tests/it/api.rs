@@ -495,3 +495,38 @@ async fn an_oauth_connection_gets_short_lived_tokens_and_needs_reconnection_when
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_is_held_as_sent() {
+    let app = TestApp::spawn().await;
+    let b = billing(&app).await;
+    let response = app
+        .http
+        .post(format!("{}/v1/refunds", b.url))
+        .bearer_auth(&b.tenant.agent_token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("charge=ch_1&amount=500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let held: Value = response.json().await.unwrap();
+    let view = app.approval(held["approval_id"].as_str().unwrap()).await;
+    assert_eq!(view.tool, "write");
+    assert_eq!(view.action.arguments["body"], "charge=ch_1&amount=500");
+    assert_eq!(
+        view.action.arguments["content_type"],
+        "application/x-www-form-urlencoded"
+    );
+    // Without credentials, the same body is what a web page could send: refused before
+    // authentication.
+    let page = app
+        .http
+        .post(format!("{}/v1/refunds", b.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("charge=ch_1&amount=500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}

@@ -816,3 +816,67 @@ async fn a_new_master_key_rewraps_every_tenant_key_from_the_cli() {
         .unwrap();
     app.wait_ready(&acme.connection_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_environments_from_before_the_vault_are_sealed_by_migrate() {
+    let app = TestApp::spawn().await;
+    if app.backend() != Backend::Sqlite {
+        // On PostgreSQL `migrate` runs as the schema owner (replicas seal at start-up too).
+        return;
+    }
+    let acme = app.seed_tenant("acme").await;
+    // A row as an earlier version stored it: the environment in plain text.
+    let plain = format!(
+        "sk_live_{}",
+        hex::encode(portcullis_core::random_bytes::<12>())
+    );
+    let transport = json!({
+        "kind": "stdio",
+        "program": "demo",
+        "env": { "PORTCULLIS_DEMO_CANARY": plain },
+    });
+    app.raw_sql(&format!(
+        "UPDATE connections SET transport = '{}' WHERE id = '{}'",
+        transport, acme.connection_id
+    ))
+    .await
+    .expect("write an old-style row");
+
+    let run = app.cli_local(&["migrate"]).await;
+    assert!(run.ok(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("1 plain environment value(s) sealed"),
+        "{}",
+        run.stdout
+    );
+    // The row now names a secret, which the vault lists.
+    let secrets = app.admin_api().list_secrets("acme").await.unwrap();
+    assert!(
+        secrets
+            .iter()
+            .any(|s| s.name == "crm.PORTCULLIS_DEMO_CANARY"),
+        "{secrets:?}"
+    );
+    let again = app.cli_local(&["migrate"]).await;
+    assert!(
+        again.stdout.contains("0 plain environment value(s) sealed"),
+        "idempotent: {}",
+        again.stdout
+    );
+    // Rewritten and its log emptied: the plain text is in no file of the data folder.
+    for entry in std::fs::read_dir(app.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+            "the plain value survives in {}",
+            path.display()
+        );
+    }
+    // The connection still starts, its environment now from the vault.
+    app.admin_api()
+        .restart_connection("acme", &acme.connection_id)
+        .await
+        .unwrap();
+    app.wait_ready(&acme.connection_id).await;
+}

@@ -87,8 +87,21 @@ pub fn egress(
         own.push(metrics);
     }
     let lookup = lookup.unwrap_or_else(|| std::sync::Arc::new(crate::egress::SystemLookup));
-    crate::egress::Egress::new(crate::egress::EgressPolicy::new(allowed, own), lookup)
-        .map_err(|e| BootstrapError::Config(format!("cannot build the outbound HTTP client: {e}")))
+    let roots = match config.egress.ca_file.as_str() {
+        "" => Vec::new(),
+        file => {
+            let pem = std::fs::read(file)
+                .map_err(|e| BootstrapError::Config(format!("egress.ca_file `{file}`: {e}")))?;
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| BootstrapError::Config(format!("egress.ca_file `{file}`: {e}")))?
+        }
+    };
+    crate::egress::Egress::with_roots(
+        crate::egress::EgressPolicy::new(allowed, own),
+        lookup,
+        roots,
+    )
+    .map_err(|e| BootstrapError::Config(format!("cannot build the outbound HTTP client: {e}")))
 }
 
 /// Move every plain environment value of a stdio connection (stored before the vault

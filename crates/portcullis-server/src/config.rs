@@ -102,6 +102,9 @@ pub struct EgressConfig {
     /// may reach anyway: development, tests, on-premises upstreams. Operator-only; a tenant
     /// can only narrow what it reaches. Empty: public addresses only.
     pub allow_private: Vec<String>,
+    /// A PEM file of certificate authorities trusted for `https://` upstreams besides the
+    /// system's (a private CA). Empty: the system's only.
+    pub ca_file: String,
 }
 
 /// The vault's key provider: the key file (embedded default) or an HSM over PKCS#11.

@@ -101,11 +101,14 @@ pub enum Rule {
     Unresolvable,
     /// Port 0.
     Port,
+    /// `http://` to a public address: credentials and bodies would cross the internet in
+    /// clear. Plain HTTP reaches only the networks the operator opened (`allow_private`).
+    PlainHttp,
 }
 
 impl Rule {
     /// Every rule, in declaration order.
-    pub const ALL: [Rule; 31] = [
+    pub const ALL: [Rule; 32] = [
         Rule::Loopback,
         Rule::Private,
         Rule::LinkLocal,
@@ -137,6 +140,7 @@ impl Rule {
         Rule::HostNotAllowed,
         Rule::Unresolvable,
         Rule::Port,
+        Rule::PlainHttp,
     ];
 
     /// The stable kebab-case name.
@@ -173,6 +177,7 @@ impl Rule {
             Rule::HostNotAllowed => "host-not-allowed",
             Rule::Unresolvable => "unresolvable",
             Rule::Port => "port",
+            Rule::PlainHttp => "plain-http",
         }
     }
 
@@ -443,6 +448,12 @@ impl EgressPolicy {
         };
         if let Some(ip) = ip_literal(host) {
             self.check_addr(SocketAddr::new(ip, port))?;
+            if url.scheme() == "http" && classify(ip).is_none() {
+                return Err(Refusal::new(
+                    Rule::PlainHttp,
+                    format!("`{host}` is public: use https"),
+                ));
+            }
         }
         if !tenant_hosts.allows(host) {
             return Err(Refusal::new(Rule::HostNotAllowed, format!("`{host}`")));
@@ -691,6 +702,9 @@ tokio::task_local! {
     /// scope; where it is absent (the plain client, or a connect finished in the background)
     /// the resolver assumes any port — refusing more, never less.
     static DESTINATION_PORT: u16;
+    /// Whether that request is plain `http://` (public answers are then refused: see
+    /// [`Rule::PlainHttp`]). Absent: assumed plain — refusing more, never less.
+    static PLAIN_HTTP: bool;
 }
 
 /// The client's resolver: one lookup, every address checked, the whole answer refused if any
@@ -704,6 +718,8 @@ pub struct CheckedResolver {
     /// The destination port, when this resolver serves one destination only (a client made
     /// for one upstream); otherwise the port [`Egress::send`] sets for its request.
     port: Option<u16>,
+    /// Whether that one destination is plain `http://` (likewise).
+    plain: Option<bool>,
 }
 
 impl CheckedResolver {
@@ -713,6 +729,7 @@ impl CheckedResolver {
             lookup,
             refusals: Arc::new(AtomicU64::new(0)),
             port: None,
+            plain: None,
         }
     }
 
@@ -728,12 +745,27 @@ impl Resolve for CheckedResolver {
         let port = self
             .port
             .or_else(|| DESTINATION_PORT.try_with(|port| *port).ok());
+        let plain = self
+            .plain
+            .or_else(|| PLAIN_HTTP.try_with(|plain| *plain).ok())
+            .unwrap_or(true);
         let lookup = self.lookup.lookup(&host);
         let policy = self.policy.clone();
         let refusals = self.refusals.clone();
         Box::pin(async move {
             let checked = match lookup.await {
-                Ok(answer) => policy.check_answer(&host, port, &answer).map(|()| answer),
+                Ok(answer) => policy
+                    .check_answer(&host, port, &answer)
+                    .and_then(
+                        |()| match answer.iter().find(|ip| classify(**ip).is_none()) {
+                            Some(public) if plain => Err(Refusal::new(
+                                Rule::PlainHttp,
+                                format!("`{host}` → {public} is public: use https"),
+                            )),
+                            _ => Ok(()),
+                        },
+                    )
+                    .map(|()| answer),
                 Err(e) => Err(Refusal::new(
                     Rule::Unresolvable,
                     format!("`{host}`: {}", e.kind()),
@@ -767,11 +799,21 @@ pub fn client(
     policy: Arc<EgressPolicy>,
     lookup: Arc<dyn Lookup>,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    build_client(Arc::new(CheckedResolver::new(policy, lookup)))
+    build_client(Arc::new(CheckedResolver::new(policy, lookup)), &[])
 }
 
-fn build_client(resolver: Arc<CheckedResolver>) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+fn build_client(
+    resolver: Arc<CheckedResolver>,
+    roots: &[reqwest::Certificate],
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        // rustls: the system's trusted roots plus the operator's (`egress.ca_file`), TLS 1.2
+        // at least, names and addresses verified.
+        .min_tls_version(reqwest::tls::Version::TLS_1_2);
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
         .dns_resolver(resolver)
         // A redirect is a new destination nobody vetted; callers see the 3xx.
         .redirect(reqwest::redirect::Policy::none())
@@ -787,6 +829,8 @@ fn build_client(resolver: Arc<CheckedResolver>) -> Result<reqwest::Client, reqwe
 
 /// The policy and the client together: the only way the gateway should send outbound HTTP.
 pub struct Egress {
+    /// Extra trusted roots, for the clients made per destination too.
+    roots: Vec<reqwest::Certificate>,
     policy: Arc<EgressPolicy>,
     resolver: Arc<CheckedResolver>,
     client: reqwest::Client,
@@ -794,13 +838,24 @@ pub struct Egress {
 
 impl Egress {
     pub fn new(policy: EgressPolicy, lookup: Arc<dyn Lookup>) -> Result<Self, reqwest::Error> {
+        Self::with_roots(policy, lookup, Vec::new())
+    }
+
+    /// With certificate authorities trusted besides the system's (an on-premises upstream's
+    /// private CA).
+    pub fn with_roots(
+        policy: EgressPolicy,
+        lookup: Arc<dyn Lookup>,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
         let resolver = Arc::new(CheckedResolver::new(policy.clone(), lookup));
-        let client = build_client(resolver.clone())?;
+        let client = build_client(resolver.clone(), &roots)?;
         Ok(Self {
             policy,
             resolver,
             client,
+            roots,
         })
     }
 
@@ -829,8 +884,9 @@ impl Egress {
             lookup: self.resolver.lookup.clone(),
             refusals: self.resolver.refusals.clone(),
             port: Some(port),
+            plain: Some(url.scheme() == "http"),
         });
-        let client = build_client(resolver).map_err(EgressError::from_reqwest)?;
+        let client = build_client(resolver, &self.roots).map_err(EgressError::from_reqwest)?;
         Ok((url, client))
     }
 
@@ -867,8 +923,9 @@ impl Egress {
             .policy
             .check_parsed(request.url(), hosts)
             .inspect_err(|refusal| note_refusal(&self.resolver.refusals, refusal))?;
+        let plain = request.url().scheme() == "http";
         DESTINATION_PORT
-            .scope(port, self.client.execute(request))
+            .scope(port, PLAIN_HTTP.scope(plain, self.client.execute(request)))
             .await
             .map_err(EgressError::from_reqwest)
     }
@@ -966,8 +1023,12 @@ mod tests {
         }
         let resolver = CheckedResolver::new(policy, lookup);
         let name: Name = host.parse().unwrap();
+        let plain = url.scheme() == "http";
         let resolved = DESTINATION_PORT
-            .scope(port, async { resolver.resolve(name).await })
+            .scope(
+                port,
+                PLAIN_HTTP.scope(plain, async { resolver.resolve(name).await }),
+            )
             .await;
         match resolved {
             Ok(addrs) => Ok(addrs.map(|a| SocketAddr::new(a.ip(), port)).collect()),
@@ -1157,7 +1218,7 @@ mod tests {
             "http://api.example.com./v1",
             "http://a.example.org/",
             "http://a.b.example.org:8443/",
-            "http://93.184.215.14/",
+            "https://93.184.215.14/",
         ] {
             let result = policy(Strict).check_url(url, &allowed);
             if url.contains("93.184") {
@@ -1585,6 +1646,109 @@ mod tests {
                 assert!(!message.contains("closed.test"), "{message}");
             }
             other => panic!("expected a transport error, got {other:?}"),
+        }
+    }
+
+    /// A TLS server on 127.0.0.2 with a certificate for `127.0.0.2` and `tls.test`, signed by
+    /// a CA only the test knows; answers `200 tls` to one request per connection.
+    async fn tls_server() -> (u16, reqwest::Certificate) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio_rustls::rustls;
+        let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.2".into(), "tls.test".into()])
+            .expect("certificate");
+        let trusted = reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ca.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![ca.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\ntls",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, trusted)
+    }
+
+    #[tokio::test]
+    async fn https_reaches_a_trusted_upstream_and_nothing_else() {
+        let (port, trusted) = tls_server().await;
+        let lookup = || -> Arc<dyn Lookup> {
+            Arc::new(StaticLookup::new().with("tls.test", vec![ip("127.0.0.2")]))
+        };
+        let any = HostAllowList::any();
+        let egress =
+            Egress::with_roots(only_127_0_0_2(Vec::new()), lookup(), vec![trusted.clone()])
+                .unwrap();
+        for url in [
+            format!("https://127.0.0.2:{port}/"),
+            format!("https://tls.test:{port}/"),
+        ] {
+            let response = egress.get(&url, &any).await.expect(&url);
+            assert_eq!(response.status(), 200, "{url}");
+            assert_eq!(response.text().await.unwrap(), "tls");
+        }
+        // A certificate nobody trusts: refused by TLS, fails closed.
+        let untrusting = Egress::new(only_127_0_0_2(Vec::new()), lookup()).unwrap();
+        match untrusting
+            .get(&format!("https://tls.test:{port}/"), &any)
+            .await
+        {
+            Err(EgressError::Transport(_)) => {}
+            other => panic!("expected a TLS failure, got {other:?}"),
+        }
+        // The name the certificate does not carry: refused even with the CA trusted.
+        let wrong_name = Egress::with_roots(
+            only_127_0_0_2(Vec::new()),
+            Arc::new(StaticLookup::new().with("other.test", vec![ip("127.0.0.2")])),
+            vec![trusted],
+        )
+        .unwrap();
+        assert!(
+            wrong_name
+                .get(&format!("https://other.test:{port}/"), &any)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_http_reaches_only_opened_networks() {
+        let policy = EgressPolicy::new(Vec::new(), Vec::new());
+        let any = HostAllowList::any();
+        assert_eq!(
+            policy
+                .check_url("http://93.184.215.14/", &any)
+                .unwrap_err()
+                .rule,
+            Rule::PlainHttp
+        );
+        assert!(policy.check_url("https://93.184.215.14/", &any).is_ok());
+        // A name answering a public address over plain http is refused at the lookup.
+        let egress = Egress::new(
+            EgressPolicy::new(Vec::new(), Vec::new()),
+            Arc::new(StaticLookup::new().with("public.test", vec![ip("93.184.215.14")])),
+        )
+        .unwrap();
+        match egress.get("http://public.test/", &any).await {
+            Err(EgressError::Refused(refusal)) => assert_eq!(refusal.rule, Rule::PlainHttp),
+            other => panic!("expected plain-http, got {other:?}"),
         }
     }
 }

@@ -288,8 +288,15 @@ pub async fn endpoint(
     };
     // The path as the agent sent it, still percent-encoded: what is checked, approved and
     // forwarded is the same text (a decoded `%2F` would become a separator upstream).
-    let prefix = format!("/t/{tenant}/http/{connection}");
-    let raw = uri.path().strip_prefix(prefix.as_str()).unwrap_or_default();
+    let prefix = format!("/t/{tenant}/http/{connection}/");
+    let Some(raw) = uri.path().strip_prefix(prefix.as_str()) else {
+        // The tenant or connection name was percent-encoded: not a name of ours.
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "tenant and connection names are never percent-encoded",
+        );
+    };
     let path = match clean_path(raw) {
         Ok(path) => path,
         Err(message) => return problem(StatusCode::BAD_REQUEST, "bad_path", message),
@@ -519,7 +526,7 @@ pub(crate) async fn send(
                         UpstreamError::Transport
                     })?
             }
-            None => crate::vault::inject::inject(&outbound.vault, &api.tenant, credential, now)
+            None => crate::vault::inject::inject_for_request(&outbound.vault, &api.tenant, credential, now)
                 .await
                 .map_err(|e| {
                     tracing::warn!(tenant = %api.tenant, error = %e, "cannot reveal an API credential");

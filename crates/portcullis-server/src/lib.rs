@@ -102,11 +102,15 @@ impl Application {
         bootstrap::check_permissions(&config)?;
         let clock = options.clock;
         let now = clock.now();
-        let vault = Arc::new(vault::Vault::new(
-            store.clone(),
-            bootstrap::key_provider(&config, &keys)?,
-            config.vault.min_format,
-        ));
+        let cache = Arc::new(cache::AccessCache::default());
+        let vault = Arc::new(
+            vault::Vault::new(
+                store.clone(),
+                bootstrap::key_provider(&config, &keys)?,
+                config.vault.min_format,
+            )
+            .with_cache(cache.clone()),
+        );
         let egress = Arc::new(bootstrap::egress(&config, options.lookup.clone())?);
         // Environments stored in plain text before the vault existed are sealed now (also
         // done by `portcullis migrate`); nothing is launched with a plain value.
@@ -117,7 +121,6 @@ impl Application {
         } else {
             None
         };
-        let cache = Arc::new(cache::AccessCache::default());
         // Another replica's changes are only seen through the change feed: until it is
         // listening (see `watch_access_changes`), bypass the cache.
         cache.set_enabled(!store.is_shared());

@@ -27,7 +27,7 @@ mod votes;
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
 pub use review::{AccessFacts, ReviewedAgent, ReviewedConnection, ReviewedGrant};
-pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SecretMeta, TenantKey};
+pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SealedSecret, SecretMeta, TenantKey};
 pub use sqlite::SqliteStore;
 
 use portcullis_core::UnixMillis;

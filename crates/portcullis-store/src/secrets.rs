@@ -75,6 +75,10 @@ pub struct NewSecretVersion<'a> {
     pub rotate_every_days: Option<u32>,
 }
 
+/// A secret as a reveal reads it: what may be said of it, its sealed blobs, and the (still
+/// wrapped) tenant key they were sealed under.
+pub type SealedSecret = (SecretMeta, SealedBlobs, TenantKey);
+
 /// One secret's data key, rewrapped under a new tenant key (ciphertext untouched).
 pub struct Rewrapped {
     pub name: String,
@@ -217,11 +221,7 @@ impl Store {
     /// A secret's sealed blobs with the tenant key they were sealed under, read in one
     /// statement: a rotation commits either before it (the new key) or after (the old key,
     /// which it keeps until the same commit).
-    pub async fn sealed_secret(
-        &self,
-        tenant: &TenantId,
-        name: &str,
-    ) -> StoreResult<(SecretMeta, SealedBlobs, TenantKey)> {
+    pub async fn sealed_secret(&self, tenant: &TenantId, name: &str) -> StoreResult<SealedSecret> {
         let q = sql(
             "SELECT s.*, k.master_id, k.wrapped, k.created_at AS key_created_at \
              FROM secrets s JOIN tenant_keys k ON k.tenant_id = s.tenant_id AND k.version = s.kek_version \

@@ -184,6 +184,26 @@ pub async fn inject(
     credential: &Credential,
     now: UnixMillis,
 ) -> Result<Injected, VaultError> {
+    inject_with(vault, tenant, credential, now, false).await
+}
+
+/// [`inject`] for a request an agent is making now (sealed blobs from the access cache).
+pub async fn inject_for_request(
+    vault: &Vault,
+    tenant: &TenantId,
+    credential: &Credential,
+    now: UnixMillis,
+) -> Result<Injected, VaultError> {
+    inject_with(vault, tenant, credential, now, true).await
+}
+
+async fn inject_with(
+    vault: &Vault,
+    tenant: &TenantId,
+    credential: &Credential,
+    now: UnixMillis,
+    cached: bool,
+) -> Result<Injected, VaultError> {
     use base64::Engine as _;
     let secret = match credential {
         Credential::Bearer { secret }
@@ -193,7 +213,11 @@ pub async fn inject(
         // Minted by the broker, not revealed: see `oauth_header`.
         Credential::Oauth { .. } => return Err(VaultError::InvalidValue),
     };
-    let revealed = vault.reveal(tenant, secret, now).await?;
+    let revealed = if cached {
+        vault.reveal_for_request(tenant, secret, now).await?
+    } else {
+        vault.reveal(tenant, secret, now).await?
+    };
     let value = revealed.expose_str()?;
     let header = |name: http::HeaderName, text: zeroize::Zeroizing<String>| {
         let mut value = http::HeaderValue::from_str(&text).map_err(|_| VaultError::InvalidValue)?;

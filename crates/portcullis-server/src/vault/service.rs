@@ -79,6 +79,9 @@ pub struct Vault {
     keks: Mutex<HashMap<(TenantId, u32), Arc<Key256>>>,
     /// When each secret's use was last written (uses are recorded at most once a minute).
     touched: Mutex<HashMap<(TenantId, String), UnixMillis>>,
+    /// Sealed blobs for per-request injection (see [`Vault::reveal_for_request`]); every
+    /// write here invalidates it.
+    cache: Option<Arc<crate::cache::AccessCache>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -111,6 +114,21 @@ impl Vault {
             min_format,
             keks: Mutex::default(),
             touched: Mutex::default(),
+            cache: None,
+        }
+    }
+
+    /// Serve per-request reveals' sealed blobs from `cache` (invalidated by every vault write
+    /// here, by every admin write, and by other replicas' writes through the access
+    /// generation).
+    pub fn with_cache(mut self, cache: Arc<crate::cache::AccessCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn changed(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate();
         }
     }
 
@@ -229,7 +247,10 @@ impl Vault {
             };
             match self.store.put_secret(new, actor, now).await {
                 Err(StoreError::Conflict(Conflict::VaultChanged)) => continue,
-                other => return Ok(other?),
+                other => {
+                    self.changed();
+                    return Ok(other?);
+                }
             }
         }
         Err(VaultError::Busy)
@@ -246,7 +267,9 @@ impl Vault {
         actor: &str,
         now: UnixMillis,
     ) -> Result<(), VaultError> {
-        match self.store.delete_secret(tenant, name, actor, now).await {
+        let result = self.store.delete_secret(tenant, name, actor, now).await;
+        self.changed();
+        match result {
             Err(StoreError::NotFound) => Err(VaultError::NotFound),
             other => Ok(other?),
         }
@@ -260,17 +283,47 @@ impl Vault {
         name: &str,
         now: UnixMillis,
     ) -> Result<Revealed, VaultError> {
-        let (meta, blobs, key) = match self.store.sealed_secret(tenant, name).await {
+        let sealed = match self.store.sealed_secret(tenant, name).await {
+            Err(StoreError::NotFound) => return Err(VaultError::NotFound),
+            other => Arc::new(other?),
+        };
+        self.open(tenant, name, &sealed, now).await
+    }
+
+    /// [`reveal`](Self::reveal) for a request an agent is making right now (an HTTP API
+    /// call): the sealed blobs may come from the access cache, which that request has just
+    /// checked against the shared generation. Launches and connects read the store.
+    pub(crate) async fn reveal_for_request(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        now: UnixMillis,
+    ) -> Result<Revealed, VaultError> {
+        let Some(cache) = &self.cache else {
+            return self.reveal(tenant, name, now).await;
+        };
+        let sealed = match cache.sealed_secret(&self.store, tenant, name).await {
             Err(StoreError::NotFound) => return Err(VaultError::NotFound),
             other => other?,
         };
-        let kek = self.open_key(&key).await?;
+        self.open(tenant, name, &sealed, now).await
+    }
+
+    async fn open(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        sealed: &portcullis_store::SealedSecret,
+        now: UnixMillis,
+    ) -> Result<Revealed, VaultError> {
+        let (meta, blobs, key) = sealed;
+        let kek = self.open_key(key).await?;
         let at = SecretAt {
             tenant,
             secret_id: meta.id.as_str(),
             version: meta.version,
         };
-        let value = seal::unseal(&kek, &at, &sealed_of(&blobs), self.min_format)?;
+        let value = seal::unseal(&kek, &at, &sealed_of(blobs), self.min_format)?;
         let due = {
             let mut touched = self.touched.lock().expect("lock poisoned");
             let last = touched
@@ -351,6 +404,7 @@ impl Vault {
                 Err(StoreError::Conflict(Conflict::VaultChanged)) => continue,
                 other => other?,
             }
+            self.changed();
             let mut keks = self.keks.lock().expect("lock poisoned");
             keks.retain(|(t, v), _| t != tenant || *v >= version);
             keks.insert((tenant.clone(), version), Arc::new(new_kek));
@@ -398,6 +452,7 @@ impl Vault {
         now: UnixMillis,
     ) -> Result<(), VaultError> {
         let result = self.store.delete_tenant(tenant, actor, now).await;
+        self.changed();
         self.keks
             .lock()
             .expect("lock poisoned")

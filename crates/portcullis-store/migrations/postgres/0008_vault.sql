@@ -67,3 +67,10 @@ ALTER TABLE tenants ADD COLUMN egress_hosts TEXT;
 -- show `needs_reconnection` (and cannot run) until a new refresh token is stored and the
 -- broker mints again.
 ALTER TABLE connections ADD COLUMN needs_reconnection_at BIGINT;
+
+-- A secret or tenant key changed on one replica: the others drop their cached sealed blobs
+-- on their next request (the access generation), as for the tables of 0002 and 0005.
+CREATE TRIGGER secrets_notify_access AFTER INSERT OR UPDATE OR DELETE ON secrets
+    FOR EACH STATEMENT EXECUTE FUNCTION portcullis_notify_access();
+CREATE TRIGGER tenant_keys_notify_access AFTER INSERT OR UPDATE OR DELETE ON tenant_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION portcullis_notify_access();

@@ -224,6 +224,14 @@ async fn unknown_routes_paths_and_agents_are_refused() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
     }
+    // An encoded connection name is not the connection (and never reaches the API's root).
+    let response = get(
+        format!("{}/t/acme/http/bill%69ng/v1/x", app.base),
+        b.tenant.agent_token.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // Another connection name, or an MCP connection, is unknown.
     for url in [
         format!("{}/t/acme/http/nope/v1/x", app.base),
@@ -529,4 +537,52 @@ async fn a_form_body_is_held_as_sent() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_secret_version_is_injected_on_the_very_next_call() {
+    let app = TestApp::spawn().await;
+    let b = billing(&app).await;
+    let get = || {
+        app.http
+            .get(format!("{}/v1/customers", b.url))
+            .bearer_auth(&b.tenant.agent_token)
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    app.admin_api()
+        .put_secret(
+            "acme",
+            "billing-key",
+            &SecretIn {
+                value: "sk_live_second_version".to_owned().into(),
+                rotate_every_days: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+    let auths: Vec<String> = b
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.authorization.clone())
+        .collect();
+    assert_eq!(
+        auths,
+        vec![
+            format!("Bearer {}", b.canary),
+            format!("Bearer {}", b.canary),
+            "Bearer sk_live_second_version".to_owned(),
+        ]
+    );
+    // Deleted: the next call is not sent at all.
+    app.admin_api()
+        .delete_secret("acme", "billing-key")
+        .await
+        .unwrap();
+    assert_eq!(get().await.unwrap().status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(b.seen.lock().unwrap().len(), 3);
 }

@@ -152,14 +152,17 @@ pub fn effective_routes(routes: &[ApiRoute]) -> Vec<ApiRoute> {
 }
 
 /// Whether `path` matches `pattern` segment by segment (`*` one segment, a final `**` the
-/// rest, including nothing).
+/// rest, including nothing), ASCII case-insensitively.
 fn path_matches(pattern: &str, path: &str) -> bool {
     let mut want = pattern.trim_start_matches('/').split('/');
     let mut have = path.trim_start_matches('/').split('/');
     loop {
         match (want.next(), have.next()) {
             (Some("**"), _) => return want.next().is_none(),
-            (Some(w), Some(h)) if w == "*" && !h.is_empty() || w == h => {}
+            // Case-insensitively: an upstream that routes `/V1/Charges` as `/v1/charges` must
+            // not get it under a looser route (for a case-sensitive one this only ever
+            // picks the stricter route).
+            (Some(w), Some(h)) if w == "*" && !h.is_empty() || w.eq_ignore_ascii_case(h) => {}
             (None, None) => return true,
             _ => return false,
         }
@@ -170,18 +173,47 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 /// no empty segments, no encoded slash or backslash (which upstreams decode differently).
 fn clean_path(path: &str) -> Result<String, String> {
     let path = format!("/{}", path.trim_start_matches('/'));
-    let lower = path.to_ascii_lowercase();
+    let refused = || {
+        Err(
+            "the path may not contain `.` or `..` segments, empty segments, `;`, backslashes, \
+             control characters, or percent-escapes of characters that need none (`%63` for `c`) \
+             or of separators"
+                .to_owned(),
+        )
+    };
     if path
         .split('/')
         .skip(1)
         .any(|s| s == "." || s == ".." || (s.is_empty() && path.len() > 1))
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || lower.contains("%2e")
         || path.contains('\\')
+        || path.contains(';')
         || path.bytes().any(|b| b.is_ascii_control())
     {
-        return Err("the path may not contain `.` or `..` segments, empty segments, encoded slashes or control characters".into());
+        return refused();
+    }
+    // Routes match the path as sent, and the upstream decodes it: an escape the upstream
+    // would decode into something a route pattern spells differently (`%63harges` is
+    // `charges`; `%2F` a separator; `%3B` a path parameter) would classify the request under
+    // another route than the one it reaches. Only escapes of what must be escaped pass.
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let escaped = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            match escaped {
+                Some(b)
+                    if !(b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b';')
+                        || b.is_ascii_control()) => {}
+                _ => return refused(),
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
     }
     Ok(path)
 }
@@ -624,6 +656,7 @@ mod tests {
         assert!(!path_matches("/v1/charges/*", "/v1/charges/ch_1/refund"));
         assert!(path_matches("/v1/**", "/v1/charges/ch_1/refund"));
         assert!(path_matches("/**", "/"));
+        assert!(path_matches("/v1/charges", "/V1/Charges"));
         assert!(!path_matches("/v1/**", "/v2/x"));
     }
 

@@ -839,9 +839,8 @@ impl Upstreams {
     /// Make the supervised set match the store: start every active connection that is not
     /// supervised here yet (created on another replica) and stop those revoked elsewhere.
     pub async fn reconcile(&self) -> Result<(), portcullis_store::StoreError> {
-        let active = self.inner.store.all_active_connections().await?;
-        let wanted: std::collections::HashSet<ConnectionId> =
-            active.iter().map(|c| c.id.clone()).collect();
+        // What runs is taken before the store is read: a connection created (and started) here
+        // while the read is under way is missing from the read but is not stopped for it.
         let running: Vec<ConnectionId> = self
             .inner
             .slots
@@ -850,6 +849,9 @@ impl Upstreams {
             .keys()
             .cloned()
             .collect();
+        let active = self.inner.store.all_active_connections().await?;
+        let wanted: std::collections::HashSet<ConnectionId> =
+            active.iter().map(|c| c.id.clone()).collect();
         for id in running.iter().filter(|id| !wanted.contains(*id)) {
             self.stop(id);
         }

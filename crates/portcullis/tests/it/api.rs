@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex};
 
 /// One request the fake API received.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    uri: String,
-    authorization: Option<String>,
-    body: String,
+pub(crate) struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub authorization: Option<String>,
+    pub body: String,
 }
 
 /// A loopback REST API that records every request and answers `{"ok": true, "path": …}`.
-async fn fake_api() -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn fake_api() -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let record = seen.clone();
     let app = axum::Router::new().fallback(

@@ -1135,3 +1135,113 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_on_one_replica_is_injected_by_the_others_on_their_next_call() {
+    use portcullis_server::admin::secrets::SecretIn;
+    use portcullis_server::upstream::Credential;
+    let Some(cluster) =
+        Cluster::start_with(&[("PORTCULLIS_EGRESS__ALLOW_PRIVATE", "[\"127.0.0.1/32\"]")]).await
+    else {
+        return;
+    };
+    let (base_url, seen) = crate::api::fake_api().await;
+    let put = |value: &str| SecretIn {
+        value: value.to_owned().into(),
+        rotate_every_days: None,
+    };
+    cluster
+        .admin(0)
+        .put_secret("acme", "key", &put("sk_first"))
+        .await
+        .expect("put");
+    let connection = cluster
+        .admin(0)
+        .create_connection(
+            "acme",
+            &ConnectionIn {
+                name: "billing".into(),
+                spec: ConnectionSpec::new(
+                    Transport::Api {
+                        base_url,
+                        auth: Some(Credential::Bearer {
+                            secret: "key".into(),
+                        }),
+                        routes: Vec::new(),
+                    },
+                    Default::default(),
+                ),
+            },
+        )
+        .await
+        .expect("create");
+    cluster
+        .admin(0)
+        .add_grant(
+            "acme",
+            &GrantIn {
+                agent: cluster.acme.agent_id.clone(),
+                connection: connection.id.to_string(),
+                tool: "*".into(),
+            },
+        )
+        .await
+        .expect("grant");
+    for replica in 0..REPLICAS {
+        wait_connection_ready(cluster.admin(replica), "acme", connection.id.as_str()).await;
+    }
+    let get = |replica: usize| {
+        cluster
+            .http
+            .get(format!(
+                "{}/t/acme/http/billing/v1/x",
+                cluster.replicas[replica].base
+            ))
+            .bearer_auth(&cluster.acme.agent_token)
+            .send()
+    };
+    // Every replica caches the sealed secret.
+    for replica in 0..REPLICAS {
+        for _ in 0..2 {
+            assert_eq!(get(replica).await.unwrap().status(), StatusCode::OK);
+        }
+    }
+    cluster
+        .admin(0)
+        .put_secret("acme", "key", &put("sk_second"))
+        .await
+        .expect("put again");
+    for replica in 1..REPLICAS {
+        assert_eq!(get(replica).await.unwrap().status(), StatusCode::OK);
+    }
+    let last: Vec<Option<String>> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(REPLICAS - 1)
+        .map(|s| s.authorization.clone())
+        .collect();
+    assert!(
+        last.iter()
+            .all(|a| a.as_deref() == Some("Bearer sk_second")),
+        "another replica injected a stale version: {last:?}"
+    );
+    cluster
+        .admin(0)
+        .delete_secret("acme", "key")
+        .await
+        .expect("delete");
+    let before = seen.lock().unwrap().len();
+    for replica in 1..REPLICAS {
+        assert_eq!(
+            get(replica).await.unwrap().status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "a deleted secret is never sent"
+    );
+}

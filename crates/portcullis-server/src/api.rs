@@ -252,7 +252,7 @@ fn arguments(
 }
 
 /// A JSON error the way agents read them.
-fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+pub(crate) fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(json!({ "error": error, "message": message.into() })),
@@ -260,7 +260,7 @@ fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Respo
         .into_response()
 }
 
-pub(crate) fn auth_refusal(refusal: AuthRefusal) -> Response {
+fn auth_refusal(refusal: AuthRefusal) -> Response {
     match refusal {
         AuthRefusal::Unauthenticated => problem(
             StatusCode::UNAUTHORIZED,
@@ -294,6 +294,29 @@ pub(crate) fn auth_refusal(refusal: AuthRefusal) -> Response {
     }
 }
 
+/// The agent a plain-HTTP request (an API call, a session exchange) comes from: its bearer
+/// token for `tenant`, from the client address the proxies configuration names; refusals
+/// answered as JSON.
+pub(crate) async fn agent_of(
+    state: &AppState,
+    peer: SocketAddr,
+    tenant: &str,
+    headers: &HeaderMap,
+) -> Result<crate::identity::AgentContext, Response> {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let ip = crate::auth::client_ip(
+        peer.ip(),
+        headers,
+        &state.trusted_proxies,
+        state.config.server.forwarded_header,
+    );
+    authenticate_agent(state, ip, tenant, authorization)
+        .await
+        .map_err(auth_refusal)
+}
+
 /// Axum handler for `/t/{tenant}/http/{connection}/{*path}`.
 pub async fn endpoint(
     State(state): State<Arc<AppState>>,
@@ -305,18 +328,9 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     state.metrics.request("http");
-    let authorization = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let ip = crate::auth::client_ip(
-        peer.ip(),
-        &headers,
-        &state.trusted_proxies,
-        state.config.server.forwarded_header,
-    );
-    let ctx = match authenticate_agent(&state, ip, &tenant, authorization).await {
+    let ctx = match agent_of(&state, peer, &tenant, &headers).await {
         Ok(ctx) => ctx,
-        Err(refusal) => return auth_refusal(refusal),
+        Err(refused) => return refused,
     };
     // The path as the agent sent it, still percent-encoded: what is checked, approved and
     // forwarded is the same text (a decoded `%2F` would become a separator upstream).

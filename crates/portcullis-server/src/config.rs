@@ -263,34 +263,12 @@ impl Config {
 
     /// The trusted reverse proxies, parsed.
     pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.server
-            .trusted_proxies
-            .iter()
-            .map(|entry| {
-                entry
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        format!("server.trusted_proxies: `{entry}` is not an address or CIDR block")
-                    })
-            })
-            .collect()
+        networks("server.trusted_proxies", &self.server.trusted_proxies)
     }
 
     /// The networks outbound requests may reach although they are not public.
     pub fn allow_private(&self) -> Result<Vec<ipnet::IpNet>, String> {
-        self.egress
-            .allow_private
-            .iter()
-            .map(|entry| {
-                entry
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        format!("egress.allow_private: `{entry}` is not an address or CIDR block")
-                    })
-            })
-            .collect()
+        networks("egress.allow_private", &self.egress.allow_private)
     }
 
     /// The separate metrics listener, if configured.
@@ -321,6 +299,19 @@ impl Config {
             PathBuf::from(&self.data.key_file)
         }
     }
+}
+
+/// Addresses or CIDR blocks of the setting `name`.
+fn networks(name: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{name}: `{entry}` is not an address or CIDR block"))
+        })
+        .collect()
 }
 
 /// Which header the trusted proxies write the client into. Only that one is read: a proxy

@@ -5,7 +5,7 @@
 //! revoked or expires (the store reads the parent with the token), and spends its parent's
 //! rate limit.
 
-use crate::auth::authenticate_agent;
+use crate::api::problem;
 use crate::identity::AgentContext;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -16,7 +16,6 @@ use portcullis_core::UnixMillis;
 use portcullis_core::id::TokenId;
 use portcullis_core::token::{BearerSecret, TokenKind};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -75,14 +74,6 @@ pub fn narrowed_scope(parent: &[String], requested: &[String]) -> Result<Vec<Str
     Ok(requested.to_vec())
 }
 
-fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": error, "message": message.into() })),
-    )
-        .into_response()
-}
-
 /// Axum handler for `POST /t/{tenant}/sessions`.
 pub async fn exchange(
     State(state): State<Arc<AppState>>,
@@ -92,18 +83,9 @@ pub async fn exchange(
     body: Bytes,
 ) -> Response {
     state.metrics.request("sessions");
-    let authorization = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let ip = crate::auth::client_ip(
-        peer.ip(),
-        &headers,
-        &state.trusted_proxies,
-        state.config.server.forwarded_header,
-    );
-    let ctx: AgentContext = match authenticate_agent(&state, ip, &tenant, authorization).await {
+    let ctx: AgentContext = match crate::api::agent_of(&state, peer, &tenant, &headers).await {
         Ok(ctx) => ctx,
-        Err(refusal) => return crate::api::auth_refusal(refusal),
+        Err(refused) => return refused,
     };
     if ctx.parent_token.is_some() {
         return problem(
@@ -140,20 +122,17 @@ pub async fn exchange(
     };
     let now = state.clock.now();
     let expires_at = (now + ttl as i64 * 1000).min(ctx.token_expires_at);
-    let parent = portcullis_store::AgentToken {
-        id: ctx.token.clone(),
-        tenant: ctx.tenant.clone(),
-        agent: ctx.agent.clone(),
-        scope: ctx.scope.clone(),
-        expires_at: ctx.token_expires_at,
-        created_at: 0,
-        revoked_at: None,
-        parent: None,
-    };
     let secret = BearerSecret::generate(TokenKind::Agent);
+    let session = portcullis_store::NewToken {
+        tenant: &ctx.tenant,
+        agent: &ctx.agent,
+        token_hash: &secret.hash(),
+        scope: &scope,
+        expires_at,
+    };
     match state
         .store
-        .create_session_token(&parent, &secret.hash(), &scope, expires_at, now)
+        .create_session_token(&ctx.token, session, now)
         .await
     {
         Ok(token) => {

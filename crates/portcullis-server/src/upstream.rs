@@ -1371,6 +1371,25 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
     }
 }
 
+/// Record that the egress policy refused a connection's destination (the rule, never the
+/// URL, which may carry a credential).
+async fn audit_egress_refusal(
+    inner: &Inner,
+    connection: &Connection,
+    refusal: &crate::egress::Refusal,
+) {
+    let draft = portcullis_core::audit::AuditDraft::new(
+        connection.tenant.clone(),
+        "gateway",
+        portcullis_core::audit::AuditKind::EgressRefused,
+    )
+    .resource(format!("connection:{}", connection.id))
+    .detail(serde_json::json!({ "rule": refusal.rule.name() }));
+    if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
+        tracing::error!(error = %e, "cannot audit an egress refusal");
+    }
+}
+
 /// The tenant's own host allow list (it only narrows the egress policy).
 async fn tenant_hosts(
     inner: &Inner,
@@ -1408,16 +1427,7 @@ async fn supervise_api(
     let url = match inner.outbound.egress.check_url(base_url, &hosts) {
         Ok(url) => url,
         Err(refusal) => {
-            let draft = portcullis_core::audit::AuditDraft::new(
-                connection.tenant.clone(),
-                "gateway",
-                portcullis_core::audit::AuditKind::EgressRefused,
-            )
-            .resource(format!("connection:{}", connection.id))
-            .detail(serde_json::json!({ "rule": refusal.rule.name() }));
-            if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
-                tracing::error!(error = %e, "cannot audit an egress refusal");
-            }
+            audit_egress_refusal(inner, connection, &refusal).await;
             return down(refusal.to_string());
         }
     };
@@ -1677,16 +1687,7 @@ async fn connect(
             let (url, http) = match inner.outbound.egress.client_for(url, &hosts) {
                 Ok(vetted) => vetted,
                 Err(crate::egress::EgressError::Refused(refusal)) => {
-                    let draft = portcullis_core::audit::AuditDraft::new(
-                        connection.tenant.clone(),
-                        "gateway",
-                        portcullis_core::audit::AuditKind::EgressRefused,
-                    )
-                    .resource(format!("connection:{}", connection.id))
-                    .detail(serde_json::json!({ "rule": refusal.rule.name() }));
-                    if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
-                        tracing::error!(error = %e, "cannot audit an egress refusal");
-                    }
+                    audit_egress_refusal(inner, connection, &refusal).await;
                     return Err(ConnectError::Refused(refusal.to_string()));
                 }
                 Err(e) => return Err(failed(format!("cannot build the upstream client: {e}"))),

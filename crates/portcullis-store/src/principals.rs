@@ -464,28 +464,29 @@ impl Store {
     /// names its parent.
     pub async fn create_session_token(
         &self,
-        parent: &AgentToken,
-        token_hash: &str,
-        scope: &[String],
-        expires_at: UnixMillis,
+        parent: &TokenId,
+        new: NewToken<'_>,
         now: UnixMillis,
     ) -> StoreResult<AgentToken> {
         let token = AgentToken {
             id: TokenId::generate(),
-            tenant: parent.tenant.clone(),
-            agent: parent.agent.clone(),
-            scope: scope.to_vec(),
-            expires_at,
+            tenant: new.tenant.clone(),
+            agent: new.agent.clone(),
+            scope: new.scope.to_vec(),
+            expires_at: new.expires_at,
             created_at: now,
             revoked_at: None,
-            parent: Some(parent.id.clone()),
+            parent: Some(parent.clone()),
         };
-        let mut tx = self.begin(Scope::Tenant(&parent.tenant)).await?;
+        let mut tx = self.begin(Scope::Tenant(new.tenant)).await?;
+        // The parent must be this agent's own live, long-lived token.
         let live_parent = sql(
-            "SELECT 1 FROM agent_tokens WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND parent_id IS NULL AND expires_at > $3",
+            "SELECT 1 FROM agent_tokens WHERE tenant_id = $1 AND id = $2 AND agent_id = $3 \
+             AND revoked_at IS NULL AND parent_id IS NULL AND expires_at > $4",
         )
-        .text(parent.tenant.as_str())
-        .text(parent.id.as_str())
+        .text(new.tenant.as_str())
+        .text(parent.as_str())
+        .text(new.agent.as_str())
         .int(now);
         if !tx.exists(&live_parent).await? {
             return Err(StoreError::NotFound);
@@ -494,26 +495,26 @@ impl Store {
             &sql("INSERT INTO agent_tokens (id, tenant_id, agent_id, token_hash, scope, expires_at, created_at, parent_id) \
                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .text(token.id.as_str())
-            .text(parent.tenant.as_str())
-            .text(parent.agent.as_str())
-            .text(token_hash)
+            .text(new.tenant.as_str())
+            .text(new.agent.as_str())
+            .text(new.token_hash)
             .text(json(&token.scope))
-            .int(expires_at)
+            .int(new.expires_at)
             .int(now)
-            .text(parent.id.as_str()),
+            .text(parent.as_str()),
         )
         .await?;
         let draft = AuditDraft::new(
-            parent.tenant.clone(),
-            format!("agent:{}", parent.agent),
+            new.tenant.clone(),
+            format!("agent:{}", new.agent),
             AuditKind::TokenCreated,
         )
         .resource(format!("token:{}", token.id))
         .detail(serde_json::json!({
-            "agent": parent.agent,
-            "session_of": parent.id,
+            "agent": new.agent,
+            "session_of": parent,
             "scope": token.scope,
-            "expires_at": expires_at,
+            "expires_at": new.expires_at,
         }));
         Ok(tx.audited(token, draft, now).await?.0)
     }

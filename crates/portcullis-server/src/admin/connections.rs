@@ -224,7 +224,23 @@ async fn create_connection(
             .await;
         }
     }
-    // A plain environment value is sealed into the vault now; the connection keeps its name.
+    // A plain environment value is sealed into the vault now, as `NAME.VARIABLE`; the
+    // connection keeps only that name. A live connection of the same name would have its
+    // secrets replaced by a request that then fails on the name: refused before sealing.
+    if let Transport::Stdio { env, .. } = &mut spec.transport
+        && env.values().any(|v| matches!(v, EnvValue::Plain(_)))
+        && state
+            .store
+            .list_connections(&tenant.id)
+            .await?
+            .iter()
+            .any(|c| c.name == body.name && c.revoked_at.is_none())
+    {
+        return Err(ApiError::Conflict(format!(
+            "a connection named `{}` exists",
+            body.name
+        )));
+    }
     if let Transport::Stdio { env, .. } = &mut spec.transport {
         for (variable, value) in env.iter_mut() {
             if let EnvValue::Plain(plain) = value {

@@ -51,6 +51,22 @@ pub(crate) async fn fake_api() -> (String, Arc<Mutex<Vec<Seen>>>) {
     (format!("http://{addr}/api"), seen)
 }
 
+/// Wait for the connection and grant all of it to the tenant's agent.
+async fn ready_and_granted(app: &TestApp, tenant: &Tenant, connection: &str) {
+    app.wait_ready(connection).await;
+    app.admin_api()
+        .add_grant(
+            "acme",
+            &GrantIn {
+                agent: tenant.agent_id.clone(),
+                connection: connection.to_owned(),
+                tool: "*".into(),
+            },
+        )
+        .await
+        .expect("grant");
+}
+
 struct Billing {
     tenant: Tenant,
     url: String,
@@ -97,18 +113,7 @@ async fn billing(app: &TestApp) -> Billing {
         )
         .await
         .expect("create the API connection");
-    app.wait_ready(connection.id.as_str()).await;
-    app.admin_api()
-        .add_grant(
-            "acme",
-            &GrantIn {
-                agent: tenant.agent_id.clone(),
-                connection: connection.id.to_string(),
-                tool: "*".into(),
-            },
-        )
-        .await
-        .expect("grant");
+    ready_and_granted(app, &tenant, connection.id.as_str()).await;
     Billing {
         url: format!("{}/t/acme/http/billing", app.base),
         tenant,
@@ -420,18 +425,7 @@ async fn an_oauth_connection_gets_short_lived_tokens_and_needs_reconnection_when
         )
         .await
         .expect("create");
-    app.wait_ready(connection.id.as_str()).await;
-    app.admin_api()
-        .add_grant(
-            "acme",
-            &GrantIn {
-                agent: tenant.agent_id.clone(),
-                connection: connection.id.to_string(),
-                tool: "*".into(),
-            },
-        )
-        .await
-        .unwrap();
+    ready_and_granted(&app, &tenant, connection.id.as_str()).await;
     let url = format!("{}/t/acme/http/crmapi", app.base);
     let get = || {
         app.http

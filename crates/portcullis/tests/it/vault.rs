@@ -880,3 +880,35 @@ async fn plaintext_environments_from_before_the_vault_are_sealed_by_migrate() {
         .unwrap();
     app.wait_ready(&acme.connection_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_duplicate_connection_leaves_the_live_ones_secrets_alone() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let before = app.admin_api().list_secrets("acme").await.unwrap();
+    // The seeded connection is `crm`; another `crm` with a plain value for one of its
+    // variables must not replace `crm.PORTCULLIS_DEMO_HOLD_FILE` before failing on the name.
+    let mut again = demo_connection(app.dir.path(), "acme");
+    if let Transport::Stdio { env, .. } = &mut again.spec.transport {
+        env.insert(
+            "PORTCULLIS_DEMO_HOLD_FILE".into(),
+            portcullis_server::upstream::EnvValue::Plain(
+                app.dir.path().join("elsewhere").display().to_string(),
+            ),
+        );
+    }
+    let refused = app
+        .admin_api()
+        .create_connection("acme", &again)
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(refused.status(), Some(StatusCode::CONFLICT), "{refused}");
+    let after = app.admin_api().list_secrets("acme").await.unwrap();
+    assert_eq!(before, after, "no secret was replaced");
+    // The live connection still starts with its own values.
+    app.admin_api()
+        .restart_connection("acme", &acme.connection_id)
+        .await
+        .unwrap();
+    app.wait_ready(&acme.connection_id).await;
+}

@@ -412,9 +412,125 @@ impl TestApp {
     }
 }
 
+/// The plain reqwest client rmcp uses, telling the test when the session's standalone stream
+/// (the `GET` SSE stream) is open. In the `initialize` era a server sends notifications that
+/// belong to no request (logging, `resources/updated`, list changes) only on that stream, and a
+/// notification sent before the client opened it is gone; a client that acts before its stream
+/// is open races the server. Tests wait for it the way an agent's event loop would be running.
+#[derive(Clone)]
+struct Watched {
+    inner: reqwest::Client,
+    standalone: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+type SseStream = futures::stream::BoxStream<
+    'static,
+    Result<sse_stream::Sse, rmcp::transport::streamable_http_client::SseError>,
+>;
+type HttpError = rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>;
+type Headers = std::collections::HashMap<axum::http::HeaderName, axum::http::HeaderValue>;
+
+impl rmcp::transport::streamable_http_client::StreamableHttpClient for Watched {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: rmcp::model::ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: Headers,
+    ) -> Result<rmcp::transport::streamable_http_client::StreamableHttpPostResponse, HttpError>
+    {
+        self.inner
+            .post_message(uri, message, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: rmcp::model::ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: Headers,
+        max_sse_event_size: usize,
+    ) -> Result<rmcp::transport::streamable_http_client::StreamableHttpPostResponse, HttpError>
+    {
+        self.inner
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: Headers,
+    ) -> Result<(), HttpError> {
+        self.inner
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: Headers,
+    ) -> Result<SseStream, HttpError> {
+        let stream = self
+            .inner
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+            .await?;
+        self.standalone.send_replace(true);
+        Ok(stream)
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: Headers,
+        max_sse_event_size: usize,
+    ) -> Result<SseStream, HttpError> {
+        let stream = self
+            .inner
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await?;
+        // The server answers only once the stream is registered with the session.
+        self.standalone.send_replace(true);
+        Ok(stream)
+    }
+}
+
 /// Connect an MCP client; errors are returned so tests can assert refusals.
 pub async fn connect(url: &str, token: &str, era: Era) -> Result<Client, String> {
-    let transport = StreamableHttpClientTransport::from_config(
+    let (standalone, mut stream_open) = tokio::sync::watch::channel(false);
+    let transport = StreamableHttpClientTransport::with_client(
+        Watched {
+            inner: reqwest::Client::default(),
+            standalone: Arc::new(standalone),
+        },
         StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token.to_owned()),
     );
     let (handler, inbox) = RecordingClient::new();
@@ -436,6 +552,12 @@ pub async fn connect(url: &str, token: &str, era: Era) -> Result<Client, String>
     .await
     .map_err(|_| "client start timed out".to_owned())?
     .map_err(|e| e.to_string())?;
+    if era == Era::Initialize {
+        tokio::time::timeout(WAIT, stream_open.wait_for(|open| *open))
+            .await
+            .map_err(|_| "the standalone stream never opened".to_owned())?
+            .map_err(|_| "the client stopped before its standalone stream opened".to_owned())?;
+    }
     Ok(Client {
         running,
         inbox: tokio::sync::Mutex::new(inbox),

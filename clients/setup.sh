@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Creates (once) the venv for the independent-client checks under clients/ and installs
-# clients/requirements.txt into it (mcp==2.3.0 and its pinned dependencies), only when the
-# installed set differs from the pinned one. Idempotent; safe to run before every check.
+# Creates (once) a venv for the independent checks and installs a pinned requirements file
+# into it, only when the installed set differs from the pinned one. Idempotent; safe to run
+# before every check. By default: clients/requirements.txt (mcp==2.3.0 and its pinned
+# dependencies) into `venv`; independent/requirements.txt (rfc8785, tlog-scales) goes into
+# its own venv.
 #
 #   PY=$(bash clients/setup.sh)        # the venv's python is the last (and only stdout) line
 #   $PY clients/python_sdk.py --help
+#   PY=$(bash clients/setup.sh independent/requirements.txt venv-independent)
 #
 # Env: CLIENTS_HOME (default ~/.cache/portcullis-clients) holds the venv;
-#      PYTHON (default python3) creates it and must be >= 3.10 (mcp 2.3.0's Requires-Python).
+#      PYTHON (default python3) creates it and must be >= 3.11 (tlog-scales 0.0.3 needs it; mcp 2.3.0 needs 3.10).
 set -euo pipefail
 export LC_ALL=C
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-req="$here/requirements.txt"
+req="$(realpath "${1:-$here/requirements.txt}")"
 home="${CLIENTS_HOME:-$HOME/.cache/portcullis-clients}"
-venv="$home/venv"
+venv="$home/${2:-venv}"
 python="${PYTHON:-python3}"
 py="$venv/bin/python"
 
@@ -26,9 +29,9 @@ normalize() {
         | awk -F'==' '{ n = tolower($1); gsub(/[-_.]+/, "-", n); print n "==" $2 }' | sort
 }
 
-if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-        log "$python is $("$python" --version 2>&1); mcp 2.3.0 needs Python >= 3.10 (set PYTHON=...)"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        log "$python is $("$python" --version 2>&1); the pinned packages need Python >= 3.11 (set PYTHON=...)"
         exit 1
     fi
     log "creating $venv with $("$python" --version 2>&1)"

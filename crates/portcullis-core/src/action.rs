@@ -1,4 +1,5 @@
-//! Actions and tool definitions in canonical form (RFC 8785 JCS) with their SHA-256 hashes.
+//! Actions and tool definitions in canonical form (RFC 8785 JCS, see [`crate::jcs`]) with
+//! their SHA-256 hashes.
 //!
 //! The action hash is what an approver signs off: any change to the tenant, connection, tool,
 //! pinned tool definition or a single argument gives a different hash, so an approval can never
@@ -7,19 +8,29 @@
 use crate::id::{ConnectionId, TenantId};
 use serde::{Deserialize, Serialize};
 
-/// A canonicalisation failure (for example a number JSON cannot represent exactly).
+/// A canonicalisation failure (for example a number no IEEE 754 double holds exactly).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot canonicalise: {0}")]
-pub struct CanonicalError(String);
+pub struct CanonicalError(#[from] crate::jcs::JcsError);
 
 /// Canonical JSON (RFC 8785) of any serialisable value.
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    serde_jcs::to_vec(value).map_err(|e| CanonicalError(e.to_string()))
+    Ok(crate::jcs::to_vec(value)?)
 }
 
 /// SHA-256 (hex) of the canonical JSON of a value.
 pub fn canonical_hash<T: Serialize + ?Sized>(value: &T) -> Result<String, CanonicalError> {
     Ok(crate::sha256_hex(&canonical_json(value)?))
+}
+
+/// SHA-256 (hex) of a value for the gateway's own comparisons — never signed, never checked by
+/// anyone else — and total over any JSON (integers beyond a double included), so it never
+/// fails on what an upstream or an admin sends. Uses the format-1 canonicaliser, which keeps
+/// such hashes stable across the change to RFC 8785 proper.
+pub fn internal_hash<T: Serialize + ?Sized>(value: &T) -> Option<String> {
+    crate::jcs::legacy::to_vec(value)
+        .ok()
+        .map(|bytes| crate::sha256_hex(&bytes))
 }
 
 /// One upstream tool's definition as pinned by the gateway.
@@ -63,6 +74,11 @@ impl Action {
     /// SHA-256 of the canonical action; the value receipts are bound to.
     pub fn hash(&self) -> Result<String, CanonicalError> {
         canonical_hash(self)
+    }
+
+    /// The action hash a format-1 receipt was bound to (see [`crate::jcs::legacy`]).
+    pub fn legacy_hash(&self) -> Result<String, CanonicalError> {
+        Ok(crate::sha256_hex(&crate::jcs::legacy::to_vec(self)?))
     }
 }
 
@@ -160,7 +176,7 @@ mod tests {
             pin in "[a-f0-9\"\\\\]{0,8}",
             key in "[ -~\u{e9}\u{1F600}]{0,6}",
             text in "[ -~\u{0}-\u{1f}\u{7f}-\u{10ffff}]{0,16}",
-            n in any::<i64>(),
+            n in -(1i64 << 53)..=(1i64 << 53),
             f in any::<f64>().prop_filter("finite", |f| f.is_finite()),
         ) {
             let mut a = action(json!({ key: [text, n, f, {"z": null, "a": true}] }));
@@ -172,7 +188,7 @@ mod tests {
         }
 
         #[test]
-        fn any_changed_argument_changes_the_hash(key in "[a-z]{1,8}", v1 in any::<i64>(), v2 in any::<i64>()) {
+        fn any_changed_argument_changes_the_hash(key in "[a-z]{1,8}", v1 in -(1i64 << 53)..=(1i64 << 53), v2 in -(1i64 << 53)..=(1i64 << 53)) {
             prop_assume!(v1 != v2);
             let a = action(json!({ key.clone(): v1 }));
             let b = action(json!({ key: v2 }));

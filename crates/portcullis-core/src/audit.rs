@@ -1,8 +1,12 @@
 //! The audit chain: every crossing is one event in its tenant's hash chain, and signed
 //! checkpoints pin the chain's size and head so that truncation is detectable too.
 //!
-//! An event's hash is SHA-256 over the canonical JSON of every field except the hash itself,
-//! including the previous event's hash. Editing, deleting or reordering any stored event breaks
+//! An event's hash is SHA-256 over the canonical JSON (RFC 8785) of every field except the
+//! hash itself, including the previous event's hash. Entries written before RFC 8785 proper
+//! were hashed with the format-1 canonicaliser; the two agree on everything the gateway writes
+//! except rare details (keys with a space, `!` or a supplementary character, integers past
+//! 2^53), so verification accepts an entry whose hash matches either form of its own fields:
+//! both are injective encodings of the same fields, so neither admits a second content. Editing, deleting or reordering any stored event breaks
 //! the chain at that event; deleting the newest events is caught by the last checkpoint.
 
 use crate::UnixMillis;
@@ -221,7 +225,14 @@ impl AuditDraft {
     }
 
     /// Give the draft its place after `prev_hash` at position `seq`.
-    pub fn seal(self, seq: i64, time: UnixMillis, prev_hash: &str) -> AuditEvent {
+    ///
+    /// A detail with no RFC 8785 form (a number no double holds, absurd nesting) is replaced by
+    /// a note saying so: the event is still recorded, and every entry stays verifiable by an
+    /// independent canonicaliser.
+    pub fn seal(mut self, seq: i64, time: UnixMillis, prev_hash: &str) -> AuditEvent {
+        if let Err(e) = crate::jcs::to_vec(&self.detail) {
+            self.detail = serde_json::json!({ "detail_withheld": e.to_string() });
+        }
         let hash = event_hash(seq, time, prev_hash, &self);
         AuditEvent {
             seq,
@@ -234,13 +245,54 @@ impl AuditDraft {
 }
 
 fn event_hash(seq: i64, time: UnixMillis, prev_hash: &str, draft: &AuditDraft) -> String {
-    let hashed = Hashed {
-        seq,
-        time,
-        prev_hash,
-        draft,
+    let mut bytes = Vec::with_capacity(512);
+    write_hashed(&mut bytes, seq, time, prev_hash, draft)
+        .expect("a sealed draft's detail has a canonical form");
+    crate::sha256_hex(&bytes)
+}
+
+/// The RFC 8785 bytes of an event's hashed fields, written directly rather than through a
+/// generic serialiser (verification streams millions of entries): the members in RFC 8785
+/// order — their names are plain ASCII, so UTF-16 and byte order agree — each value in its
+/// canonical form. A property test checks it against [`crate::jcs::to_vec`] of the fields.
+fn write_hashed(
+    out: &mut Vec<u8>,
+    seq: i64,
+    time: UnixMillis,
+    prev_hash: &str,
+    d: &AuditDraft,
+) -> Result<(), crate::jcs::JcsError> {
+    use crate::jcs::{write_number, write_str, write_value};
+    let opt = |out: &mut Vec<u8>, value: &Option<String>| match value {
+        Some(v) => write_str(out, v),
+        None => out.extend_from_slice(b"null"),
     };
-    crate::action::canonical_hash(&hashed).expect("audit events contain no unrepresentable numbers")
+    out.extend_from_slice(b"{\"actor\":");
+    write_str(out, &d.actor);
+    out.extend_from_slice(b",\"args_hash\":");
+    opt(out, &d.args_hash);
+    out.extend_from_slice(b",\"decision\":");
+    opt(out, &d.decision);
+    out.extend_from_slice(b",\"detail\":");
+    write_value(out, &d.detail, 1)?;
+    out.extend_from_slice(b",\"kind\":");
+    write_str(out, d.kind.as_str());
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_str(out, prev_hash);
+    out.extend_from_slice(b",\"receipt_id\":");
+    opt(out, &d.receipt_id);
+    out.extend_from_slice(b",\"resource\":");
+    opt(out, &d.resource);
+    out.extend_from_slice(b",\"seq\":");
+    write_number(out, &serde_json::Number::from(seq))?;
+    out.extend_from_slice(b",\"session\":");
+    opt(out, &d.session);
+    out.extend_from_slice(b",\"tenant\":");
+    write_str(out, d.tenant.as_str());
+    out.extend_from_slice(b",\"time\":");
+    write_number(out, &serde_json::Number::from(time))?;
+    out.push(b'}');
+    Ok(())
 }
 
 impl AuditEvent {
@@ -248,9 +300,36 @@ impl AuditEvent {
     pub fn recompute_hash(&self) -> String {
         event_hash(self.seq, self.time, &self.prev_hash, &self.draft)
     }
+
+    /// Whether the stored hash is the hash of the stored fields (in the current format, or in
+    /// format 1 for entries written before it).
+    pub fn hash_matches(&self) -> bool {
+        self.checked_hash(&mut Vec::new()).is_some()
+    }
+
+    /// The stored hash as bytes when it is the hash of the stored fields (current format, or
+    /// format 1 for entries written before it); `scratch` is reused between calls.
+    pub fn checked_hash(&self, scratch: &mut Vec<u8>) -> Option<crate::merkle::Hash> {
+        use sha2::Digest;
+        let stored = crate::merkle::parse_hash(&self.hash)?;
+        scratch.clear();
+        if write_hashed(scratch, self.seq, self.time, &self.prev_hash, &self.draft).is_ok()
+            && <[u8; 32]>::from(sha2::Sha256::digest(scratch.as_slice())) == stored
+        {
+            return Some(stored);
+        }
+        let hashed = Hashed {
+            seq: self.seq,
+            time: self.time,
+            prev_hash: &self.prev_hash,
+            draft: &self.draft,
+        };
+        let legacy = crate::jcs::legacy::to_vec(&hashed).ok()?;
+        (<[u8; 32]>::from(sha2::Sha256::digest(&legacy)) == stored).then_some(stored)
+    }
 }
 
-/// What a checkpoint signs: the chain of `tenant` had `size` events ending in `head_hash`.
+/// What a checkpoint pins: the chain of `tenant` had `size` events ending in `head_hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointBody {
     pub tenant: TenantId,
@@ -259,30 +338,111 @@ pub struct CheckpointBody {
     pub time: UnixMillis,
 }
 
+/// A signed checkpoint of one tenant's trail.
+///
+/// Format 2 (written now): `note` is a C2SP signed note stating the origin
+/// `<prefix>/<tenant id>`, the size and the root of the RFC 6962 Merkle tree whose leaves are
+/// the entries' hashes ([`leaf_of`]); the root binds the head hash (the last leaf).
+/// Format 1 (rows written before): no note, `signature` is Ed25519 over the canonical body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub body: CheckpointBody,
+    /// Format 1 only: hex Ed25519 over the canonical body (empty for format 2).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature: String,
+    /// Format 2: the signed note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The Merkle leaf of an audit entry: RFC 6962 leaf hash of the entry's 32-byte hash.
+pub fn leaf_of(event_hash: &str) -> Option<crate::merkle::Hash> {
+    crate::merkle::parse_hash(event_hash).map(|h| crate::merkle::leaf_hash(&h))
+}
+
+/// The checkpoint origin (log name) of a tenant's trail under `prefix`.
+pub fn origin_of(prefix: &str, tenant: &TenantId) -> String {
+    format!("{prefix}/{tenant}")
 }
 
 impl Checkpoint {
+    /// Sign a format-1 checkpoint (kept for tests of old rows; new checkpoints are notes).
     pub fn sign(key: &SigningKey, body: CheckpointBody) -> Self {
         let bytes = crate::action::canonical_json(&body).expect("checkpoint serialises");
         Self {
             body,
             signature: hex::encode(key.sign(&bytes).to_bytes()),
+            note: None,
         }
     }
 
-    pub fn verify(&self, key: &VerifyingKey) -> bool {
-        let Ok(bytes) = crate::action::canonical_json(&self.body) else {
-            return false;
+    /// Sign a format-2 checkpoint: a note over the tree of `body.size` entries with `root`.
+    pub fn sign_note(
+        key: &SigningKey,
+        origin_prefix: &str,
+        body: CheckpointBody,
+        root: crate::merkle::Hash,
+    ) -> Self {
+        let head = crate::note::TreeHead {
+            origin: origin_of(origin_prefix, &body.tenant),
+            size: u64::try_from(body.size).expect("a chain size is positive"),
+            root,
         };
-        let mut sig = [0u8; 64];
-        if hex::decode_to_slice(&self.signature, &mut sig).is_err() {
-            return false;
+        let note = crate::note::sign_checkpoint(key, crate::note::KEY_NAME, &head);
+        Self {
+            body,
+            signature: String::new(),
+            note: Some(note),
         }
-        key.verify(&bytes, &Signature::from_bytes(&sig)).is_ok()
+    }
+
+    /// Check the signature (either format) with any of `keys`. For a note, also that it
+    /// states this checkpoint's tenant and size; returns the Merkle root it states.
+    pub fn verify_with(
+        &self,
+        keys: &[crate::note::NoteVerifier],
+    ) -> Result<Option<crate::merkle::Hash>, ChainBreak> {
+        let forged = ChainBreak::ForgedCheckpoint {
+            size: self.body.size,
+        };
+        match &self.note {
+            Some(note) => {
+                let head =
+                    crate::note::verify_checkpoint(note, keys).map_err(|_| forged.clone())?;
+                let tenant_ok = head
+                    .origin
+                    .rsplit_once('/')
+                    .is_some_and(|(_, t)| t == self.body.tenant.as_str());
+                if !tenant_ok || i64::try_from(head.size).ok() != Some(self.body.size) {
+                    return Err(forged);
+                }
+                Ok(Some(head.root))
+            }
+            None => {
+                let bytes =
+                    crate::action::canonical_json(&self.body).map_err(|_| forged.clone())?;
+                let mut sig = [0u8; 64];
+                hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| forged.clone())?;
+                let signature = Signature::from_bytes(&sig);
+                if keys
+                    .iter()
+                    .any(|k| k.key.verify(&bytes, &signature).is_ok())
+                {
+                    Ok(None)
+                } else {
+                    Err(forged)
+                }
+            }
+        }
+    }
+
+    /// Check the signature with one key.
+    pub fn verify(&self, key: &VerifyingKey) -> bool {
+        self.verify_with(&[crate::note::NoteVerifier {
+            name: crate::note::KEY_NAME.into(),
+            key: *key,
+        }])
+        .is_ok()
     }
 }
 
@@ -303,6 +463,20 @@ pub enum ChainBreak {
     Truncated { size: i64, actual: i64 },
     #[error("entry {seq}: differs from the signed checkpoint at size {seq}")]
     CheckpointMismatch { seq: i64 },
+    #[error(
+        "the tree of the first {size} entries is not the one the checkpoint at size {size} signed (history rewritten)"
+    )]
+    RootMismatch { size: i64 },
+    #[error("the witnessed checkpoint at size {size} is missing from the database")]
+    WitnessedMissing { size: i64 },
+    #[error(
+        "the trail is not an extension of the checkpoint witnessed at size {size} (history rewritten or rolled back)"
+    )]
+    NotAnExtension { size: i64 },
+    #[error(
+        "truncated: a checkpoint at size {size} was witnessed but only {actual} entries remain"
+    )]
+    WitnessedTruncated { size: i64, actual: i64 },
 }
 
 /// Summary of a chain that verified.
@@ -311,16 +485,28 @@ pub struct ChainReport {
     pub tenant: TenantId,
     pub entries: i64,
     pub head_hash: String,
+    /// The Merkle root over every entry (hex).
+    pub root: String,
     pub checkpoints: usize,
+    /// The largest witnessed checkpoint's size (0: none).
+    pub witnessed: i64,
+    /// Entries past the last witnessed checkpoint: what a rewrite could still hide.
+    pub unwitnessed: i64,
 }
 
-/// Incremental verifier, so a store can stream millions of events through it.
+/// Incremental verifier, so a store can stream millions of events through it: the chain, the
+/// Merkle tree, the database's checkpoints and the checkpoints witnessed outside it.
 pub struct ChainVerifier {
     tenant: TenantId,
     expected_seq: i64,
     prev_hash: String,
-    /// Hashes at checkpointed sizes, to compare when the stream passes them.
-    checkpoint_heads: std::collections::BTreeMap<i64, String>,
+    /// Signed (head hash, Merkle root if format 2) at checkpointed sizes.
+    checkpoint_heads: std::collections::BTreeMap<i64, (String, Option<crate::merkle::Hash>)>,
+    /// Merkle roots at witnessed sizes.
+    witnessed: std::collections::BTreeMap<i64, crate::merkle::Hash>,
+    tree: crate::merkle::Frontier,
+    /// Reused for each entry's canonical bytes.
+    scratch: Vec<u8>,
 }
 
 impl ChainVerifier {
@@ -330,20 +516,83 @@ impl ChainVerifier {
         checkpoints: &[Checkpoint],
         key: &VerifyingKey,
     ) -> Result<Self, ChainBreak> {
+        let keys = [crate::note::NoteVerifier {
+            name: crate::note::KEY_NAME.into(),
+            key: *key,
+        }];
+        Self::with_witness(tenant, checkpoints, &[], &keys)
+    }
+
+    /// Start verifying `tenant`'s chain against its checkpoints in the database and the
+    /// checkpoints witnessed outside it (`witnessed`: notes already parsed, each for this
+    /// tenant). Every signature is checked first; a witnessed checkpoint the database lacks
+    /// fails at once.
+    pub fn with_witness(
+        tenant: TenantId,
+        checkpoints: &[Checkpoint],
+        witnessed: &[Checkpoint],
+        keys: &[crate::note::NoteVerifier],
+    ) -> Result<Self, ChainBreak> {
+        Self::build(tenant, checkpoints, witnessed, keys, true)
+    }
+
+    /// Like [`Self::with_witness`], for checkpoints held elsewhere (a verifier's own copies):
+    /// the entries must match each one, but the checkpoints need not be among `checkpoints`.
+    pub fn with_external(
+        tenant: TenantId,
+        checkpoints: &[Checkpoint],
+        external: &[Checkpoint],
+        keys: &[crate::note::NoteVerifier],
+    ) -> Result<Self, ChainBreak> {
+        Self::build(tenant, checkpoints, external, keys, false)
+    }
+
+    fn build(
+        tenant: TenantId,
+        checkpoints: &[Checkpoint],
+        witnessed: &[Checkpoint],
+        keys: &[crate::note::NoteVerifier],
+        witnessed_in_checkpoints: bool,
+    ) -> Result<Self, ChainBreak> {
         let mut checkpoint_heads = std::collections::BTreeMap::new();
         for checkpoint in checkpoints {
-            if checkpoint.body.tenant != tenant || !checkpoint.verify(key) {
+            if checkpoint.body.tenant != tenant {
                 return Err(ChainBreak::ForgedCheckpoint {
                     size: checkpoint.body.size,
                 });
             }
-            checkpoint_heads.insert(checkpoint.body.size, checkpoint.body.head_hash.clone());
+            let root = checkpoint.verify_with(keys)?;
+            checkpoint_heads.insert(
+                checkpoint.body.size,
+                (checkpoint.body.head_hash.clone(), root),
+            );
+        }
+        let mut witnessed_roots = std::collections::BTreeMap::new();
+        for w in witnessed {
+            let size = w.body.size;
+            let root = w
+                .verify_with(keys)?
+                .ok_or(ChainBreak::ForgedCheckpoint { size })?;
+            if w.body.tenant != tenant {
+                return Err(ChainBreak::ForgedCheckpoint { size });
+            }
+            match checkpoint_heads.get(&size) {
+                Some((_, Some(db_root))) if *db_root == root => {}
+                Some((_, Some(_))) => return Err(ChainBreak::NotAnExtension { size }),
+                _ if !witnessed_in_checkpoints => {}
+                Some(_) => return Err(ChainBreak::NotAnExtension { size }),
+                None => return Err(ChainBreak::WitnessedMissing { size }),
+            }
+            witnessed_roots.insert(size, root);
         }
         Ok(Self {
             tenant,
             expected_seq: 1,
             prev_hash: GENESIS_HASH.to_owned(),
             checkpoint_heads,
+            witnessed: witnessed_roots,
+            tree: crate::merkle::Frontier::new(),
+            scratch: Vec::with_capacity(1024),
         })
     }
 
@@ -353,9 +602,9 @@ impl ChainVerifier {
         if event.draft.tenant != self.tenant {
             return Err(ChainBreak::WrongTenant { seq });
         }
-        if event.recompute_hash() != event.hash {
+        let Some(hash) = event.checked_hash(&mut self.scratch) else {
             return Err(ChainBreak::Edited { seq });
-        }
+        };
         if seq != self.expected_seq {
             return Err(ChainBreak::Gap {
                 seq,
@@ -365,10 +614,19 @@ impl ChainVerifier {
         if event.prev_hash != self.prev_hash {
             return Err(ChainBreak::Broken { seq, prev: seq - 1 });
         }
-        if let Some(head) = self.checkpoint_heads.get(&seq)
-            && *head != event.hash
+        self.tree.push(crate::merkle::leaf_hash(&hash));
+        if let Some((head, root)) = self.checkpoint_heads.get(&seq) {
+            if *head != event.hash {
+                return Err(ChainBreak::CheckpointMismatch { seq });
+            }
+            if root.is_some_and(|r| r != self.tree.root()) {
+                return Err(ChainBreak::RootMismatch { size: seq });
+            }
+        }
+        if let Some(root) = self.witnessed.get(&seq)
+            && *root != self.tree.root()
         {
-            return Err(ChainBreak::CheckpointMismatch { seq });
+            return Err(ChainBreak::NotAnExtension { size: seq });
         }
         self.expected_seq += 1;
         self.prev_hash.clone_from(&event.hash);
@@ -378,14 +636,21 @@ impl ChainVerifier {
     /// Finish: the stream ended; any checkpoint beyond its end means truncation.
     pub fn finish(self) -> Result<ChainReport, ChainBreak> {
         let actual = self.expected_seq - 1;
+        if let Some((&size, _)) = self.witnessed.range(actual + 1..).next_back() {
+            return Err(ChainBreak::WitnessedTruncated { size, actual });
+        }
         if let Some((&size, _)) = self.checkpoint_heads.range(actual + 1..).next_back() {
             return Err(ChainBreak::Truncated { size, actual });
         }
+        let witnessed = self.witnessed.keys().next_back().copied().unwrap_or(0);
         Ok(ChainReport {
             tenant: self.tenant,
             entries: actual,
             head_hash: self.prev_hash,
+            root: hex::encode(self.tree.root()),
             checkpoints: self.checkpoint_heads.len(),
+            witnessed,
+            unwitnessed: actual - witnessed,
         })
     }
 }
@@ -432,6 +697,54 @@ mod tests {
                 time: 0,
             },
         )
+    }
+
+    proptest::proptest! {
+        /// The direct writer gives exactly the generic canonicaliser's bytes.
+        #[test]
+        fn entries_are_written_as_rfc_8785_would_write_them(
+            actor in "[ -~\u{80}-\u{10ffff}]{0,12}",
+            opt in proptest::option::of("[ -~\u{0}-\u{1f}\u{e000}-\u{10ffff}]{0,8}"),
+            key in "[ -~\u{80}-\u{10ffff}]{0,6}",
+            n in -(1i64 << 53)..=(1i64 << 53),
+            f in proptest::num::f64::NORMAL,
+            seq in 1i64..=(1i64 << 53),
+        ) {
+            let mut draft = AuditDraft::new(TenantId::generate(), actor, AuditKind::Execute)
+                .detail(serde_json::json!({ key: [n, f, opt.clone(), { "z": null, "a": true }] }));
+            draft.session = opt.clone();
+            draft.resource = opt.clone();
+            draft.args_hash = opt;
+            let mut direct = Vec::new();
+            write_hashed(&mut direct, seq, 1_700_000_000_000, "ab", &draft).unwrap();
+            let hashed = Hashed { seq, time: 1_700_000_000_000, prev_hash: "ab", draft: &draft };
+            proptest::prop_assert_eq!(direct, crate::jcs::to_vec(&hashed).unwrap());
+        }
+    }
+
+    #[test]
+    fn entries_hashed_in_format_1_keep_verifying() {
+        let tenant = TenantId::generate();
+        // A key with a space sorts differently in format 1.
+        let draft = AuditDraft::new(tenant.clone(), "agent:x", AuditKind::Notice)
+            .detail(serde_json::json!({ "a b": 1, "a": 2 }));
+        let hashed = Hashed {
+            seq: 1,
+            time: 5,
+            prev_hash: GENESIS_HASH,
+            draft: &draft,
+        };
+        let legacy = crate::sha256_hex(&crate::jcs::legacy::to_vec(&hashed).unwrap());
+        let mut event = draft.seal(1, 5, GENESIS_HASH);
+        assert_ne!(event.hash, legacy);
+        assert!(event.hash_matches());
+        event.hash = legacy;
+        assert!(
+            event.hash_matches(),
+            "an entry written in format 1 still verifies"
+        );
+        event.draft.detail = serde_json::json!({ "a b": 1, "a": 3 });
+        assert!(!event.hash_matches());
     }
 
     #[test]

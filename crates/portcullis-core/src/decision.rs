@@ -220,8 +220,7 @@ pub fn verify(
     action: HashedAction,
     now: UnixMillis,
 ) -> Result<Permit, ReceiptError> {
-    let bytes = crate::action::canonical_json(&receipt.body)
-        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    let bytes = receipt.body.signed_bytes()?;
     let mut sig = [0u8; 64];
     hex::decode_to_slice(&receipt.signature, &mut sig).map_err(|_| ReceiptError::BadSignature)?;
     key.verify(&bytes, &Signature::from_bytes(&sig))
@@ -229,7 +228,9 @@ pub fn verify(
     if receipt.body.tenant != action.action().tenant {
         return Err(ReceiptError::TenantMismatch);
     }
-    let hash = action.hash();
+    // A format-1 receipt was bound to the action hash of its own canonicaliser.
+    let hash = receipt.body.action_hash_of(&action)?;
+    let hash = hash.as_str();
     match &receipt.body.batch {
         None if hash != receipt.body.action_hash => return Err(ReceiptError::ActionMismatch),
         None => {}

@@ -10,13 +10,20 @@ pub mod decision;
 pub mod effect;
 pub mod guardrail;
 pub mod id;
+pub mod jcs;
 pub mod keys;
+pub mod merkle;
+pub mod note;
 pub mod policy;
 pub mod profile;
 pub mod receipt;
 pub mod summary;
 pub mod token;
 pub mod vault;
+
+/// The Ed25519 implementation signatures are made and checked with (for embedders of the
+/// offline verifier).
+pub use ed25519_dalek as ed25519;
 
 /// Milliseconds since the Unix epoch. The core never reads the clock; callers pass `now`.
 pub type UnixMillis = i64;

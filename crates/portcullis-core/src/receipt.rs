@@ -1,14 +1,40 @@
 //! Approval receipts: Ed25519 signatures over the canonical action hash, the approver, the
 //! expiry and a single-use nonce. Verifiable offline with the public key.
+//!
+//! Receipts are versioned by a signed `format` field. Format 2 (current) takes every hash and
+//! the signature over RFC 8785 bytes ([`crate::jcs`]). Format 1 receipts carry no `format`
+//! field; they were signed over the bytes of `serde_jcs` 0.1 and bound to action hashes taken
+//! with it, so they keep verifying by recomputing both with that canonicaliser
+//! ([`crate::jcs::legacy`]). The field is inside the signature: a format-2 receipt cannot be
+//! passed off as format 1 or the other way round.
 
 use crate::UnixMillis;
 use crate::id::{ApprovalId, ReceiptId, TenantId};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
+/// The receipt format new receipts are signed in (RFC 8785 canonicalisation).
+pub const RECEIPT_FORMAT: u8 = 2;
+
+fn format_1() -> u8 {
+    1
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_format_1(format: &u8) -> bool {
+    *format == 1
+}
+
 /// What the approver signed off, exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptBody {
+    /// How the body and the action hash are canonicalised: 2 is RFC 8785; absent (1) is the
+    /// format of receipts signed before it.
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    pub format: u8,
     pub receipt_id: ReceiptId,
     pub approval_id: ApprovalId,
     pub tenant: TenantId,
@@ -28,7 +54,7 @@ pub struct ReceiptBody {
 }
 
 /// The hash a batch approval signs: SHA-256 over the canonical JSON of the ordered list of
-/// the items' action hashes.
+/// the items' action hashes (a list of hex strings: the same bytes in every format).
 pub fn batch_hash(items: &[String]) -> String {
     let bytes = crate::action::canonical_json(&items).expect("a list of strings is canonical");
     crate::sha256_hex(&bytes)
@@ -56,10 +82,42 @@ pub enum ReceiptError {
     Malformed(String),
 }
 
+impl ReceiptBody {
+    /// The bytes the signature covers, in the body's format.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
+        match self.format {
+            1 => crate::jcs::legacy::to_vec(self),
+            RECEIPT_FORMAT => crate::jcs::to_vec(self),
+            other => {
+                return Err(ReceiptError::Malformed(format!(
+                    "unknown receipt format {other}"
+                )));
+            }
+        }
+        .map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+
+    /// The hash of `action` as this receipt's format takes it.
+    pub fn action_hash_of(
+        &self,
+        action: &crate::action::HashedAction,
+    ) -> Result<String, ReceiptError> {
+        match self.format {
+            1 => action
+                .action()
+                .legacy_hash()
+                .map_err(|e| ReceiptError::Malformed(e.to_string())),
+            _ => Ok(action.hash().to_owned()),
+        }
+    }
+}
+
 impl SignedReceipt {
     /// Sign a body. The caller builds the body with a fresh nonce and an expiry it validated.
     pub fn sign(key: &SigningKey, body: ReceiptBody) -> Self {
-        let bytes = crate::action::canonical_json(&body).expect("receipt bodies contain no floats");
+        let bytes = body
+            .signed_bytes()
+            .expect("a receipt body of a known format is canonical");
         let signature = key.sign(&bytes);
         Self {
             body,
@@ -102,6 +160,7 @@ mod tests {
             arguments: json!({"amount_cents": 1000}),
         };
         let body = ReceiptBody {
+            format: RECEIPT_FORMAT,
             receipt_id: ReceiptId::generate(),
             approval_id: ApprovalId::generate(),
             tenant: action.tenant.clone(),
@@ -167,6 +226,52 @@ mod tests {
         let removed = vec![items[0].clone()];
         assert!(matches!(
             verify(&sign(removed, batch_hash(&items)), &vk, action, 1_500),
+            Err(ReceiptError::Malformed(_))
+        ));
+    }
+
+    /// Receipts signed before format 2 keep verifying under the canonicaliser they were
+    /// signed with, and the format cannot be changed after signing.
+    #[test]
+    fn format_1_receipts_keep_verifying_and_formats_cannot_be_swapped() {
+        let (keys, mut action, receipt) = fixture();
+        let vk = keys.verifying_key();
+        // Where the formats disagree: a 2^60 integer and keys ordered differently in UTF-16.
+        action.arguments =
+            json!({"\u{1F600}": 1, "\u{FB33}": 2, "amount": 1_152_921_504_606_846_976_u64});
+        let legacy = action.legacy_hash().unwrap();
+        let current = action.hash().unwrap();
+        assert_ne!(legacy, current);
+        let sign = |format: u8, hash: &str| {
+            let mut body = receipt.body.clone();
+            body.format = format;
+            body.action_hash = hash.to_owned();
+            SignedReceipt::sign(keys.signing_key(), body)
+        };
+        let old = sign(1, &legacy);
+        assert!(!serde_json::to_string(&old.body).unwrap().contains("format"));
+        verify(&old, &vk, action.clone(), 1_500).unwrap();
+        let new = sign(RECEIPT_FORMAT, &current);
+        verify(&new, &vk, action.clone(), 1_500).unwrap();
+        // A receipt is bound to its own format's hash only.
+        assert_eq!(
+            verify(&sign(1, &current), &vk, action.clone(), 1_500).unwrap_err(),
+            ReceiptError::ActionMismatch
+        );
+        assert_eq!(
+            verify(&sign(RECEIPT_FORMAT, &legacy), &vk, action.clone(), 1_500).unwrap_err(),
+            ReceiptError::ActionMismatch
+        );
+        let mut downgraded = new.clone();
+        downgraded.body.format = 1;
+        assert_eq!(
+            verify(&downgraded, &vk, action.clone(), 1_500).unwrap_err(),
+            ReceiptError::BadSignature
+        );
+        let mut unknown = new;
+        unknown.body.format = 3;
+        assert!(matches!(
+            verify(&unknown, &vk, action, 1_500),
             Err(ReceiptError::Malformed(_))
         ));
     }

@@ -80,7 +80,15 @@ pub struct ApprovalsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// T: seconds between checkpoints of every trail with new entries (0: no timer).
     pub checkpoint_interval_secs: u64,
+    /// N: a trail is checkpointed once this many entries were appended since its last one
+    /// (0: only on the timer, approvals, executions and shutdown).
+    pub checkpoint_every_entries: u64,
+    /// The checkpoint witness log (empty: `audit-witness.log` in the data folder).
+    pub witness_file: String,
+    /// The origin prefix of every tenant's checkpoint (`<origin>/<tenant id>`).
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +297,15 @@ impl Config {
             format!("sqlite://{}", self.data.dir.join("portcullis.db").display())
         } else {
             self.data.database_url.clone()
+        }
+    }
+
+    /// The checkpoint witness log (outside the database).
+    pub fn witness_file(&self) -> PathBuf {
+        if self.audit.witness_file.is_empty() {
+            self.data.dir.join("audit-witness.log")
+        } else {
+            PathBuf::from(&self.audit.witness_file)
         }
     }
 

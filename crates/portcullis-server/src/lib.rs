@@ -150,11 +150,18 @@ impl Application {
             .map_err(|e| BootstrapError::Config(e.to_string()))?;
         let sites = config.sites().map_err(BootstrapError::Config)?;
         let state_call_timeout_secs = config.upstream.call_timeout_secs;
+        let anchors = Arc::new(audit::Anchors::new(
+            &store,
+            config.audit.origin.clone(),
+            config.witness_file(),
+            config.audit.checkpoint_every_entries,
+        ));
         let state = Arc::new(AppState {
             config,
             cache,
             store,
             keys,
+            anchors,
             clock,
             metrics: metrics::Metrics::new(),
             guards: guards::Guards::default(),
@@ -320,8 +327,11 @@ impl Application {
         .await;
         workers.cancel();
         state.upstreams.shutdown();
-        // A final checkpoint on clean shutdown keeps the truncation window small.
-        if let Err(e) = audit::checkpoint_all(&state.store, &state.keys, state.clock.now()).await {
+        // A final checkpoint on clean shutdown leaves nothing unwitnessed.
+        if let Err(e) =
+            audit::checkpoint_all(&state.store, &state.keys, &state.anchors, state.clock.now())
+                .await
+        {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         result
@@ -497,17 +507,54 @@ async fn watch_access_changes(state: Arc<AppState>, stop: tokio_util::sync::Canc
     }
 }
 
+/// Writes checkpoints: a tenant's trail after `audit.checkpoint_every_entries` appended
+/// entries, when an approval or execution nudges it, and every trail with new entries each
+/// `audit.checkpoint_interval_secs`.
 async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
-    let secs = state.config.audit.checkpoint_interval_secs;
-    if secs == 0 {
+    let Some(mut ends) = state.anchors.take_receivers() else {
         return;
-    }
-    let mut interval = tokio::time::interval(Duration::from_secs(secs));
+    };
+    let secs = state.config.audit.checkpoint_interval_secs;
+    let every = state.anchors.every_entries;
+    // With no timer the tick never fires (a day is as good as never between restarts).
+    let period = Duration::from_secs(if secs == 0 { 86_400 } else { secs });
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counts: std::collections::HashMap<portcullis_core::id::TenantId, u64> =
+        std::collections::HashMap::new();
+    let checkpoint = |tenant: portcullis_core::id::TenantId| {
+        let state = state.clone();
+        async move {
+            if let Err(e) = audit::checkpoint_tenant(
+                &state.store,
+                &state.keys,
+                &state.anchors,
+                &tenant,
+                state.clock.now(),
+            )
+            .await
+            {
+                tracing::warn!(error = %e, tenant = %tenant, "checkpoint failed");
+            }
+        }
+    };
     loop {
         tokio::select! {
-            _ = interval.tick() => {
-                if let Err(e) = audit::checkpoint_all(&state.store, &state.keys, state.clock.now()).await {
+            Some(tenant) = ends.nudged.recv() => {
+                counts.remove(&tenant);
+                checkpoint(tenant).await;
+            }
+            Some(tenant) = ends.appended.recv() => {
+                let n = counts.entry(tenant.clone()).or_default();
+                *n += 1;
+                if every > 0 && *n >= every {
+                    counts.remove(&tenant);
+                    checkpoint(tenant).await;
+                }
+            }
+            _ = interval.tick(), if secs > 0 => {
+                counts.clear();
+                if let Err(e) = audit::checkpoint_all(&state.store, &state.keys, &state.anchors, state.clock.now()).await {
                     tracing::warn!(error = %e, "periodic checkpoint failed");
                 }
             }

@@ -15,6 +15,8 @@ pub struct AppState {
     pub cache: Arc<crate::cache::AccessCache>,
     pub store: Store,
     pub keys: Arc<KeyRing>,
+    /// Checkpoint writing: origin, witness log, and what wakes the checkpoint worker.
+    pub anchors: Arc<crate::audit::Anchors>,
     pub clock: Clock,
     pub metrics: Metrics,
     pub guards: Guards,

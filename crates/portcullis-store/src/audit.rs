@@ -16,10 +16,30 @@ impl Store {
         draft: AuditDraft,
         now: UnixMillis,
     ) -> StoreResult<AuditEvent> {
-        match self {
+        let event = match self {
             Store::Sqlite(s) => s.appends.append(draft, now).await,
             Store::Postgres(s) => s.appends.append(draft, now).await,
+        }?;
+        if let Some(hook) = self.append_hook().get() {
+            // The checkpointer counts entries per tenant; a closed receiver only means it
+            // stopped (shutdown).
+            let _ = hook.send(event.draft.tenant.clone());
         }
+        Ok(event)
+    }
+
+    fn append_hook(&self) -> &AppendHook {
+        match self {
+            Store::Sqlite(s) => &s.append_hook,
+            Store::Postgres(s) => &s.append_hook,
+        }
+    }
+
+    /// Tell `hook` the tenant of every event appended through [`Store::append_audit`] (the
+    /// per-call path; transactional appends are few and caught by the checkpoint timer).
+    /// Set once; later calls are ignored.
+    pub fn on_append(&self, hook: tokio::sync::mpsc::UnboundedSender<TenantId>) {
+        let _ = self.append_hook().set(hook);
     }
 
     /// The tools a call's history touched, one row each: every allowed call (`tool_call`,
@@ -66,6 +86,10 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<AuditEvent>> {
+        if let Store::Sqlite(s) = self {
+            // The same query, read without sqlx's per-row thread hand-off (see there).
+            return s.audit_page(tenant, after, self::limit(limit)).await;
+        }
         let q = sql(
             "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -141,20 +165,123 @@ impl Store {
         }
     }
 
-    pub async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> StoreResult<()> {
+    /// Store a checkpoint (a second one at the same size, from another replica, is dropped),
+    /// with the Merkle root it states and the tree's right edge at that size (`frontier`).
+    pub async fn insert_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        root_hash: Option<&str>,
+        frontier: Option<&str>,
+    ) -> StoreResult<()> {
         let b = &checkpoint.body;
         let mut tx = self.begin(Scope::Tenant(&b.tenant)).await?;
         tx.execute(
-            &sql("INSERT INTO audit_checkpoints (tenant_id, size, head_hash, time, signature) VALUES ($1, $2, $3, $4, $5) \
-                  ON CONFLICT DO NOTHING")
+            &sql("INSERT INTO audit_checkpoints (tenant_id, size, head_hash, time, signature, root_hash, note, frontier) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING")
             .text(b.tenant.as_str())
             .int(b.size)
             .text(b.head_hash.as_str())
             .int(b.time)
-            .text(checkpoint.signature.as_str()),
+            .text(checkpoint.signature.as_str())
+            .opt_text(root_hash)
+            .opt_text(checkpoint.note.as_deref())
+            .opt_text(frontier),
         )
         .await?;
         tx.commit().await
+    }
+
+    /// The newest checkpoint of a tenant that carries a Merkle root, with its stored right
+    /// edge: (size, root hex, frontier text). Unverified: the caller recomputes and compares.
+    pub async fn latest_tree(
+        &self,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<(i64, String, String)>> {
+        let q = sql(
+            "SELECT size, root_hash, frontier FROM audit_checkpoints WHERE tenant_id = $1 \
+                     AND root_hash IS NOT NULL AND frontier IS NOT NULL ORDER BY size DESC LIMIT 1",
+        )
+        .text(tenant.as_str());
+        match self
+            .read_opt(Scope::Tenant(tenant), &q, Freshness::Latest)
+            .await?
+        {
+            Some(row) => Ok(Some((
+                row.int("size")?,
+                row.text("root_hash")?,
+                row.text("frontier")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// For an export: every receipt granted in a tenant, with the id and action of the
+    /// approval it was granted for (a batch receipt once per approval).
+    pub async fn receipts_of(
+        &self,
+        tenant: &TenantId,
+    ) -> StoreResult<
+        Vec<(
+            String,
+            portcullis_core::receipt::SignedReceipt,
+            portcullis_core::action::Action,
+        )>,
+    > {
+        let q = sql("SELECT id, action, receipt FROM approvals WHERE tenant_id = $1 AND receipt IS NOT NULL \
+                     ORDER BY created_at, id")
+            .text(tenant.as_str());
+        self.read_all(Scope::Tenant(tenant), &q, Freshness::Any)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.text("id")?,
+                    parse::parse_json("receipt", &row.text("receipt")?)?,
+                    parse::parse_json("action", &row.text("action")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// For an export: every guardrail a tenant ever had (revoked ones too), as (id, name).
+    pub async fn guardrail_names(&self, tenant: &TenantId) -> StoreResult<Vec<(String, String)>> {
+        let q = sql("SELECT id, name FROM guardrails WHERE tenant_id = $1 ORDER BY created_at, id")
+            .text(tenant.as_str());
+        self.read_all(Scope::Tenant(tenant), &q, Freshness::Any)
+            .await?
+            .iter()
+            .map(|row| Ok((row.text("id")?, row.text("name")?)))
+            .collect()
+    }
+
+    /// The hashes of a tenant's entries with `after < seq <= up_to`, in order, at most `limit`
+    /// (the Merkle leaves, without the rest of each entry).
+    pub async fn audit_hashes(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        if let Store::Sqlite(s) = self {
+            // The same query, read without sqlx's per-row thread hand-off.
+            return s
+                .audit_hashes(tenant, after, up_to, self::limit(limit))
+                .await;
+        }
+        let q = sql(
+            "SELECT seq, hash FROM audit_events WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 \
+                     ORDER BY seq LIMIT $4",
+        )
+        .text(tenant.as_str())
+        .int(after)
+        .int(up_to)
+        .int(self::limit(limit));
+        self.read_all(Scope::Tenant(tenant), &q, Freshness::Latest)
+            .await?
+            .iter()
+            .map(|row| Ok((row.int("seq")?, row.text("hash")?)))
+            .collect()
     }
 
     pub async fn checkpoints(&self, tenant: &TenantId) -> StoreResult<Vec<Checkpoint>> {

@@ -244,6 +244,11 @@ fn unsupported_url(url: &str) -> StoreError {
     )
 }
 
+/// Where [`Store::append_audit`] reports each appended event's tenant (see
+/// [`Store::on_append`]).
+pub(crate) type AppendHook =
+    std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<TenantId>>>;
+
 /// The store. An enum, not a trait: there are exactly two backends. Each query is written
 /// once (`principals`, `connections`, `approvals`, `trust`, `audit`) and runs on either
 /// through [`tx::Tx`]; only what truly differs — opening, transaction start and tenant

@@ -35,6 +35,7 @@ pub struct PgStore {
     /// the WAL flush (`synchronous_commit = off`). A crash may forget the last milliseconds
     /// of counting; it cannot lose an audit event, which never goes through this pool.
     counters: PgPool,
+    pub(crate) append_hook: crate::AppendHook,
 }
 
 /// Notifications that something access decisions depend on changed (on any replica).
@@ -147,6 +148,7 @@ impl PgStore {
             pool,
             heads,
             appends,
+            append_hook: crate::AppendHook::default(),
             counters,
         })
     }

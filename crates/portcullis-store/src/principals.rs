@@ -63,6 +63,16 @@ impl Store {
         )
     }
 
+    /// Every tenant id ever created, deleted ones included (their audit trails remain).
+    pub async fn all_tenant_ids(&self) -> StoreResult<Vec<TenantId>> {
+        let q = sql("SELECT id FROM tenants ORDER BY id");
+        self.read_all(Scope::AllTenants, &q, Freshness::Any)
+            .await?
+            .iter()
+            .map(|row| crate::rows::parse_id(row.text("id")?))
+            .collect()
+    }
+
     /// Turn a tenant's kill switch on or off, with its audit event. Suspending a suspended
     /// tenant keeps the original time.
     pub async fn set_tenant_suspended(

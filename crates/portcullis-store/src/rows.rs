@@ -331,5 +331,6 @@ pub(crate) fn checkpoint(row: &Row) -> StoreResult<Checkpoint> {
             time: row.int("time")?,
         },
         signature: row.text("signature")?,
+        note: row.opt_text("note")?,
     })
 }

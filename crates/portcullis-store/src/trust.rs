@@ -115,6 +115,15 @@ impl Store {
         now: UnixMillis,
     ) -> StoreResult<(Guardrail, AuditEvent)> {
         let id = GuardrailId::generate();
+        // The creation entry names the id the guardrail's runs will name (an offline verifier
+        // links them).
+        let mut draft = draft;
+        if let serde_json::Value::Object(detail) = &mut draft.detail {
+            detail.insert(
+                "guardrail".into(),
+                serde_json::Value::String(id.to_string()),
+            );
+        }
         // No tenant row: nothing inserted, not found.
         let change = sql("INSERT INTO guardrails (id, tenant_id, name, spec, mode, created_by, created_at, updated_at) \
                           SELECT $1, id, $3, $4, $5, $6, $7, $7 FROM tenants WHERE id = $2")

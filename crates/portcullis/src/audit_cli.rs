@@ -5,7 +5,8 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use portcullis_core::audit::AuditEvent;
 use portcullis_core::id::TenantId;
-use portcullis_server::audit::{VerifyError, checkpoint_tenant, verify_tenant};
+use portcullis_core::note::NoteVerifier;
+use portcullis_server::audit::{Anchors, Verdict, checkpoint_tenant, verify_trails};
 use portcullis_server::clock::{parse_rfc3339, rfc3339};
 use portcullis_server::config::Config;
 use portcullis_store::{AuditFilter, Store, StoreError, StoreOptions};
@@ -16,18 +17,46 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Verify every tenant's hash chain (or one) against its signed checkpoints. Exits 1 and
-    /// names the first bad entry when anything was edited, deleted, reordered or truncated.
+    /// Verify every tenant's trail (or one): the hash chain, the Merkle tree, the signed
+    /// checkpoints in the database and those in the witness log outside it. Exits 1 and names
+    /// the problem when anything was edited, deleted, reordered, truncated or rolled back, or
+    /// when a tenant's trail is gone; reports the entries past the last witnessed checkpoint.
     Verify {
         /// Tenant name, tenant id, or `system`.
         #[arg(long)]
         tenant: Option<String>,
-        /// Hex Ed25519 public key (default: derived from the local key file).
+        /// A checkpoint key: `name+id+base64` (as `audit public-key` prints) or hex Ed25519;
+        /// repeat for keys used before a rotation (default: the local key file's).
         #[arg(long)]
-        public_key: Option<String>,
+        public_key: Vec<String>,
+        /// A witness log (default: `audit.witness_file`, or audit-witness.log in the data
+        /// folder); repeat to read the logs of several replicas as one.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
+    /// Print the inclusion proof of entry SEQ in the tenant's newest checkpoint (RFC 9162):
+    /// leaf index, tree size, leaf hash, the path, and the signed checkpoint it leads to.
+    Prove {
+        /// The entry's sequence number.
+        seq: i64,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print the consistency proof between two of a tenant's checkpoints (RFC 9162): the
+    /// older tree is a prefix of the newer.
+    Consistency {
+        #[arg(long)]
+        tenant: String,
+        /// Size of the older checkpoint.
+        #[arg(long)]
+        from: i64,
+        /// Size of the newer checkpoint (default: the newest).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+
     /// Export events as CSV or JSON lines.
     Export {
         #[arg(long, value_enum)]
@@ -106,51 +135,90 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
         AuditCommand::Verify {
             tenant,
             public_key,
+            witness,
             json,
         } => {
-            let key = match public_key {
-                Some(hex_key) => portcullis_core::keys::parse_verifying_key(&hex_key)
-                    .context("--public-key is not a hex Ed25519 public key")?,
-                None => {
-                    portcullis_server::bootstrap::load_keys(&config.key_file())?.verifying_key()
-                }
+            let keys = if public_key.is_empty() {
+                let key =
+                    portcullis_server::bootstrap::load_keys(&config.key_file())?.verifying_key();
+                vec![NoteVerifier {
+                    name: portcullis_core::note::KEY_NAME.into(),
+                    key,
+                }]
+            } else {
+                public_key
+                    .iter()
+                    .map(|k| {
+                        portcullis_core::note::parse_vkey(k)
+                            .with_context(|| format!("--public-key `{k}`"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
             };
-            let tenants = match tenant {
-                Some(name) => vec![resolve_tenant(&store, &name).await?],
-                None => store.audit_tenants().await?,
+            let only = match tenant {
+                Some(name) => Some(resolve_tenant(&store, &name).await?),
+                None => None,
+            };
+            let witness = if witness.is_empty() {
+                vec![config.witness_file()]
+            } else {
+                for path in &witness {
+                    if !path.exists() {
+                        bail!("no witness log at `{}`", path.display());
+                    }
+                }
+                witness
             };
             let names = tenant_names(&store).await?;
-            let mut all_ok = true;
+            // A count and a rate on a terminal; indicatif draws nothing when stderr is not one.
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {human_pos} entries verified ({per_sec})",
+                )
+                .expect("template"),
+            );
+            let tick = |n: usize| bar.inc(n as u64);
+            let verified = verify_trails(&store, &keys, &witness, only.as_ref(), &tick).await;
+            bar.finish_and_clear();
+            let verdicts = match verified {
+                Ok(v) => v,
+                Err(portcullis_server::audit::VerifyError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    println!("FAIL  {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let all_ok = verdicts.iter().all(|v| v.outcome.is_ok());
             let mut reports = Vec::new();
-            for tenant in tenants {
+            for Verdict { tenant, outcome } in verdicts {
                 let name = names.get(&tenant).cloned().unwrap_or_default();
-                match verify_tenant(&store, &tenant, &key).await {
+                match outcome {
                     Ok(r) => {
                         if !json {
                             println!(
-                                "OK    {name} ({tenant}): {} entries, {} checkpoints, head {}",
+                                "OK    {name} ({tenant}): {} entries, {} checkpoints, witnessed to {} ({} unwitnessed), root {}",
                                 r.entries,
                                 r.checkpoints,
-                                &r.head_hash[..16]
+                                r.witnessed,
+                                r.unwitnessed,
+                                &r.root[..16]
                             );
                         }
-                        reports.push(serde_json::json!({ "tenant": tenant, "name": name, "ok": true, "entries": r.entries, "checkpoints": r.checkpoints, "head": r.head_hash }));
+                        reports.push(serde_json::json!({ "tenant": tenant, "name": name, "ok": true, "entries": r.entries, "checkpoints": r.checkpoints, "head": r.head_hash, "root": r.root, "witnessed": r.witnessed, "unwitnessed": r.unwitnessed }));
                     }
-                    Err(VerifyError::Break(b)) => {
-                        all_ok = false;
+                    Err(problem) => {
                         if !json {
-                            println!("FAIL  {name} ({tenant}): {b}");
+                            println!("FAIL  {name} ({tenant}): {problem}");
                         }
-                        reports.push(serde_json::json!({ "tenant": tenant, "name": name, "ok": false, "problem": b.to_string() }));
+                        reports.push(serde_json::json!({ "tenant": tenant, "name": name, "ok": false, "problem": problem }));
                     }
-                    Err(VerifyError::Store(e)) => return Err(e.into()),
                 }
             }
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({ "ok": all_ok, "tenants": reports })
+                        &serde_json::json!({ "ok": all_ok, "witness": witness, "tenants": reports })
                     )?
                 );
             }
@@ -162,13 +230,19 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
         }
         AuditCommand::Checkpoint { tenant } => {
             let keys = portcullis_server::bootstrap::load_keys(&config.key_file())?;
+            let anchors = Anchors::new(
+                &store,
+                config.audit.origin.clone(),
+                config.witness_file(),
+                0,
+            );
             let tenants = match tenant {
                 Some(name) => vec![resolve_tenant(&store, &name).await?],
                 None => store.audit_tenants().await?,
             };
             let now = portcullis_server::clock::Clock::System.now();
             for tenant in tenants {
-                match checkpoint_tenant(&store, &keys, &tenant, now).await? {
+                match checkpoint_tenant(&store, &keys, &anchors, &tenant, now).await? {
                     Some(cp) => println!(
                         "checkpoint {tenant}: size {} head {}",
                         cp.body.size,
@@ -177,6 +251,94 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
                     None => println!("checkpoint {tenant}: up to date"),
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prove { seq, tenant } => {
+            let tenant = resolve_tenant(&store, &tenant).await?;
+            let checkpoint = store
+                .checkpoints(&tenant)
+                .await?
+                .into_iter()
+                .rfind(|c| c.note.is_some())
+                .context("this trail has no checkpoint yet (run `portcullis audit checkpoint`)")?;
+            let size = checkpoint.body.size;
+            if seq < 1 || seq > size {
+                bail!(
+                    "entry {seq} is not in the newest checkpoint (entries 1 to {size}); run `portcullis audit checkpoint` first"
+                );
+            }
+            let leaves = leaves(&store, &tenant, size).await?;
+            let index = u64::try_from(seq - 1)?;
+            let path = portcullis_core::merkle::inclusion_proof(&leaves, index)?;
+            let root = portcullis_core::merkle::root(&leaves);
+            let note = checkpoint.note.unwrap_or_default();
+            let stated = portcullis_core::note::parse_checkpoint(&note)?;
+            if stated.root != root {
+                bail!(
+                    "the entries no longer match the checkpoint at size {size}; run `portcullis audit verify`"
+                );
+            }
+            let entry = store
+                .audit_page(&tenant, seq - 1, 1)
+                .await?
+                .into_iter()
+                .next()
+                .context("entry missing")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "tenant": tenant,
+                    "seq": seq,
+                    "leaf_index": index,
+                    "tree_size": size,
+                    "entry_hash": entry.hash,
+                    "leaf_hash": hex::encode(leaves[usize::try_from(index)?]),
+                    "inclusion_path": path.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "root_hash": hex::encode(root),
+                    "checkpoint": note,
+                }))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Consistency { tenant, from, to } => {
+            let tenant = resolve_tenant(&store, &tenant).await?;
+            let notes: Vec<(i64, String)> = store
+                .checkpoints(&tenant)
+                .await?
+                .into_iter()
+                .filter_map(|c| c.note.map(|n| (c.body.size, n)))
+                .collect();
+            let find = |size: i64| {
+                notes
+                    .iter()
+                    .find(|(s, _)| *s == size)
+                    .map(|(_, n)| n.clone())
+                    .with_context(|| format!("no checkpoint at size {size}"))
+            };
+            let to = match to {
+                Some(to) => to,
+                None => notes
+                    .last()
+                    .map(|(s, _)| *s)
+                    .context("this trail has no checkpoint yet")?,
+            };
+            if from > to {
+                bail!("--from {from} is after --to {to}");
+            }
+            let (old, new) = (find(from)?, find(to)?);
+            let leaves = leaves(&store, &tenant, to).await?;
+            let path = portcullis_core::merkle::consistency_proof(&leaves, u64::try_from(from)?)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "tenant": tenant,
+                    "old_size": from,
+                    "new_size": to,
+                    "consistency_path": path.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "old_checkpoint": old,
+                    "new_checkpoint": new,
+                }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export {
@@ -217,11 +379,216 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let count = export(&store, &filter, format, sink).await?;
+            let count = match format {
+                ExportFormat::Jsonl => {
+                    let vkey = portcullis_server::bootstrap::load_keys(&config.key_file())
+                        .ok()
+                        .map(|k| {
+                            portcullis_core::note::vkey(
+                                portcullis_core::note::KEY_NAME,
+                                &k.verifying_key(),
+                            )
+                        });
+                    export_verifiable(&store, &filter, vkey, sink).await?
+                }
+                ExportFormat::Csv => export(&store, &filter, format, sink).await?,
+            };
             eprintln!("exported {count} events");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `portcullis verify-export`: the standalone verifier over a file, with a progress bar on a
+/// terminal.
+pub fn verify_export(
+    file: &Path,
+    public_keys: &[String],
+    checkpoints: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let keys: Vec<NoteVerifier> = public_keys
+        .iter()
+        .map(|k| {
+            portcullis_core::note::parse_vkey(k).with_context(|| format!("--public-key `{k}`"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut external = Vec::new();
+    for path in checkpoints {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        external.extend(
+            portcullis_verify::parse_checkpoints(&text)
+                .with_context(|| format!("`{}`", path.display()))?,
+        );
+    }
+    let handle =
+        std::fs::File::open(file).with_context(|| format!("cannot open `{}`", file.display()))?;
+    let size = handle.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = indicatif::ProgressBar::new(size);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} verified ({bytes_per_sec})",
+        )
+        .expect("template"),
+    );
+    let reader = std::io::BufReader::with_capacity(1 << 20, progress.wrap_read(handle));
+    let result = portcullis_verify::verify(reader, &keys, &external);
+    progress.finish_and_clear();
+    match result {
+        Ok(reports) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "ok": true, "tenants": reports })
+                    )?
+                );
+            } else {
+                for r in &reports {
+                    println!(
+                        "OK    {}: {} entries, root {}, {} checkpoints in the export and {} given, {} executions each covered by a verified receipt, {} effects run under a guardrail in force",
+                        r.tenant,
+                        r.entries,
+                        &r.root[..16],
+                        r.checkpoints,
+                        r.external_checkpoints,
+                        r.executions,
+                        r.guardrail_runs
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(portcullis_verify::VerifyError::Read(e)) => Err(e.into()),
+        Err(problem) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "ok": false, "problem": problem.to_string() })
+                    )?
+                );
+            } else {
+                println!("FAIL  {problem}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The Merkle leaves of a tenant's first `size` entries.
+async fn leaves(
+    store: &Store,
+    tenant: &TenantId,
+    size: i64,
+) -> anyhow::Result<Vec<portcullis_core::merkle::Hash>> {
+    let mut leaves = Vec::with_capacity(usize::try_from(size)?);
+    let mut after = 0;
+    while after < size {
+        let page = store.audit_hashes(tenant, after, size, 10_000).await?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (seq, hash) in &page {
+            leaves.push(
+                portcullis_core::audit::leaf_of(hash)
+                    .with_context(|| format!("entry {seq} has no valid hash"))?,
+            );
+        }
+        after = last;
+    }
+    if leaves.len() != usize::try_from(size)? {
+        bail!("entries are missing below size {size}; run `portcullis audit verify`");
+    }
+    Ok(leaves)
+}
+
+/// The JSON-lines export: a header, then per tenant its checkpoints, guardrails and receipts
+/// (with the actions they cover) and its entries from the first — everything
+/// `portcullis verify-export` needs. A filtered export (time, actor, kind) holds the header
+/// and the matching entries only, and says it is not complete.
+async fn export_verifiable(
+    store: &Store,
+    filter: &AuditFilter,
+    vkey: Option<String>,
+    sink: Box<dyn Write>,
+) -> anyhow::Result<u64> {
+    use portcullis_verify::{Header, Line};
+    let complete = filter.from.is_none()
+        && filter.to.is_none()
+        && filter.actor.is_none()
+        && filter.kind.is_none();
+    let mut out = std::io::BufWriter::new(sink);
+    let line = |out: &mut std::io::BufWriter<Box<dyn Write>>, value: &Line| -> anyhow::Result<()> {
+        serde_json::to_writer(&mut *out, value)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+    line(
+        &mut out,
+        &Line::Header(Header {
+            format: portcullis_verify::FORMAT.into(),
+            version: portcullis_verify::VERSION,
+            exported_at: portcullis_server::clock::Clock::System.now(),
+            complete,
+            public_keys: vkey.into_iter().collect(),
+        }),
+    )?;
+    if !complete {
+        let count = export(store, filter, ExportFormat::Jsonl, Box::new(out)).await?;
+        return Ok(count);
+    }
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} events exported")
+            .expect("template"),
+    );
+    let tenants: std::collections::BTreeSet<TenantId> = match &filter.tenant {
+        Some(t) => std::iter::once(t.clone()).collect(),
+        None => store.audit_tenants().await?.into_iter().collect(),
+    };
+    let mut count = 0u64;
+    for tenant in tenants {
+        for checkpoint in store.checkpoints(&tenant).await? {
+            line(&mut out, &Line::Checkpoint(checkpoint))?;
+        }
+        for (id, name) in store.guardrail_names(&tenant).await? {
+            line(
+                &mut out,
+                &Line::Guardrail {
+                    tenant: tenant.clone(),
+                    id,
+                    name,
+                },
+            )?;
+        }
+        for (approval_id, receipt, action) in store.receipts_of(&tenant).await? {
+            line(
+                &mut out,
+                &Line::Receipt {
+                    tenant: tenant.clone(),
+                    approval_id,
+                    receipt,
+                    action,
+                },
+            )?;
+        }
+        let mut after = 0;
+        loop {
+            let page = store.audit_page(&tenant, after, 5_000).await?;
+            for event in &page {
+                line(&mut out, &Line::Entry(event.clone()))?;
+            }
+            count += page.len() as u64;
+            progress.set_position(count);
+            match page.last() {
+                Some(last) if page.len() == 5_000 => after = last.seq,
+                _ => break,
+            }
+        }
+    }
+    out.flush()?;
+    progress.finish_and_clear();
+    Ok(count)
 }
 
 const COLUMNS: [&str; 13] = [
@@ -294,6 +661,7 @@ impl Sink {
         match self {
             Self::Jsonl(w) => {
                 let mut value = serde_json::to_value(event)?;
+                value["type"] = serde_json::Value::String("entry".into());
                 value["time_rfc3339"] = serde_json::Value::String(rfc3339(event.time));
                 serde_json::to_writer(&mut *w, &value)?;
                 w.write_all(b"\n")?;

@@ -54,8 +54,28 @@ enum Command {
         #[arg(long, env = "PORTCULLIS_MIGRATE_URL", hide_env_values = true)]
         database_url: Option<String>,
     },
-    /// Print the public key that verifies receipts and audit checkpoints.
-    PublicKey,
+    /// Print the public key that verifies receipts and audit checkpoints (hex Ed25519; with
+    /// --note, the C2SP signed-note verifier key `name+id+base64`).
+    PublicKey {
+        #[arg(long)]
+        note: bool,
+    },
+    /// Verify an audit export offline (`audit export --format jsonl`): the chain and Merkle
+    /// tree against every checkpoint in it and every one given, and a receipt or guardrail
+    /// behind every effect. Needs no database and no server. Exits 1 naming the problem.
+    VerifyExport {
+        /// The export (JSON lines).
+        file: PathBuf,
+        /// A key to trust: hex Ed25519 or `name+id+base64`; repeat after a rotation.
+        #[arg(long, required = true)]
+        public_key: Vec<String>,
+        /// Checkpoints held elsewhere (a witness log, or one signed note) the export must be
+        /// consistent with; repeatable.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the demo CRM/mail/billing MCP server (stdio, or streamable HTTP with --http);
     /// with --conformance, the MCP conformance-suite fixture server instead.
     DemoUpstream {
@@ -130,11 +150,25 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let moved = portcullis_server::bootstrap::seal_with_config(&config).await?;
             println!("{moved} plain environment value(s) sealed into the vault");
         }
-        Command::PublicKey => {
+        Command::PublicKey { note } => {
             let config = Config::load(cli.config.as_deref())?;
             let keys = portcullis_server::bootstrap::load_keys(&config.key_file())?;
-            println!("{}", hex::encode(keys.verifying_key().as_bytes()));
+            if note {
+                let key = keys.verifying_key();
+                println!(
+                    "{}",
+                    portcullis_core::note::vkey(portcullis_core::note::KEY_NAME, &key)
+                );
+            } else {
+                println!("{}", hex::encode(keys.verifying_key().as_bytes()));
+            }
         }
+        Command::VerifyExport {
+            file,
+            public_key,
+            checkpoint,
+            json,
+        } => return audit_cli::verify_export(&file, &public_key, &checkpoint, json),
         Command::DemoUpstream { http, conformance } => demo_upstream(http, conformance).await?,
         Command::Mcp(args) => return mcp_cli::run(args).await,
         Command::Admin(command) => return admin_cli::run(command).await,

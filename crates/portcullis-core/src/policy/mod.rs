@@ -111,9 +111,8 @@ impl PolicyDocument {
             "cedar": self.cedar,
             "settings": self.settings,
         });
-        let bytes =
-            crate::action::canonical_json(&body).expect("policy documents contain no floats");
-        crate::sha256_hex(&bytes)
+        // An internal fingerprint (recorded, compared, never re-derived by a verifier).
+        crate::action::internal_hash(&body).expect("a policy document serialises")
     }
 }
 

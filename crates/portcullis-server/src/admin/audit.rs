@@ -45,6 +45,12 @@ pub enum ChainVerification {
         entries: i64,
         head: String,
         checkpoints: usize,
+        /// The size of the last checkpoint in the witness log (0: none yet).
+        #[serde(default)]
+        witnessed: i64,
+        /// Entries past it: what a database-level rewrite could still hide.
+        #[serde(default)]
+        unwitnessed: i64,
     },
 }
 
@@ -82,24 +88,49 @@ async fn verify_audit(
     ctx: AdminContext,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Verification> {
-    let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
+    let keys = [portcullis_core::note::NoteVerifier {
+        name: portcullis_core::note::KEY_NAME.into(),
+        key: state.keys.verifying_key(),
+    }];
+    let witness = [state.config.witness_file()];
     let mut reports = Vec::new();
-    for tenant in tenants {
-        match crate::audit::verify_tenant(&state.store, &tenant, &state.keys.verifying_key()).await
-        {
+    let scope = match (q.tenant.as_deref(), &ctx.admin.tenant) {
+        (None, None) => None,
+        (name, _) => Some(audit_scope(&state, &ctx, name).await?),
+    };
+    let only = scope.as_ref().and_then(|s| s.first());
+    let verdicts =
+        match crate::audit::verify_trails(&state.store, &keys, &witness, only, &|_| {}).await {
+            Ok(verdicts) => verdicts,
+            Err(crate::audit::VerifyError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                return Ok(Json(Verification {
+                    ok: false,
+                    tenants: vec![ChainVerification::Broken {
+                        tenant: only.cloned().unwrap_or_else(TenantId::system),
+                        ok: false,
+                        problem: e.to_string(),
+                    }],
+                }));
+            }
+        };
+    for verdict in verdicts {
+        let tenant = verdict.tenant;
+        match verdict.outcome {
             Ok(report) => reports.push(ChainVerification::Intact {
                 tenant,
                 ok: true,
                 entries: report.entries,
                 head: report.head_hash,
                 checkpoints: report.checkpoints,
+                witnessed: report.witnessed,
+                unwitnessed: report.unwitnessed,
             }),
-            Err(crate::audit::VerifyError::Break(b)) => reports.push(ChainVerification::Broken {
+            Err(problem) => reports.push(ChainVerification::Broken {
                 tenant,
                 ok: false,
-                problem: b.to_string(),
+                problem,
             }),
-            Err(crate::audit::VerifyError::Store(e)) => return Err(e.into()),
         }
     }
     Ok(Json(Verification {
@@ -129,10 +160,18 @@ async fn checkpoint_audit(
     let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
     let mut written = Vec::new();
     for tenant in tenants {
-        if let Some(cp) =
-            crate::audit::checkpoint_tenant(&state.store, &state.keys, &tenant, state.clock.now())
-                .await?
-        {
+        if let Some(cp) = crate::audit::checkpoint_tenant(
+            &state.store,
+            &state.keys,
+            &state.anchors,
+            &tenant,
+            state.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::audit::CheckpointError::Store(e) => ApiError::from(e),
+            other => ApiError::Internal(other.to_string()),
+        })? {
             written.push(CheckpointView {
                 tenant,
                 size: cp.body.size,

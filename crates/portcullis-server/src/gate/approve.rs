@@ -164,6 +164,7 @@ pub async fn approve(
             SignedReceipt::sign(
                 state.keys.signing_key(),
                 ReceiptBody {
+                    format: portcullis_core::receipt::RECEIPT_FORMAT,
                     receipt_id: ReceiptId::generate(),
                     approval_id: approval.id.clone(),
                     tenant: approval.tenant.clone(),
@@ -220,6 +221,8 @@ pub async fn approve(
                         })
                         .inc();
                     tracing::info!(approval = %approval.id, approvers = %all.join(","), "approved");
+                    // Every approval is anchored by a witnessed checkpoint soon after.
+                    state.anchors.nudge(&approval.tenant);
                 }
                 return Ok(approval);
             }
@@ -344,6 +347,7 @@ pub async fn approve_batch(
     let receipt = SignedReceipt::sign(
         state.keys.signing_key(),
         ReceiptBody {
+            format: portcullis_core::receipt::RECEIPT_FORMAT,
             receipt_id: ReceiptId::generate(),
             approval_id: items[0].id.clone(),
             tenant: tenant.clone(),

@@ -37,11 +37,10 @@ pub async fn forward(
 
 /// Who may resume a bridged call: this agent, calling this tool name with these arguments.
 fn owner(ctx: &AgentContext, name: &str, arguments: &serde_json::Value) -> Option<Owner> {
-    let call = portcullis_core::action::canonical_hash(&json!({
+    let call = portcullis_core::action::internal_hash(&json!({
         "tool": name,
         "arguments": arguments,
-    }))
-    .ok()?;
+    }))?;
     Some(Owner {
         tenant: ctx.tenant.clone(),
         agent: ctx.agent.clone(),
@@ -305,6 +304,8 @@ pub async fn run_approved(
         // reported as `unknown` by the sweep (never re-run).
         tracing::error!(error = %e, approval = %approval.id, "could not record an execution's outcome");
     }
+    // Every execution is anchored by a witnessed checkpoint soon after.
+    state.anchors.nudge(&caller.tenant);
     Ok(outcome)
 }
 

@@ -208,7 +208,10 @@ pub async fn call_tool(
                 });
                 state.store.append_audit(notice, now).await?;
             }
-            Ok(execute::forward_for(state, ctx, &req.name, *permit, req.agent).await)
+            let outcome = execute::forward_for(state, ctx, &req.name, *permit, req.agent).await;
+            // An effect run under a guardrail is an execution too: anchored soon after.
+            state.anchors.nudge(&caller.tenant);
+            Ok(outcome)
         }
         Decision::Hold {
             action,

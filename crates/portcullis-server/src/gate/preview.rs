@@ -76,7 +76,8 @@ pub async fn capture(
         "structured": result.structured_content,
         "content": result.content,
     });
-    let hash = portcullis_core::sha256_hex(&portcullis_core::action::canonical_json(&value).ok()?);
+    // Compared only by the gateway itself, so total over whatever the upstream returned.
+    let hash = portcullis_core::action::internal_hash(&value)?;
     Some(json!({
         "tool": read.name,
         "arguments": preview_arguments,

@@ -322,9 +322,15 @@ async fn the_database_refuses_to_rewrite_audit_history(f: &Fixture) {
         time: NOW,
     };
     let checkpoint = portcullis_core::audit::Checkpoint::sign(keys.signing_key(), body);
-    f.store.insert_checkpoint(&checkpoint).await.unwrap();
+    f.store
+        .insert_checkpoint(&checkpoint, None, None)
+        .await
+        .unwrap();
     // A second insert of the same checkpoint changes nothing.
-    f.store.insert_checkpoint(&checkpoint).await.unwrap();
+    f.store
+        .insert_checkpoint(&checkpoint, None, None)
+        .await
+        .unwrap();
     let mut statements = vec![
         "UPDATE audit_events SET actor = 'x'",
         "DELETE FROM audit_events",

@@ -284,6 +284,7 @@ pub fn receipt(keys: &KeyRing, approval: &Approval) -> SignedReceipt {
     SignedReceipt::sign(
         keys.signing_key(),
         ReceiptBody {
+            format: portcullis_core::receipt::RECEIPT_FORMAT,
             receipt_id: ReceiptId::generate(),
             approval_id: approval.id.clone(),
             tenant: approval.tenant.clone(),

@@ -144,7 +144,7 @@ async fn fill_every_table(store: &Store, s: &Seeded) {
         time: NOW,
     };
     store
-        .insert_checkpoint(&Checkpoint::sign(keys.signing_key(), body))
+        .insert_checkpoint(&Checkpoint::sign(keys.signing_key(), body), None, None)
         .await
         .unwrap();
 }

@@ -15,31 +15,6 @@ fn acme_only() -> TenantQuery {
     }
 }
 
-fn email() -> Value {
-    json!({ "to": "zelda.quartermain-7731@example.org", "subject": "Quarterly numbers XK-99", "body": "Strictly confidential draft body" })
-}
-
-/// Some traffic in a tenant: a read, a held send, its approval and execution.
-async fn traffic(app: &TestApp, tenant: &Tenant) {
-    let client = app
-        .client(&tenant.name, &tenant.agent_token, Era::Discover)
-        .await;
-    assert_eq!(
-        status(
-            &client
-                .call("crm__get_contact", json!({ "id": "c_1" }))
-                .await
-        ),
-        "ok"
-    );
-    let id = approval_id(&client.call("crm__send_email", email()).await);
-    app.approve(tenant, &id).await;
-    assert_eq!(
-        status(&client.call("crm__send_email", email()).await),
-        "sent"
-    );
-}
-
 /// The insider's SQL in the dialect of the backend under test.
 fn dialect(app: &TestApp, sqlite: String, postgres: String) -> String {
     match app.backend() {
@@ -140,7 +115,11 @@ async fn intact_trail_verifies() {
     assert_eq!(report["ok"], true);
     let entries = app.audit_events("acme").await.len() as i64;
     assert_eq!(report["tenants"][0]["entries"], entries);
-    assert_eq!(report["tenants"][0]["checkpoints"], 1);
+    // The one asked for, and those every approval and execution wrote.
+    assert!(
+        report["tenants"][0]["checkpoints"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
 
     // With the published key given explicitly; and a stranger's key cannot vouch for checkpoints.
     let key = app
@@ -279,17 +258,12 @@ async fn deleted_entries_are_detected() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     traffic(&app, &acme).await;
-    let checkpoint = app
-        .admin_api()
+    // Checkpointed at its current size (here, or already by the execution's own checkpoint).
+    app.admin_api()
         .checkpoint_audit(&acme_only())
         .await
         .expect("checkpoint");
-    let size = checkpoint
-        .checkpoints
-        .first()
-        .expect("a checkpoint was written")
-        .size;
-    assert_eq!(size, app.audit_events("acme").await.len() as i64);
+    let size = app.audit_events("acme").await.len() as i64;
     assert!(
         app.cli_local(&["audit", "verify", "--tenant", "acme"])
             .await
@@ -317,7 +291,7 @@ async fn deleted_entries_are_detected() {
     assert_eq!(verify.code, Some(1), "{verify:?}");
     assert!(
         verify.stdout.contains(&format!(
-            "FAIL  acme ({}): truncated: checkpoint at size {size} but only {} entries remain",
+            "FAIL  acme ({}): truncated: a checkpoint at size {size} was witnessed but only {} entries remain",
             acme.id,
             size - 2
         )),
@@ -345,14 +319,17 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
     let app = TestApp::spawn().await;
     let acme = app.seed_tenant("acme").await;
     let client = app.client("acme", &acme.agent_token, Era::Discover).await;
-    let id = approval_id(&client.call("crm__send_email", email()).await);
+    let id = approval_id(&client.call("crm__send_email", confidential_email()).await);
     app.approve(&acme, &id).await;
 
     app.raw_sql(&fail_inserts_of(&app, "fail_exec", "execute"))
         .await
         .unwrap();
     for _ in 0..2 {
-        match client.try_call("crm__send_email", email()).await {
+        match client
+            .try_call("crm__send_email", confidential_email())
+            .await
+        {
             Err(error) => assert!(error.contains("nothing was done"), "{error}"),
             Ok(result) => {
                 assert_eq!(result.is_error, Some(true), "{result:?}");
@@ -374,7 +351,7 @@ async fn execution_fails_closed_when_its_audit_entry_cannot_be_written() {
     app.raw_sql(&drop_audit_trigger(&app, "fail_exec"))
         .await
         .unwrap();
-    let executed = client.call("crm__send_email", email()).await;
+    let executed = client.call("crm__send_email", confidential_email()).await;
     assert_eq!(status(&executed), "sent", "{executed:?}");
     assert_eq!(effect_lines(&acme.effect_log).len(), 1);
     assert_eq!(app.approval(&id).await.status, ApprovalStatus::Executed);
@@ -422,7 +399,12 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
     app.raw_sql(&fail_inserts_of(&app, "fail_hold", "hold"))
         .await
         .unwrap();
-    assert!(client.try_call("crm__send_email", email()).await.is_err());
+    assert!(
+        client
+            .try_call("crm__send_email", confidential_email())
+            .await
+            .is_err()
+    );
     let listed = approvals_of(&app, "acme").await;
     assert_eq!(listed.len(), 0, "{listed:?}");
 
@@ -450,7 +432,7 @@ async fn reads_and_holds_fail_closed_when_their_audit_entry_cannot_be_written() 
         )["company"],
         "Analytical Engines"
     );
-    approval_id(&client.call("crm__send_email", email()).await);
+    approval_id(&client.call("crm__send_email", confidential_email()).await);
     assert!(app.cli_local(&["audit", "verify"]).await.ok());
     app.stop().await;
 }
@@ -478,7 +460,16 @@ async fn audit_holds_no_argument_values_and_no_tokens() {
         kinds(&app.audit_events("acme").await).contains(&"auth_failed".to_owned())
             || jsonl.stdout.contains("auth_failed")
     );
-    for export in [&jsonl.stdout, &csv.stdout] {
+    // The trail's entries (a complete JSON-lines export also carries the receipts and the
+    // approved actions they cover, for offline verification — by design, not the trail).
+    let entries: String = jsonl
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"type\":\"entry\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!entries.is_empty());
+    for export in [&entries, &csv.stdout] {
         for value in [
             "zelda.quartermain-7731",
             "example.org",
@@ -512,8 +503,9 @@ async fn audit_holds_no_argument_values_and_no_tokens() {
             .to_owned()
     };
     assert_eq!(hash_of("hold"), hash_of("execute"));
-    let plain =
-        portcullis_core::sha256_hex(&portcullis_core::action::canonical_json(&email()).unwrap());
+    let plain = portcullis_core::sha256_hex(
+        &portcullis_core::action::canonical_json(&confidential_email()).unwrap(),
+    );
     assert_ne!(hash_of("hold"), plain);
     assert!(!jsonl.stdout.contains(&plain));
     app.stop().await;
@@ -592,8 +584,13 @@ async fn export_filters_by_kind_tenant_and_time() {
     let lines: Vec<Value> = jsonl
         .stdout
         .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
         .collect();
+    // A filtered export: its header says it is not complete, then the matching entries.
+    assert_eq!(lines[0]["type"], "header");
+    assert_eq!(lines[0]["complete"], false);
+    let lines: Vec<Value> = lines.into_iter().skip(1).collect();
+    assert!(lines.iter().all(|l| l["type"] == "entry"));
     assert_eq!(
         lines.len(),
         count(&acme_events, "execute") + count(&globex_events, "execute")
@@ -633,10 +630,12 @@ async fn export_filters_by_kind_tenant_and_time() {
         .await;
     assert!(out.ok(), "{out:?}");
     assert!(out.stdout.is_empty());
+    // A whole tenant: its checkpoints and receipts, then every entry from the first.
     let exported: Vec<Value> = std::fs::read_to_string(&file)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "entry")
         .collect();
     assert_eq!(exported.len(), globex_events.len());
     for (line, event) in exported.iter().zip(&globex_events) {
@@ -661,7 +660,8 @@ async fn export_filters_by_kind_tenant_and_time() {
     let recent: Vec<Value> = recent
         .stdout
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "entry")
         .collect();
     assert_eq!(recent.len(), 1, "{recent:#?}");
     assert_eq!(recent[0]["kind"], "tool_call");
@@ -670,7 +670,8 @@ async fn export_filters_by_kind_tenant_and_time() {
             "audit", "export", "--format", "jsonl", "--tenant", "acme", "--to", &from,
         ])
         .await;
-    assert_eq!(before.stdout.lines().count(), acme_events.len());
+    // The header, then the entries.
+    assert_eq!(before.stdout.lines().count(), 1 + acme_events.len());
 
     // Bad filters are refused with a clear message.
     let bad = app

@@ -5,6 +5,7 @@ mod support;
 
 mod access;
 mod amend;
+mod anchors;
 mod api;
 mod approvals;
 mod audit_trail;

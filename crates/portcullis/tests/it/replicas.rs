@@ -171,13 +171,24 @@ impl Cluster {
         run_cli(self.root.path(), args, &env).await
     }
 
-    /// `audit verify` must pass for every chain; returns acme's report.
+    /// `audit verify` must pass for every chain, with every replica's witness log (each
+    /// replica witnesses the checkpoints it writes); returns acme's report.
     async fn verify(&self) -> Value {
-        let all = self.cli_local(&["audit", "verify"]).await;
+        let logs: Vec<String> = self
+            .data_dirs
+            .iter()
+            .map(|d| d.join("audit-witness.log"))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut args = vec!["audit", "verify"];
+        for log in &logs {
+            args.extend(["--witness", log.as_str()]);
+        }
+        let all = self.cli_local(&args).await;
         assert!(all.ok(), "audit verify: {all:?}");
-        let json = self
-            .cli_local(&["audit", "verify", "--json", "--tenant", "acme"])
-            .await;
+        args.extend(["--json", "--tenant", "acme"]);
+        let json = self.cli_local(&args).await;
         assert!(json.ok(), "{json:?}");
         let report: Value = serde_json::from_str(&json.stdout).expect("verify --json prints JSON");
         assert_eq!(report["ok"], true, "{report}");

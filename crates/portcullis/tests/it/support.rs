@@ -1591,3 +1591,29 @@ pub async fn add_http_connection(
     .expect("grant");
     connection.id.to_string()
 }
+
+/// A send whose every value must never appear in the audit trail.
+pub fn confidential_email() -> Value {
+    json!({ "to": "zelda.quartermain-7731@example.org", "subject": "Quarterly numbers XK-99", "body": "Strictly confidential draft body" })
+}
+
+/// Some traffic in a tenant: a read, a held send, its approval and execution.
+pub async fn traffic(app: &TestApp, tenant: &Tenant) {
+    let client = app
+        .client(&tenant.name, &tenant.agent_token, Era::Discover)
+        .await;
+    assert_eq!(
+        status(
+            &client
+                .call("crm__get_contact", json!({ "id": "c_1" }))
+                .await
+        ),
+        "ok"
+    );
+    let id = approval_id(&client.call("crm__send_email", confidential_email()).await);
+    app.approve(tenant, &id).await;
+    assert_eq!(
+        status(&client.call("crm__send_email", confidential_email()).await),
+        "sent"
+    );
+}

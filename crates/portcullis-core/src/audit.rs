@@ -318,6 +318,14 @@ impl AuditEvent {
         {
             return Some(stored);
         }
+        // Format 1 wrote integers past 2^53 verbatim, where format 2 writes the double's
+        // digits: `1152921504606847000` in format 1 is the bytes of 2^60 in format 2. Entries
+        // with such a number are held to format 2 alone, so neither form can stand in for a
+        // different value; without one, the two forms differ only in member order, and equal
+        // bytes mean equal fields.
+        if has_large_integer(&self.draft.detail) {
+            return None;
+        }
         let hashed = Hashed {
             seq: self.seq,
             time: self.time,
@@ -353,6 +361,19 @@ pub struct Checkpoint {
     /// Format 2: the signed note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// Whether a value holds an integer beyond 2^53 (where the two canonical forms print numbers
+/// differently).
+fn has_large_integer(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => {
+            n.as_u64().is_some_and(|u| u > 1 << 53) || n.as_i64().is_some_and(|i| i < -(1 << 53))
+        }
+        serde_json::Value::Array(items) => items.iter().any(has_large_integer),
+        serde_json::Value::Object(map) => map.values().any(has_large_integer),
+        _ => false,
+    }
 }
 
 /// The Merkle leaf of an audit entry: RFC 6962 leaf hash of the entry's 32-byte hash.
@@ -467,6 +488,10 @@ pub enum ChainBreak {
         "the tree of the first {size} entries is not the one the checkpoint at size {size} signed (history rewritten)"
     )]
     RootMismatch { size: i64 },
+    #[error(
+        "two signed checkpoints at size {size} state different trees: two histories were signed"
+    )]
+    Fork { size: i64 },
     #[error("the witnessed checkpoint at size {size} is missing from the database")]
     WitnessedMissing { size: i64 },
     #[error(
@@ -488,6 +513,8 @@ pub struct ChainReport {
     /// The Merkle root over every entry (hex).
     pub root: String,
     pub checkpoints: usize,
+    /// The largest checkpoint's size, witnessed or not (0: none).
+    pub checkpointed: i64,
     /// The largest witnessed checkpoint's size (0: none).
     pub witnessed: i64,
     /// Entries past the last witnessed checkpoint: what a rewrite could still hide.
@@ -562,10 +589,15 @@ impl ChainVerifier {
                 });
             }
             let root = checkpoint.verify_with(keys)?;
-            checkpoint_heads.insert(
-                checkpoint.body.size,
-                (checkpoint.body.head_hash.clone(), root),
-            );
+            let size = checkpoint.body.size;
+            let head = (checkpoint.body.head_hash.clone(), root);
+            // Two signed checkpoints of one size that disagree: two histories were signed.
+            if checkpoint_heads
+                .insert(size, head.clone())
+                .is_some_and(|earlier| earlier != head)
+            {
+                return Err(ChainBreak::Fork { size });
+            }
         }
         let mut witnessed_roots = std::collections::BTreeMap::new();
         for w in witnessed {
@@ -583,7 +615,12 @@ impl ChainVerifier {
                 Some(_) => return Err(ChainBreak::NotAnExtension { size }),
                 None => return Err(ChainBreak::WitnessedMissing { size }),
             }
-            witnessed_roots.insert(size, root);
+            if witnessed_roots
+                .insert(size, root)
+                .is_some_and(|earlier| earlier != root)
+            {
+                return Err(ChainBreak::Fork { size });
+            }
         }
         Ok(Self {
             tenant,
@@ -643,7 +680,15 @@ impl ChainVerifier {
             return Err(ChainBreak::Truncated { size, actual });
         }
         let witnessed = self.witnessed.keys().next_back().copied().unwrap_or(0);
+        let checkpointed = self
+            .checkpoint_heads
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(witnessed);
         Ok(ChainReport {
+            checkpointed,
             tenant: self.tenant,
             entries: actual,
             head_hash: self.prev_hash,
@@ -745,6 +790,54 @@ mod tests {
         );
         event.draft.detail = serde_json::json!({ "a b": 1, "a": 3 });
         assert!(!event.hash_matches());
+    }
+
+    /// Format 1 printed 2^60 + 24 (not a double) as its digits, which are format 2's bytes of
+    /// 2^60: an insider swapping one for the other must not pass as a format-1 entry.
+    #[test]
+    fn a_large_integer_cannot_be_swapped_through_the_format_1_fallback() {
+        let tenant = TenantId::generate();
+        let draft = AuditDraft::new(tenant, "agent:x", AuditKind::Notice)
+            .detail(serde_json::json!({ "n": 1_152_921_504_606_846_976_u64 }));
+        let mut event = draft.seal(1, 5, GENESIS_HASH);
+        assert!(event.hash_matches());
+        event.draft.detail = serde_json::json!({ "n": 1_152_921_504_606_847_000_u64 });
+        assert!(
+            !event.hash_matches(),
+            "the swapped value passed through format 1"
+        );
+    }
+
+    #[test]
+    fn two_signed_checkpoints_of_one_size_that_disagree_are_a_fork() {
+        let keys = KeyRing::generate();
+        let tenant = TenantId::generate();
+        let events = chain(&tenant, 4);
+        let body = |head: &str| CheckpointBody {
+            tenant: tenant.clone(),
+            size: 4,
+            head_hash: head.to_owned(),
+            time: 0,
+        };
+        let real = Checkpoint::sign_note(keys.signing_key(), "p", body(&events[3].hash), [1; 32]);
+        let other = Checkpoint::sign_note(keys.signing_key(), "p", body(&events[3].hash), [2; 32]);
+        let trusted = [crate::note::NoteVerifier {
+            name: crate::note::KEY_NAME.into(),
+            key: keys.verifying_key(),
+        }];
+        assert!(matches!(
+            ChainVerifier::with_external(
+                tenant.clone(),
+                &[],
+                &[real.clone(), other.clone()],
+                &trusted
+            ),
+            Err(ChainBreak::Fork { size: 4 })
+        ));
+        assert!(matches!(
+            ChainVerifier::with_external(tenant, &[real, other], &[], &trusted),
+            Err(ChainBreak::Fork { size: 4 })
+        ));
     }
 
     #[test]

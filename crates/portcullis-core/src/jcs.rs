@@ -9,7 +9,10 @@
 //! follows the RFC: ECMAScript number serialisation (via `ryu-js`, the ECMAScript
 //! `Number.prototype.toString` algorithm), object members sorted by their UTF-16 code units,
 //! and the RFC's minimal string escaping. Lone surrogates cannot occur: a Rust string cannot
-//! hold one, and the JSON parser refuses `"\ud800"`.
+//! hold one, and the JSON parser refuses `"\ud800"`. The parser (serde_json with
+//! `float_roundtrip`) reads a decimal as its nearest double, as RFC 8785 does; an integer
+//! beyond 64 bits it reads as a double too, and the gateway forwards that same double, so the
+//! hash covers exactly what the upstream receives.
 //!
 //! [`legacy`] keeps the format-1 canonicaliser (`serde_jcs` 0.1) for verifying receipts and
 //! entries signed before format 2 (see `receipt` and `audit`).

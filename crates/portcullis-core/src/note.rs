@@ -126,7 +126,8 @@ pub fn parse_checkpoint(note: &str) -> Result<TreeHead, NoteError> {
         .next()
         .and_then(|s| {
             // Decimal without leading zeros, as the format requires.
-            (s == "0" || !s.starts_with('0')).then(|| s.parse::<u64>().ok())?
+            let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            (digits && (s == "0" || !s.starts_with('0'))).then(|| s.parse::<u64>().ok())?
         })
         .ok_or_else(|| bad("the size line is not a decimal number"))?;
     let root = lines
@@ -259,11 +260,13 @@ mod tests {
             verify_checkpoint(&moved, std::slice::from_ref(&mine)),
             Err(NoteError::BadSignature)
         );
+        let plus = note.replacen("\n42\n", "\n+42\n", 1);
         for malformed in [
             "",
             "x\n",
             "o\n042\nAAAA\n\n— a b\n",
             &note[..note.len() - 1],
+            &plus,
         ] {
             assert!(
                 matches!(

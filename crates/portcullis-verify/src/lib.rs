@@ -167,6 +167,10 @@ pub struct TenantReport {
     pub checkpoints: usize,
     /// Checkpoints given separately that this tenant's entries are consistent with.
     pub external_checkpoints: usize,
+    /// The largest checkpoint size proven (in the export or given).
+    pub checkpointed: i64,
+    /// Entries past it: no signed checkpoint vouches that the export holds all of them.
+    pub unanchored: i64,
     /// `execute` entries, each covered by a verified receipt.
     pub executions: usize,
     /// Effects let through by a guardrail, each in force at the time.
@@ -233,6 +237,8 @@ struct Tenant {
     receipts: HashMap<String, (SignedReceipt, Vec<(String, Action)>)>,
     verifier: Option<ChainVerifier>,
     guardrails: HashMap<String, GuardrailState>,
+    /// (receipt id, action hash) of every execution so far.
+    spent: std::cell::RefCell<std::collections::HashSet<(String, String)>>,
     executions: usize,
     guardrail_runs: usize,
     external: usize,
@@ -247,6 +253,7 @@ impl Tenant {
             receipts: HashMap::new(),
             verifier: None,
             guardrails: HashMap::new(),
+            spent: std::cell::RefCell::default(),
             executions: 0,
             guardrail_runs: 0,
             external: 0,
@@ -301,15 +308,18 @@ impl Tenant {
                             .find(|(_, n)| n.as_str() == name)
                             .map(|(id, _)| id.clone())
                     });
-                if let Some(id) = id {
+                // A creation names its guardrail once; an id seen before (or a name the
+                // export's list maps to several ids) brings nothing back to life.
+                let unambiguous = d.detail["guardrail"].is_string()
+                    || target.is_some_and(|name| {
+                        self.guardrail_names.values().filter(|n| *n == name).count() == 1
+                    });
+                if let Some(id) = id.filter(|_| unambiguous) {
                     let approve_each = d.detail["mode"] == "approve_each";
-                    self.guardrails.insert(
-                        id,
-                        GuardrailState {
-                            revoked: false,
-                            approve_each,
-                        },
-                    );
+                    self.guardrails.entry(id).or_insert(GuardrailState {
+                        revoked: false,
+                        approve_each,
+                    });
                 }
             }
             AuditKind::GuardrailChanged => {
@@ -361,7 +371,8 @@ impl Tenant {
         let Some((receipt, actions)) = self.receipts.get(receipt_id) else {
             return Err(Problem::NoReceipt { seq });
         };
-        // The approval the entry ran (a batch receipt covers several).
+        // The approval the entry ran (a batch receipt covers several). The export's approval
+        // ids are not signed: a single receipt must itself name the approval the entry ran.
         let approval = event.draft.detail["approval"].as_str();
         let Some((_, action)) = actions
             .iter()
@@ -369,6 +380,15 @@ impl Tenant {
         else {
             return Err(Problem::NoReceipt { seq });
         };
+        if receipt.body.batch.is_none()
+            && approval.is_some_and(|a| a != receipt.body.approval_id.as_str())
+        {
+            return Err(Problem::BadReceipt {
+                seq,
+                receipt: receipt_id.to_owned(),
+                why: "it was granted for another approval".into(),
+            });
+        }
         let bad = |why: String| Problem::BadReceipt {
             seq,
             receipt: receipt_id.to_owned(),
@@ -404,6 +424,14 @@ impl Tenant {
         };
         if !covered {
             return Err(bad("it does not cover the exported action".into()));
+        }
+        // Each receipt (each item of a batch) runs once.
+        if !self
+            .spent
+            .borrow_mut()
+            .insert((receipt_id.to_owned(), hash))
+        {
+            return Err(bad("it was already spent by an earlier execution".into()));
         }
         let resource = format!("tool:{}/{}", action.connection, action.tool);
         if event.draft.resource.as_deref() != Some(resource.as_str()) {
@@ -449,6 +477,8 @@ impl Tenant {
             root: report.root,
             checkpoints: report.checkpoints,
             external_checkpoints: self.external,
+            checkpointed: report.checkpointed,
+            unanchored: report.entries - report.checkpointed,
             executions: self.executions,
             guardrail_runs: self.guardrail_runs,
         })
@@ -536,11 +566,20 @@ pub fn verify(
                 action,
                 ..
             } => {
-                t.receipts
+                let known = t
+                    .receipts
                     .entry(receipt.body.receipt_id.to_string())
-                    .or_insert_with(|| (receipt, Vec::new()))
-                    .1
-                    .push((approval_id, action));
+                    .or_insert_with(|| (receipt.clone(), Vec::new()));
+                if known.0 != receipt {
+                    return Err(VerifyError::Malformed {
+                        line: line_no,
+                        why: format!(
+                            "receipt {} appears twice with different contents",
+                            receipt.body.receipt_id
+                        ),
+                    });
+                }
+                known.1.push((approval_id, action));
             }
         }
     }
@@ -680,6 +719,92 @@ mod tests {
                 })
             ),
             "{each:?}"
+        );
+    }
+
+    /// An export whose receipt lines were rearranged: a receipt granted for one approval put
+    /// behind another's execution, or one receipt behind two executions.
+    #[test]
+    fn a_receipt_runs_once_and_only_for_its_own_approval() {
+        use portcullis_core::action::Action;
+        use portcullis_core::id::{ApprovalId, ConnectionId, ReceiptId};
+        use portcullis_core::receipt::{RECEIPT_FORMAT, ReceiptBody};
+        let keys = KeyRing::generate();
+        let trusted = [NoteVerifier {
+            name: portcullis_core::note::KEY_NAME.into(),
+            key: keys.verifying_key(),
+        }];
+        let t = TenantId::generate();
+        let action = Action {
+            tenant: t.clone(),
+            connection: ConnectionId::generate(),
+            tool: "send_email".into(),
+            tool_definition_hash: "h".into(),
+            arguments: json!({ "to": "a@example.com" }),
+        };
+        let approval = ApprovalId::generate();
+        let receipt = SignedReceipt::sign(
+            keys.signing_key(),
+            ReceiptBody {
+                format: RECEIPT_FORMAT,
+                receipt_id: ReceiptId::generate(),
+                approval_id: approval.clone(),
+                tenant: t.clone(),
+                action_hash: action.hash().unwrap(),
+                approver: "alice".into(),
+                approved_at: 1_000,
+                expires_at: 10_000,
+                nonce: SignedReceipt::new_nonce(),
+                batch: None,
+            },
+        );
+        let execute = |approval: &ApprovalId| {
+            let mut d = AuditDraft::new(t.clone(), "agent:a", AuditKind::Execute)
+                .resource(format!("tool:{}/send_email", action.connection))
+                .detail(json!({ "approval": approval, "approver": "alice" }));
+            d.receipt_id = Some(receipt.body.receipt_id.to_string());
+            d
+        };
+        let with_receipt = |drafts: Vec<AuditDraft>, lines: Vec<(ApprovalId, Action)>| {
+            let mut text = export(&t, drafts);
+            let header_end = text.iter().position(|b| *b == b'\n').unwrap() + 1;
+            let mut receipts = Vec::new();
+            for (id, action) in lines {
+                serde_json::to_writer(
+                    &mut receipts,
+                    &Line::Receipt {
+                        tenant: t.clone(),
+                        approval_id: id.to_string(),
+                        receipt: receipt.clone(),
+                        action,
+                    },
+                )
+                .unwrap();
+                receipts.push(b'\n');
+            }
+            text.splice(header_end..header_end, receipts);
+            verify(text.as_slice(), &trusted, &[])
+        };
+        let ok = with_receipt(
+            vec![execute(&approval)],
+            vec![(approval.clone(), action.clone())],
+        );
+        assert_eq!(ok.unwrap()[0].executions, 1);
+
+        let twice = with_receipt(
+            vec![execute(&approval), execute(&approval)],
+            vec![(approval.clone(), action.clone())],
+        );
+        assert!(
+            matches!(&twice, Err(VerifyError::Tenant { problem: Problem::BadReceipt { seq: 2, why, .. }, .. }) if why.contains("already spent")),
+            "{twice:?}"
+        );
+
+        let other = ApprovalId::generate();
+        let borrowed = with_receipt(vec![execute(&other)], vec![(other.clone(), action.clone())]);
+        assert!(
+            matches!(&borrowed, Err(VerifyError::Tenant { problem: Problem::BadReceipt { why, .. }, .. }) if why.contains("another approval")),
+            "{borrowed:?}"
         );
     }
 

@@ -447,12 +447,14 @@ pub fn verify_export(
             } else {
                 for r in &reports {
                     println!(
-                        "OK    {}: {} entries, root {}, {} checkpoints in the export and {} given, {} executions each covered by a verified receipt, {} effects run under a guardrail in force",
+                        "OK    {}: {} entries, root {}, {} checkpoints in the export and {} given, checkpointed to {} ({} past it), {} executions each covered by a verified receipt, {} effects run under a guardrail in force",
                         r.tenant,
                         r.entries,
                         &r.root[..16],
                         r.checkpoints,
                         r.external_checkpoints,
+                        r.checkpointed,
+                        r.unanchored,
                         r.executions,
                         r.guardrail_runs
                     );

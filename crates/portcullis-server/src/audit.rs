@@ -330,15 +330,28 @@ pub async fn verify_tenant(
 }
 
 /// The Merkle tree of a tenant's first `size` entries, continued from the newest stored right
-/// edge when it reproduces its checkpoint's root, otherwise rebuilt from the first entry.
-async fn tree_at(store: &Store, tenant: &TenantId, size: i64) -> Result<Frontier, StoreError> {
+/// edge when it reproduces the root that checkpoint's note — signed with `key` — states,
+/// otherwise rebuilt from the first entry. So the gateway only ever signs a tree that extends
+/// the last one it signed, whatever the database's unsigned columns say.
+async fn tree_at(
+    store: &Store,
+    key: &ed25519_dalek::VerifyingKey,
+    tenant: &TenantId,
+    size: i64,
+) -> Result<Frontier, StoreError> {
     let mut tree = Frontier::new();
-    if let Some((at, root, text)) = store.latest_tree(tenant).await?
+    let trusted = [NoteVerifier {
+        name: portcullis_core::note::KEY_NAME.into(),
+        key: *key,
+    }];
+    if let Some((at, note, text)) = store.latest_tree(tenant).await?
         && at <= size
         && let Some(stored) = u64::try_from(at)
             .ok()
             .and_then(|n| Frontier::from_hex(n, &text))
-        && hex::encode(stored.root()) == root
+        && let Ok(head) = portcullis_core::note::verify_checkpoint(&note, &trusted)
+        && head.size == stored.size()
+        && head.root == stored.root()
     {
         tree = stored;
     }
@@ -378,7 +391,7 @@ pub async fn checkpoint_tenant(
     {
         return Ok(None);
     }
-    let tree = tree_at(store, tenant, size).await?;
+    let tree = tree_at(store, &keys.verifying_key(), tenant, size).await?;
     if i64::try_from(tree.size()).ok() != Some(size) {
         return Err(StoreError::Corrupt(format!(
             "{tenant}: the trail has {size} entries but only {} could be read",

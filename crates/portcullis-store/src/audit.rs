@@ -192,14 +192,15 @@ impl Store {
     }
 
     /// The newest checkpoint of a tenant that carries a Merkle root, with its stored right
-    /// edge: (size, root hex, frontier text). Unverified: the caller recomputes and compares.
+    /// edge: (size, signed note, frontier text). The frontier is unsigned: the caller checks it
+    /// against the note before continuing from it.
     pub async fn latest_tree(
         &self,
         tenant: &TenantId,
     ) -> StoreResult<Option<(i64, String, String)>> {
         let q = sql(
-            "SELECT size, root_hash, frontier FROM audit_checkpoints WHERE tenant_id = $1 \
-                     AND root_hash IS NOT NULL AND frontier IS NOT NULL ORDER BY size DESC LIMIT 1",
+            "SELECT size, note, frontier FROM audit_checkpoints WHERE tenant_id = $1 \
+                     AND note IS NOT NULL AND frontier IS NOT NULL ORDER BY size DESC LIMIT 1",
         )
         .text(tenant.as_str());
         match self
@@ -208,7 +209,7 @@ impl Store {
         {
             Some(row) => Ok(Some((
                 row.int("size")?,
-                row.text("root_hash")?,
+                row.text("note")?,
                 row.text("frontier")?,
             ))),
             None => Ok(None),

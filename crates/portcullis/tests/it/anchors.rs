@@ -608,3 +608,35 @@ async fn inclusion_and_consistency_proofs_check_against_the_signed_checkpoints()
     .expect("the older tree is a prefix of the newer");
     app.stop().await;
 }
+
+/// The right edge stored with a checkpoint is unsigned: an insider who rewrites it (and the
+/// root column beside it) cannot make the gateway sign a tree that does not extend the one it
+/// signed last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_stored_tree_edge_is_not_signed_into_the_next_checkpoint() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    traffic(&app, &acme).await;
+    checkpoint(&app, "acme").await;
+    let size = app.audit_events("acme").await.len() as u64;
+    let bogus = vec!["ab".repeat(32); size.count_ones() as usize].join(",");
+    let root = portcullis_core::merkle::Frontier::from_hex(size, &bogus)
+        .expect("a frontier of the right shape")
+        .root();
+    let rewritten = app
+        .raw_sql(&format!(
+            "{};; UPDATE audit_checkpoints SET frontier = {}, root_hash = {} WHERE tenant_id = {} AND size = {size}",
+            unlock(&app),
+            quote(&bogus),
+            quote(&hex::encode(root)),
+            quote(&acme.id)
+        ))
+        .await
+        .expect("the insider's rewrite");
+    assert_eq!(rewritten, 1, "the newest checkpoint's row was rewritten");
+    reads(&app, &acme, 2).await;
+    checkpoint(&app, "acme").await;
+    let run = verify(&app, &["--tenant", "acme"]).await;
+    assert!(run.ok(), "the new checkpoint signs the true tree: {run:?}");
+    app.stop().await;
+}

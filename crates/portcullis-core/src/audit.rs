@@ -296,11 +296,6 @@ fn write_hashed(
 }
 
 impl AuditEvent {
-    /// Recompute the hash from the stored fields.
-    pub fn recompute_hash(&self) -> String {
-        event_hash(self.seq, self.time, &self.prev_hash, &self.draft)
-    }
-
     /// Whether the stored hash is the hash of the stored fields (in the current format, or in
     /// format 1 for entries written before it).
     pub fn hash_matches(&self) -> bool {
@@ -455,15 +450,6 @@ impl Checkpoint {
                 }
             }
         }
-    }
-
-    /// Check the signature with one key.
-    pub fn verify(&self, key: &VerifyingKey) -> bool {
-        self.verify_with(&[crate::note::NoteVerifier {
-            name: crate::note::KEY_NAME.into(),
-            key: *key,
-        }])
-        .is_ok()
     }
 }
 

@@ -316,17 +316,29 @@ pub async fn verify_trails(
     Ok(verdicts)
 }
 
-/// Verify one tenant's chain against its signed checkpoints in the database only.
-pub async fn verify_tenant(
+/// Feed `visit` the Merkle leaves of a tenant's entries with `after < seq <= up_to`, in order,
+/// page by page; returns how many there were.
+pub async fn for_each_leaf(
     store: &Store,
     tenant: &TenantId,
-    key: &ed25519_dalek::VerifyingKey,
-) -> Result<ChainReport, VerifyError> {
-    let keys = [NoteVerifier {
-        name: portcullis_core::note::KEY_NAME.into(),
-        key: *key,
-    }];
-    verify_tenant_witnessed(store, tenant, &keys, &[], &|_| {}).await
+    mut after: i64,
+    up_to: i64,
+    mut visit: impl FnMut(portcullis_core::merkle::Hash),
+) -> Result<u64, StoreError> {
+    let mut count = 0;
+    while after < up_to {
+        let page = store.audit_hashes(tenant, after, up_to, PAGE).await?;
+        let Some(&(last, _)) = page.last() else { break };
+        for (seq, hash) in &page {
+            let leaf = portcullis_core::audit::leaf_of(hash).ok_or_else(|| {
+                StoreError::Corrupt(format!("entry {seq} of {tenant} has no valid hash"))
+            })?;
+            visit(leaf);
+            count += 1;
+        }
+        after = last;
+    }
+    Ok(count)
 }
 
 /// The Merkle tree of a tenant's first `size` entries, continued from the newest stored right
@@ -355,18 +367,8 @@ async fn tree_at(
     {
         tree = stored;
     }
-    let mut after = i64::try_from(tree.size()).unwrap_or(0);
-    while after < size {
-        let page = store.audit_hashes(tenant, after, size, PAGE).await?;
-        let Some(&(last, _)) = page.last() else { break };
-        for (seq, hash) in &page {
-            let leaf = portcullis_core::audit::leaf_of(hash).ok_or_else(|| {
-                StoreError::Corrupt(format!("entry {seq} of {tenant} has no valid hash"))
-            })?;
-            tree.push(leaf);
-        }
-        after = last;
-    }
+    let after = i64::try_from(tree.size()).unwrap_or(0);
+    for_each_leaf(store, tenant, after, size, |leaf| tree.push(leaf)).await?;
     Ok(tree)
 }
 
@@ -422,6 +424,21 @@ pub async fn checkpoint_tenant(
             error,
         })?;
     Ok(Some(checkpoint))
+}
+
+/// Checkpoint one tenant's trail now, as the running gateway (its store, key and anchors).
+pub async fn checkpoint_in(
+    state: &crate::state::AppState,
+    tenant: &TenantId,
+) -> Result<Option<Checkpoint>, CheckpointError> {
+    checkpoint_tenant(
+        &state.store,
+        &state.keys,
+        &state.anchors,
+        tenant,
+        state.clock.now(),
+    )
+    .await
 }
 
 /// Checkpoint every chain.

@@ -516,8 +516,8 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
     };
     let secs = state.config.audit.checkpoint_interval_secs;
     let every = state.anchors.every_entries;
-    // With no timer the tick never fires (a day is as good as never between restarts).
-    let period = Duration::from_secs(if secs == 0 { 86_400 } else { secs });
+    // With no timer (0) the tick branch below is disabled.
+    let period = Duration::from_secs(secs.max(1));
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counts: std::collections::HashMap<portcullis_core::id::TenantId, u64> =
@@ -525,15 +525,7 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
     let checkpoint = |tenant: portcullis_core::id::TenantId| {
         let state = state.clone();
         async move {
-            if let Err(e) = audit::checkpoint_tenant(
-                &state.store,
-                &state.keys,
-                &state.anchors,
-                &tenant,
-                state.clock.now(),
-            )
-            .await
-            {
+            if let Err(e) = audit::checkpoint_in(&state, &tenant).await {
                 tracing::warn!(error = %e, tenant = %tenant, "checkpoint failed");
             }
         }

@@ -152,6 +152,8 @@ pub enum Problem {
         guardrail: String,
         why: &'static str,
     },
+    #[error("the export has lines for this tenant but none of its entries")]
+    NoEntries,
     #[error("entries are out of order or interleaved with another tenant's at line {line}")]
     Order { line: usize },
 }
@@ -238,7 +240,7 @@ struct Tenant {
     verifier: Option<ChainVerifier>,
     guardrails: HashMap<String, GuardrailState>,
     /// (receipt id, action hash) of every execution so far.
-    spent: std::cell::RefCell<std::collections::HashSet<(String, String)>>,
+    spent: std::collections::HashSet<(String, String)>,
     executions: usize,
     guardrail_runs: usize,
     external: usize,
@@ -253,7 +255,7 @@ impl Tenant {
             receipts: HashMap::new(),
             verifier: None,
             guardrails: HashMap::new(),
-            spent: std::cell::RefCell::default(),
+            spent: std::collections::HashSet::new(),
             executions: 0,
             guardrail_runs: 0,
             external: 0,
@@ -363,7 +365,7 @@ impl Tenant {
 
     /// An `execute` entry: its receipt is in the export, signed by a trusted key, over exactly
     /// this action, unexpired when it ran, and names the approvers the entry names.
-    fn execution(&self, event: &AuditEvent, keys: &[NoteVerifier]) -> Result<(), Problem> {
+    fn execution(&mut self, event: &AuditEvent, keys: &[NoteVerifier]) -> Result<(), Problem> {
         let seq = event.seq;
         let Some(receipt_id) = event.draft.receipt_id.as_deref() else {
             return Err(Problem::NoReceipt { seq });
@@ -425,14 +427,6 @@ impl Tenant {
         if !covered {
             return Err(bad("it does not cover the exported action".into()));
         }
-        // Each receipt (each item of a batch) runs once.
-        if !self
-            .spent
-            .borrow_mut()
-            .insert((receipt_id.to_owned(), hash))
-        {
-            return Err(bad("it was already spent by an earlier execution".into()));
-        }
         let resource = format!("tool:{}/{}", action.connection, action.tool);
         if event.draft.resource.as_deref() != Some(resource.as_str()) {
             return Err(bad(format!(
@@ -453,6 +447,10 @@ impl Tenant {
                 body.approver
             )));
         }
+        // Each receipt (each item of a batch) runs once.
+        if !self.spent.insert((receipt_id.to_owned(), hash)) {
+            return Err(bad("it was already spent by an earlier execution".into()));
+        }
         Ok(())
     }
 
@@ -461,10 +459,7 @@ impl Tenant {
         let Some(verifier) = verifier else {
             return Err(VerifyError::Tenant {
                 tenant: id,
-                problem: Problem::Chain(ChainBreak::Gap {
-                    seq: 0,
-                    expected: 1,
-                }),
+                problem: Problem::NoEntries,
             });
         };
         let report = verifier.finish().map_err(|b| VerifyError::Tenant {
@@ -512,7 +507,6 @@ pub fn verify(
             line: line_no,
             why: e.to_string(),
         })?;
-        let tenant_of = |t: &TenantId| t.clone();
         let tenant = match &parsed {
             Line::Header(h) => {
                 if h.format != FORMAT || h.version != VERSION {
@@ -527,9 +521,9 @@ pub fn verify(
                 seen_header = true;
                 continue;
             }
-            Line::Checkpoint(c) => tenant_of(&c.body.tenant),
-            Line::Guardrail { tenant, .. } | Line::Receipt { tenant, .. } => tenant_of(tenant),
-            Line::Entry(e) => tenant_of(&e.draft.tenant),
+            Line::Checkpoint(c) => c.body.tenant.clone(),
+            Line::Guardrail { tenant, .. } | Line::Receipt { tenant, .. } => tenant.clone(),
+            Line::Entry(e) => e.draft.tenant.clone(),
         };
         if !seen_header {
             return Err(VerifyError::Malformed {

@@ -486,18 +486,8 @@ async fn leaves(
     size: i64,
 ) -> anyhow::Result<Vec<portcullis_core::merkle::Hash>> {
     let mut leaves = Vec::with_capacity(usize::try_from(size)?);
-    let mut after = 0;
-    while after < size {
-        let page = store.audit_hashes(tenant, after, size, 10_000).await?;
-        let Some(&(last, _)) = page.last() else { break };
-        for (seq, hash) in &page {
-            leaves.push(
-                portcullis_core::audit::leaf_of(hash)
-                    .with_context(|| format!("entry {seq} has no valid hash"))?,
-            );
-        }
-        after = last;
-    }
+    portcullis_server::audit::for_each_leaf(store, tenant, 0, size, |leaf| leaves.push(leaf))
+        .await?;
     if leaves.len() != usize::try_from(size)? {
         bail!("entries are missing below size {size}; run `portcullis audit verify`");
     }

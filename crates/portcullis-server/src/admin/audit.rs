@@ -160,18 +160,14 @@ async fn checkpoint_audit(
     let tenants = audit_scope(&state, &ctx, q.tenant.as_deref()).await?;
     let mut written = Vec::new();
     for tenant in tenants {
-        if let Some(cp) = crate::audit::checkpoint_tenant(
-            &state.store,
-            &state.keys,
-            &state.anchors,
-            &tenant,
-            state.clock.now(),
-        )
-        .await
-        .map_err(|e| match e {
-            crate::audit::CheckpointError::Store(e) => ApiError::from(e),
-            other => ApiError::Internal(other.to_string()),
-        })? {
+        if let Some(cp) =
+            crate::audit::checkpoint_in(&state, &tenant)
+                .await
+                .map_err(|e| match e {
+                    crate::audit::CheckpointError::Store(e) => ApiError::from(e),
+                    other => ApiError::Internal(other.to_string()),
+                })?
+        {
             written.push(CheckpointView {
                 tenant,
                 size: cp.body.size,

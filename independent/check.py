@@ -16,15 +16,24 @@ disagreement.
   checkpoint  {"notes": [text, ...], "vkey": "name+id+key", "expect": [{origin, size, root}]}
               tlog-scales' C2SP checkpoint and key parsing, and a verification of the exact
               signed text with `cryptography`
+  webhooks    {"accept": [{secrets, id, timestamp, body, signature}], "reject": [same],
+              "sign": [{secret, id, timestamp, body}]}  (secrets `whsec_...`, timestamps in
+              seconds near now, bodies UTF-8 text)  -> stdout: {"accepted": n, "refused": n,
+              "signatures": ["v1,...", ...]}
+              standardwebhooks' Webhook(secret).verify accepts each "accept" message under
+              each of its secrets and refuses each "reject" one; Webhook.sign signs each "sign"
+              message (for our verifier to check)
 """
 
 import base64
 import hashlib
 import json
 import sys
+from datetime import datetime, timezone
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from tlog_scales.signing import Vkey
 from tlog_scales.tlog import Checkpoint, ConsistencyProof, InclusionProof
 
@@ -114,10 +123,50 @@ def checkpoint(doc):
     return {"checkpoints": len(doc["notes"])}
 
 
+def webhook_headers(m):
+    return {
+        "webhook-id": m["id"],
+        "webhook-timestamp": m["timestamp"],
+        "webhook-signature": m["signature"],
+    }
+
+
+def webhooks(doc):
+    accepted = refused = 0
+    for i, m in enumerate(doc["accept"]):
+        for secret in m["secrets"]:
+            try:
+                Webhook(secret).verify(m["body"].encode(), webhook_headers(m), json_parse=False)
+            except WebhookVerificationError as e:
+                raise ValueError(f"accept[{i}] ({m['id']!r}) refused: {e}") from e
+            accepted += 1
+    for i, m in enumerate(doc["reject"]):
+        for secret in m["secrets"]:
+            try:
+                Webhook(secret).verify(m["body"].encode(), webhook_headers(m), json_parse=False)
+            except WebhookVerificationError:
+                refused += 1
+            else:
+                raise ValueError(f"reject[{i}] ({m['id']!r}) was accepted")
+    signatures = [
+        Webhook(m["secret"]).sign(
+            m["id"], datetime.fromtimestamp(m["timestamp"], tz=timezone.utc), m["body"]
+        )
+        for m in doc["sign"]
+    ]
+    return {"accepted": accepted, "refused": refused, "signatures": signatures}
+
+
 def main():
     command = sys.argv[1]
     doc = json.load(sys.stdin)
-    result = {"jcs": jcs, "receipt": receipt, "merkle": merkle, "checkpoint": checkpoint}[command](doc)
+    result = {
+        "jcs": jcs,
+        "receipt": receipt,
+        "merkle": merkle,
+        "checkpoint": checkpoint,
+        "webhooks": webhooks,
+    }[command](doc)
     json.dump(result, sys.stdout)
 
 

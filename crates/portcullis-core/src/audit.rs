@@ -86,6 +86,22 @@ pub enum AuditKind {
     TenantDeleted,
     /// An outbound request was refused by the egress policy (naming the rule).
     EgressRefused,
+    /// A webhook endpoint was created (its URL and event filter; never its secret).
+    WebhookEndpointCreated,
+    /// A webhook endpoint was changed by a person: enabled, disabled, its secret rotated.
+    WebhookEndpointChanged,
+    /// A webhook endpoint was deleted.
+    WebhookEndpointDeleted,
+    /// The gateway disabled a webhook endpoint (it answered 410, or kept failing).
+    WebhookEndpointDisabled,
+    /// A person asked for a message to be delivered again.
+    WebhookRedelivered,
+    /// A source of inbound webhooks was added or revoked.
+    InboundSourceChanged,
+    /// An inbound webhook was verified and accepted (its delivery id; never its body).
+    InboundAccepted,
+    /// An inbound webhook was refused (bad signature, outside the replay window, a replay).
+    InboundRefused,
 }
 
 impl AuditKind {
@@ -108,6 +124,26 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::TenantKeyRotated, "tenant_key_rotated"),
     (AuditKind::TenantDeleted, "tenant_deleted"),
     (AuditKind::EgressRefused, "egress_refused"),
+    (
+        AuditKind::WebhookEndpointCreated,
+        "webhook_endpoint_created",
+    ),
+    (
+        AuditKind::WebhookEndpointChanged,
+        "webhook_endpoint_changed",
+    ),
+    (
+        AuditKind::WebhookEndpointDeleted,
+        "webhook_endpoint_deleted",
+    ),
+    (
+        AuditKind::WebhookEndpointDisabled,
+        "webhook_endpoint_disabled",
+    ),
+    (AuditKind::WebhookRedelivered, "webhook_redelivered"),
+    (AuditKind::InboundSourceChanged, "inbound_source_changed"),
+    (AuditKind::InboundAccepted, "inbound_accepted"),
+    (AuditKind::InboundRefused, "inbound_refused"),
     (AuditKind::AuthFailed, "auth_failed"),
     (AuditKind::LockedOut, "locked_out"),
     (AuditKind::RateLimited, "rate_limited"),

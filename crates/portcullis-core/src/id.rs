@@ -110,6 +110,18 @@ typed_id!(
 typed_id!(
     /// One secret in a tenant's vault (bound into its ciphertext with tenant and version).
     SecretId, "sec");
+typed_id!(
+    /// A tenant's webhook endpoint (a URL, its event filter and its signing secrets).
+    WebhookEndpointId, "whe");
+typed_id!(
+    /// One webhook message: the `webhook-id` every delivery attempt of it carries.
+    WebhookMessageId, "msg");
+typed_id!(
+    /// One message's delivery to one endpoint, with its attempts.
+    DeliveryId, "dlv");
+typed_id!(
+    /// A source of inbound webhooks (a code host or SaaS tool) with its verification secret.
+    InboundSourceId, "whi");
 
 impl TenantId {
     /// The pseudo-tenant whose audit chain records events that belong to no tenant (for

@@ -20,6 +20,7 @@ pub mod receipt;
 pub mod summary;
 pub mod token;
 pub mod vault;
+pub mod webhook;
 
 /// The Ed25519 implementation signatures are made and checked with (for embedders of the
 /// offline verifier).

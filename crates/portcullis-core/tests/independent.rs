@@ -1,16 +1,17 @@
-//! Our RFC 8785 canonicaliser, receipts, RFC 9162 proofs and C2SP checkpoints, checked by
-//! implementations that are not ours (`independent/check.py`: PyPI `rfc8785`, `tlog-scales`,
-//! `cryptography`). The venv comes from
+//! Our RFC 8785 canonicaliser, receipts, RFC 9162 proofs, C2SP checkpoints and Standard
+//! Webhooks signatures, checked by implementations that are not ours (`independent/check.py`:
+//! PyPI `rfc8785`, `tlog-scales`, `cryptography`, `standardwebhooks`). The venv comes from
 //! `bash clients/setup.sh independent/requirements.txt venv-independent`; its python is given
 //! in `PORTCULLIS_TEST_INDEPENDENT_PYTHON` (CI sets it and `PORTCULLIS_TEST_REQUIRE_INDEPENDENT`,
 //! so a missing checker fails there instead of passing quietly).
 
 use portcullis_core::action::{Action, HashedAction};
-use portcullis_core::id::{ApprovalId, ConnectionId, ReceiptId, TenantId};
+use portcullis_core::id::{ApprovalId, ConnectionId, ReceiptId, TenantId, WebhookMessageId};
 use portcullis_core::keys::KeyRing;
 use portcullis_core::merkle::{self, Hash};
 use portcullis_core::note::{self, TreeHead};
 use portcullis_core::receipt::{RECEIPT_FORMAT, ReceiptBody, SignedReceipt};
+use portcullis_core::webhook::{self, SigningSecret, VerifyError};
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -312,4 +313,129 @@ fn checkpoints_verify_as_c2sp_signed_notes_independently() {
         "checkpoint",
         &json!({ "notes": notes, "vkey": vkey, "expect": expect }),
     );
+}
+
+#[test]
+fn webhook_signatures_agree_with_the_standard_webhooks_reference_library() {
+    let Some(py) = python() else { return };
+    // The reference library verifies against its own clock, so timestamps stay well inside
+    // its 5-minute tolerance.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut generator = Gen(0xD1B5_4A32_D192_ED03);
+    let secret = |generator: &mut Gen| {
+        let len = 24 + generator.below(41) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| generator.next() as u8).collect();
+        SigningSecret::from_bytes(&bytes).unwrap()
+    };
+    struct Message {
+        secrets: Vec<SigningSecret>,
+        id: String,
+        timestamp: i64,
+        body: String,
+    }
+    let messages: Vec<Message> = (0..50)
+        .map(|i| Message {
+            secrets: match i % 3 {
+                0 => vec![secret(&mut generator), SigningSecret::generate()],
+                1 => vec![SigningSecret::generate()],
+                _ => vec![secret(&mut generator)],
+            },
+            id: if i % 2 == 0 {
+                WebhookMessageId::generate().to_string()
+            } else {
+                let len = 1 + generator.below(40);
+                (0..len)
+                    .map(|_| char::from(b' ' + generator.below(95) as u8))
+                    .collect()
+            },
+            timestamp: now - 120 + generator.below(240) as i64,
+            body: match i % 5 {
+                0 => String::new(),
+                1 | 2 => generator.value(0).to_string(),
+                _ => generator.text(),
+            },
+        })
+        .collect();
+    let wire = |m: &Message, secrets: &[&SigningSecret], body: &str| {
+        json!({
+            "secrets": secrets.iter().map(|s| s.to_text().to_string()).collect::<Vec<_>>(),
+            "id": m.id,
+            "timestamp": m.timestamp.to_string(),
+            "body": body,
+            "signature": webhook::signature_header(
+                &m.secrets.iter().collect::<Vec<_>>(), &m.id, m.timestamp, m.body.as_bytes()
+            ),
+        })
+    };
+    // (a) Ours signs, theirs verifies: every message under each of its secrets.
+    let accept: Vec<Value> = messages
+        .iter()
+        .map(|m| wire(m, &m.secrets.iter().collect::<Vec<_>>(), &m.body))
+        .collect();
+    // ... and refuses a changed body, and a secret that did not sign.
+    let stranger = SigningSecret::generate();
+    let reject = vec![
+        wire(&messages[3], &[&messages[3].secrets[0]], "{\"amount\": 2}"),
+        wire(&messages[4], &[&stranger], &messages[4].body),
+    ];
+    // (b) Theirs signs, ours verifies.
+    let sign: Vec<Value> = messages
+        .iter()
+        .flat_map(|m| {
+            m.secrets.iter().map(|s| {
+                json!({ "secret": s.to_text().to_string(), "id": m.id,
+                        "timestamp": m.timestamp, "body": m.body })
+            })
+        })
+        .collect();
+    let result = check(
+        &py,
+        "webhooks",
+        &json!({ "accept": accept, "reject": reject, "sign": sign }),
+    );
+    let secrets_signed: usize = messages.iter().map(|m| m.secrets.len()).sum();
+    assert_eq!(result["accepted"], json!(secrets_signed));
+    assert_eq!(result["refused"], json!(reject.len()));
+    let theirs: Vec<String> = serde_json::from_value(result["signatures"].clone()).unwrap();
+    assert_eq!(theirs.len(), secrets_signed);
+
+    let mut theirs = theirs.into_iter();
+    for m in &messages {
+        let verify = |secrets: &[&SigningSecret], header: &str, body: &str| {
+            webhook::verify(
+                secrets,
+                &m.id,
+                &m.timestamp.to_string(),
+                header,
+                body.as_bytes(),
+                now,
+                webhook::DEFAULT_TOLERANCE_SECS,
+            )
+        };
+        let signatures: Vec<String> = m.secrets.iter().map(|_| theirs.next().unwrap()).collect();
+        for (secret, signature) in m.secrets.iter().zip(&signatures) {
+            assert_eq!(verify(&[secret], signature, &m.body), Ok(()), "{}", m.id);
+            assert_eq!(
+                signature,
+                &webhook::sign(secret, &m.id, m.timestamp, m.body.as_bytes())
+            );
+            assert_eq!(
+                verify(&[secret], signature, &format!("{} ", m.body)),
+                Err(VerifyError::NoMatch)
+            );
+            assert_eq!(
+                verify(&[&stranger], signature, &m.body),
+                Err(VerifyError::NoMatch)
+            );
+        }
+        // Their signatures in one rotation header, behind an entry of another version: each
+        // secret alone verifies it.
+        let header = format!("v2,AAAA {}", signatures.join(" "));
+        for secret in &m.secrets {
+            assert_eq!(verify(&[secret], &header, &m.body), Ok(()), "{}", m.id);
+        }
+    }
 }

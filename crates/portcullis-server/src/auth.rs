@@ -319,6 +319,34 @@ async fn refuse(
     }
 }
 
+/// A request authenticated by a signature over its body (an inbound webhook), not by a
+/// token: it is under the same lockout as every other credential.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedAttempt {
+    lockout: Option<Lockout>,
+    ip: IpAddr,
+}
+
+/// Before an inbound webhook's signature is checked: refused while `ip` is in the first
+/// seconds of a lockout.
+pub async fn admit_signed(state: &AppState, ip: IpAddr) -> Result<SignedAttempt, AuthRefusal> {
+    let now = state.clock.now();
+    let lockout = locked(state, ip, now).await?;
+    Lockout::admit_attempt(lockout, now)?;
+    Ok(SignedAttempt { lockout, ip })
+}
+
+/// A signature that did not verify: counted and audited (reason, never the body) like any
+/// failed authentication, towards the address's lockout.
+pub async fn refuse_signed(
+    state: &AppState,
+    attempt: SignedAttempt,
+    chain: TenantId,
+    reason: &str,
+) -> AuthRefusal {
+    refuse(state, attempt.ip, attempt.lockout, chain, "inbound", reason).await
+}
+
 /// Authenticate a scrape of `/metrics` on the main listener: the bearer token's SHA-256 must
 /// be `metrics.token_sha256` (compared in constant time). Without one configured, refused.
 pub async fn authenticate_metrics(

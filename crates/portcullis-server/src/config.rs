@@ -22,6 +22,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub egress: EgressConfig,
     pub vault: VaultConfig,
+    pub webhooks: WebhooksConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// The operator's program catalog: what stdio connections may launch, by name.
@@ -137,6 +138,26 @@ pub enum VaultProvider {
     Pkcs11,
 }
 
+/// Outbound webhook delivery and inbound webhook verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Time limit of one delivery attempt (connect, send, answer), in seconds.
+    pub timeout_secs: u64,
+    /// Deliveries in flight at once, per process.
+    pub concurrency: usize,
+    /// How often each process looks for new audit entries and due deliveries when nothing
+    /// wakes it (another replica's entries, retries coming due), in milliseconds.
+    pub poll_interval_ms: u64,
+    /// An endpoint whose every delivery failed for this long is disabled, with a
+    /// notification to the tenant's other endpoints.
+    pub disable_after_secs: u64,
+    /// After a secret rotation the previous secret signs too for this long.
+    pub rotation_grace_secs: u64,
+    /// Default replay window of inbound webhooks (a source may set its own, at most 1 hour).
+    pub inbound_tolerance_secs: u64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
@@ -234,6 +255,22 @@ impl Config {
         }
         if self.upstream.call_timeout_secs == 0 {
             return invalid("upstream.call_timeout_secs must be at least 1");
+        }
+        let w = &self.webhooks;
+        if w.timeout_secs == 0 || w.timeout_secs > 300 {
+            return invalid("webhooks.timeout_secs must be between 1 and 300");
+        }
+        if w.concurrency == 0 || w.concurrency > 1024 {
+            return invalid("webhooks.concurrency must be between 1 and 1024");
+        }
+        if w.poll_interval_ms < 10 || w.poll_interval_ms > 60_000 {
+            return invalid("webhooks.poll_interval_ms must be between 10 and 60000");
+        }
+        if w.inbound_tolerance_secs == 0 || w.inbound_tolerance_secs > 3600 {
+            return invalid("webhooks.inbound_tolerance_secs must be between 1 and 3600");
+        }
+        if w.rotation_grace_secs > 30 * 86_400 {
+            return invalid("webhooks.rotation_grace_secs must be at most 2592000 (30 days)");
         }
         if self.upstream.ping_timeout_secs == 0 {
             return invalid("upstream.ping_timeout_secs must be at least 1");

@@ -30,6 +30,7 @@ pub mod state;
 pub mod upstream;
 pub mod vault;
 pub mod web;
+pub mod webhooks;
 
 use crate::bootstrap::BootstrapError;
 use crate::clock::Clock;
@@ -173,6 +174,7 @@ impl Application {
             trusted_proxies,
             sites,
             bridges: bridge::Bridges::new(Duration::from_secs(state_call_timeout_secs)),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         });
         let metrics_listener = match state
             .config
@@ -218,6 +220,11 @@ impl Application {
                 Router::new()
                     .route("/t/{tenant}/http/{connection}/{*path}", any(api::endpoint))
                     .route("/t/{tenant}/sessions", post(sessions::exchange))
+                    .route("/t/{tenant}/hooks/{source}", post(webhooks::inbound))
+                    .route(
+                        "/t/{tenant}/hooks/{source}/events",
+                        get(webhooks::inbound_events),
+                    )
                     .with_state(state.clone()),
             );
         let router = Router::new()
@@ -298,6 +305,7 @@ impl Application {
         tokio::spawn(checkpoint_worker(state.clone(), workers.clone()));
         tokio::spawn(watch_access_changes(state.clone(), workers.clone()));
         tokio::spawn(unknown_executions_worker(state.clone(), workers.clone()));
+        tokio::spawn(webhooks::worker(state.clone(), workers.clone()));
         let router = self.router();
         if let Some(listener) = self.metrics_listener {
             let metrics = Router::new()
@@ -537,6 +545,7 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
                 checkpoint(tenant).await;
             }
             Some(tenant) = ends.appended.recv() => {
+                state.webhook_wake.notify_one();
                 let n = counts.entry(tenant.clone()).or_default();
                 *n += 1;
                 if every > 0 && *n >= every {

@@ -35,4 +35,6 @@ pub struct AppState {
     /// Calls of 2026-07-28 agents suspended on an upstream's question (see `bridge`).
     pub bridges:
         crate::bridge::Bridges<Result<rmcp::model::CallToolResult, crate::upstream::UpstreamError>>,
+    /// Wakes the webhook worker: an entry was appended here, or an attempt ended.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
 }

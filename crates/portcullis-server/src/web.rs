@@ -142,16 +142,21 @@ impl Sites {
             }
         }
         // What a cross-site form or `fetch` may send without a preflight: refused before
-        // authentication counts it. The one exception: an agent's call of an HTTP API
-        // connection (`/t/{tenant}/http/…`) that carries `Authorization` — REST APIs take
-        // form and text bodies, and a page cannot attach that header without a preflight,
-        // which is never granted here.
-        let api_call = uri
-            .path()
-            .strip_prefix("/t/")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(_, rest)| rest.starts_with("http/"))
-            && headers.contains_key(http::header::AUTHORIZATION);
+        // authentication counts it. Two exceptions, each carrying a header a page cannot
+        // attach without a preflight (never granted here): an agent's call of an HTTP API
+        // connection (`/t/{tenant}/http/…`) with `Authorization` — REST APIs take form and
+        // text bodies — and a signed inbound webhook (`/t/{tenant}/hooks/…`), which code
+        // hosts send as forms too.
+        let under = |prefix: &str| {
+            uri.path()
+                .strip_prefix("/t/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, rest)| rest.starts_with(prefix))
+        };
+        let api_call = (under("http/") && headers.contains_key(http::header::AUTHORIZATION))
+            || (under("hooks/")
+                && (headers.contains_key("x-hub-signature-256")
+                    || headers.contains_key("webhook-signature")));
         if matches!(
             *method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE

@@ -23,12 +23,17 @@ mod sqlite_writer;
 mod trust;
 mod tx;
 mod votes;
+mod webhooks;
 
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
 pub use review::{AccessFacts, ReviewedAgent, ReviewedConnection, ReviewedGrant};
 pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SealedSecret, SecretMeta, TenantKey};
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    AttemptRecord, AttemptResult, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryState,
+    InboundEvent, InboundScheme, InboundSource, NewMessage, WebhookEndpoint,
+};
 
 use portcullis_core::UnixMillis;
 use portcullis_core::audit::{AuditDraft, AuditEvent, Checkpoint};
@@ -94,6 +99,9 @@ pub enum Conflict {
     /// version): read again and retry.
     #[error("the vault changed during the update")]
     VaultChanged,
+    /// The webhook endpoint is disabled: enable it first.
+    #[error("the webhook endpoint is disabled; enable it first")]
+    EndpointDisabled,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -473,10 +473,14 @@ impl Store {
             "UPDATE connections SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
             "UPDATE agent_tokens SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
             "UPDATE admins SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
+            "UPDATE webhook_endpoints SET disabled_at = $2, disabled_reason = 'tenant deleted' \
+             WHERE tenant_id = $1 AND disabled_at IS NULL",
+            "UPDATE inbound_sources SET revoked_at = $2 WHERE tenant_id = $1 AND revoked_at IS NULL",
         ] {
             tx.execute(&sql(statement).text(tenant.as_str()).int(now))
                 .await?;
         }
+        crate::webhooks::fail_pending(&mut tx, tenant, None, now).await?;
         let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::TenantDeleted)
             .resource(format!("tenant:{tenant}"));
         tx.audited((), draft, now).await?;

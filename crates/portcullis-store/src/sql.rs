@@ -137,6 +137,8 @@ pub(crate) enum Lock {
     UpdateApproval,
     /// `FOR SHARE`: the row may not change or go away until this transaction ends.
     Share,
+    /// `FOR UPDATE SKIP LOCKED`: a row another worker is claiming is passed over (a queue).
+    SkipLocked,
 }
 
 /// Which rows a transaction may see and write (PostgreSQL's row-level security); SQLite, one

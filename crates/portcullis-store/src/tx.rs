@@ -74,6 +74,7 @@ impl Tx {
             (Tx::Postgres(..), Lock::NoKeyUpdate) => " FOR NO KEY UPDATE",
             (Tx::Postgres(..), Lock::UpdateApproval) => " FOR UPDATE OF a",
             (Tx::Postgres(..), Lock::Share) => " FOR SHARE",
+            (Tx::Postgres(..), Lock::SkipLocked) => " FOR UPDATE SKIP LOCKED",
         }
     }
 

@@ -619,7 +619,7 @@ fn finish_spec(
 
 /// A secret's value from an environment variable or standard input (one trailing newline
 /// dropped), never from the command line (it would be in the shell history and `ps`).
-fn read_secret_value(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretString> {
+pub(crate) fn read_secret_value(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretString> {
     let mut value = match from_env {
         Some(var) => std::env::var(var).with_context(|| format!("environment variable `{var}`"))?,
         None => {
@@ -642,7 +642,7 @@ fn read_secret_value(from_env: Option<&str>) -> anyhow::Result<secrecy::SecretSt
 }
 
 /// A UTC date and time, or `never`.
-fn date(millis: Option<i64>) -> String {
+pub(crate) fn date(millis: Option<i64>) -> String {
     let Some(millis) = millis else {
         return "never".into();
     };

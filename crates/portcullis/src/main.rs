@@ -9,6 +9,7 @@ mod audit_cli;
 mod mcp_cli;
 mod policy_cli;
 mod trust_cli;
+mod webhooks_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -104,6 +105,22 @@ enum Command {
     /// what to revoke, narrow or rotate.
     #[command(subcommand)]
     Access(access_cli::AccessCommand),
+    /// A tenant's outbound webhooks (Standard Webhooks): endpoints, the delivery log,
+    /// redelivery.
+    Webhooks {
+        #[command(flatten)]
+        remote: admin_cli::Remote,
+        #[command(subcommand)]
+        command: webhooks_cli::WebhooksCommand,
+    },
+    /// The sources of signed inbound webhooks a tenant accepts (GitHub-style or Standard
+    /// Webhooks).
+    Inbound {
+        #[command(flatten)]
+        remote: admin_cli::Remote,
+        #[command(subcommand)]
+        command: webhooks_cli::InboundCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +199,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("master key `{master}` is current; {count} tenant key(s) rewrapped");
         }
         Command::Access(command) => return access_cli::run(command).await,
+        Command::Webhooks { remote, command } => {
+            return webhooks_cli::run_webhooks(remote, command).await;
+        }
+        Command::Inbound { remote, command } => {
+            return webhooks_cli::run_inbound(remote, command).await;
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -23,6 +23,9 @@ use super::secrets::{KeyRotated, SecretIn, SecretView};
 use super::spend::{SpendQuery, SpendReport};
 use super::tenants::{EgressHosts, NameIn, TenantView};
 use super::tokens::{CreatedToken, TokenIn};
+use super::webhooks::{
+    DeliveriesQuery, DeliveryView, EndpointIn, EndpointView, EndpointWithSecret, SourceIn,
+};
 use portcullis_core::audit::AuditEvent;
 use portcullis_core::guardrail::GuardrailSpec;
 use portcullis_core::id::{AgentId, ConnectionId, TokenId};
@@ -310,6 +313,142 @@ impl AdminClient {
     pub async fn rotate_tenant_key(&self, tenant: &str) -> ClientResult<KeyRotated> {
         self.post_empty(&format!("/tenants/{}/keys/rotate", segment(tenant)?))
             .await
+    }
+
+    // ---- webhooks
+
+    /// A new endpoint; its signing secret is in the answer, once.
+    pub async fn create_webhook(
+        &self,
+        tenant: &str,
+        body: &EndpointIn,
+    ) -> ClientResult<EndpointWithSecret> {
+        self.post(&format!("/tenants/{}/webhooks", segment(tenant)?), body)
+            .await
+    }
+
+    pub async fn list_webhooks(&self, tenant: &str) -> ClientResult<Vec<EndpointView>> {
+        self.get(&format!("/tenants/{}/webhooks", segment(tenant)?))
+            .await
+    }
+
+    pub async fn webhook(&self, tenant: &str, endpoint: &str) -> ClientResult<EndpointView> {
+        let path = format!(
+            "/tenants/{}/webhooks/{}",
+            segment(tenant)?,
+            segment(endpoint)?
+        );
+        self.get(&path).await
+    }
+
+    /// `enable`, `disable` or `rotate-secret`.
+    async fn webhook_action<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        action: &str,
+    ) -> ClientResult<T> {
+        let path = format!(
+            "/tenants/{}/webhooks/{}/{action}",
+            segment(tenant)?,
+            segment(endpoint)?
+        );
+        self.post_empty(&path).await
+    }
+
+    pub async fn enable_webhook(&self, tenant: &str, endpoint: &str) -> ClientResult<EndpointView> {
+        self.webhook_action(tenant, endpoint, "enable").await
+    }
+
+    pub async fn disable_webhook(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+    ) -> ClientResult<EndpointView> {
+        self.webhook_action(tenant, endpoint, "disable").await
+    }
+
+    /// A new signing secret (in the answer, once); the previous one signs too until
+    /// `previous_valid_until`.
+    pub async fn rotate_webhook_secret(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+    ) -> ClientResult<EndpointWithSecret> {
+        self.webhook_action(tenant, endpoint, "rotate-secret").await
+    }
+
+    pub async fn delete_webhook(&self, tenant: &str, endpoint: &str) -> ClientResult<Value> {
+        let path = format!(
+            "/tenants/{}/webhooks/{}",
+            segment(tenant)?,
+            segment(endpoint)?
+        );
+        self.send::<(), Value>(Method::DELETE, &path, None).await
+    }
+
+    pub async fn webhook_deliveries(
+        &self,
+        tenant: &str,
+        endpoint: &str,
+        query: &DeliveriesQuery,
+    ) -> ClientResult<Vec<portcullis_store::Delivery>> {
+        let path = format!(
+            "/tenants/{}/webhooks/{}/deliveries{}",
+            segment(tenant)?,
+            segment(endpoint)?,
+            query_string(query)
+        );
+        self.get(&path).await
+    }
+
+    pub async fn webhook_delivery(
+        &self,
+        tenant: &str,
+        delivery: &str,
+    ) -> ClientResult<DeliveryView> {
+        let path = format!(
+            "/tenants/{}/deliveries/{}",
+            segment(tenant)?,
+            segment(delivery)?
+        );
+        self.get(&path).await
+    }
+
+    /// The same message (the same `webhook-id`) again, as a new delivery due now.
+    pub async fn redeliver_webhook(
+        &self,
+        tenant: &str,
+        delivery: &str,
+    ) -> ClientResult<portcullis_store::Delivery> {
+        let path = format!(
+            "/tenants/{}/deliveries/{}/redeliver",
+            segment(tenant)?,
+            segment(delivery)?
+        );
+        self.post_empty(&path).await
+    }
+
+    pub async fn create_inbound_source(
+        &self,
+        tenant: &str,
+        body: &SourceIn,
+    ) -> ClientResult<portcullis_store::InboundSource> {
+        self.post(&format!("/tenants/{}/inbound", segment(tenant)?), body)
+            .await
+    }
+
+    pub async fn list_inbound_sources(
+        &self,
+        tenant: &str,
+    ) -> ClientResult<Vec<portcullis_store::InboundSource>> {
+        self.get(&format!("/tenants/{}/inbound", segment(tenant)?))
+            .await
+    }
+
+    pub async fn revoke_inbound_source(&self, tenant: &str, name: &str) -> ClientResult<Value> {
+        let path = format!("/tenants/{}/inbound/{}", segment(tenant)?, segment(name)?);
+        self.send::<(), Value>(Method::DELETE, &path, None).await
     }
 
     // ---- humans

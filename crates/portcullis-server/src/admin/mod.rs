@@ -27,6 +27,7 @@ pub mod spend;
 pub mod suspension;
 pub mod tenants;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::Router;
 use common::AppRef;
@@ -50,4 +51,5 @@ pub fn router() -> Router<AppRef> {
         .merge(review::routes())
         .merge(suspension::routes())
         .merge(secrets::routes())
+        .merge(webhooks::routes())
 }

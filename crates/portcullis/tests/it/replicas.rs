@@ -1256,3 +1256,64 @@ async fn a_secret_changed_on_one_replica_is_injected_by_the_others_on_their_next
         "a deleted secret is never sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_from_three_replicas_are_enqueued_and_delivered_once_each() {
+    use crate::webhooks::Receiver;
+    use portcullis_server::admin::webhooks::EndpointIn;
+    let Some(cluster) = Cluster::start_with(&[
+        ("PORTCULLIS_EGRESS__ALLOW_PRIVATE", "[\"127.0.0.1/32\"]"),
+        ("PORTCULLIS_WEBHOOKS__POLL_INTERVAL_MS", "20"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    cluster
+        .admin(1)
+        .create_webhook(
+            "acme",
+            &EndpointIn {
+                url: receiver.url("/replicas"),
+                events: vec!["action.held".into()],
+                description: String::new(),
+            },
+        )
+        .await
+        .expect("create an endpoint");
+    // Holds on every replica at once: each replica's outbox races the others for the
+    // tenant's cursor, and each replica's worker races the others for every delivery.
+    let mut tasks = Vec::new();
+    for replica in 0..REPLICAS {
+        let client = Arc::new(cluster.client(replica).await);
+        tasks.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            for j in 0..4 {
+                let amount = 20_000 + (replica * 10 + j) as i64;
+                held.push(approval_id(
+                    &client.call("crm__issue_refund", refund(amount)).await,
+                ));
+            }
+            held
+        }));
+    }
+    let mut approvals = HashSet::new();
+    for task in tasks {
+        approvals.extend(task.await.expect("holds"));
+    }
+    assert_eq!(approvals.len(), 4 * REPLICAS);
+    let got = receiver.wait_for("/replicas", approvals.len()).await;
+    let ids: HashSet<&str> = got.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), got.len(), "no message delivered twice");
+    let named: HashSet<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["data"]["detail"]["approval"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(named, approvals, "one message per held action, none lost");
+}

@@ -102,6 +102,14 @@ pub enum AuditKind {
     InboundAccepted,
     /// An inbound webhook was refused (bad signature, outside the replay window, a replay).
     InboundRefused,
+    /// A human signed in to the console (password and second factor).
+    SignedIn,
+    /// A human signed out of the console.
+    SignedOut,
+    /// A share link was created or revoked.
+    ShareChanged,
+    /// A share link was used to download its artifact.
+    ShareDownloaded,
 }
 
 impl AuditKind {
@@ -144,6 +152,10 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::InboundSourceChanged, "inbound_source_changed"),
     (AuditKind::InboundAccepted, "inbound_accepted"),
     (AuditKind::InboundRefused, "inbound_refused"),
+    (AuditKind::SignedIn, "signed_in"),
+    (AuditKind::SignedOut, "signed_out"),
+    (AuditKind::ShareChanged, "share_changed"),
+    (AuditKind::ShareDownloaded, "share_downloaded"),
     (AuditKind::AuthFailed, "auth_failed"),
     (AuditKind::LockedOut, "locked_out"),
     (AuditKind::RateLimited, "rate_limited"),

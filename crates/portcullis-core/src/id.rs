@@ -120,6 +120,9 @@ typed_id!(
     /// One message's delivery to one endpoint, with its attempts.
     DeliveryId, "dlv");
 typed_id!(
+    /// A signed share link (its token is a separate secret; only its hash is stored).
+    ShareLinkId, "shl");
+typed_id!(
     /// A source of inbound webhooks (a code host or SaaS tool) with its verification secret.
     InboundSourceId, "whi");
 

@@ -4,6 +4,7 @@
 //! INVARIANT: this crate does no IO. It knows nothing of HTTP, SQL, tokio or MCP transports;
 //! callers hand it plain values (including the current time) and get plain values back.
 
+pub mod account;
 pub mod action;
 pub mod audit;
 pub mod decision;

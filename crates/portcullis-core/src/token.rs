@@ -8,6 +8,10 @@ use secrecy::{ExposeSecret, SecretString};
 pub enum TokenKind {
     Agent,
     Admin,
+    /// A console session (the cookie of a signed-in human).
+    Console,
+    /// A share link (the last segment of its URL).
+    Share,
 }
 
 impl TokenKind {
@@ -15,6 +19,8 @@ impl TokenKind {
         match self {
             Self::Agent => "pca_",
             Self::Admin => "pcadm_",
+            Self::Console => "pccs_",
+            Self::Share => "pcsh_",
         }
     }
 }

@@ -319,32 +319,33 @@ async fn refuse(
     }
 }
 
-/// A request authenticated by a signature over its body (an inbound webhook), not by a
-/// token: it is under the same lockout as every other credential.
+/// A request that proves itself by something other than a token — a signature over its body
+/// (an inbound webhook), a password and code (console sign-in) — under the same lockout as
+/// every other credential.
 #[derive(Debug, Clone, Copy)]
-pub struct SignedAttempt {
+pub struct Attempt {
     lockout: Option<Lockout>,
     ip: IpAddr,
 }
 
-/// Before an inbound webhook's signature is checked: refused while `ip` is in the first
-/// seconds of a lockout.
-pub async fn admit_signed(state: &AppState, ip: IpAddr) -> Result<SignedAttempt, AuthRefusal> {
+/// Before the proof is checked: refused while `ip` is in the first seconds of a lockout.
+pub async fn admit_attempt(state: &AppState, ip: IpAddr) -> Result<Attempt, AuthRefusal> {
     let now = state.clock.now();
     let lockout = locked(state, ip, now).await?;
     Lockout::admit_attempt(lockout, now)?;
-    Ok(SignedAttempt { lockout, ip })
+    Ok(Attempt { lockout, ip })
 }
 
-/// A signature that did not verify: counted and audited (reason, never the body) like any
-/// failed authentication, towards the address's lockout.
-pub async fn refuse_signed(
+/// A proof that failed: counted and audited on `surface` (the reason, never the proof) like
+/// any failed authentication, towards the address's lockout.
+pub async fn refuse_attempt(
     state: &AppState,
-    attempt: SignedAttempt,
+    attempt: Attempt,
     chain: TenantId,
+    surface: &str,
     reason: &str,
 ) -> AuthRefusal {
-    refuse(state, attempt.ip, attempt.lockout, chain, "inbound", reason).await
+    refuse(state, attempt.ip, attempt.lockout, chain, surface, reason).await
 }
 
 /// Authenticate a scrape of `/metrics` on the main listener: the bearer token's SHA-256 must

@@ -23,6 +23,7 @@ pub struct Config {
     pub egress: EgressConfig,
     pub vault: VaultConfig,
     pub webhooks: WebhooksConfig,
+    pub console: ConsoleConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// The operator's program catalog: what stdio connections may launch, by name.
@@ -136,6 +137,23 @@ pub struct VaultConfig {
 pub enum VaultProvider {
     Keyfile,
     Pkcs11,
+}
+
+/// The console: sessions, sign-in lockout and the fresh second factor for large decisions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session ends after this many seconds without a request.
+    pub session_idle_secs: u64,
+    /// A session ends this many seconds after sign-in, however busy.
+    pub session_absolute_secs: u64,
+    /// Failed sign-ins of one human that pause their sign-in …
+    pub login_lockout_threshold: u32,
+    /// … for this many seconds.
+    pub login_lockout_secs: u64,
+    /// A decision on a request of at least this dollar impact (in cents) needs a fresh code
+    /// from the authenticator app.
+    pub fresh_factor_above_cents: i64,
 }
 
 /// Outbound webhook delivery and inbound webhook verification.
@@ -255,6 +273,21 @@ impl Config {
         }
         if self.upstream.call_timeout_secs == 0 {
             return invalid("upstream.call_timeout_secs must be at least 1");
+        }
+        let c = &self.console;
+        if c.session_idle_secs == 0 || c.session_idle_secs > c.session_absolute_secs {
+            return invalid(
+                "console.session_idle_secs must be between 1 and console.session_absolute_secs",
+            );
+        }
+        if c.session_absolute_secs > 7 * 86_400 {
+            return invalid("console.session_absolute_secs must be at most 604800 (a week)");
+        }
+        if c.login_lockout_threshold == 0 {
+            return invalid("console.login_lockout_threshold must be at least 1");
+        }
+        if c.fresh_factor_above_cents < 0 {
+            return invalid("console.fresh_factor_above_cents must be 0 or more");
         }
         let w = &self.webhooks;
         if w.timeout_secs == 0 || w.timeout_secs > 300 {

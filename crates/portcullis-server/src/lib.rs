@@ -15,6 +15,7 @@ pub mod bridge;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod egress;
 pub mod engines;
 pub mod error;
@@ -220,6 +221,7 @@ impl Application {
                 Router::new()
                     .route("/t/{tenant}/http/{connection}/{*path}", any(api::endpoint))
                     .route("/t/{tenant}/sessions", post(sessions::exchange))
+                    .route("/share/{token}", get(admin::shares::download))
                     .route("/t/{tenant}/hooks/{source}", post(webhooks::inbound))
                     .route(
                         "/t/{tenant}/hooks/{source}/events",
@@ -240,6 +242,7 @@ impl Application {
             )
             .with_state(state.clone())
             .merge(mcp_routes)
+            .merge(console::router(state.clone()))
             .layer(tower_http::limit::RequestBodyLimitLayer::new(
                 state.config.server.max_body_bytes,
             ))

@@ -38,3 +38,16 @@ pub struct AppState {
     /// Wakes the webhook worker: an entry was appended here, or an attempt ended.
     pub webhook_wake: Arc<tokio::sync::Notify>,
 }
+
+impl AppState {
+    /// The client a request comes from: the connecting address, or the one a trusted
+    /// proxy's forwarding header names.
+    pub fn client_ip(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
+        crate::auth::client_ip(
+            peer,
+            headers,
+            &self.trusted_proxies,
+            self.config.server.forwarded_header,
+        )
+    }
+}

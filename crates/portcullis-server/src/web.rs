@@ -153,7 +153,12 @@ impl Sites {
                 .and_then(|rest| rest.split_once('/'))
                 .is_some_and(|(_, rest)| rest.starts_with(prefix))
         };
-        let api_call = (under("http/") && headers.contains_key(http::header::AUTHORIZATION))
+        // The console's forms are form posts by design: each carries the session's CSRF token
+        // (checked before anything changes) from a SameSite=Strict cookie, and a cross-origin
+        // page was refused above by its Origin.
+        let console_form = uri.path().starts_with("/console/");
+        let api_call = console_form
+            || (under("http/") && headers.contains_key(http::header::AUTHORIZATION))
             || (under("hooks/")
                 && (headers.contains_key("x-hub-signature-256")
                     || headers.contains_key("webhook-signature")));

@@ -485,13 +485,8 @@ pub async fn inbound(
     body: Bytes,
 ) -> Response {
     state.metrics.request("inbound");
-    let ip = crate::auth::client_ip(
-        peer.ip(),
-        &headers,
-        &state.trusted_proxies,
-        state.config.server.forwarded_header,
-    );
-    let attempt = match crate::auth::admit_signed(&state, ip).await {
+    let ip = state.client_ip(peer.ip(), &headers);
+    let attempt = match crate::auth::admit_attempt(&state, ip).await {
         Ok(attempt) => attempt,
         Err(refusal) => return crate::error::ApiError::from(refusal).into_response(),
     };
@@ -535,7 +530,8 @@ pub async fn inbound(
         Err(reason) => {
             let reason = format!("inbound `{}`: {reason}", source.name);
             let refusal =
-                crate::auth::refuse_signed(&state, attempt, tenant.id.clone(), &reason).await;
+                crate::auth::refuse_attempt(&state, attempt, tenant.id.clone(), "inbound", &reason)
+                    .await;
             return match refusal {
                 crate::auth::AuthRefusal::Unauthenticated => unverified(),
                 other => crate::error::ApiError::from(other).into_response(),

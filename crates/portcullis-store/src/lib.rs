@@ -7,6 +7,7 @@
 //! tenant is simply "not found"; on PostgreSQL, row-level security enforces the same again in
 //! the database.
 
+mod accounts;
 mod approvals;
 mod audit;
 mod connections;
@@ -17,6 +18,7 @@ mod records;
 mod review;
 mod rows;
 mod secrets;
+mod shares;
 mod sql;
 mod sqlite;
 mod sqlite_writer;
@@ -25,10 +27,12 @@ mod tx;
 mod votes;
 mod webhooks;
 
+pub use accounts::{ConsoleSession, SignIn};
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
 pub use review::{AccessFacts, ReviewedAgent, ReviewedConnection, ReviewedGrant};
 pub use secrets::{NewSecretVersion, Rewrapped, SealedBlobs, SealedSecret, SecretMeta, TenantKey};
+pub use shares::ShareLink;
 pub use sqlite::SqliteStore;
 pub use webhooks::{
     AttemptRecord, AttemptResult, ClaimedDelivery, Delivery, DeliveryAttempt, DeliveryState,

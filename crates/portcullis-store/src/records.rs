@@ -28,6 +28,10 @@ pub enum AdminRole {
     Admin,
     /// Approve or deny held actions and read the audit trail.
     Approver,
+    /// Read everything in scope, the audit trail included; change nothing.
+    Auditor,
+    /// Read everything in scope but the audit trail; change nothing.
+    Viewer,
 }
 
 impl AdminRole {
@@ -35,14 +39,28 @@ impl AdminRole {
         match self {
             Self::Admin => "admin",
             Self::Approver => "approver",
+            Self::Auditor => "auditor",
+            Self::Viewer => "viewer",
         }
     }
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "admin" => Some(Self::Admin),
             "approver" => Some(Self::Approver),
+            "auditor" => Some(Self::Auditor),
+            "viewer" => Some(Self::Viewer),
             _ => None,
         }
+    }
+
+    /// Whether this role may change anything (admins and approvers); the others only read.
+    pub fn may_change(self) -> bool {
+        matches!(self, Self::Admin | Self::Approver)
+    }
+
+    /// Whether this role may read the audit trail.
+    pub fn may_read_audit(self) -> bool {
+        !matches!(self, Self::Viewer)
     }
 }
 

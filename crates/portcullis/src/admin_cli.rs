@@ -46,6 +46,10 @@ impl Remote {
     pub fn json(&self) -> bool {
         self.json
     }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,7 +181,7 @@ pub enum AdminsCommand {
     /// Create a named human; prints their token once.
     Create {
         name: String,
-        /// `admin` or `approver`.
+        /// `admin`, `approver`, `auditor` (reads everything, the audit trail included) or `viewer` (reads everything but the audit trail).
         #[arg(long, default_value = "approver")]
         role: String,
         /// Limit them to one tenant.
@@ -211,6 +215,15 @@ pub enum AdminsCommand {
         #[arg(long)]
         never: bool,
     },
+    /// Set your own console password (read from standard input or `--from-env VAR`; at
+    /// least 12 characters). Ends your console sessions.
+    Password {
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// Enroll your own second factor for the console; prints the otpauth:// URI (and the
+    /// base32 secret) once for your authenticator app. Replaces an earlier one.
+    Totp,
 }
 
 #[derive(Subcommand)]
@@ -790,6 +803,23 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
                 AdminsCommand::Revoke { name } => print_json(&c.revoke_admin(&name).await?),
+                AdminsCommand::Password { from_env } => {
+                    let password = read_secret_value(from_env.as_deref())?;
+                    let body = portcullis_server::admin::humans::PasswordIn { password };
+                    c.set_own_password(&body).await?;
+                    println!("console password set; your console sessions have ended");
+                }
+                AdminsCommand::Totp => {
+                    use secrecy::ExposeSecret as _;
+                    let enrolled = c.enroll_own_totp().await?;
+                    if remote.json {
+                        print_json(&enrolled);
+                    } else {
+                        println!("add this to your authenticator app (shown once):");
+                        println!("  {}", enrolled.otpauth_uri.expose_secret());
+                        println!("  secret: {}", enrolled.secret.expose_secret());
+                    }
+                }
                 AdminsCommand::Rotate { name, ttl_secs } => {
                     print_json(&c.rotate_admin(&name, &RotateIn { ttl_secs }).await?);
                 }

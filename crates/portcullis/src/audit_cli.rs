@@ -372,12 +372,12 @@ pub async fn run(command: AuditCommand, config_file: Option<&Path>) -> anyhow::R
                 actor,
                 kind,
             };
-            let sink: Box<dyn Write> = match &output {
+            let sink: Box<dyn Write + Send> = match &output {
                 Some(path) => Box::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("cannot create `{}`", path.display()))?,
                 ),
-                None => Box::new(std::io::stdout().lock()),
+                None => Box::new(std::io::stdout()),
             };
             let count = match format {
                 ExportFormat::Jsonl => {
@@ -502,7 +502,7 @@ async fn export_verifiable(
     store: &Store,
     filter: &AuditFilter,
     vkey: Option<String>,
-    sink: Box<dyn Write>,
+    sink: Box<dyn Write + Send>,
 ) -> anyhow::Result<u64> {
     use portcullis_verify::{Header, Line};
     let complete = filter.from.is_none()
@@ -510,11 +510,12 @@ async fn export_verifiable(
         && filter.actor.is_none()
         && filter.kind.is_none();
     let mut out = std::io::BufWriter::new(sink);
-    let line = |out: &mut std::io::BufWriter<Box<dyn Write>>, value: &Line| -> anyhow::Result<()> {
-        serde_json::to_writer(&mut *out, value)?;
-        out.write_all(b"\n")?;
-        Ok(())
-    };
+    let line =
+        |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, value: &Line| -> anyhow::Result<()> {
+            serde_json::to_writer(&mut *out, value)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        };
     line(
         &mut out,
         &Line::Header(Header {
@@ -534,50 +535,18 @@ async fn export_verifiable(
         indicatif::ProgressStyle::with_template("{spinner} {pos} events exported")
             .expect("template"),
     );
-    let tenants: std::collections::BTreeSet<TenantId> = match &filter.tenant {
-        Some(t) => std::iter::once(t.clone()).collect(),
-        None => store.audit_tenants().await?.into_iter().collect(),
+    let tenants: Vec<TenantId> = match &filter.tenant {
+        Some(t) => vec![t.clone()],
+        None => {
+            let set: std::collections::BTreeSet<TenantId> =
+                store.audit_tenants().await?.into_iter().collect();
+            set.into_iter().collect()
+        }
     };
-    let mut count = 0u64;
-    for tenant in tenants {
-        for checkpoint in store.checkpoints(&tenant).await? {
-            line(&mut out, &Line::Checkpoint(checkpoint))?;
-        }
-        for (id, name) in store.guardrail_names(&tenant).await? {
-            line(
-                &mut out,
-                &Line::Guardrail {
-                    tenant: tenant.clone(),
-                    id,
-                    name,
-                },
-            )?;
-        }
-        for (approval_id, receipt, action) in store.receipts_of(&tenant).await? {
-            line(
-                &mut out,
-                &Line::Receipt {
-                    tenant: tenant.clone(),
-                    approval_id,
-                    receipt,
-                    action,
-                },
-            )?;
-        }
-        let mut after = 0;
-        loop {
-            let page = store.audit_page(&tenant, after, 5_000).await?;
-            for event in &page {
-                line(&mut out, &Line::Entry(event.clone()))?;
-            }
-            count += page.len() as u64;
-            progress.set_position(count);
-            match page.last() {
-                Some(last) if page.len() == 5_000 => after = last.seq,
-                _ => break,
-            }
-        }
-    }
+    let count = portcullis_server::audit::write_export_body(store, &tenants, &mut out, &|n| {
+        progress.set_position(n)
+    })
+    .await?;
     out.flush()?;
     progress.finish_and_clear();
     Ok(count)
@@ -603,7 +572,7 @@ async fn export(
     store: &Store,
     filter: &AuditFilter,
     format: ExportFormat,
-    sink: Box<dyn Write>,
+    sink: Box<dyn Write + Send>,
 ) -> anyhow::Result<u64> {
     // A spinner with a count on a terminal; indicatif draws nothing when stderr is not one.
     let progress = indicatif::ProgressBar::new_spinner();
@@ -644,8 +613,8 @@ async fn export(
 }
 
 enum Sink {
-    Csv(Box<csv::Writer<Box<dyn Write>>>),
-    Jsonl(std::io::BufWriter<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write + Send>>>),
+    Jsonl(std::io::BufWriter<Box<dyn Write + Send>>),
 }
 
 impl Sink {

@@ -8,6 +8,7 @@ mod admin_cli;
 mod audit_cli;
 mod mcp_cli;
 mod policy_cli;
+mod shares_cli;
 mod trust_cli;
 mod webhooks_cli;
 
@@ -113,6 +114,13 @@ enum Command {
         #[command(subcommand)]
         command: webhooks_cli::WebhooksCommand,
     },
+    /// Signed share links for a tenant's audit export or an approval's evidence.
+    Shares {
+        #[command(flatten)]
+        remote: admin_cli::Remote,
+        #[command(subcommand)]
+        command: shares_cli::SharesCommand,
+    },
     /// The sources of signed inbound webhooks a tenant accepts (GitHub-style or Standard
     /// Webhooks).
     Inbound {
@@ -202,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Webhooks { remote, command } => {
             return webhooks_cli::run_webhooks(remote, command).await;
         }
+        Command::Shares { remote, command } => return shares_cli::run(remote, command).await,
         Command::Inbound { remote, command } => {
             return webhooks_cli::run_inbound(remote, command).await;
         }

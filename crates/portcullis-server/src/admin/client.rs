@@ -315,6 +315,31 @@ impl AdminClient {
             .await
     }
 
+    // ---- share links
+
+    /// A new share link; its path (`/share/<token>`) is in the answer, once.
+    pub async fn create_share(
+        &self,
+        tenant: &str,
+        body: &super::shares::ShareIn,
+    ) -> ClientResult<super::shares::CreatedShare> {
+        self.post(&format!("/tenants/{}/shares", segment(tenant)?), body)
+            .await
+    }
+
+    pub async fn list_shares(
+        &self,
+        tenant: &str,
+    ) -> ClientResult<Vec<portcullis_store::ShareLink>> {
+        self.get(&format!("/tenants/{}/shares", segment(tenant)?))
+            .await
+    }
+
+    pub async fn revoke_share(&self, tenant: &str, id: &str) -> ClientResult<Value> {
+        let path = format!("/tenants/{}/shares/{}", segment(tenant)?, segment(id)?);
+        self.send::<(), Value>(Method::DELETE, &path, None).await
+    }
+
     // ---- webhooks
 
     /// A new endpoint; its signing secret is in the answer, once.
@@ -452,6 +477,16 @@ impl AdminClient {
     }
 
     // ---- humans
+
+    /// Set the calling human's console password.
+    pub async fn set_own_password(&self, body: &super::humans::PasswordIn) -> ClientResult<Value> {
+        self.put("/admins/me/password", body).await
+    }
+
+    /// Enroll (or replace) the calling human's second factor; the secret is in the answer, once.
+    pub async fn enroll_own_totp(&self) -> ClientResult<super::humans::TotpEnrolled> {
+        self.post_empty("/admins/me/totp").await
+    }
 
     pub async fn create_admin(&self, body: &AdminIn) -> ClientResult<AdminWithToken> {
         self.post("/admins", body).await

@@ -42,8 +42,60 @@ impl FromRequestParts<AppRef> for AdminContext {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(authenticate_admin(state, ip, header).await?)
+        let ctx = authenticate_admin(state, ip, header).await?;
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_owned());
+        read_only_roles(&ctx, &parts.method, route.as_deref(), parts.uri.path())?;
+        Ok(ctx)
     }
+}
+
+/// Auditors and viewers change nothing: every request of theirs but a read (and the
+/// self-service of their own credential, and an auditor's share link) is refused here,
+/// before any handler runs. Viewers do not read the audit trail. Decided on the route's
+/// template (`/tenants/{tenant}/audit/…`), never on names in the path, which people choose.
+fn read_only_roles(
+    ctx: &AdminContext,
+    method: &http::Method,
+    route: Option<&str>,
+    path: &str,
+) -> Result<(), ApiError> {
+    let role = ctx.admin.role;
+    if role.may_change() {
+        return Ok(());
+    }
+    let strip =
+        |p: &'static str, s: &'_ str| -> String { s.strip_prefix(p).unwrap_or(s).to_owned() };
+    // No template (never expected): nothing is open but reads outside the audit trail.
+    let route = route.map(|r| strip("/admin/v1", r));
+    let path = strip("/admin/v1", path);
+    let route = route.as_deref().unwrap_or("");
+    let own = route.starts_with("/admins/me")
+        || (route.starts_with("/admins/{admin}")
+            && path
+                .split('/')
+                .nth(2)
+                .is_some_and(|key| key == ctx.admin.id.as_str() || key == ctx.admin.name));
+    let sharing = role == portcullis_store::AdminRole::Auditor
+        && *method == http::Method::POST
+        && route == "/tenants/{tenant}/shares";
+    if !own && !sharing && !matches!(*method, http::Method::GET | http::Method::HEAD) {
+        return Err(ApiError::Forbidden(format!(
+            "the {} role only reads",
+            role.as_str()
+        )));
+    }
+    let audit = route.is_empty()
+        || route.starts_with("/audit")
+        || route.starts_with("/tenants/{tenant}/audit");
+    if !role.may_read_audit() && audit {
+        return Err(ApiError::Forbidden(
+            "the viewer role does not read the audit trail".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn require_admin(ctx: &AdminContext) -> Result<(), ApiError> {

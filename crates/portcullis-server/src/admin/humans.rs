@@ -28,6 +28,8 @@ pub(super) fn routes() -> Router<AppRef> {
     Router::new()
         .route("/admins", post(create_admin).get(list_admins))
         .route("/admins/me", get(whoami))
+        .route("/admins/me/password", put(set_own_password))
+        .route("/admins/me/totp", post(enroll_own_totp))
         .route("/admins/{admin}/revoke", post(revoke_admin))
         .route("/admins/{admin}/rotate", post(rotate_admin))
         .route("/admins/{admin}/expiry", put(set_admin_expiry))
@@ -37,7 +39,7 @@ pub(super) fn routes() -> Router<AppRef> {
 #[serde(deny_unknown_fields)]
 pub struct AdminIn {
     pub name: String,
-    /// `admin` or `approver`.
+    /// `admin`, `approver`, `auditor` or `viewer`.
     pub role: String,
     /// Limit them to one tenant (by name).
     pub tenant: Option<String>,
@@ -344,4 +346,105 @@ async fn set_admin_expiry(
         .set_admin_expiry(&target.id, body.expires_at, draft, now)
         .await?;
     Ok(Json(AdminView::of(&admin, None)))
+}
+
+/// A new console password for the human calling (never anyone else's: each human sets their
+/// own with their token).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordIn {
+    pub password: secrecy::SecretString,
+}
+
+impl Serialize for PasswordIn {
+    /// The typed client sends the value; nothing else serialises this type.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use secrecy::ExposeSecret as _;
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("PasswordIn", 1)?;
+        out.serialize_field("password", self.password.expose_secret())?;
+        out.end()
+    }
+}
+
+impl std::fmt::Debug for PasswordIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordIn([REDACTED])")
+    }
+}
+
+async fn set_own_password(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Json(body): Json<PasswordIn>,
+) -> ApiResult<serde_json::Value> {
+    use secrecy::ExposeSecret as _;
+    let password = body.password.expose_secret().to_owned();
+    let hashed =
+        tokio::task::spawn_blocking(move || portcullis_core::account::hash_password(&password))
+            .await
+            .map_err(|_| ApiError::Internal("password hashing failed".into()))?
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    state
+        .store
+        .set_password_hash(&ctx.admin, &hashed, &ctx.actor(), state.clock.now())
+        .await?;
+    Ok(Json(json!({ "password_set": true })))
+}
+
+/// A second factor, shown once: the authenticator app enrolls from `otpauth_uri` (or the
+/// base32 `secret`). Enrolling again replaces it and ends every console session.
+#[derive(Serialize, Deserialize)]
+pub struct TotpEnrolled {
+    #[serde(serialize_with = "reveal")]
+    pub otpauth_uri: secrecy::SecretString,
+    #[serde(serialize_with = "reveal")]
+    pub secret: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for TotpEnrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrolled([REDACTED])")
+    }
+}
+
+fn reveal<S: serde::Serializer>(secret: &secrecy::SecretString, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret as _;
+    s.serialize_str(secret.expose_secret())
+}
+
+async fn enroll_own_totp(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+) -> ApiResult<TotpEnrolled> {
+    use base64::Engine as _;
+    let key = portcullis_core::vault::Key256::generate();
+    let secret = portcullis_core::account::TotpSecret::from_bytes(key.expose());
+    let aad = crate::console::totp_aad(&ctx.admin.id);
+    let provider = state.vault.provider_handle();
+    let wrapped = tokio::task::spawn_blocking(move || provider.wrap(&aad, &key))
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot wrap a TOTP secret");
+            ApiError::Unavailable
+        })?;
+    state
+        .store
+        .set_totp(
+            &ctx.admin,
+            &wrapped.master_id,
+            &base64::engine::general_purpose::STANDARD.encode(&wrapped.bytes),
+            &ctx.actor(),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(TotpEnrolled {
+        otpauth_uri: secret
+            .otpauth_uri("Portcullis", &ctx.admin.name)
+            .as_str()
+            .to_owned()
+            .into(),
+        secret: secret.base32().as_str().to_owned().into(),
+    }))
 }

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod programs;
 pub mod review;
 pub mod secrets;
+pub mod shares;
 pub mod spend;
 pub mod suspension;
 pub mod tenants;
@@ -52,4 +53,5 @@ pub fn router() -> Router<AppRef> {
         .merge(suspension::routes())
         .merge(secrets::routes())
         .merge(webhooks::routes())
+        .merge(shares::routes())
 }

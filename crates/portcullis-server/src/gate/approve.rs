@@ -25,6 +25,9 @@ pub(crate) fn require_approver(ctx: &AdminContext) -> Result<(), ApiError> {
     // admin API), so a requesting agent cannot approve its own action.
     match ctx.admin.role {
         portcullis_store::AdminRole::Admin | portcullis_store::AdminRole::Approver => Ok(()),
+        portcullis_store::AdminRole::Auditor | portcullis_store::AdminRole::Viewer => Err(
+            ApiError::Forbidden("deciding needs the admin or approver role".into()),
+        ),
     }
 }
 

@@ -140,6 +140,11 @@ impl Vault {
         &*self.provider
     }
 
+    /// The provider itself, for work on a blocking thread (an HSM call blocks).
+    pub fn provider_handle(&self) -> Arc<dyn KeyProvider> {
+        self.provider.clone()
+    }
+
     /// Run a provider call off the async threads (an HSM call blocks).
     async fn blocking<T: Send + 'static>(
         &self,

@@ -362,12 +362,19 @@ fn migrations_before_hardening(backend: &str) -> tempfile::TempDir {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(backend);
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.contains("hardening") {
-            std::fs::copy(&path, dir.path().join(name)).unwrap();
-        }
+    // The release before the hardening migration: every migration numbered below it (later
+    // ones may build on it, as the console's rebuild of `admins` does).
+    let names: Vec<String> = std::fs::read_dir(&source)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let hardening = names
+        .iter()
+        .find(|n| n.contains("hardening"))
+        .expect("a hardening migration")
+        .clone();
+    for name in names.into_iter().filter(|n| *n < hardening) {
+        std::fs::copy(source.join(&name), dir.path().join(name)).unwrap();
     }
     dir
 }

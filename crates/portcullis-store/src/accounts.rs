@@ -1,6 +1,6 @@
 //! Console sign-in for humans: a password hash and a wrapped TOTP secret on the human's row,
 //! the last TOTP step accepted (a code works once), failed sign-ins and their lockout, and
-//! console sessions (only hashes of the session and CSRF tokens are stored). Humans may be
+//! console sessions (only the session token's hash is stored). Humans may be
 //! unscoped, so every query here spans tenants, as the admin token lookup does.
 
 use crate::rows::parse_id;
@@ -35,12 +35,9 @@ impl std::fmt::Debug for SignIn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSession {
     pub admin_id: AdminId,
-    pub csrf_hash: String,
     pub created_at: UnixMillis,
     pub last_seen_at: UnixMillis,
     pub expires_at: UnixMillis,
-    /// When the second factor was last proven in this session.
-    pub factor_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
 }
 
@@ -62,11 +59,9 @@ fn sign_in(row: &Row) -> StoreResult<SignIn> {
 fn session(row: &Row) -> StoreResult<ConsoleSession> {
     Ok(ConsoleSession {
         admin_id: parse_id(row.text("admin_id")?)?,
-        csrf_hash: row.text("csrf_hash")?,
         created_at: row.int("created_at")?,
         last_seen_at: row.int("last_seen_at")?,
         expires_at: row.int("expires_at")?,
-        factor_at: row.int("factor_at")?,
         revoked_at: row.opt_int("revoked_at")?,
     })
 }
@@ -203,12 +198,10 @@ impl Store {
     }
 
     /// Start a console session (sign-in succeeded), audited; failures are cleared.
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_console_session(
         &self,
         admin: &Admin,
         token_hash: &str,
-        csrf_hash: &str,
         expires_at: UnixMillis,
         ip: &str,
         now: UnixMillis,
@@ -220,11 +213,10 @@ impl Store {
         )
         .await?;
         tx.execute(
-            &sql("INSERT INTO console_sessions (token_hash, admin_id, csrf_hash, created_at, last_seen_at, expires_at, factor_at) \
-                  VALUES ($1, $2, $3, $4, $4, $5, $4)")
+            &sql("INSERT INTO console_sessions (token_hash, admin_id, created_at, last_seen_at, expires_at) \
+                  VALUES ($1, $2, $3, $3, $4)")
             .text(token_hash)
             .text(admin.id.as_str())
-            .text(csrf_hash)
             .int(now)
             .int(expires_at),
         )
@@ -268,22 +260,6 @@ impl Store {
         )?;
         tx.commit().await?;
         Ok(found)
-    }
-
-    /// The second factor was proven again in this session (a decision above the amount).
-    pub async fn refresh_session_factor(
-        &self,
-        token_hash: &str,
-        now: UnixMillis,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin(Scope::AllTenants).await?;
-        tx.execute(
-            &sql("UPDATE console_sessions SET factor_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL")
-                .text(token_hash)
-                .int(now),
-        )
-        .await?;
-        tx.commit().await
     }
 
     /// End a session (sign out), audited.

@@ -123,7 +123,6 @@ pub struct ClaimedDelivery {
     /// This attempt's number (1 for the first).
     pub attempt: u32,
     pub payload: String,
-    pub message_created_at: UnixMillis,
     pub url: String,
     pub previous_until: Option<UnixMillis>,
     pub failing_since: Option<UnixMillis>,
@@ -350,7 +349,7 @@ impl Store {
         let created = endpoint(&tx.one(&endpoint_query(tenant, &id)).await?)?;
         let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::WebhookEndpointCreated)
             .resource(format!("webhook:{id}"))
-            .detail(serde_json::json!({ "url": url, "events": events }));
+            .detail(serde_json::json!({ "destination": destination(url), "events": events }));
         Ok(tx.audited(created, draft, now).await?.0)
     }
 
@@ -619,7 +618,7 @@ impl Store {
             }
             let q = sql(
                 "SELECT d.id, d.tenant_id, d.message_id, d.endpoint_id, d.attempts, m.payload, \
-                 m.created_at AS message_created_at, e.url, e.previous_until, e.failing_since \
+                 e.url, e.previous_until, e.failing_since \
                  FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
                  JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1",
             )
@@ -632,7 +631,6 @@ impl Store {
                 endpoint_id: parse_id(row.text("endpoint_id")?)?,
                 attempt: count(&row, "attempts")?,
                 payload: row.text("payload")?,
-                message_created_at: row.int("message_created_at")?,
                 url: row.text("url")?,
                 previous_until: row.opt_int("previous_until")?,
                 failing_since: row.opt_int("failing_since")?,
@@ -701,12 +699,7 @@ impl Store {
         tenant: &TenantId,
         id: &DeliveryId,
     ) -> StoreResult<(Delivery, Vec<DeliveryAttempt>)> {
-        let q = sql(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
-             WHERE d.tenant_id = $1 AND d.id = $2"
-        ))
-        .text(tenant.as_str())
-        .text(id.as_str());
+        let q = delivery_query(tenant, id);
         let attempts =
             sql("SELECT * FROM webhook_attempts WHERE tenant_id = $1 AND delivery_id = $2 ORDER BY attempt")
                 .text(tenant.as_str())
@@ -739,12 +732,7 @@ impl Store {
         let message: WebhookMessageId = parse_id(row.text("message_id")?)?;
         let endpoint: WebhookEndpointId = parse_id(row.text("endpoint_id")?)?;
         let new = insert_delivery(&mut tx, tenant, &message, &endpoint, now).await?;
-        let q = sql(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
-             WHERE d.tenant_id = $1 AND d.id = $2"
-        ))
-        .text(tenant.as_str())
-        .text(new.as_str());
+        let q = delivery_query(tenant, &new);
         let created = delivery(&tx.one(&q).await?)?;
         let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::WebhookRedelivered)
             .resource(format!("webhook:{endpoint}"))
@@ -926,6 +914,25 @@ impl Store {
     }
 }
 
+fn delivery_query<'a>(tenant: &'a TenantId, id: &'a DeliveryId) -> crate::sql::Sql<'a> {
+    sql(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id \
+         WHERE d.tenant_id = $1 AND d.id = $2"
+    ))
+    .text(tenant.as_str())
+    .text(id.as_str())
+}
+
+/// What the audit trail says of an endpoint's URL: scheme, host and port only. The rest (a
+/// userinfo, a path or query token — chat webhooks carry their secret there) never leaves
+/// the endpoint's row.
+fn destination(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    format!("{scheme}://{host}")
+}
+
 fn endpoint_query<'a>(tenant: &'a TenantId, id: &'a WebhookEndpointId) -> crate::sql::Sql<'a> {
     sql("SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL")
         .text(tenant.as_str())
@@ -1077,7 +1084,7 @@ async fn finish_in(
     fail_pending(tx, tenant, Some(&claimed.endpoint_id), now).await?;
     let draft = AuditDraft::new(tenant.clone(), "system", AuditKind::WebhookEndpointDisabled)
         .resource(format!("webhook:{endpoint_id}"))
-        .detail(serde_json::json!({ "reason": reason, "url": claimed.url }));
+        .detail(serde_json::json!({ "reason": reason, "destination": destination(&claimed.url) }));
     tx.append(draft, now).await?;
     Ok(true)
 }

@@ -254,10 +254,6 @@ pub async fn decide(
                 "This decision needs a fresh code from your authenticator app.",
             ));
         }
-        state
-            .store
-            .refresh_session_factor(&signed.token_hash, now)
-            .await?;
     }
     if approve {
         crate::gate::approve(&state, &signed.ctx, approval, reason).await?;

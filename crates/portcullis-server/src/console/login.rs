@@ -4,7 +4,7 @@
 //! and per address (the gateway's lockout), and are audited; every failure reads the same.
 
 use super::page::frame;
-use super::{COOKIE, Failure, Signed, csrf_of, sha256_hex};
+use super::{COOKIE, Failure, Signed, sha256_hex};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, Form, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -188,14 +188,12 @@ pub async fn submit(
     }
     let token = BearerSecret::generate(TokenKind::Console);
     let token = token.expose().to_owned();
-    let csrf = csrf_of(&token);
     let expires_at = now + config.session_absolute_secs as i64 * 1000;
     if let Err(e) = state
         .store
         .create_console_session(
             &admin,
             &sha256_hex(&token),
-            &sha256_hex(&csrf),
             expires_at,
             &ip.to_string(),
             now,

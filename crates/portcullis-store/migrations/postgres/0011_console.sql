@@ -2,7 +2,8 @@
 -- everything including the audit trail; viewer: everything but the audit trail), console
 -- sign-in for humans (an argon2id password hash and a TOTP secret wrapped by the key
 -- provider's master key, the last accepted TOTP step so no code works twice, failures and a
--- lockout), and console sessions (only hashes of the session and CSRF tokens are stored).
+-- lockout), and console sessions (only the session token's hash is stored; the CSRF token
+-- is derived from the session token).
 
 ALTER TABLE admins DROP CONSTRAINT admins_role_check;
 ALTER TABLE admins ADD CONSTRAINT admins_role_check
@@ -20,11 +21,9 @@ ALTER TABLE admins ADD COLUMN login_locked_until BIGINT;
 CREATE TABLE console_sessions (
     token_hash    TEXT PRIMARY KEY,
     admin_id      TEXT NOT NULL REFERENCES admins(id),
-    csrf_hash     TEXT NOT NULL,
     created_at    BIGINT NOT NULL,
     last_seen_at  BIGINT NOT NULL,
     expires_at    BIGINT NOT NULL,
-    factor_at     BIGINT NOT NULL,
     revoked_at    BIGINT
 );
 CREATE INDEX console_sessions_admin ON console_sessions (admin_id);

@@ -1,8 +1,8 @@
 -- People: two read-only roles (auditor: everything including the audit trail; viewer:
 -- everything but the audit trail), console sign-in for humans (an argon2id password hash and
 -- a TOTP secret wrapped by the key provider's master key, the last accepted TOTP step so no
--- code works twice, failures and a lockout), and console sessions (only hashes of the
--- session and CSRF tokens are stored).
+-- code works twice, failures and a lockout), and console sessions (only the session token's
+-- hash is stored; the CSRF token is derived from the session token).
 
 CREATE TABLE admins_roles (
     id          TEXT PRIMARY KEY,
@@ -34,11 +34,9 @@ ALTER TABLE admins ADD COLUMN login_locked_until INTEGER;
 CREATE TABLE console_sessions (
     token_hash    TEXT PRIMARY KEY,
     admin_id      TEXT NOT NULL REFERENCES admins(id),
-    csrf_hash     TEXT NOT NULL,
     created_at    INTEGER NOT NULL,
     last_seen_at  INTEGER NOT NULL,
     expires_at    INTEGER NOT NULL,
-    factor_at     INTEGER NOT NULL,
     revoked_at    INTEGER
 );
 CREATE INDEX console_sessions_admin ON console_sessions (admin_id);

@@ -563,10 +563,10 @@ async fn gone_disables_the_endpoint_and_tells_the_others() {
     let receiver = Receiver::start().await;
     let app = fast_app().await;
     let acme = app.seed_tenant("acme").await;
-    receiver.script("/gone", vec![Reply::status(410)]);
+    receiver.script("/gone/xoxb-s3cr3t", vec![Reply::status(410)]);
     let gone = app
         .admin_api()
-        .create_webhook("acme", &endpoint(receiver.url("/gone"), &["*"]))
+        .create_webhook("acme", &endpoint(receiver.url("/gone/xoxb-s3cr3t"), &["*"]))
         .await
         .unwrap();
     let watcher = app
@@ -597,6 +597,18 @@ async fn gone_disables_the_endpoint_and_tells_the_others() {
         events_of_kind(&events, "webhook_endpoint_disabled").len(),
         1
     );
+    // The endpoint's URL may hold its secret (chat webhooks do): neither the audit trail nor
+    // the notification to the other endpoints carries more than its scheme, host and port.
+    assert_eq!(
+        events_of_kind(&events, "webhook_endpoint_disabled")[0]["detail"]["destination"],
+        receiver.base
+    );
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("xoxb-s3cr3t")
+    );
+    assert!(!String::from_utf8_lossy(&told[0].body).contains("xoxb-s3cr3t"));
     // Nothing more goes to a disabled endpoint, and redelivery is refused until it is
     // enabled again.
     let list = app
@@ -619,7 +631,7 @@ async fn gone_disables_the_endpoint_and_tells_the_others() {
         .redeliver_webhook("acme", list[0].id.as_str())
         .await
         .unwrap();
-    let again = receiver.wait_for("/gone", 2).await;
+    let again = receiver.wait_for("/gone/xoxb-s3cr3t", 2).await;
     assert_eq!(
         again[0].id(),
         again[1].id(),

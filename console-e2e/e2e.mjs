@@ -275,6 +275,25 @@ async function run(browser) {
   await assertFitsWidth(page);
   await page.screenshot({ path: join(env.screenshots, 'console-audit.png'), fullPage: true });
 
+  at('the other pages open by keyboard, fit the window and load nothing else');
+  const pages = [
+    ['Access', 'Connections and access'],
+    ['Agents', 'Agents and tokens'],
+    ['Guardrails', 'Guardrails'],
+    ['Policy', 'Policy'],
+  ];
+  for (const [link, title] of pages) {
+    const nav = page.getByRole('link', { name: link, exact: true });
+    await nav.focus();
+    await Promise.all([page.waitForLoadState('load'), page.keyboard.press('Enter')]);
+    assert.equal(await heading(page), title, `${link} by keyboard`);
+    await assertFitsWidth(page);
+    log(`${link}: ${Buffer.byteLength(await page.content())} bytes of HTML`);
+  }
+  await page.goto(`${env.base}/console/t/${env.tenant}/agents`);
+  assert.ok((await page.locator('main').innerText()).includes('Kill switch'));
+  await page.screenshot({ path: join(env.screenshots, 'console-agents.png'), fullPage: true });
+
   at("another tenant's inbox is not found");
   response = await page.goto(`${env.base}/console/t/${env.foreignTenant}/approvals`);
   assert.equal(response.status(), 404);

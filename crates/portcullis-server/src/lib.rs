@@ -367,9 +367,10 @@ fn set_no_delay(stream: &mut tokio::net::TcpStream) {
     }
 }
 
-/// Every admin write may change what agents can reach: drop cached access data after the
-/// handler ran and before its response leaves, so the next request sees the change.
-async fn invalidate_after_writes(
+/// Every admin write (on the API or from the console) may change what agents can reach: drop
+/// cached access data after the handler ran and before its response leaves, so the next
+/// request sees the change.
+pub(crate) async fn invalidate_after_writes(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

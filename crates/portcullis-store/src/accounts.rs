@@ -1,7 +1,8 @@
 //! Console sign-in for humans: a password hash and a wrapped TOTP secret on the human's row,
-//! the last TOTP step accepted (a code works once), failed sign-ins and their lockout, and
-//! console sessions (only the session token's hash is stored). Humans may be
-//! unscoped, so every query here spans tenants, as the admin token lookup does.
+//! the last TOTP step accepted (a code works once), their tenant's second-factor rule, failed
+//! sign-ins and their lockout, and console sessions (only the session token's hash is
+//! stored). Humans may be unscoped, so every query here spans tenants, as the admin token
+//! lookup does.
 
 use crate::rows::parse_id;
 use crate::sql::{Freshness, Row, Scope, sql};
@@ -19,6 +20,9 @@ pub struct SignIn {
     pub totp_last_step: Option<i64>,
     pub login_failures: i64,
     pub login_locked_until: Option<UnixMillis>,
+    /// The console second-factor rule of the human's tenant; `None` for a human scoped to no
+    /// tenant (or to one that is gone).
+    pub tenant_console_totp: Option<ConsoleTotp>,
 }
 
 impl std::fmt::Debug for SignIn {
@@ -27,6 +31,7 @@ impl std::fmt::Debug for SignIn {
             .field("admin", &self.admin.name)
             .field("password", &self.password_hash.is_some())
             .field("totp", &self.totp.is_some())
+            .field("tenant_console_totp", &self.tenant_console_totp)
             .finish_non_exhaustive()
     }
 }
@@ -41,6 +46,10 @@ pub struct ConsoleSession {
     pub revoked_at: Option<UnixMillis>,
 }
 
+/// A human's row with their tenant's console second-factor rule; the caller adds `WHERE`.
+const SIGN_IN: &str = "SELECT a.*, t.console_totp AS tenant_console_totp FROM admins a \
+     LEFT JOIN tenants t ON t.id = a.tenant_id AND t.deleted_at IS NULL";
+
 fn sign_in(row: &Row) -> StoreResult<SignIn> {
     let totp = match (row.opt_text("totp_master")?, row.opt_text("totp_wrapped")?) {
         (Some(master), Some(wrapped)) => Some((master, wrapped)),
@@ -53,6 +62,10 @@ fn sign_in(row: &Row) -> StoreResult<SignIn> {
         totp_last_step: row.opt_int("totp_last_step")?,
         login_failures: row.int("login_failures")?,
         login_locked_until: row.opt_int("login_locked_until")?,
+        tenant_console_totp: row
+            .opt_text("tenant_console_totp")?
+            .map(|text| crate::rows::console_totp(&text))
+            .transpose()?,
     })
 }
 
@@ -69,7 +82,7 @@ fn session(row: &Row) -> StoreResult<ConsoleSession> {
 impl Store {
     /// A human's sign-in facts, by name.
     pub async fn sign_in_of(&self, name: &str) -> StoreResult<SignIn> {
-        let q = sql("SELECT * FROM admins WHERE name = $1").text(name);
+        let q = sql(format!("{SIGN_IN} WHERE a.name = $1")).text(name);
         let row = self
             .read_opt(Scope::AllTenants, &q, Freshness::Latest)
             .await?
@@ -78,7 +91,7 @@ impl Store {
     }
 
     pub async fn sign_in_by_id(&self, id: &AdminId) -> StoreResult<SignIn> {
-        let q = sql("SELECT * FROM admins WHERE id = $1").text(id.as_str());
+        let q = sql(format!("{SIGN_IN} WHERE a.id = $1")).text(id.as_str());
         let row = self
             .read_opt(Scope::AllTenants, &q, Freshness::Latest)
             .await?

@@ -26,6 +26,7 @@ impl Store {
             created_at: now,
             suspended_at: None,
             egress_hosts: Vec::new(),
+            console_totp: ConsoleTotp::default(),
         };
         // Scoped to the new tenant alone: the unique name is enforced by its index, which
         // sees every tenant regardless of row-level security.
@@ -86,6 +87,28 @@ impl Store {
         let change = sql(format!("UPDATE tenants SET {SUSPEND} WHERE id = $2"))
             .opt_int(suspended.then_some(now))
             .text(tenant.as_str());
+        if tx.execute(&change).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let read = sql("SELECT * FROM tenants WHERE id = $1").text(tenant.as_str());
+        let tenant = parse::tenant(&tx.one(&read).await?)?;
+        tx.audited(tenant, draft, now).await
+    }
+
+    /// Set whether the tenant's humans need a TOTP code to sign in to the console, with its
+    /// audit event in the same transaction.
+    pub async fn set_tenant_console_totp(
+        &self,
+        tenant: &TenantId,
+        rule: ConsoleTotp,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<(Tenant, AuditEvent)> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let change =
+            sql("UPDATE tenants SET console_totp = $1 WHERE id = $2 AND deleted_at IS NULL")
+                .text(rule.as_str())
+                .text(tenant.as_str());
         if tx.execute(&change).await? == 0 {
             return Err(StoreError::NotFound);
         }
@@ -543,6 +566,22 @@ impl Store {
         let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::TokenRevoked)
             .resource(format!("token:{token}"));
         self.change_one(tenant, change, draft, now).await
+    }
+
+    /// A tenant's agent tokens (never their hashes), newest first: the long-lived ones an
+    /// admin minted, not the short-lived sessions exchanged for them.
+    pub async fn list_tokens(&self, tenant: &TenantId, limit: i64) -> StoreResult<Vec<AgentToken>> {
+        let q = sql(
+            "SELECT * FROM agent_tokens WHERE tenant_id = $1 AND parent_id IS NULL \
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .text(tenant.as_str())
+        .int(limit);
+        all(
+            self.read_all(Scope::Tenant(tenant), &q, Freshness::Any)
+                .await?,
+            parse::agent_token,
+        )
     }
 
     /// Look up an agent token by its hash. Revocation and expiry are reported, not filtered,

@@ -18,6 +18,36 @@ pub struct Tenant {
     pub suspended_at: Option<UnixMillis>,
     /// The hosts its outbound requests may reach; empty: any public host.
     pub egress_hosts: Vec<String>,
+    /// Whether its humans need a TOTP code to sign in to the console.
+    pub console_totp: ConsoleTotp,
+}
+
+/// A tenant's rule for the console's second factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleTotp {
+    /// Every human of the tenant signs in with a password and a TOTP code (the default).
+    #[default]
+    Required,
+    /// A human of the tenant who has not enrolled a second factor may sign in with the
+    /// password alone; one who has enrolled is always asked for a code.
+    Optional,
+}
+
+impl ConsoleTotp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "required" => Some(Self::Required),
+            "optional" => Some(Self::Optional),
+            _ => None,
+        }
+    }
 }
 
 /// What a human principal may do.

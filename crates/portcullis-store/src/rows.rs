@@ -53,7 +53,12 @@ pub(crate) fn tenant(row: &Row) -> StoreResult<Tenant> {
         suspended_at: row.opt_int("suspended_at")?,
         egress_hosts: parse_opt_json("egress_hosts", row.opt_text("egress_hosts")?)?
             .unwrap_or_default(),
+        console_totp: console_totp(&row.text("console_totp")?)?,
     })
+}
+
+pub(crate) fn console_totp(text: &str) -> StoreResult<ConsoleTotp> {
+    ConsoleTotp::parse(text).ok_or_else(|| StoreError::Corrupt(format!("console_totp `{text}`")))
 }
 
 pub(crate) fn admin(row: &Row) -> StoreResult<Admin> {
@@ -124,6 +129,20 @@ pub(crate) fn agent_auth(row: &Row) -> StoreResult<AgentAuth> {
         agent_suspended: row.opt_int("agent_suspended_at")?.is_some(),
         tenant_suspended: row.opt_int("tenant_suspended_at")?.is_some(),
         agent_owner: row.opt_text("agent_owner")?,
+    })
+}
+
+/// An agent token row as stored (its own expiry and revocation, not its parent's).
+pub(crate) fn agent_token(row: &Row) -> StoreResult<AgentToken> {
+    Ok(AgentToken {
+        id: parse_id(row.text("id")?)?,
+        tenant: parse_id(row.text("tenant_id")?)?,
+        agent: parse_id(row.text("agent_id")?)?,
+        scope: parse_json("scope", &row.text("scope")?)?,
+        expires_at: row.int("expires_at")?,
+        created_at: row.int("created_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
+        parent: opt_id(row.opt_text("parent_id")?)?,
     })
 }
 

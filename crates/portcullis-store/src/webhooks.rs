@@ -933,6 +933,13 @@ fn destination(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
+impl WebhookEndpoint {
+    /// Where it sends, as pages other than its own API answer show it: scheme, host, port.
+    pub fn destination(&self) -> String {
+        destination(&self.url)
+    }
+}
+
 fn endpoint_query<'a>(tenant: &'a TenantId, id: &'a WebhookEndpointId) -> crate::sql::Sql<'a> {
     sql("SELECT * FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL")
         .text(tenant.as_str())

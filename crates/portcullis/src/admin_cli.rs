@@ -11,7 +11,7 @@ use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn};
 use portcullis_server::admin::grants::GrantIn;
 use portcullis_server::admin::humans::{AdminIn, AdminView, ExpiryIn, RotateIn};
 use portcullis_server::admin::secrets::SecretIn;
-use portcullis_server::admin::tenants::{EgressHosts, NameIn};
+use portcullis_server::admin::tenants::{ConsoleIn, EgressHosts, NameIn};
 use portcullis_server::admin::tokens::TokenIn;
 use portcullis_server::api::ApiRoute;
 use portcullis_server::upstream::{ConnectionSpec, Credential, EnvValue, Transport};
@@ -54,7 +54,7 @@ impl Remote {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Create and list tenants.
+    /// Tenants: create, list, delete, their egress hosts and their console sign-in rule.
     Tenants {
         #[command(flatten)]
         remote: Remote,
@@ -133,6 +133,16 @@ pub enum TenantsCommand {
         /// Remove the list: any public host.
         #[arg(long)]
         any: bool,
+    },
+    /// Set whether the tenant's humans need a TOTP code to sign in to the console. With
+    /// `optional`, a human who has not enrolled one signs in with the password alone; one
+    /// who has is always asked for a code, and large decisions still need a fresh one.
+    Console {
+        #[arg(long)]
+        tenant: String,
+        /// `required` (the default of every tenant) or `optional`.
+        #[arg(long, value_parser = ["required", "optional"])]
+        totp: String,
     },
     /// Delete a tenant for good: its keys are destroyed (its secrets can never be read
     /// again), its connections, agents' tokens and humans revoked. The audit trail stays.
@@ -690,6 +700,9 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                         c.set_tenant_egress(&name, &EgressHosts { hosts }).await?
                     };
                     print_json(&shown);
+                }
+                TenantsCommand::Console { tenant, totp } => {
+                    print_json(&c.set_tenant_console(&tenant, &ConsoleIn { totp }).await?);
                 }
                 TenantsCommand::Delete { name, yes } => {
                     if !yes {

@@ -168,36 +168,21 @@ pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Ok(engine) => engine,
                 Err(problems) => bail!("{problems}"),
             };
-            // The explanation is the table machinery with a placeholder expectation.
-            let cases = table::parse(&format!("allow {call}")).map_err(anyhow::Error::msg)?;
-            let Some(case) = cases.first() else {
-                bail!("give the call to explain: AGENT CONNECTION/TOOL EFFECT {{ARGS}} [OPTIONS]");
-            };
-            let evaluation = table::evaluate(&engine, case).map_err(anyhow::Error::msg)?;
-            let deciding: Vec<_> = evaluation
-                .policies()
-                .iter()
-                .map(|id| match engine.rule(id) {
-                    Some(rule) => json!({
-                        "id": id, "kind": rule.kind, "reason": rule.reason,
-                        "english": rule.english(), "cedar": rule.text(),
-                    }),
-                    None => json!({ "id": id }),
-                })
-                .collect();
+            let explained = table::explain(&engine, &call).map_err(anyhow::Error::msg)?;
+            let (evaluation, deciding) = (&explained.evaluation, &explained.deciding);
             if json {
-                print_json(&json!({ "evaluation": evaluation, "deciding": deciding }));
+                print_json(&explained);
             } else {
                 println!("{}", evaluation.outcome().as_str().to_uppercase());
                 for reason in evaluation.reasons() {
                     println!("  because: {reason}");
                 }
-                for d in &deciding {
+                for d in deciding {
                     println!(
                         "  policy {}: {}",
-                        d["id"].as_str().unwrap_or_default(),
-                        d["english"]
-                            .as_str()
+                        d.id,
+                        d.english
+                            .as_deref()
                             .unwrap_or("(not a policy: evaluation error)")
                     );
                 }

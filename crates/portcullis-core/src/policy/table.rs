@@ -13,7 +13,7 @@
 //! `reason` (the agent stated one), `at=UNIX_MS`, `by=POLICY_ID` (must be among the
 //! deciding policies; repeatable).
 
-use super::{CallFacts, Engine, Evaluation};
+use super::{CallFacts, Engine, Evaluation, Kind};
 use crate::effect::EffectClass;
 use crate::guardrail::GuardrailMode;
 use crate::policy::Outcome;
@@ -192,6 +192,59 @@ pub fn evaluate(engine: &Engine, case: &Case) -> Result<Evaluation, String> {
         now: case.at,
     };
     Ok(engine.evaluate(&facts))
+}
+
+/// A policy that decided an explained call. Only `id` for a name the engine does not know
+/// (an evaluation error's placeholder).
+#[derive(Debug, Clone, Serialize)]
+pub struct Deciding {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub english: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cedar: Option<String>,
+}
+
+/// Which policies decide one call, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub evaluation: Evaluation,
+    pub deciding: Vec<Deciding>,
+}
+
+/// Explain one call: a decision-table line without its expectation,
+/// `AGENT CONNECTION/TOOL EFFECT {ARGS} [OPTIONS]`.
+pub fn explain(engine: &Engine, call: &str) -> Result<Explanation, String> {
+    // The table machinery, with a placeholder expectation.
+    let cases = parse(&format!("allow {}", call.trim()))?;
+    let Some(case) = cases.first() else {
+        return Err(
+            "give the call to explain: AGENT CONNECTION/TOOL EFFECT {ARGS} [OPTIONS]".into(),
+        );
+    };
+    let evaluation = evaluate(engine, case)?;
+    let deciding = evaluation
+        .policies()
+        .iter()
+        .map(|id| {
+            let rule = engine.rule(id);
+            Deciding {
+                id: id.clone(),
+                kind: rule.map(|r| r.kind),
+                reason: rule.map(|r| r.reason.clone()),
+                english: rule.map(|r| r.english()),
+                cedar: rule.map(|r| r.text()),
+            }
+        })
+        .collect();
+    Ok(Explanation {
+        evaluation,
+        deciding,
+    })
 }
 
 /// Run every case.

@@ -65,7 +65,7 @@ pub struct OwnerIn {
     pub owner: Option<String>,
 }
 
-async fn create_agent(
+pub(crate) async fn create_agent(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -81,7 +81,7 @@ async fn create_agent(
     Ok(Json(agent.into()))
 }
 
-async fn list_agents(
+pub(crate) async fn list_agents(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -91,7 +91,7 @@ async fn list_agents(
     Ok(Json(agents.into_iter().map(AgentView::from).collect()))
 }
 
-async fn revoke_agent(
+pub(crate) async fn revoke_agent(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, agent)): Path<(String, String)>,

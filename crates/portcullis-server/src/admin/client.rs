@@ -21,8 +21,8 @@ use super::programs::ProgramView;
 use super::review::{AccessReview, ReviewQuery};
 use super::secrets::{KeyRotated, SecretIn, SecretView};
 use super::spend::{SpendQuery, SpendReport};
-use super::tenants::{EgressHosts, NameIn, TenantView};
-use super::tokens::{CreatedToken, TokenIn};
+use super::tenants::{ConsoleIn, EgressHosts, NameIn, TenantView};
+use super::tokens::{CreatedToken, TokenIn, TokenView};
 use super::webhooks::{
     DeliveriesQuery, DeliveryView, EndpointIn, EndpointView, EndpointWithSecret, SourceIn,
 };
@@ -283,6 +283,16 @@ impl AdminClient {
         body: &EgressHosts,
     ) -> ClientResult<EgressHosts> {
         self.put(&format!("/tenants/{}/egress", segment(tenant)?), body)
+            .await
+    }
+
+    /// Whether the tenant's humans need a TOTP code to sign in to the console.
+    pub async fn set_tenant_console(
+        &self,
+        tenant: &str,
+        body: &ConsoleIn,
+    ) -> ClientResult<TenantView> {
+        self.put(&format!("/tenants/{}/console", segment(tenant)?), body)
             .await
     }
 
@@ -572,6 +582,11 @@ impl AdminClient {
             segment(agent)?
         );
         self.post(&path, body).await
+    }
+
+    pub async fn tokens(&self, tenant: &str) -> ClientResult<Vec<TokenView>> {
+        self.get(&format!("/tenants/{}/tokens", segment(tenant)?))
+            .await
     }
 
     pub async fn revoke_token(&self, tenant: &str, token: &str) -> ClientResult<Revoked<TokenId>> {

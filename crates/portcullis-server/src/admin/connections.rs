@@ -278,7 +278,7 @@ async fn create_connection(
     }))
 }
 
-async fn list_connections(
+pub(crate) async fn list_connections(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -307,7 +307,7 @@ async fn list_connections(
     ))
 }
 
-async fn revoke_connection(
+pub(crate) async fn revoke_connection(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, connection)): Path<(String, String)>,

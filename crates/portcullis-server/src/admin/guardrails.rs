@@ -150,7 +150,7 @@ async fn check_spec(
     Ok(())
 }
 
-async fn create_guardrail(
+pub(crate) async fn create_guardrail(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -183,7 +183,7 @@ async fn create_guardrail(
     Ok(Json(GuardrailView::from(&guardrail)))
 }
 
-async fn list_guardrails(
+pub(crate) async fn list_guardrails(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -208,7 +208,7 @@ async fn guardrail_in(
 
 /// Move a guardrail on the ladder. Up needs an admin; down (to approve-each, at once, for
 /// the very next call) is open to approvers.
-async fn set_guardrail_mode(
+pub(crate) async fn set_guardrail_mode(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, guardrail)): Path<(String, String)>,
@@ -261,7 +261,7 @@ async fn set_guardrail_spec(
     Ok(Json(GuardrailView::from(&updated)))
 }
 
-async fn revoke_guardrail(
+pub(crate) async fn revoke_guardrail(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, guardrail)): Path<(String, String)>,
@@ -283,7 +283,7 @@ async fn revoke_guardrail(
 
 /// Guardrails worth proposing: runs of at least `threshold` (default 5) decided approvals of
 /// the same shape with no denial.
-async fn guardrail_suggestions(
+pub(crate) async fn guardrail_suggestions(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,

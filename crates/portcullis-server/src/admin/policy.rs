@@ -136,7 +136,7 @@ async fn put_policy(
     Ok(Json(PolicyView::of(&engine, Some(version.version))))
 }
 
-async fn get_policy(
+pub(crate) async fn get_policy(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,

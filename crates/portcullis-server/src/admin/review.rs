@@ -157,7 +157,7 @@ pub struct Recommendation {
 }
 
 /// The review of every tenant this human may see (or the one it names).
-async fn access_review(
+pub(crate) async fn access_review(
     State(state): State<AppRef>,
     ctx: AdminContext,
     query: Result<Query<ReviewQuery>, QueryRejection>,

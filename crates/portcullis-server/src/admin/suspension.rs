@@ -41,7 +41,7 @@ async fn resume_tenant(
     tenant_switch(state, ctx, tenant, false).await
 }
 
-async fn tenant_switch(
+pub(crate) async fn tenant_switch(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -80,7 +80,7 @@ async fn resume_agent(
     agent_switch(state, ctx, path, false).await
 }
 
-async fn agent_switch(
+pub(crate) async fn agent_switch(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, agent)): Path<(String, String)>,

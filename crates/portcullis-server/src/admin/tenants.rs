@@ -1,17 +1,19 @@
-//! Tenants: create (unscoped admins only) and list the ones this human may see. Tenants are
+//! Tenants: create (unscoped admins only) and list the ones this human may see; their egress
+//! hosts and whether their humans need a TOTP code to sign in to the console. Tenants are
 //! addressed by name everywhere else in the API.
 
 use super::common::tenant_for;
-use super::common::{ApiResult, AppRef, require_admin, valid_name};
+use super::common::{ApiResult, AppRef, draft, from_wire, require_admin, valid_name};
 use crate::error::ApiError;
 use crate::identity::AdminContext;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use portcullis_core::UnixMillis;
+use portcullis_core::audit::AuditKind;
 use portcullis_core::id::TenantId;
-use portcullis_store::Tenant;
-use serde::{Deserialize, Serialize};
+use portcullis_store::{ConsoleTotp, Tenant};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub(super) fn routes() -> Router<AppRef> {
     Router::new()
@@ -20,6 +22,7 @@ pub(super) fn routes() -> Router<AppRef> {
             "/tenants/{tenant}/egress",
             get(egress_hosts).put(set_egress_hosts),
         )
+        .route("/tenants/{tenant}/console", put(set_console))
 }
 
 /// The hosts a tenant's outbound requests may reach: exact hosts and `*.domain` patterns.
@@ -86,6 +89,17 @@ pub struct TenantView {
     pub created_at: UnixMillis,
     /// Set while the tenant's kill switch is on.
     pub suspended_at: Option<UnixMillis>,
+    /// `required`: every human of the tenant signs in to the console with a TOTP code.
+    /// `optional`: one who has not enrolled a second factor may sign in with the password
+    /// alone.
+    #[serde(deserialize_with = "console_totp_from_wire")]
+    pub console_totp: ConsoleTotp,
+}
+
+fn console_totp_from_wire<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ConsoleTotp, D::Error> {
+    from_wire(deserializer, ConsoleTotp::parse, "console TOTP rule")
 }
 
 impl From<Tenant> for TenantView {
@@ -95,6 +109,7 @@ impl From<Tenant> for TenantView {
             name: tenant.name,
             created_at: tenant.created_at,
             suspended_at: tenant.suspended_at,
+            console_totp: tenant.console_totp,
         }
     }
 }
@@ -130,4 +145,44 @@ async fn list_tenants(
             .map(TenantView::from)
             .collect(),
     ))
+}
+
+/// The console's rule for a tenant's humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleIn {
+    /// `required` (every human signs in with a TOTP code) or `optional` (a human who has not
+    /// enrolled one may sign in with the password alone); checked by the server.
+    pub totp: String,
+}
+
+/// Admins only. Sign-ins from now on follow the new rule; sessions already open stay open.
+/// A human who has enrolled a second factor is asked for a code either way, and a decision
+/// at or above `console.fresh_factor_above_cents` still needs a fresh one.
+async fn set_console(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+    Json(body): Json<ConsoleIn>,
+) -> ApiResult<TenantView> {
+    require_admin(&ctx)?;
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let rule = ConsoleTotp::parse(&body.totp).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "totp must be `required` or `optional`, not `{}`",
+            body.totp
+        ))
+    })?;
+    let audit = draft(
+        &tenant.id,
+        &ctx,
+        AuditKind::ConfigChanged,
+        format!("tenant:{}", tenant.id),
+    )
+    .detail(serde_json::json!({ "console_totp": rule.as_str() }));
+    let (tenant, _) = state
+        .store
+        .set_tenant_console_totp(&tenant.id, rule, audit, state.clock.now())
+        .await?;
+    Ok(Json(tenant.into()))
 }

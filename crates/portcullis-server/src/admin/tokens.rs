@@ -1,16 +1,16 @@
 //! Agent tokens: mint one (shown once, optionally scoped to connections or single tools, with
-//! a bounded life) and revoke one.
+//! a bounded life), list them (never a secret or its hash) and revoke one.
 
 use super::common::{ApiResult, AppRef, Revoked, parse_id, require_admin, tenant_for, valid_name};
 use crate::error::ApiError;
 use crate::identity::AdminContext;
 use axum::extract::{Path, State};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use portcullis_core::UnixMillis;
 use portcullis_core::id::{AgentId, TokenId};
 use portcullis_core::token::{BearerSecret, TokenKind};
-use portcullis_store::NewToken;
+use portcullis_store::{AgentToken, NewToken};
 use serde::{Deserialize, Serialize};
 
 pub(super) fn routes() -> Router<AppRef> {
@@ -19,6 +19,7 @@ pub(super) fn routes() -> Router<AppRef> {
             "/tenants/{tenant}/agents/{agent}/tokens",
             post(create_token),
         )
+        .route("/tenants/{tenant}/tokens", get(list_tokens))
         .route(
             "/tenants/{tenant}/tokens/{token}/revoke",
             post(revoke_token),
@@ -58,7 +59,42 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-async fn create_token(
+/// A minted token as lists show it: who holds it, what it reaches, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub agent: AgentId,
+    pub scope: Vec<String>,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+impl From<AgentToken> for TokenView {
+    fn from(t: AgentToken) -> Self {
+        Self {
+            id: t.id,
+            agent: t.agent,
+            scope: t.scope,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// The newest 500 tokens of a tenant (sessions exchanged for them are not listed).
+pub(crate) async fn list_tokens(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path(tenant): Path<String>,
+) -> ApiResult<Vec<TokenView>> {
+    let tenant = tenant_for(&state, &ctx, &tenant).await?;
+    let tokens = state.store.list_tokens(&tenant.id, 500).await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+pub(crate) async fn create_token(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, agent)): Path<(String, String)>,
@@ -108,7 +144,7 @@ async fn create_token(
     }))
 }
 
-async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, token)): Path<(String, String)>,

@@ -234,7 +234,7 @@ async fn create_endpoint(
     Ok(shown(endpoint, &secret, None))
 }
 
-async fn list_endpoints(
+pub(crate) async fn list_endpoints(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
@@ -245,7 +245,7 @@ async fn list_endpoints(
     Ok(Json(list.into_iter().map(EndpointView::from).collect()))
 }
 
-async fn show_endpoint(
+pub(crate) async fn show_endpoint(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, endpoint)): Path<(String, String)>,
@@ -367,7 +367,7 @@ async fn rotate_secret(
     Ok(shown(endpoint, &secret, Some(until)))
 }
 
-async fn list_deliveries(
+pub(crate) async fn list_deliveries(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, endpoint)): Path<(String, String)>,
@@ -400,7 +400,7 @@ async fn show_delivery(
 }
 
 /// The same message (the same `webhook-id`) once more, as a new delivery due now.
-async fn redeliver(
+pub(crate) async fn redeliver(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path((tenant, delivery)): Path<(String, String)>,

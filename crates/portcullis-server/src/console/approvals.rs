@@ -5,7 +5,7 @@
 //! from the authenticator app. A decision runs the same gate code as the admin API, so the
 //! agent's waiting call proceeds as soon as it lands.
 
-use super::page::{Nav, dollars, frame, when};
+use super::page::{dollars, frame, when};
 use super::{Failure, Signed, tenant_for};
 use crate::state::AppState;
 use axum::extract::{Form, Path, State};
@@ -56,15 +56,24 @@ fn diff(approval: &Approval) -> Markup {
     }
 }
 
-fn card(
-    approval: &Approval,
-    votes: usize,
-    needed: usize,
-    csrf: &str,
-    tenant: &str,
+/// What every card of one inbox page shares.
+struct Inbox<'a> {
+    csrf: &'a str,
+    tenant: &'a str,
     fresh_factor_above: i64,
+    /// Whether the reader has an authenticator (a large decision needs its code).
+    has_totp: bool,
     now: i64,
-) -> Markup {
+}
+
+fn card(approval: &Approval, votes: usize, needed: usize, inbox: &Inbox<'_>) -> Markup {
+    let Inbox {
+        csrf,
+        tenant,
+        fresh_factor_above,
+        has_totp,
+        now,
+    } = *inbox;
     let pending = approval.status == ApprovalStatus::Pending;
     let id = approval.id.to_string();
     let points: Vec<String> = crate::gate::approve::approval_rules(approval)
@@ -111,7 +120,9 @@ fn card(
                     input type="hidden" name="csrf" value=(csrf);
                     label for={ "reason-" (id) } { "Reason (needed to deny)" }
                     textarea id={ "reason-" (id) } name="reason" rows="2" {}
-                    @if approval.cost_cents >= fresh_factor_above {
+                    @if approval.cost_cents >= fresh_factor_above && !has_totp {
+                        p class="bad" { "Deciding " (dollars(fresh_factor_above)) " or more needs a code from an authenticator app; set one up with " code { "portcullis admins totp" } "." }
+                    } @else if approval.cost_cents >= fresh_factor_above {
                         label for={ "code-" (id) } { "Code from your authenticator app (needed above " (dollars(fresh_factor_above)) ")" }
                         input id={ "code-" (id) } name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required;
                     }
@@ -151,6 +162,19 @@ pub async fn inbox(
         .filter(|a| a.status != ApprovalStatus::Pending)
         .collect();
     let fresh = state.config.console.fresh_factor_above_cents;
+    let has_totp = state
+        .store
+        .sign_in_by_id(&signed.ctx.admin.id)
+        .await?
+        .totp
+        .is_some();
+    let inbox = Inbox {
+        csrf: &signed.csrf,
+        tenant: &tenant.name,
+        fresh_factor_above: fresh,
+        has_totp,
+        now,
+    };
     let mut cards = Vec::new();
     for approval in pending.iter().chain(&recent) {
         let votes = state.store.votes(&tenant.id, &approval.id).await?;
@@ -161,23 +185,10 @@ pub async fn inbox(
             .iter()
             .filter(|v| v.vote == portcullis_store::Vote::Approve)
             .count();
-        cards.push(card(
-            approval,
-            approvals,
-            needed,
-            &signed.csrf,
-            &tenant.name,
-            fresh,
-            now,
-        ));
+        cards.push(card(approval, approvals, needed, &inbox));
     }
     let who = signed.ctx.actor();
-    let nav = Nav {
-        tenant: &tenant.name,
-        who: &who,
-        csrf: &signed.csrf,
-        audit: signed.ctx.admin.role.may_read_audit(),
-    };
+    let nav = signed.nav(&tenant.name, &who);
     let body = html! {
         p class="meta" { (pending.len()) " waiting for a decision." }
         @if pending.is_empty() { p { "Nothing is waiting. Held actions appear here as they arrive." } }
@@ -231,6 +242,12 @@ pub async fn decide(
     }
     if approval.cost_cents >= state.config.console.fresh_factor_above_cents {
         let sign_in = state.store.sign_in_by_id(&signed.ctx.admin.id).await?;
+        if sign_in.totp.is_none() {
+            // Nothing to guess: no failure is counted against a human without a factor.
+            return Err(Failure::BadRequest(
+                "This decision needs a code from an authenticator app; set one up first.",
+            ));
+        }
         let paused = sign_in.login_locked_until.is_some_and(|until| until > now);
         if paused || !super::login::check_code(&state, &sign_in, &form.code).await {
             // A wrong code counts like a failed sign-in (and pauses this human's codes).

@@ -2,7 +2,7 @@
 //! page by page, with the chain's verification state (checked on request against the
 //! database's checkpoints and the witness log) and the last witnessed checkpoint.
 
-use super::page::{Nav, frame, when};
+use super::page::{frame, when};
 use super::{Failure, Signed, tenant_for};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -143,12 +143,7 @@ pub async fn viewer(
         None
     };
     let who = signed.ctx.actor();
-    let nav = Nav {
-        tenant: &tenant.name,
-        who: &who,
-        csrf: &signed.csrf,
-        audit: true,
-    };
+    let nav = signed.nav(&tenant.name, &who);
     let next = {
         let q = |k: &str, v: &str| format!("{k}={}", portcullis_core::account::percent_encode(v));
         format!(
@@ -240,12 +235,7 @@ pub async fn share(
         crate::admin::shares::share(&state, &signed.ctx, &tenant, "audit-export", &form.expires)
             .await?;
     let who = signed.ctx.actor();
-    let nav = Nav {
-        tenant: &tenant.name,
-        who: &who,
-        csrf: &signed.csrf,
-        audit: true,
-    };
+    let nav = signed.nav(&tenant.name, &who);
     use secrecy::ExposeSecret as _;
     let path = created.path.expose_secret().to_owned();
     let body = html! {

@@ -1,7 +1,12 @@
-//! Sign-in and sign-out. A password (argon2id) and a TOTP code are both required; a human
-//! without an enrolled second factor cannot sign in to the console (their token still works
-//! for the CLI and the API). Failures count per human (`console.login_lockout_threshold`)
-//! and per address (the gateway's lockout), and are audited; every failure reads the same.
+//! Sign-in and sign-out. A password (argon2id) is always required; a TOTP code too, unless
+//! the human's tenant made the second factor optional (`PUT /admin/v1/tenants/{t}/console`,
+//! `required` by default) and the human has not enrolled one. A human who has enrolled is
+//! always asked for a code, and a human scoped to no tenant always needs one: without an
+//! enrolled second factor they cannot sign in to the console (their token still works for
+//! the CLI and the API). Decisions at or above `console.fresh_factor_above_cents` need a
+//! fresh code whatever the rule (`approvals.rs`), so a human without one cannot make them
+//! here. Failures count per human (`console.login_lockout_threshold`) and per address (the
+//! gateway's lockout), and are audited; every failure reads the same.
 
 use super::page::frame;
 use super::{COOKIE, Failure, Signed, sha256_hex};
@@ -13,7 +18,7 @@ use maud::html;
 use portcullis_core::account::{TotpSecret, verify_password};
 use portcullis_core::id::TenantId;
 use portcullis_core::token::{BearerSecret, TokenKind};
-use portcullis_store::StoreError;
+use portcullis_store::{ConsoleTotp, SignIn, StoreError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +35,10 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
             input id="name" name="name" autocomplete="username" required autofocus;
             label for="password" { "Password" }
             input id="password" name="password" type="password" autocomplete="current-password" required;
-            label for="code" { "Code from your authenticator app" }
-            input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required;
+            // Not `required`: a human of a tenant where the second factor is optional, who has
+            // not enrolled one, leaves it empty.
+            label for="code" { "Code from your authenticator app (needed if you have set one up)" }
+            input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}";
             button type="submit" { "Sign in" }
         }
     };
@@ -91,8 +98,15 @@ pub fn totp_aad(admin: &portcullis_core::id::AdminId) -> Vec<u8> {
     format!("portcullis-totp:{admin}").into_bytes()
 }
 
+/// Whether signing in needs a TOTP code of this human: always once they have enrolled one
+/// (an enrolled factor is never skipped), and always for a human scoped to no tenant; for
+/// the rest, as their tenant says.
+fn needs_code(sign_in: &SignIn) -> bool {
+    sign_in.totp.is_some() || sign_in.tenant_console_totp != Some(ConsoleTotp::Optional)
+}
+
 /// Check a code against a human's enrolled secret and spend its step (a code works once).
-pub async fn check_code(state: &AppState, sign_in: &portcullis_store::SignIn, code: &str) -> bool {
+pub async fn check_code(state: &AppState, sign_in: &SignIn, code: &str) -> bool {
     let Some((master, wrapped)) = &sign_in.totp else {
         return false;
     };
@@ -161,8 +175,11 @@ pub async fn submit(
         }
         None => false,
     };
-    let code_ok = password_ok && check_code(&state, &sign_in, &form.code).await;
-    if !code_ok {
+    // The code is checked (and its step spent) only after the password: a guess of the
+    // password cannot burn the human's next code.
+    let factors_ok =
+        password_ok && (!needs_code(&sign_in) || check_code(&state, &sign_in, &form.code).await);
+    if !factors_ok {
         let reason = if !password_ok {
             "wrong password (or none set)"
         } else if sign_in.totp.is_none() {

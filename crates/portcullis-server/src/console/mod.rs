@@ -1,5 +1,6 @@
 //! The console: server-rendered pages for the people who decide and audit — sign-in with a
-//! password and a second factor, the approvals inbox, the audit viewer. No script at all: the
+//! password and a second factor, the approvals inbox, the audit viewer, connections and the
+//! access review, agents and their tokens, guardrails, webhooks and policies. No script at all: the
 //! Content-Security-Policy forbids every script, and pages are plain forms (usable by
 //! keyboard, every field labelled).
 //!
@@ -9,11 +10,21 @@
 //! use or `console.session_absolute_secs` in all. Every page shows only the signed-in human's
 //! tenants: another tenant's approval is "not found", like the admin API. Errors are generic
 //! pages; the detail goes to the log.
+//!
+//! Every change a page offers runs the admin API's own handler with the signed-in human's
+//! context ([`Signed::change`] is the only way to that context for a change: CSRF checked,
+//! read-only roles refused), so the console can do nothing the API would not let the same
+//! human do, and every change is audited the same way.
 
+mod access;
+mod agents;
 mod approvals;
 mod audit;
+mod guardrails;
 mod login;
 mod page;
+mod policy;
+mod webhooks;
 
 pub use login::totp_aad;
 
@@ -46,11 +57,68 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/console/t/{tenant}/audit", get(audit::viewer))
         .route("/console/t/{tenant}/audit/share", post(audit::share))
+        .route("/console/t/{tenant}/access", get(access::page))
+        .route(
+            "/console/t/{tenant}/connections/{id}/revoke",
+            post(access::revoke),
+        )
+        .route("/console/t/{tenant}/agents", get(agents::page))
+        .route("/console/t/{tenant}/agents/new", post(agents::create_agent))
+        .route("/console/t/{tenant}/agents/{id}/tokens", post(agents::mint))
+        .route(
+            "/console/t/{tenant}/agents/{id}/switch/{to}",
+            post(agents::switch),
+        )
+        .route(
+            "/console/t/{tenant}/agents/{id}/revoke",
+            post(agents::revoke_agent),
+        )
+        .route(
+            "/console/t/{tenant}/tokens/{id}/revoke",
+            post(agents::revoke_token),
+        )
+        .route(
+            "/console/t/{tenant}/kill-switch/{to}",
+            post(agents::tenant_switch),
+        )
+        .route("/console/t/{tenant}/guardrails", get(guardrails::page))
+        .route(
+            "/console/t/{tenant}/guardrails/new",
+            post(guardrails::create),
+        )
+        .route(
+            "/console/t/{tenant}/guardrails/{id}/approve-each",
+            post(guardrails::approve_each),
+        )
+        .route(
+            "/console/t/{tenant}/guardrails/{id}/revoke",
+            post(guardrails::revoke),
+        )
+        .route("/console/t/{tenant}/webhooks", get(webhooks::page))
+        .route(
+            "/console/t/{tenant}/webhooks/{id}",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/console/t/{tenant}/deliveries/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route("/console/t/{tenant}/policy", get(policy::page))
+        .route(
+            "/console/t/{tenant}/policy/validate",
+            post(policy::validate),
+        )
+        .route("/console/t/{tenant}/policy/explain", post(policy::explain))
         .route(
             "/console/{*rest}",
             axum::routing::any(|| async { Failure::NotFound }),
         )
         // On the console's own routes only (a `layer` would reach the gateway's fallback).
+        // A change made here reaches agents' very next call, as one made on the admin API.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::invalidate_after_writes,
+        ))
         .route_layer(axum::middleware::map_response(secure_headers))
         .with_state(state)
 }
@@ -90,6 +158,9 @@ pub enum Failure {
     /// The CSRF token is missing or wrong, or the role may not do this.
     Forbidden,
     BadRequest(&'static str),
+    /// The admin API refused the request's input; its own words (they name the input, never
+    /// a secret) help the human fix it.
+    Refused(String),
     Unavailable,
 }
 
@@ -108,6 +179,10 @@ impl IntoResponse for Failure {
                 "This request was refused. Go back, reload the page and try again.",
             ),
             Failure::BadRequest(text) => (StatusCode::BAD_REQUEST, "Cannot do that", text),
+            Failure::Refused(text) => {
+                let page = page::message("Cannot do that", &text);
+                return (StatusCode::BAD_REQUEST, page).into_response();
+            }
             Failure::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again later",
@@ -135,9 +210,7 @@ impl From<ApiError> for Failure {
         match error {
             ApiError::NotFound => Failure::NotFound,
             ApiError::Forbidden(_) | ApiError::Unauthenticated => Failure::Forbidden,
-            ApiError::BadRequest(_) | ApiError::Conflict(_) => {
-                Failure::BadRequest("The request could not be carried out as it stands.")
-            }
+            ApiError::BadRequest(text) | ApiError::Conflict(text) => Failure::Refused(text),
             other => {
                 tracing::error!(error = ?other, "console: failure");
                 Failure::Unavailable
@@ -222,6 +295,28 @@ impl FromRequestParts<Arc<AppState>> for Signed {
 }
 
 impl Signed {
+    /// The context a change runs with: only with this session's CSRF token, and only for a
+    /// role that may change anything (auditors and viewers read). The handler it is passed to
+    /// checks the rest (admin-only changes, the tenant) exactly as for the admin API.
+    pub fn change(&self, csrf: &str) -> Result<AdminContext, Failure> {
+        self.check_csrf(csrf)?;
+        if !self.ctx.admin.role.may_change() {
+            return Err(Failure::Forbidden);
+        }
+        Ok(self.ctx.clone())
+    }
+
+    /// The navigation of this human's pages in `tenant`.
+    pub fn nav<'a>(&'a self, tenant: &'a str, who: &'a str) -> page::Nav<'a> {
+        page::Nav {
+            tenant,
+            who,
+            csrf: &self.csrf,
+            audit: self.ctx.admin.role.may_read_audit(),
+            webhooks: self.ctx.is_admin(),
+        }
+    }
+
     /// The form's CSRF token is this session's (constant-time comparison).
     pub fn check_csrf(&self, presented: &str) -> Result<(), Failure> {
         let expected = self.csrf.as_bytes();

@@ -21,6 +21,7 @@ button{font:inherit;padding:.4rem .9rem;margin:.5rem .5rem 0 0;cursor:pointer}\
 .approve{background:#00703c;color:#fff;border:0}.deny{background:#b32d2e;color:#fff;border:0}\
 .ok{color:#00703c}.bad{color:#b32d2e}.meta{color:#50575e;font-size:.9rem}\
 .filters{display:grid;grid-template-columns:repeat(auto-fit,minmax(9rem,1fr));gap:.5rem;align-items:end}\
+form.inline{display:inline}.inline button{margin:0}td form{margin:0}\
 :focus{outline:3px solid #2271b1;outline-offset:2px}\
 .skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:1rem;background:#fff;color:#000;padding:.5rem}";
 
@@ -50,6 +51,13 @@ pub fn frame(title: &str, nav: Option<Nav<'_>>, body: Markup) -> Html<String> {
                             @if nav.audit {
                                 a href={ "/console/t/" (nav.tenant) "/audit" } { "Audit" }
                             }
+                            a href={ "/console/t/" (nav.tenant) "/access" } { "Access" }
+                            a href={ "/console/t/" (nav.tenant) "/agents" } { "Agents" }
+                            a href={ "/console/t/" (nav.tenant) "/guardrails" } { "Guardrails" }
+                            @if nav.webhooks {
+                                a href={ "/console/t/" (nav.tenant) "/webhooks" } { "Webhooks" }
+                            }
+                            a href={ "/console/t/" (nav.tenant) "/policy" } { "Policy" }
                             span class="meta" { "Tenant " (nav.tenant) " · " (nav.who) }
                             form method="post" action="/console/logout" {
                                 input type="hidden" name="csrf" value=(nav.csrf);
@@ -68,6 +76,22 @@ pub fn frame(title: &str, nav: Option<Nav<'_>>, body: Markup) -> Html<String> {
     )
 }
 
+/// A one-button form for one change: the session's CSRF token and a submit button whose
+/// label says what it does to what.
+pub fn action(to: &str, csrf: &str, label: &str, class: &str) -> Markup {
+    html! {
+        form class="inline" method="post" action=(to) {
+            input type="hidden" name="csrf" value=(csrf);
+            button class=(class) type="submit" { (label) }
+        }
+    }
+}
+
+/// A time, or a dash for none.
+pub fn maybe_when(millis: Option<i64>) -> String {
+    millis.map_or_else(|| "—".to_owned(), when)
+}
+
 /// What the navigation shows.
 pub struct Nav<'a> {
     pub tenant: &'a str,
@@ -75,6 +99,8 @@ pub struct Nav<'a> {
     pub csrf: &'a str,
     /// Whether the audit viewer is open to this human's role.
     pub audit: bool,
+    /// Whether the webhook pages are (admins only, like the API).
+    pub webhooks: bool,
 }
 
 /// A generic page with one message (errors, empty states).

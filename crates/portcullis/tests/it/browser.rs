@@ -147,8 +147,14 @@ async fn console_in_a_real_browser() {
     } else {
         scratch.path().to_owned()
     };
-    let _ = std::fs::remove_file(screenshots.join("console-inbox.png"));
-    let _ = std::fs::remove_file(screenshots.join("console-audit.png"));
+    const SHOTS: [&str; 3] = [
+        "console-inbox.png",
+        "console-audit.png",
+        "console-agents.png",
+    ];
+    for shot in SHOTS {
+        let _ = std::fs::remove_file(screenshots.join(shot));
+    }
 
     // The session cookie is `__Host-` and `Secure`: Chromium keeps it on plain http only for
     // localhost.
@@ -245,7 +251,8 @@ async fn console_in_a_real_browser() {
         );
     }
 
-    assert_png(&screenshots.join("console-inbox.png"));
-    assert_png(&screenshots.join("console-audit.png"));
+    for shot in SHOTS {
+        assert_png(&screenshots.join(shot));
+    }
     app.stop().await;
 }

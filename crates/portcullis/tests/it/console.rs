@@ -22,15 +22,15 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// The session cookie's name.
-const COOKIE: &str = "__Host-portcullis_session";
+pub(crate) const COOKIE: &str = "__Host-portcullis_session";
 
 /// A refund the demo CRM holds for approval (a spend), of `amount_cents`, with `reason`.
-fn refund(amount_cents: i64, reason: &str) -> Value {
+pub(crate) fn refund(amount_cents: i64, reason: &str) -> Value {
     json!({ "customer_id": "c_1", "amount_cents": amount_cents, "reason": reason })
 }
 
 /// RFC 4648 base32 without padding (the enrollment's `secret`).
-fn base32_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut bits: u64 = 0;
     let mut held = 0u32;
@@ -52,7 +52,7 @@ fn base32_decode(text: &str) -> Vec<u8> {
 }
 
 /// `application/x-www-form-urlencoded`, as a browser sends a form.
-fn form_body(fields: &[(&str, &str)]) -> String {
+pub(crate) fn form_body(fields: &[(&str, &str)]) -> String {
     let encode = |text: &str| -> String {
         text.bytes()
             .map(|b| match b {
@@ -73,14 +73,14 @@ fn form_body(fields: &[(&str, &str)]) -> String {
 
 /// One console answer.
 #[derive(Debug)]
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
 }
 
 impl Page {
-    fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -88,47 +88,47 @@ impl Page {
             .to_owned()
     }
 
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.header("location")
     }
 
     /// A 303 to `to`.
-    fn assert_see_other(&self, to: &str, what: &str) {
+    pub(crate) fn assert_see_other(&self, to: &str, what: &str) {
         assert_eq!(self.status, StatusCode::SEE_OTHER, "{what}: {}", self.text);
         assert_eq!(self.location(), to, "{what}");
     }
 
     /// Back to sign-in: no live session.
-    fn assert_signed_out(&self, what: &str) {
+    pub(crate) fn assert_signed_out(&self, what: &str) {
         self.assert_see_other("/console/login", what);
     }
 }
 
 /// A signed-in console session: the cookie to send and the CSRF token of its forms.
 #[derive(Debug, Clone)]
-struct Session {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
 /// A human who may sign in: their name, API token, password and authenticator.
-struct Human {
-    name: String,
-    token: String,
-    password: String,
-    secret: TotpSecret,
+pub(crate) struct Human {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) password: String,
+    pub(crate) secret: TotpSecret,
     /// The last TOTP step this test spent (a step is good once, and only later ones after).
-    last_step: AtomicI64,
+    pub(crate) last_step: AtomicI64,
 }
 
-fn step_now(app: &TestApp) -> i64 {
+pub(crate) fn step_now(app: &TestApp) -> i64 {
     app.clock.now().div_euclid(1000).div_euclid(STEP_SECS)
 }
 
 impl Human {
     /// A code the gateway has not seen spent: the current step's, after moving the clock on
     /// to a step after the last one spent.
-    fn fresh_code(&self, app: &TestApp) -> String {
+    pub(crate) fn fresh_code(&self, app: &TestApp) -> String {
         let last = self.last_step.load(Ordering::SeqCst);
         let mut step = step_now(app);
         if step <= last {
@@ -142,7 +142,7 @@ impl Human {
 
 /// Give the human holding `token` a password and a second factor, through the self-service
 /// API.
-async fn enroll(app: &TestApp, name: &str, token: &str) -> Human {
+pub(crate) async fn enroll(app: &TestApp, name: &str, token: &str) -> Human {
     let password = format!("{name} correct horse battery");
     set_password(app, token, &password).await;
     let secret = enroll_totp(app, token).await;
@@ -155,7 +155,7 @@ async fn enroll(app: &TestApp, name: &str, token: &str) -> Human {
     }
 }
 
-async fn set_password(app: &TestApp, token: &str, password: &str) {
+pub(crate) async fn set_password(app: &TestApp, token: &str, password: &str) {
     app.api_as(token)
         .set_own_password(&PasswordIn {
             password: password.to_owned().into(),
@@ -164,7 +164,7 @@ async fn set_password(app: &TestApp, token: &str, password: &str) {
         .unwrap_or_else(|e| panic!("set password: {e}"));
 }
 
-async fn enroll_totp(app: &TestApp, token: &str) -> TotpSecret {
+pub(crate) async fn enroll_totp(app: &TestApp, token: &str) -> TotpSecret {
     let enrolled = app
         .api_as(token)
         .enroll_own_totp()
@@ -181,7 +181,12 @@ async fn enroll_totp(app: &TestApp, token: &str) -> TotpSecret {
 }
 
 /// A human in `tenant` with `role`; returns their name and token.
-async fn create_human(app: &TestApp, name: &str, role: &str, tenant: &str) -> (String, String) {
+pub(crate) async fn create_human(
+    app: &TestApp,
+    name: &str,
+    role: &str,
+    tenant: &str,
+) -> (String, String) {
     let created = app
         .admin_api()
         .create_admin(&AdminIn {
@@ -196,13 +201,13 @@ async fn create_human(app: &TestApp, name: &str, role: &str, tenant: &str) -> (S
 }
 
 /// The console over plain HTTP: no cookie store, no redirects followed.
-struct Web {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Web {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Web {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -212,7 +217,11 @@ impl Web {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, session: Option<&Session>) -> Page {
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        session: Option<&Session>,
+    ) -> Page {
         let request = match session {
             Some(session) => request.header("cookie", &session.cookie),
             None => request,
@@ -231,17 +240,22 @@ impl Web {
         }
     }
 
-    async fn get(&self, path: &str, session: Option<&Session>) -> Page {
+    pub(crate) async fn get(&self, path: &str, session: Option<&Session>) -> Page {
         self.send(self.http.get(format!("{}{path}", self.base)), session)
             .await
     }
 
-    async fn post(&self, path: &str, session: Option<&Session>, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        session: Option<&Session>,
+        fields: &[(&str, &str)],
+    ) -> Page {
         self.post_with(path, session, fields, &[]).await
     }
 
     /// [`Web::post`] with more headers (`Origin`, `Sec-Fetch-Site`, as a browser sends them).
-    async fn post_with(
+    pub(crate) async fn post_with(
         &self,
         path: &str,
         session: Option<&Session>,
@@ -259,7 +273,7 @@ impl Web {
         self.send(request, session).await
     }
 
-    async fn try_sign_in(&self, name: &str, password: &str, code: &str) -> Page {
+    pub(crate) async fn try_sign_in(&self, name: &str, password: &str, code: &str) -> Page {
         self.post(
             "/console/login",
             None,
@@ -269,7 +283,7 @@ impl Web {
     }
 
     /// Sign in with a fresh code; the session with the CSRF token of its pages.
-    async fn sign_in(&self, app: &TestApp, human: &Human) -> Session {
+    pub(crate) async fn sign_in(&self, app: &TestApp, human: &Human) -> Session {
         let code = human.fresh_code(app);
         let page = self.try_sign_in(&human.name, &human.password, &code).await;
         page.assert_see_other("/console", &format!("{} signs in", human.name));
@@ -278,7 +292,7 @@ impl Web {
     }
 
     /// The session of `cookie` (`name=value`), its CSRF token read from its home page.
-    async fn session(&self, cookie: String) -> Session {
+    pub(crate) async fn session(&self, cookie: String) -> Session {
         let mut session = Session {
             cookie,
             csrf: String::new(),
@@ -291,7 +305,7 @@ impl Web {
         session
     }
 
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         session: &Session,
         tenant: &str,
@@ -307,7 +321,7 @@ impl Web {
     }
 
     /// The inbox answers this session.
-    async fn alive(&self, session: &Session, tenant: &str) -> bool {
+    pub(crate) async fn alive(&self, session: &Session, tenant: &str) -> bool {
         let page = self
             .get(&format!("/console/t/{tenant}/approvals"), Some(session))
             .await;
@@ -323,7 +337,7 @@ impl Web {
 }
 
 /// The session cookie a sign-in set, as `name=value` for a `Cookie` header.
-fn cookie_of(page: &Page) -> String {
+pub(crate) fn cookie_of(page: &Page) -> String {
     let set = page.header("set-cookie");
     let pair = set.split(';').next().unwrap_or_default().trim().to_owned();
     assert!(
@@ -334,7 +348,7 @@ fn cookie_of(page: &Page) -> String {
 }
 
 /// The CSRF token a page's forms carry.
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let pattern = regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#).expect("regex");
     pattern
         .captures(html)
@@ -343,7 +357,7 @@ fn csrf_in(html: &str) -> String {
 }
 
 /// Every console answer: no script may run, no framing, no caching.
-fn assert_secure(page: &Page, what: &str) {
+pub(crate) fn assert_secure(page: &Page, what: &str) {
     let csp = page.header("content-security-policy");
     assert!(csp.contains("default-src 'none'"), "{what}: CSP `{csp}`");
     assert!(!csp.contains("'unsafe-inline'"), "{what}: CSP `{csp}`");
@@ -366,12 +380,12 @@ fn assert_secure(page: &Page, what: &str) {
     );
 }
 
-async fn approval_status(app: &TestApp, id: &str) -> ApprovalStatus {
+pub(crate) async fn approval_status(app: &TestApp, id: &str) -> ApprovalStatus {
     app.approval(id).await.status
 }
 
 /// The system chain's events (where failures naming no known human go), as JSON.
-async fn system_events(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn system_events(app: &TestApp) -> Vec<Value> {
     app.state
         .store
         .audit_page(&portcullis_core::id::TenantId::system(), 0, 1000)
@@ -383,7 +397,7 @@ async fn system_events(app: &TestApp) -> Vec<Value> {
 }
 
 /// Console `auth_failed` entries the store wrote for the human `name` (one per failure).
-fn console_failures_of<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+pub(crate) fn console_failures_of<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
     events_of_kind(events, "auth_failed")
         .into_iter()
         .filter(|e| e["resource"] == "console" && e["detail"]["admin"] == name)
@@ -1807,5 +1821,409 @@ async fn wrong_decision_codes_pause_the_human() {
     assert_eq!(approval_status(&app, &id).await, ApprovalStatus::Pending);
     let events = audit_events_of(&app, &app.admin_token, "acme").await;
     assert_eq!(events_of_kind(&events, "locked_out").len(), 1);
+    app.stop().await;
+}
+
+// ---- 10. The second factor per tenant
+
+/// Set `tenant`'s console TOTP rule (`required` or `optional`) as the human holding `token`.
+async fn set_console_totp(
+    app: &TestApp,
+    token: &str,
+    tenant: &str,
+    totp: &str,
+) -> Result<portcullis_server::admin::tenants::TenantView, StatusCode> {
+    app.api_as(token)
+        .set_tenant_console(
+            tenant,
+            &portcullis_server::admin::tenants::ConsoleIn { totp: totp.into() },
+        )
+        .await
+        .map_err(|e| e.status().unwrap_or_else(|| panic!("no answer: {e}")))
+}
+
+/// The console TOTP rule the API shows for `tenant`.
+async fn console_totp_of(app: &TestApp, tenant: &str) -> portcullis_store::ConsoleTotp {
+    app.admin_api()
+        .list_tenants()
+        .await
+        .expect("list tenants")
+        .into_iter()
+        .find(|t| t.name == tenant)
+        .unwrap_or_else(|| panic!("tenant {tenant}"))
+        .console_totp
+}
+
+/// A tenant-scoped human with a password and no second factor; returns their name and
+/// password.
+async fn password_only(app: &TestApp, name: &str, tenant: &str) -> (String, String) {
+    let (name, token) = create_human(app, name, "approver", tenant).await;
+    let password = format!("{name} correct horse battery");
+    set_password(app, &token, &password).await;
+    (name, password)
+}
+
+/// Every tenant needs a code by default. Made optional, a human of that tenant who has not
+/// enrolled a second factor signs in with the password alone — and only that: a human who
+/// has enrolled is still asked for a code, another tenant's humans and humans of no tenant
+/// still need one, and the password is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_may_make_the_second_factor_optional_for_humans_without_one() {
+    // Many refusals from one address on purpose: the address lockout is not under test.
+    let app = TestApp::spawn_with(|c| c.auth.lockout_threshold = 100).await;
+    let api = app.admin_api();
+    for name in ["acme", "globex"] {
+        api.create_tenant(&NameIn { name: name.into() })
+            .await
+            .unwrap_or_else(|e| panic!("tenant {name}: {e}"));
+    }
+    let web = Web::new(&app);
+    let (acme_plain, acme_password) = password_only(&app, "acme-plain", "acme").await;
+    let (globex_plain, globex_password) = password_only(&app, "globex-plain", "globex").await;
+    let (acme_enrolled, acme_enrolled_token) =
+        create_human(&app, "acme-enrolled", "approver", "acme").await;
+    let acme_enrolled = enroll(&app, &acme_enrolled, &acme_enrolled_token).await;
+    // A human of no tenant, with a password only.
+    let operator = api
+        .create_admin(&AdminIn {
+            name: "operator-plain".into(),
+            role: "approver".into(),
+            tenant: None,
+            ttl_secs: None,
+        })
+        .await
+        .expect("an operator-wide human");
+    let operator_password = "operator-plain correct horse battery";
+    set_password(&app, &operator.token, operator_password).await;
+
+    // The default, for every tenant: a code is needed, so a human without one stays out.
+    assert_eq!(
+        console_totp_of(&app, "acme").await,
+        portcullis_store::ConsoleTotp::Required
+    );
+    assert_eq!(
+        console_totp_of(&app, "globex").await,
+        portcullis_store::ConsoleTotp::Required
+    );
+    let refusal = web.try_sign_in(&acme_plain, &acme_password, "").await;
+    assert_eq!(refusal.status, StatusCode::UNAUTHORIZED, "{}", refusal.text);
+    // The sign-in form does not insist on a code, but says when one is needed.
+    let form = web.get("/console/login", None).await;
+    let code_input = regex::Regex::new(r#"<input[^>]*id="code"[^>]*>"#)
+        .expect("regex")
+        .find(&form.text)
+        .unwrap_or_else(|| panic!("no code field: {}", form.text))
+        .as_str()
+        .to_owned();
+    assert!(!code_input.contains("required"), "{code_input}");
+    assert!(
+        form.text.contains("needed if you have set one up"),
+        "{}",
+        form.text
+    );
+
+    // Acme makes it optional.
+    let view = set_console_totp(&app, &app.admin_token, "acme", "optional")
+        .await
+        .expect("acme's rule set");
+    assert_eq!(view.name, "acme");
+    assert_eq!(view.console_totp, portcullis_store::ConsoleTotp::Optional);
+    assert_eq!(
+        console_totp_of(&app, "globex").await,
+        portcullis_store::ConsoleTotp::Required,
+        "another tenant's rule"
+    );
+
+    // Acme's human without a second factor: in with the password alone, into a working
+    // session.
+    let page = web.try_sign_in(&acme_plain, &acme_password, "").await;
+    page.assert_see_other("/console", "password only, in an optional tenant");
+    let session = web.session(cookie_of(&page)).await;
+    assert!(web.alive(&session, "acme").await);
+    // The password is still checked.
+    let refused = [
+        (
+            "a wrong password, no code",
+            web.try_sign_in(&acme_plain, "not the password", "").await,
+        ),
+        (
+            "an enrolled human without a code",
+            web.try_sign_in(&acme_enrolled.name, &acme_enrolled.password, "")
+                .await,
+        ),
+        (
+            "an enrolled human with a wrong code",
+            web.try_sign_in(
+                &acme_enrolled.name,
+                &acme_enrolled.password,
+                if acme_enrolled.fresh_code(&app) == "000000" {
+                    "000001"
+                } else {
+                    "000000"
+                },
+            )
+            .await,
+        ),
+        (
+            "another tenant's human without a second factor",
+            web.try_sign_in(&globex_plain, &globex_password, "").await,
+        ),
+        (
+            "a human of no tenant without a second factor",
+            web.try_sign_in("operator-plain", operator_password, "")
+                .await,
+        ),
+    ];
+    for (what, page) in &refused {
+        assert_eq!(
+            page.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {}",
+            page.text
+        );
+        assert!(page.header("set-cookie").is_empty(), "{what}: a cookie");
+        assert_eq!(page.text, refusal.text, "{what}: the refusal differs");
+    }
+    // The enrolled human's right code still lets them in.
+    web.sign_in(&app, &acme_enrolled).await;
+
+    // Every refusal counted against its human, with its reason.
+    let acme_events = app.audit_events("acme").await;
+    let reasons = |events: &[Value], name: &str| -> Vec<String> {
+        console_failures_of(events, name)
+            .iter()
+            .map(|e| {
+                e["detail"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(
+        reasons(&acme_events, &acme_plain),
+        ["no second factor enrolled", "wrong password (or none set)"]
+    );
+    assert_eq!(
+        reasons(&acme_events, &acme_enrolled.name),
+        ["wrong or reused code", "wrong or reused code"]
+    );
+    assert_eq!(
+        reasons(&app.audit_events("globex").await, &globex_plain),
+        ["no second factor enrolled"]
+    );
+    assert_eq!(
+        reasons(&system_events(&app).await, "operator-plain"),
+        ["no second factor enrolled"]
+    );
+    let signed_in: Vec<_> = events_of_kind(&acme_events, "signed_in")
+        .into_iter()
+        .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(signed_in, ["admin:acme-plain", "admin:acme-enrolled"]);
+
+    // Required again: the password alone no longer does.
+    set_console_totp(&app, &app.admin_token, "acme", "required")
+        .await
+        .expect("acme's rule set back");
+    let again = web.try_sign_in(&acme_plain, &acme_password, "").await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.text);
+    app.stop().await;
+}
+
+/// Only an admin of the tenant changes its rule, each change is audited, and a bad value is
+/// refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_of_the_tenant_changes_its_second_factor_rule() {
+    let app = TestApp::spawn().await;
+    let api = app.admin_api();
+    for name in ["acme", "globex"] {
+        api.create_tenant(&NameIn { name: name.into() })
+            .await
+            .unwrap_or_else(|e| panic!("tenant {name}: {e}"));
+    }
+    let (_, acme_admin) = create_human(&app, "acme-admin", "admin", "acme").await;
+    let (_, globex_admin) = create_human(&app, "globex-admin", "admin", "globex").await;
+    let (_, acme_approver) = create_human(&app, "acme-approver", "approver", "acme").await;
+    let (_, acme_auditor) = create_human(&app, "acme-auditor", "auditor", "acme").await;
+
+    // Another tenant's admin: not found, as if acme did not exist; no tenant is either.
+    assert_eq!(
+        set_console_totp(&app, &globex_admin, "acme", "optional")
+            .await
+            .err(),
+        Some(StatusCode::NOT_FOUND),
+        "globex's admin changed acme's rule"
+    );
+    assert_eq!(
+        set_console_totp(&app, &app.admin_token, "no-such-tenant", "optional")
+            .await
+            .err(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    // Acme's own approver and auditor: forbidden.
+    for (who, token) in [("approver", &acme_approver), ("auditor", &acme_auditor)] {
+        assert_eq!(
+            set_console_totp(&app, token, "acme", "optional")
+                .await
+                .err(),
+            Some(StatusCode::FORBIDDEN),
+            "acme's {who} changed acme's rule"
+        );
+    }
+    // A value that is not a rule, and a field that is not one: refused.
+    let (status, body) = app
+        .api(
+            Method::PUT,
+            "/tenants/acme/console",
+            &app.admin_token,
+            Some(json!({ "totp": "sometimes" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("`required`") && detail.contains("`optional`"),
+        "{body}"
+    );
+    let (status, body) = app
+        .api(
+            Method::PUT,
+            "/tenants/acme/console",
+            &app.admin_token,
+            Some(json!({ "totp": "optional", "for": "everyone" })),
+        )
+        .await;
+    assert!(
+        status.is_client_error(),
+        "an unknown field: {status} {body}"
+    );
+    assert_eq!(
+        console_totp_of(&app, "acme").await,
+        portcullis_store::ConsoleTotp::Required,
+        "changed by a refused request"
+    );
+    let events = app.audit_events("acme").await;
+    assert!(
+        events_of_kind(&events, "config_changed").is_empty(),
+        "{events:?}"
+    );
+
+    // Acme's admin changes it, audited on acme's chain with who did it and what.
+    let view = set_console_totp(&app, &acme_admin, "acme", "optional")
+        .await
+        .expect("acme's admin sets acme's rule");
+    assert_eq!(view.console_totp, portcullis_store::ConsoleTotp::Optional);
+    assert_eq!(
+        console_totp_of(&app, "acme").await,
+        portcullis_store::ConsoleTotp::Optional
+    );
+    let view = set_console_totp(&app, &app.admin_token, "acme", "required")
+        .await
+        .expect("the operator's admin sets acme's rule");
+    assert_eq!(view.console_totp, portcullis_store::ConsoleTotp::Required);
+    let events = app.audit_events("acme").await;
+    let changes: Vec<(String, Value, String)> = events_of_kind(&events, "config_changed")
+        .into_iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or_default().to_owned(),
+                e["detail"].clone(),
+                e["resource"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let resource = format!("tenant:{}", view.id);
+    assert_eq!(
+        changes,
+        [
+            (
+                "admin:acme-admin".to_owned(),
+                json!({ "console_totp": "optional" }),
+                resource.clone()
+            ),
+            (
+                "admin:admin".to_owned(),
+                json!({ "console_totp": "required" }),
+                resource
+            ),
+        ]
+    );
+    assert!(
+        events_of_kind(&app.audit_events("globex").await, "config_changed").is_empty(),
+        "globex's chain"
+    );
+    app.stop().await;
+}
+
+/// A human who signed in with the password alone cannot make a decision at or above the
+/// fresh-factor amount (they have no code to give); smaller ones they can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_human_without_a_second_factor_cannot_make_large_decisions() {
+    // Wrong codes count towards the human's pause: this test makes several on purpose.
+    let app = TestApp::spawn_with(|c| {
+        c.console.fresh_factor_above_cents = 2000;
+        c.console.login_lockout_threshold = 20;
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let profile =
+        serde_json::from_value(json!({ "cost_argument": "amount_cents" })).expect("a tool profile");
+    app.admin_api()
+        .set_tool_profile("acme", &acme.connection_id, "issue_refund", &profile)
+        .await
+        .expect("declare the refund's dollar impact");
+    set_console_totp(&app, &app.admin_token, "acme", "optional")
+        .await
+        .expect("acme's rule set");
+    let web = Web::new(&app);
+    let (plain, password) = password_only(&app, "acme-plain", "acme").await;
+    let client = app.client("acme", &acme.agent_token, Era::Discover).await;
+    let small = approval_id(&client.call("crm__issue_refund", refund(1999, "x")).await);
+    let large = approval_id(&client.call("crm__issue_refund", refund(2500, "x")).await);
+
+    let page = web.try_sign_in(&plain, &password, "").await;
+    page.assert_see_other("/console", "password only");
+    let session = web.session(cookie_of(&page)).await;
+    for (what, fields) in [
+        ("approve, no code", vec![("decision", "approve")]),
+        (
+            "approve, a made-up code",
+            vec![("decision", "approve"), ("code", "123456")],
+        ),
+        (
+            "deny, no code",
+            vec![("decision", "deny"), ("reason", "too much")],
+        ),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf", &session.csrf));
+        let page = web.decide(&session, "acme", &large, &fields).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            page.text
+        );
+        assert_eq!(
+            approval_status(&app, &large).await,
+            ApprovalStatus::Pending,
+            "{what}"
+        );
+    }
+    // Below the amount no code is asked for: the session itself works.
+    web.decide(
+        &session,
+        "acme",
+        &small,
+        &[("csrf", &session.csrf), ("decision", "approve")],
+    )
+    .await
+    .assert_see_other("/console/t/acme/approvals", "below the amount");
+    assert_eq!(
+        approval_status(&app, &small).await,
+        ApprovalStatus::Approved
+    );
+    assert_eq!(approval_status(&app, &large).await, ApprovalStatus::Pending);
     app.stop().await;
 }

@@ -13,6 +13,7 @@ mod bad_input;
 mod bridge;
 mod browser;
 mod console;
+mod console_pages;
 mod crash;
 mod hardening;
 mod inbound;

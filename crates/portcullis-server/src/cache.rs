@@ -118,6 +118,11 @@ impl AccessCache {
         self.invalidate();
     }
 
+    /// How many times the cache has been invalidated so far (for observing, not deciding).
+    pub fn invalidations(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// The generation to tag a read with, or `None` when the cache is bypassed.
     fn generation(&self) -> Option<u64> {
         self.enabled

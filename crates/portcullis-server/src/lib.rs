@@ -369,7 +369,9 @@ fn set_no_delay(stream: &mut tokio::net::TcpStream) {
 
 /// Every admin write (on the API or from the console) may change what agents can reach: drop
 /// cached access data after the handler ran and before its response leaves, so the next
-/// request sees the change.
+/// request sees the change. Only a write that was answered with success (2xx, or the 303 of
+/// a console form) drops it: a refused or unauthenticated request changed nothing, and must
+/// not be a way to flush the cache.
 pub(crate) async fn invalidate_after_writes(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -377,7 +379,8 @@ pub(crate) async fn invalidate_after_writes(
 ) -> axum::response::Response {
     let writes = request.method() != http::Method::GET && request.method() != http::Method::HEAD;
     let response = next.run(request).await;
-    if writes {
+    let status = response.status();
+    if writes && (status.is_success() || status.is_redirection()) {
         state.cache.invalidate();
     }
     response

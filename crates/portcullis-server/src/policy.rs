@@ -30,14 +30,16 @@ pub async fn engine(
     let Some(version) = state.cache.policy(&state.store, tenant).await? else {
         return Ok(Ok(crate::engines::builtin()));
     };
-    Ok(crate::engines::document(&version.cedar, &version.settings)
-        .and_then(|doc| state.engines.get_or_compile(&doc, &version.hash))
-        .map_err(|e| {
-            format!(
-                "the tenant's policy (version {}) cannot be used: {e}",
-                version.version
-            )
-        }))
+    let engine = match crate::engines::document(&version.cedar, &version.settings) {
+        Ok(document) => state.engines.get_or_compile(document, &version.hash).await,
+        Err(e) => Err(e),
+    };
+    Ok(engine.map_err(|e| {
+        format!(
+            "the tenant's policy (version {}) cannot be used: {e}",
+            version.version
+        )
+    }))
 }
 
 /// Who a call is decided for: the agent (id, name, owner), its tenant and its session. Built

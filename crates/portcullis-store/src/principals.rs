@@ -568,17 +568,25 @@ impl Store {
         self.change_one(tenant, change, draft, now).await
     }
 
-    /// A tenant's agent tokens (never their hashes), newest first: the long-lived ones an
-    /// admin minted, not the short-lived sessions exchanged for them.
-    pub async fn list_tokens(&self, tenant: &TenantId, limit: i64) -> StoreResult<Vec<AgentToken>> {
+    /// A tenant's agent tokens (never their hashes): the live ones first, then the rest,
+    /// newest first within each — the long-lived ones an admin minted, not the short-lived
+    /// sessions exchanged for them. Read from the primary, so a token just revoked shows so.
+    pub async fn list_tokens(
+        &self,
+        tenant: &TenantId,
+        now: UnixMillis,
+        limit: i64,
+    ) -> StoreResult<Vec<AgentToken>> {
         let q = sql(
             "SELECT * FROM agent_tokens WHERE tenant_id = $1 AND parent_id IS NULL \
-             ORDER BY created_at DESC, id DESC LIMIT $2",
+             ORDER BY CASE WHEN revoked_at IS NULL AND expires_at > $2 THEN 0 ELSE 1 END, \
+             created_at DESC, id DESC LIMIT $3",
         )
         .text(tenant.as_str())
+        .int(now)
         .int(limit);
         all(
-            self.read_all(Scope::Tenant(tenant), &q, Freshness::Any)
+            self.read_all(Scope::Tenant(tenant), &q, Freshness::Latest)
                 .await?,
             parse::agent_token,
         )

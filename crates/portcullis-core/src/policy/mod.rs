@@ -358,6 +358,83 @@ impl Evaluation {
     }
 }
 
+/// The deepest bracket nesting a policy document may have. Cedar's parser recurses once per
+/// level without a stack check; no real policy comes near this.
+pub const MAX_NESTING: usize = 32;
+
+/// The most chaining operators (`||`, `&&`, `+`, `-`, `*`, `.`, `if`) one policy may hold:
+/// each makes the expression tree one level deeper, and Cedar builds, checks and drops such
+/// trees recursively. A real policy holds a handful.
+pub const MAX_OPERATORS: usize = 24;
+
+/// Refuse a document whose shape would make Cedar recurse deeper than a thread's stack —
+/// brackets nested deeper than [`MAX_NESTING`], or a policy with more than
+/// [`MAX_OPERATORS`] chaining operators — before the parser sees it. String literals and
+/// comments are skipped.
+fn check_shape(text: &str) -> Result<(), String> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut statement, mut operators) = (1usize, 0usize);
+    let mut word = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if word == "if" {
+            operators += 1;
+        }
+        word.clear();
+        match c {
+            '"' => {
+                // A string literal: skip to its unescaped end.
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '|' | '&' if chars.peek() == Some(&c) => {
+                chars.next();
+                operators += 1;
+            }
+            '+' | '-' | '*' | '.' => operators += 1,
+            ';' => {
+                statement += 1;
+                operators = 0;
+            }
+            _ => {}
+        }
+        if deepest > MAX_NESTING {
+            return Err(format!(
+                "policy {statement} is nested more than {MAX_NESTING} brackets deep"
+            ));
+        }
+        if operators > MAX_OPERATORS {
+            return Err(format!(
+                "policy {statement} chains more than {MAX_OPERATORS} operators; split it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
     /// The engine for a tenant without a policy document of its own: the built-ins with
     /// default settings.
@@ -368,6 +445,7 @@ impl Engine {
     /// Parse, check and validate a policy document.
     pub fn compile(document: &PolicyDocument) -> Result<Self, PolicyError> {
         document.settings.validate().map_err(PolicyError::one)?;
+        check_shape(&document.cedar).map_err(PolicyError::one)?;
         let mut problems = Vec::new();
         let mut rules = Vec::new();
         let builtins = builtin::policies(&document.settings);

@@ -114,7 +114,9 @@ async fn put_policy(
     }
     let document =
         crate::engines::document(&body.cedar, &body.settings).map_err(ApiError::BadRequest)?;
-    let engine = Engine::compile(&document).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let engine = crate::engines::compile_untrusted(document.clone())
+        .await
+        .map_err(ApiError::BadRequest)?;
     let mut audit = draft(&tenant.id, &ctx, AuditKind::PolicyUpdated, "policy".into());
     audit.detail = json!({
         "hash": engine.hash(),

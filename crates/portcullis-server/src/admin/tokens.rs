@@ -83,14 +83,18 @@ impl From<AgentToken> for TokenView {
     }
 }
 
-/// The newest 500 tokens of a tenant (sessions exchanged for them are not listed).
+/// A tenant's tokens, live ones first, at most 500 (sessions exchanged for them are not
+/// listed).
 pub(crate) async fn list_tokens(
     State(state): State<AppRef>,
     ctx: AdminContext,
     Path(tenant): Path<String>,
 ) -> ApiResult<Vec<TokenView>> {
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
-    let tokens = state.store.list_tokens(&tenant.id, 500).await?;
+    let tokens = state
+        .store
+        .list_tokens(&tenant.id, state.clock.now(), 500)
+        .await?;
     Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 

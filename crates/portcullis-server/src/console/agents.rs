@@ -155,7 +155,7 @@ pub async fn create_agent(
     Path(tenant): Path<String>,
     Form(form): Form<AgentForm>,
 ) -> Result<Response, Failure> {
-    let ctx = signed.change(&form.csrf)?;
+    let ctx = signed.widen(&form.csrf)?;
     let _changed = crate::admin::agents::create_agent(
         State(state),
         ctx,
@@ -186,7 +186,7 @@ pub async fn mint(
     Path((tenant, agent)): Path<(String, String)>,
     Form(form): Form<MintForm>,
 ) -> Result<Response, Failure> {
-    let ctx = signed.change(&form.csrf)?;
+    let ctx = signed.widen(&form.csrf)?;
     let ttl_secs = match form.days.trim() {
         "" => None,
         days => Some(
@@ -239,7 +239,11 @@ pub async fn switch(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let suspend = direction(&to)?;
-    let ctx = signed.change(&form.csrf)?;
+    let ctx = if suspend {
+        signed.change(&form.csrf)?
+    } else {
+        signed.widen(&form.csrf)?
+    };
     let _changed = crate::admin::suspension::agent_switch(
         State(state),
         ctx,
@@ -258,7 +262,11 @@ pub async fn tenant_switch(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let suspend = direction(&to)?;
-    let ctx = signed.change(&form.csrf)?;
+    let ctx = if suspend {
+        signed.change(&form.csrf)?
+    } else {
+        signed.widen(&form.csrf)?
+    };
     let _changed =
         crate::admin::suspension::tenant_switch(State(state), ctx, Path(tenant.clone()), suspend)
             .await?;

@@ -110,7 +110,7 @@ pub async fn create(
     Path(tenant): Path<String>,
     Form(form): Form<CreateForm>,
 ) -> Result<Response, Failure> {
-    let ctx = signed.change(&form.csrf)?;
+    let ctx = signed.widen(&form.csrf)?;
     let spec: GuardrailSpec = serde_json::from_str(&form.spec)
         .map_err(|_| Failure::BadRequest("That guardrail's terms are not readable."))?;
     let mode = GuardrailMode::parse(&form.mode)

@@ -101,7 +101,7 @@ pub fn totp_aad(admin: &portcullis_core::id::AdminId) -> Vec<u8> {
 /// Whether signing in needs a TOTP code of this human: always once they have enrolled one
 /// (an enrolled factor is never skipped), and always for a human scoped to no tenant; for
 /// the rest, as their tenant says.
-fn needs_code(sign_in: &SignIn) -> bool {
+pub fn needs_code(sign_in: &SignIn) -> bool {
     sign_in.totp.is_some() || sign_in.tenant_console_totp != Some(ConsoleTotp::Optional)
 }
 

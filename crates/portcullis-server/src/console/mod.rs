@@ -227,6 +227,9 @@ pub struct Signed {
     pub token_hash: String,
     /// This session's CSRF token, for the forms on its pages.
     pub csrf: String,
+    /// Whether this session was begun with a TOTP code (a tenant may let humans without one
+    /// sign in with a password alone).
+    pub second_factor: bool,
 }
 
 /// The CSRF token of a session: derived from its token, so only the cookie's holder has it.
@@ -276,10 +279,14 @@ impl FromRequestParts<Arc<AppState>> for Signed {
             Err(StoreError::NotFound) => return Err(Failure::SignIn),
             Err(e) => return Err(e.into()),
         };
-        let admin = state.store.sign_in_by_id(&session.admin_id).await?.admin;
-        if !admin.is_usable(now) {
+        let sign_in = state.store.sign_in_by_id(&session.admin_id).await?;
+        // A session begun without a code lives only while no code is needed: it ends when
+        // the tenant makes the code required again (enrolling a factor ends it too).
+        let second_factor = sign_in.totp.is_some();
+        if !sign_in.admin.is_usable(now) || (!second_factor && login::needs_code(&sign_in)) {
             return Err(Failure::SignIn);
         }
+        let admin = sign_in.admin;
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -290,6 +297,7 @@ impl FromRequestParts<Arc<AppState>> for Signed {
             session,
             token_hash,
             csrf: csrf_of(&token),
+            second_factor,
         })
     }
 }
@@ -304,6 +312,20 @@ impl Signed {
             return Err(Failure::Forbidden);
         }
         Ok(self.ctx.clone())
+    }
+
+    /// The context for a change that lets more through — a new agent or token, a guardrail,
+    /// lifting a kill switch: [`Signed::change`], and only in a session begun with a second
+    /// factor. A password alone (where a tenant allows it) may make the gateway stricter and
+    /// decide small requests, never widen it.
+    pub fn widen(&self, csrf: &str) -> Result<AdminContext, Failure> {
+        let ctx = self.change(csrf)?;
+        if !self.second_factor {
+            return Err(Failure::BadRequest(
+                "This change needs a session begun with a code from an authenticator app.",
+            ));
+        }
+        Ok(ctx)
     }
 
     /// The navigation of this human's pages in `tenant`.

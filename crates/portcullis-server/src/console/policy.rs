@@ -11,7 +11,7 @@ use crate::state::AppState;
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use portcullis_core::policy::{Engine, table};
+use portcullis_core::policy::table;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -118,6 +118,8 @@ pub async fn validate(
     Form(form): Form<ValidateForm>,
 ) -> Result<Response, Failure> {
     signed.check_csrf(&form.csrf)?;
+    // The tenant first: nothing is compiled for a page this human may not see.
+    tenant_for(&state, &signed, &tenant).await?;
     if form.cedar.len() + form.settings.len() > MAX_DRAFT {
         return Err(Failure::BadRequest("A policy document is at most 1 MB."));
     }
@@ -126,10 +128,13 @@ pub async fn validate(
     } else {
         form.settings.as_str()
     };
-    let checked = serde_json::from_str(settings_text)
+    let document = serde_json::from_str(settings_text)
         .map_err(|e| format!("policy settings are not JSON: {e}"))
-        .and_then(|settings| crate::engines::document(&form.cedar, &settings))
-        .and_then(|document| Engine::compile(&document).map_err(|e| e.to_string()));
+        .and_then(|settings| crate::engines::document(&form.cedar, &settings));
+    let checked = match document {
+        Ok(document) => crate::engines::compile_untrusted(document).await,
+        Err(problem) => Err(problem),
+    };
     let result = match checked {
         Ok(engine) => html! {
             section class="card" role="status" aria-labelledby="checked" {

@@ -1827,7 +1827,7 @@ async fn wrong_decision_codes_pause_the_human() {
 // ---- 10. The second factor per tenant
 
 /// Set `tenant`'s console TOTP rule (`required` or `optional`) as the human holding `token`.
-async fn set_console_totp(
+pub(crate) async fn set_console_totp(
     app: &TestApp,
     token: &str,
     tenant: &str,

@@ -3,7 +3,7 @@
 //! is tried the way it can go wrong too: without the CSRF token, by a role that only reads,
 //! by an approver where the API wants an admin, and against another tenant by URL.
 
-use crate::console::{Page, Session, Web, create_human, enroll};
+use crate::console::{Page, Session, Web, create_human, enroll, set_console_totp, set_password};
 use crate::support::*;
 use crate::webhooks::Receiver;
 use portcullis_server::admin::webhooks::EndpointIn;
@@ -570,5 +570,217 @@ async fn the_policy_page_shows_checks_and_explains_without_changing_anything() {
         before.hash, after.hash,
         "checking and explaining change nothing"
     );
+    app.stop().await;
+}
+
+/// Drafts built to overflow Cedar's recursive parser, or to occupy the runtime, are refused
+/// or checked off the runtime: a viewer cannot take the gateway down through "check".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policy_drafts_are_answered_and_the_gateway_keeps_serving() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let web = Web::new(&app);
+    let viewer = signed_in(&app, &web, "acme-viewer", "viewer", "acme").await;
+    let check = |cedar: String| {
+        let (web, viewer) = (&web, &viewer);
+        async move {
+            web.post(
+                "/console/t/acme/policy/validate",
+                Some(viewer),
+                &[("csrf", &viewer.csrf), ("cedar", &cedar), ("settings", "")],
+            )
+            .await
+        }
+    };
+    let depth = 20_000;
+    let nested = format!(
+        "permit(principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(depth),
+        ")".repeat(depth)
+    );
+    let answer = check(nested.clone()).await;
+    ok(&answer, "deeply nested");
+    assert!(
+        answer.text.contains("Not valid") && answer.text.contains("brackets deep"),
+        "{}",
+        answer.text
+    );
+    // A long chain without brackets builds a deep tree too.
+    let chain = format!(
+        "permit(principal, action, resource) when {{ {} }};",
+        vec!["principal.name == \"x\""; 20_000].join(" || ")
+    );
+    let answer = check(chain).await;
+    ok(&answer, "a long chain");
+    assert!(answer.text.contains("chains more than"), "{}", answer.text);
+    // The same through the admin API's upload.
+    let (code, body) = app
+        .api(
+            reqwest::Method::PUT,
+            "/tenants/acme/policy",
+            &app.admin_token,
+            Some(json!({ "cedar": nested })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    // The longest chain allowed (12 names: 11 `||` and 12 `.`, under 24 operators) is
+    // stored, compiled for the next call, evaluated, and explained on the policy page.
+    let longest = format!(
+        "permit(principal, action, resource) when {{ {} }};",
+        ["principal.name == \"x\""; 12].join(" || ")
+    );
+    let (code, body) = app
+        .api(
+            reqwest::Method::PUT,
+            "/tenants/acme/policy",
+            &app.admin_token,
+            Some(json!({ "cedar": longest })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    // Still serving agents and pages.
+    let agent = app.client("acme", &acme.agent_token, Era::Discover).await;
+    assert_eq!(
+        status(&agent.call("crm__get_contact", json!({"id": "c_1"})).await),
+        "ok"
+    );
+    ok(
+        &web.get("/console/t/acme/policy", Some(&viewer)).await,
+        "policy page after",
+    );
+    app.stop().await;
+}
+
+/// Where a tenant lets humans without an authenticator sign in with a password, such a
+/// session may make the gateway stricter, never let more through, and it ends when the
+/// tenant requires the code again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_only_session_cannot_widen_access_and_ends_when_codes_are_required() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    set_console_totp(&app, &app.admin_token, "acme", "optional")
+        .await
+        .expect("optional");
+    let web = Web::new(&app);
+    let (name, token) = create_human(&app, "acme-admin", "admin", "acme").await;
+    let password = format!("{name} correct horse battery");
+    set_password(&app, &token, &password).await;
+    let page = web.try_sign_in(&name, &password, "").await;
+    page.assert_see_other("/console", "password-only sign-in");
+    let session = web.session(crate::console::cookie_of(&page)).await;
+    let base = "/console/t/acme";
+    let widening = [
+        (
+            format!("{base}/agents/{}/tokens", acme.agent_id),
+            vec![("scope", "")],
+        ),
+        (format!("{base}/agents/new"), vec![("name", "sneaky")]),
+        (format!("{base}/kill-switch/resume"), vec![]),
+        (
+            format!("{base}/agents/{}/switch/resume", acme.agent_id),
+            vec![],
+        ),
+        (
+            format!("{base}/guardrails/new"),
+            vec![
+                ("name", "all"),
+                ("mode", "auto"),
+                ("spec", r#"{"connection":"crm","tool":"send_email"}"#),
+            ],
+        ),
+    ];
+    for (path, extra) in &widening {
+        let mut fields = vec![("csrf", session.csrf.as_str())];
+        fields.extend(extra.iter().copied());
+        let answer = web.post(path, Some(&session), &fields).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.text
+        );
+        assert!(
+            answer.text.contains("authenticator"),
+            "{path}: {}",
+            answer.text
+        );
+    }
+    assert_eq!(
+        app.admin_api().tokens("acme").await.expect("tokens").len(),
+        1
+    );
+    assert_eq!(
+        app.admin_api()
+            .list_agents("acme")
+            .await
+            .expect("agents")
+            .len(),
+        1
+    );
+    // Stricter is fine: suspend the agent.
+    web.post(
+        &format!("{base}/agents/{}/switch/suspend", acme.agent_id),
+        Some(&session),
+        &[("csrf", &session.csrf)],
+    )
+    .await
+    .assert_see_other(&format!("{base}/agents"), "suspended without a code");
+    assert!(web.alive(&session, "acme").await);
+    set_console_totp(&app, &app.admin_token, "acme", "required")
+        .await
+        .expect("required");
+    assert!(
+        !web.alive(&session, "acme").await,
+        "the session ends with the rule"
+    );
+    app.stop().await;
+}
+
+/// A refused or unauthenticated write must not flush the access cache (every agent call
+/// would then go to the database); a change that happened does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_do_not_flush_the_access_cache() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let web = Web::new(&app);
+    let viewer = signed_in(&app, &web, "acme-viewer", "viewer", "acme").await;
+    let before = app.state.cache.invalidations();
+    // Twice each: more would trip the address's lockout, which the last step needs open.
+    for _ in 0..2 {
+        web.post(
+            "/console/login",
+            None,
+            &[("name", "nobody"), ("password", "x"), ("code", "1")],
+        )
+        .await;
+        web.post("/console/nowhere", None, &[]).await;
+        web.post(
+            &format!("/console/t/acme/agents/{}/switch/suspend", acme.agent_id),
+            Some(&viewer),
+            &[("csrf", &viewer.csrf)],
+        )
+        .await;
+        let (code, _) = app
+            .api(
+                reqwest::Method::POST,
+                "/tenants",
+                "pcadm_not-a-token",
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        app.state.cache.invalidations(),
+        before,
+        "nothing changed, nothing flushed"
+    );
+    app.admin_api()
+        .create_tenant(&portcullis_server::admin::tenants::NameIn {
+            name: "globex".into(),
+        })
+        .await
+        .expect("create");
+    assert!(app.state.cache.invalidations() > before, "a change flushes");
     app.stop().await;
 }

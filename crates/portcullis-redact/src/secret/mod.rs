@@ -1,0 +1,426 @@
+//! Credential detection: provider rules, JWTs, PEM private keys and high-entropy bearer values,
+//! plus (through `crate::encoded`) credentials hidden in base64, percent-encoding and JSON
+//! escapes.
+//!
+//! One Aho-Corasick automaton holds every literal keyword of every rule (`ghp_`, `sk_live_`,
+//! `-----BEGIN `, `bearer`, `%`, …) and runs once over the text. Each hit names the rule it
+//! belongs to, and only that rule's regex runs, only on a window of bounded length at the hit.
+//! So the cost is one automaton pass plus work proportional to the hits, and it stays flat as
+//! rules are added: a rule without hits costs nothing. (`regex::RegexSet` would also be one
+//! pass, but it reports only which patterns matched, not where; finding the positions means
+//! running each matching regex over the whole text again.)
+
+pub(crate) mod rules;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use base64::Engine as _;
+use regex::Regex;
+
+use crate::encoded;
+use crate::kind::{Encoding, Finding, Kind};
+use crate::text::{alnum_isolated, byte_before, char_classes, floor_boundary, shannon_entropy};
+use rules::SecretRule;
+
+/// The longest JWT we look at, and the longest PEM block.
+const JWT_MAX_LEN: usize = 16 * 1024;
+const PEM_MAX_LEN: usize = 64 * 1024;
+/// Bearer-style values: at least this long, at most this long.
+const BEARER_MIN_LEN: usize = 20;
+const BEARER_MAX_LEN: usize = 1024;
+
+/// What a prefilter keyword triggers.
+#[derive(Clone, Copy)]
+enum Target {
+    Rule(usize),
+    Jwt,
+    PemBegin,
+    PemEnd,
+    /// `Bearer <value>`.
+    Bearer,
+    /// `token=<value>`, `api_key: <value>`, `password = "<value>"`.
+    Assignment,
+    Percent,
+    JsonEscape,
+}
+
+struct CompiledRule {
+    rule: SecretRule,
+    regex: Regex,
+    /// The credential is the named group `s` (context rules), not the whole match.
+    has_group: bool,
+    /// A pure prefix rule: its keyword starts the credential, so a keyword glued to a letter or
+    /// digit on its left cannot start one.
+    prefix_only: bool,
+    back: usize,
+    max_len: usize,
+    min_entropy: f64,
+    check: Option<fn(&str) -> bool>,
+    after_letters: bool,
+}
+
+pub(crate) struct SecretScanner {
+    prefilter: AhoCorasick,
+    targets: Vec<Target>,
+    rules: Vec<CompiledRule>,
+    jwt: Regex,
+    bearer: Regex,
+    assignment: Regex,
+    bearer_min_entropy: f64,
+}
+
+impl SecretScanner {
+    pub(crate) fn new(bearer_min_entropy: f64) -> SecretScanner {
+        let mut keywords: Vec<&'static str> = Vec::new();
+        let mut targets = Vec::new();
+        let mut compiled = Vec::new();
+        for (index, &rule) in SecretRule::ALL.iter().enumerate() {
+            let spec = rule.spec();
+            for anchor in spec.anchors {
+                keywords.push(anchor);
+                targets.push(Target::Rule(index));
+            }
+            // INVARIANT: rules without a look-behind window are anchored at the keyword, so a
+            // failed hit costs only as many bytes as the regex needs to fail.
+            let pattern = if spec.back == 0 {
+                format!("^(?:{})", spec.regex)
+            } else {
+                spec.regex.to_owned()
+            };
+            let has_group = spec.regex.contains("(?P<s>");
+            compiled.push(CompiledRule {
+                rule,
+                regex: Regex::new(&pattern).expect("secret rule regexes are tested to compile"),
+                has_group,
+                prefix_only: spec.back == 0 && !has_group,
+                back: spec.back,
+                max_len: spec.max_len,
+                min_entropy: spec.min_entropy,
+                check: spec.check,
+                after_letters: spec.after_letters,
+            });
+        }
+        let fixed: [(&'static str, Target); 15] = [
+            ("eyJ", Target::Jwt),
+            ("-----BEGIN ", Target::PemBegin),
+            ("-----END ", Target::PemEnd),
+            ("bearer", Target::Bearer),
+            ("token", Target::Assignment),
+            ("api_key", Target::Assignment),
+            ("api-key", Target::Assignment),
+            ("apikey", Target::Assignment),
+            ("secret", Target::Assignment),
+            ("password", Target::Assignment),
+            ("passwd", Target::Assignment),
+            ("access_key", Target::Assignment),
+            ("%", Target::Percent),
+            ("\\u", Target::JsonEscape),
+            ("\\/", Target::JsonEscape),
+        ];
+        for (keyword, target) in fixed {
+            keywords.push(keyword);
+            targets.push(target);
+        }
+        let prefilter = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&keywords)
+            .expect("the keyword automaton builds");
+        let value = r#"[^\s"'`<>,;{}()\[\]\\&|]"#;
+        SecretScanner {
+            prefilter,
+            targets,
+            rules: compiled,
+            jwt: Regex::new(r"^eyJ[A-Za-z0-9_-]{7,4000}\.[A-Za-z0-9_-]{2,12000}\.[A-Za-z0-9_-]{0,4000}")
+                .expect("jwt regex"),
+            bearer: Regex::new(&format!(r"^(?i:bearer)[ \t]+(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}})"))
+                .expect("bearer regex"),
+            assignment: Regex::new(&format!(
+                r#"^(?i:token|api[_-]?key|apikey|secret|password|passwd|access[_-]?key)[A-Za-z0-9_.-]{{0,32}}["']?\s{{0,4}}(?:=>|:=|[:=])\s{{0,4}}["']?(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}})"#
+            ))
+            .expect("assignment regex"),
+            bearer_min_entropy,
+        }
+    }
+
+    /// Appends every credential candidate in `text`. With `decode`, encoded runs are decoded
+    /// once and their decoded text scanned too (without decoding again: depth 1).
+    pub(crate) fn scan(&self, text: &str, decode: bool, out: &mut Vec<Finding>) {
+        let mut pem_begins = Vec::new();
+        let mut pem_ends = Vec::new();
+        let mut url_cursor = 0;
+        let mut json_cursor = 0;
+        for hit in self.prefilter.find_overlapping_iter(text) {
+            let at = hit.start();
+            match self.targets[hit.pattern().as_usize()] {
+                Target::Rule(index) => self.rule_at(&self.rules[index], text, at, out),
+                Target::Jwt => self.jwt_at(text, at, out),
+                Target::PemBegin => pem_begins.push(at),
+                Target::PemEnd => pem_ends.push(at),
+                Target::Bearer => {
+                    self.bearer_at(&self.bearer, Kind::HighEntropyBearer, text, at, out)
+                }
+                Target::Assignment => {
+                    self.bearer_at(&self.assignment, Kind::HighEntropyBearer, text, at, out)
+                }
+                Target::Percent if decode && at >= url_cursor => {
+                    url_cursor = encoded::percent_run(self, text, at, url_cursor, out);
+                }
+                Target::JsonEscape if decode && at >= json_cursor => {
+                    json_cursor = encoded::json_run(self, text, at, json_cursor, out);
+                }
+                Target::Percent | Target::JsonEscape => {}
+            }
+        }
+        pem_blocks(text, &pem_begins, &pem_ends, out);
+        if decode {
+            encoded::base64_runs(self, text, out);
+        }
+    }
+
+    fn rule_at(&self, rule: &CompiledRule, text: &str, at: usize, out: &mut Vec<Finding>) {
+        if rule.prefix_only && byte_before(text, at).is_some_and(|b| b.is_ascii_alphanumeric()) {
+            return;
+        }
+        // Keyword hits are ASCII, so `at` is a char boundary; the window ends are rounded.
+        let window_start = crate::text::ceil_boundary(text, at.saturating_sub(rule.back));
+        let window_end = floor_boundary(text, at.saturating_add(rule.max_len));
+        let window = &text[window_start..window_end];
+        let span = if rule.has_group {
+            rule.regex
+                .captures(window)
+                .and_then(|caps| caps.name("s").or_else(|| caps.get(0)))
+        } else {
+            rule.regex.find(window)
+        };
+        let Some(span) = span else { return };
+        let (start, end) = (window_start + span.start(), window_start + span.end());
+        let isolated = if rule.after_letters {
+            !byte_before(text, start).is_some_and(|b| b.is_ascii_digit())
+                && !crate::text::byte_at(text, end).is_some_and(|b| b.is_ascii_alphanumeric())
+        } else {
+            alnum_isolated(text, start, end)
+        };
+        if !isolated {
+            return;
+        }
+        let value = &text[start..end];
+        if rule.min_entropy > 0.0 && shannon_entropy(value) < rule.min_entropy {
+            return;
+        }
+        if rule.check.is_some_and(|check| !check(value)) {
+            return;
+        }
+        out.push(Finding::new(
+            Kind::Secret(rule.rule),
+            start,
+            end,
+            Encoding::Plain,
+        ));
+    }
+
+    fn jwt_at(&self, text: &str, at: usize, out: &mut Vec<Finding>) {
+        if byte_before(text, at).is_some_and(is_base64url_byte) {
+            return;
+        }
+        let window = &text[at..floor_boundary(text, at.saturating_add(JWT_MAX_LEN))];
+        let Some(found) = self.jwt.find(window) else {
+            return;
+        };
+        let end = at + found.end();
+        if crate::text::byte_at(text, end).is_some_and(|b| is_base64url_byte(b) || b == b'.') {
+            return;
+        }
+        let header = found.as_str().split('.').next().unwrap_or_default();
+        if jwt_header_names_alg(header) {
+            out.push(Finding::new(Kind::Jwt, at, end, Encoding::Plain));
+        }
+    }
+
+    fn bearer_at(&self, regex: &Regex, kind: Kind, text: &str, at: usize, out: &mut Vec<Finding>) {
+        let window = &text[at..floor_boundary(text, at.saturating_add(BEARER_MAX_LEN + 64))];
+        let Some(value) = regex.captures(window).and_then(|caps| caps.name("s")) else {
+            return;
+        };
+        // Trailing punctuation closes a sentence or a value; it is not part of the token.
+        let trimmed = value.as_str().trim_end_matches(['.', ':', '!', '?']);
+        let (start, end) = (at + value.start(), at + value.start() + trimmed.len());
+        if trimmed.len() < BEARER_MIN_LEN
+            || char_classes(trimmed) < 2
+            || shannon_entropy(trimmed) < self.bearer_min_entropy
+        {
+            return;
+        }
+        out.push(Finding::new(kind, start, end, Encoding::Plain));
+    }
+}
+
+fn is_base64url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// True when a JWT's first part decodes to a JSON object with an `alg` member.
+fn jwt_header_names_alg(header: &str) -> bool {
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    let Ok(json) = std::str::from_utf8(&bytes) else {
+        return false;
+    };
+    let json = json.trim();
+    if !(json.starts_with('{') && json.ends_with('}')) {
+        return false;
+    }
+    json.match_indices("\"alg\"")
+        .any(|(index, key)| json[index + key.len()..].trim_start().starts_with(':'))
+}
+
+/// Pairs each `-----BEGIN … PRIVATE KEY-----` with the next END line of the same label. A
+/// block whose END is missing (a truncated key) runs to the end of its base64 body.
+fn pem_blocks(text: &str, begins: &[usize], ends: &[usize], out: &mut Vec<Finding>) {
+    const BEGIN: &str = "-----BEGIN ";
+    const END: &str = "-----END ";
+    let bytes = text.as_bytes();
+    for &begin in begins {
+        if !text[begin..].starts_with(BEGIN) {
+            continue; // the prefilter matched ignoring case; PEM is upper case
+        }
+        let label_start = begin + BEGIN.len();
+        let Some(label_len) =
+            text[label_start..floor_boundary(text, label_start + 40)].find("-----")
+        else {
+            continue;
+        };
+        let label = &text[label_start..label_start + label_len];
+        if !(label.ends_with("PRIVATE KEY") || label == "PGP PRIVATE KEY BLOCK") {
+            continue;
+        }
+        let body_start = label_start + label_len + 5;
+        let next_end = ends.partition_point(|&e| e < body_start);
+        let closed = ends.get(next_end).and_then(|&e| {
+            let rest = &text[e..];
+            let closes = e - begin <= PEM_MAX_LEN
+                && rest.starts_with(END)
+                && rest[END.len()..].starts_with(label)
+                && rest[END.len() + label.len()..].starts_with("-----");
+            closes.then_some(e + END.len() + label.len() + 5)
+        });
+        let end = closed.unwrap_or_else(|| {
+            // Truncated: the body is base64 lines, possibly with JSON `\n` escapes between them.
+            let limit = (begin + PEM_MAX_LEN).min(bytes.len());
+            let mut end = body_start;
+            while end < limit
+                && (bytes[end].is_ascii_alphanumeric()
+                    || matches!(
+                        bytes[end],
+                        b'+' | b'/'
+                            | b'='
+                            | b'\\'
+                            | b'\r'
+                            | b'\n'
+                            | b' '
+                            | b'\t'
+                            | b':'
+                            | b','
+                            | b'-'
+                    ))
+            {
+                end += 1;
+            }
+            // Trailing separators are not key material.
+            while end > body_start
+                && matches!(bytes[end - 1], b'\r' | b'\n' | b' ' | b'\t' | b'\\' | b'-')
+            {
+                end -= 1;
+            }
+            end
+        });
+        out.push(Finding::new(
+            Kind::PemPrivateKey,
+            begin,
+            end,
+            Encoding::Plain,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        SecretScanner::new(3.2).scan(text, true, &mut out);
+        out
+    }
+
+    #[test]
+    fn jwt_needs_a_header_with_alg() {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = engine.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = engine.encode(r#"{"sub":"1234567890","name":"Ada"}"#);
+        let token = format!(
+            "{header}.{payload}.{}",
+            "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+        );
+        let found = scan(&format!("auth: {token} end"));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.kind() == Kind::Jwt && f.span() == (6..6 + token.len()))
+        );
+
+        let no_alg = format!("{}.{payload}.sig", engine.encode(r#"{"typ":"JWT"}"#));
+        assert!(!scan(&no_alg).iter().any(|f| f.kind() == Kind::Jwt));
+    }
+
+    #[test]
+    fn pem_block_runs_from_begin_to_its_end_line() {
+        let key = [
+            "-----BEGIN ",
+            "RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nq83x\n-----END RSA PRIVATE KEY-----",
+        ]
+        .concat();
+        let text = format!("key:\n{key}\nafter");
+        let found = scan(&text);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.kind() == Kind::PemPrivateKey && text[f.span()] == key)
+        );
+        let public = [
+            "-----BEGIN ",
+            "PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
+        ]
+        .concat();
+        assert!(
+            !scan(&public)
+                .iter()
+                .any(|f| f.kind() == Kind::PemPrivateKey)
+        );
+    }
+
+    #[test]
+    fn truncated_pem_block_still_covers_its_body() {
+        let text = [
+            "x -----BEGIN ",
+            "PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\nBKcwggSjAgEAAoIBAQC7",
+        ]
+        .concat();
+        let found = scan(&text);
+        let pem = found
+            .iter()
+            .find(|f| f.kind() == Kind::PemPrivateKey)
+            .expect("a finding");
+        assert_eq!(pem.end(), text.len());
+    }
+
+    #[test]
+    fn bearer_values_need_entropy() {
+        let token = ["q8Zr2LxT0pWv9Nb", "K3mHy7Qd"].concat();
+        let found = scan(&format!("Authorization: Bearer {token}\n"));
+        assert!(found.iter().any(|f| f.kind() == Kind::HighEntropyBearer));
+        assert!(scan("Authorization: Bearer aaaaaaaaaaaaaaaaaaaaaaaaaaaa\n").is_empty());
+        assert!(scan("password: this_is_a_placeholder_value").is_empty());
+    }
+}

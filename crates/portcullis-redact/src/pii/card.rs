@@ -78,11 +78,11 @@ fn scan_run(text: &str, start: usize, end: usize, out: &mut Vec<Finding>) {
 }
 
 fn is_card(text: &str, groups: &[(usize, usize)]) -> bool {
-    let sizes: Vec<usize> = groups.iter().map(|(s, e)| e - s).collect();
-    let total: usize = sizes.iter().sum();
+    let total: usize = groups.iter().map(|(s, e)| e - s).sum();
     if !(12..=19).contains(&total) {
         return false;
     }
+    let sizes: Vec<usize> = groups.iter().map(|(s, e)| e - s).collect();
     if groups.len() > 1 {
         let separators: Vec<u8> = groups.windows(2).map(|w| text.as_bytes()[w[0].1]).collect();
         if separators.iter().any(|&s| s != separators[0]) {

@@ -126,17 +126,17 @@ impl SecretScanner {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .expect("the keyword automaton builds");
-        let value = r#"[^\s"'`<>,;{}()\[\]\\&|]"#;
+        let value = r#"[^\s"'`<>,;{}()\[\]\\&|=]"#;
         SecretScanner {
             prefilter,
             targets,
             rules: compiled,
             jwt: Regex::new(r"^eyJ[A-Za-z0-9_-]{7,4000}\.[A-Za-z0-9_-]{2,12000}\.[A-Za-z0-9_-]{0,4000}")
                 .expect("jwt regex"),
-            bearer: Regex::new(&format!(r"^(?i:bearer)[ \t]+(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}})"))
+            bearer: Regex::new(&format!(r"^(?i:bearer)[ \t]+(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}}={{0,2}})"))
                 .expect("bearer regex"),
             assignment: Regex::new(&format!(
-                r#"^(?i:token|api[_-]?key|apikey|secret|password|passwd|access[_-]?key)[A-Za-z0-9_.-]{{0,32}}["']?\s{{0,4}}(?:=>|:=|[:=])\s{{0,4}}["']?(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}})"#
+                r#"^(?i:token|api[_-]?key|apikey|secret|password|passwd|access[_-]?key)[A-Za-z0-9_.-]{{0,32}}["']?\s{{0,4}}(?:=>|:=|[:=])\s{{0,4}}["']?(?P<s>{value}{{{BEARER_MIN_LEN},{BEARER_MAX_LEN}}}={{0,2}})"#
             ))
             .expect("assignment regex"),
             bearer_min_entropy,
@@ -148,20 +148,38 @@ impl SecretScanner {
     pub(crate) fn scan(&self, text: &str, decode: bool, out: &mut Vec<Finding>) {
         let mut pem_begins = Vec::new();
         let mut pem_ends = Vec::new();
+        // INVARIANT: a keyword hit inside the last match of its own rule (or of the bearer
+        // rules, or of an encoded run) is skipped: that text was read already. Without this,
+        // input made of one keyword repeated would make each hit read a whole window again.
+        let mut rule_cursors = vec![0usize; self.rules.len()];
+        let mut jwt_cursor = 0;
+        let mut bearer_cursor = 0;
         let mut url_cursor = 0;
         let mut json_cursor = 0;
         for hit in self.prefilter.find_overlapping_iter(text) {
             let at = hit.start();
             match self.targets[hit.pattern().as_usize()] {
-                Target::Rule(index) => self.rule_at(&self.rules[index], text, at, out),
-                Target::Jwt => self.jwt_at(text, at, out),
+                Target::Rule(index) if at >= rule_cursors[index] => {
+                    if let Some(end) = self.rule_at(&self.rules[index], text, at, out) {
+                        rule_cursors[index] = end;
+                    }
+                }
+                Target::Jwt if at >= jwt_cursor => {
+                    if let Some(end) = self.jwt_at(text, at, out) {
+                        jwt_cursor = end;
+                    }
+                }
                 Target::PemBegin => pem_begins.push(at),
                 Target::PemEnd => pem_ends.push(at),
-                Target::Bearer => {
-                    self.bearer_at(&self.bearer, Kind::HighEntropyBearer, text, at, out)
+                Target::Bearer if at >= bearer_cursor => {
+                    if let Some(end) = self.bearer_at(&self.bearer, text, at, out) {
+                        bearer_cursor = end;
+                    }
                 }
-                Target::Assignment => {
-                    self.bearer_at(&self.assignment, Kind::HighEntropyBearer, text, at, out)
+                Target::Assignment if at >= bearer_cursor => {
+                    if let Some(end) = self.bearer_at(&self.assignment, text, at, out) {
+                        bearer_cursor = end;
+                    }
                 }
                 Target::Percent if decode && at >= url_cursor => {
                     url_cursor = encoded::percent_run(self, text, at, url_cursor, out);
@@ -169,7 +187,7 @@ impl SecretScanner {
                 Target::JsonEscape if decode && at >= json_cursor => {
                     json_cursor = encoded::json_run(self, text, at, json_cursor, out);
                 }
-                Target::Percent | Target::JsonEscape => {}
+                _ => {}
             }
         }
         pem_blocks(text, &pem_begins, &pem_ends, out);
@@ -178,9 +196,17 @@ impl SecretScanner {
         }
     }
 
-    fn rule_at(&self, rule: &CompiledRule, text: &str, at: usize, out: &mut Vec<Finding>) {
+    /// Runs one rule at a keyword hit. Returns the end of the regex match, if any (whether
+    /// or not the match passed the checks after it).
+    fn rule_at(
+        &self,
+        rule: &CompiledRule,
+        text: &str,
+        at: usize,
+        out: &mut Vec<Finding>,
+    ) -> Option<usize> {
         if rule.prefix_only && byte_before(text, at).is_some_and(|b| b.is_ascii_alphanumeric()) {
-            return;
+            return None;
         }
         // Keyword hits are ASCII, so `at` is a char boundary; the window ends are rounded.
         let window_start = crate::text::ceil_boundary(text, at.saturating_sub(rule.back));
@@ -193,7 +219,7 @@ impl SecretScanner {
         } else {
             rule.regex.find(window)
         };
-        let Some(span) = span else { return };
+        let span = span?;
         let (start, end) = (window_start + span.start(), window_start + span.end());
         let isolated = if rule.after_letters {
             !byte_before(text, start).is_some_and(|b| b.is_ascii_digit())
@@ -202,14 +228,14 @@ impl SecretScanner {
             alnum_isolated(text, start, end)
         };
         if !isolated {
-            return;
+            return Some(end);
         }
         let value = &text[start..end];
         if rule.min_entropy > 0.0 && shannon_entropy(value) < rule.min_entropy {
-            return;
+            return Some(end);
         }
         if rule.check.is_some_and(|check| !check(value)) {
-            return;
+            return Some(end);
         }
         out.push(Finding::new(
             Kind::Secret(rule.rule),
@@ -217,31 +243,36 @@ impl SecretScanner {
             end,
             Encoding::Plain,
         ));
+        Some(end)
     }
 
-    fn jwt_at(&self, text: &str, at: usize, out: &mut Vec<Finding>) {
+    fn jwt_at(&self, text: &str, at: usize, out: &mut Vec<Finding>) -> Option<usize> {
         if byte_before(text, at).is_some_and(is_base64url_byte) {
-            return;
+            return None;
         }
         let window = &text[at..floor_boundary(text, at.saturating_add(JWT_MAX_LEN))];
-        let Some(found) = self.jwt.find(window) else {
-            return;
-        };
+        let found = self.jwt.find(window)?;
         let end = at + found.end();
         if crate::text::byte_at(text, end).is_some_and(|b| is_base64url_byte(b) || b == b'.') {
-            return;
+            return Some(end);
         }
         let header = found.as_str().split('.').next().unwrap_or_default();
         if jwt_header_names_alg(header) {
             out.push(Finding::new(Kind::Jwt, at, end, Encoding::Plain));
         }
+        Some(end)
     }
 
-    fn bearer_at(&self, regex: &Regex, kind: Kind, text: &str, at: usize, out: &mut Vec<Finding>) {
+    /// A bearer-style value at a keyword hit; returns the end of the value read, if any.
+    fn bearer_at(
+        &self,
+        regex: &Regex,
+        text: &str,
+        at: usize,
+        out: &mut Vec<Finding>,
+    ) -> Option<usize> {
         let window = &text[at..floor_boundary(text, at.saturating_add(BEARER_MAX_LEN + 64))];
-        let Some(value) = regex.captures(window).and_then(|caps| caps.name("s")) else {
-            return;
-        };
+        let value = regex.captures(window).and_then(|caps| caps.name("s"))?;
         // Trailing punctuation closes a sentence or a value; it is not part of the token.
         let trimmed = value.as_str().trim_end_matches(['.', ':', '!', '?']);
         let (start, end) = (at + value.start(), at + value.start() + trimmed.len());
@@ -249,9 +280,15 @@ impl SecretScanner {
             || char_classes(trimmed) < 2
             || shannon_entropy(trimmed) < self.bearer_min_entropy
         {
-            return;
+            return Some(end);
         }
-        out.push(Finding::new(kind, start, end, Encoding::Plain));
+        out.push(Finding::new(
+            Kind::HighEntropyBearer,
+            start,
+            end,
+            Encoding::Plain,
+        ));
+        Some(end)
     }
 }
 
@@ -281,8 +318,9 @@ fn pem_blocks(text: &str, begins: &[usize], ends: &[usize], out: &mut Vec<Findin
     const BEGIN: &str = "-----BEGIN ";
     const END: &str = "-----END ";
     let bytes = text.as_bytes();
+    let mut covered = 0;
     for &begin in begins {
-        if !text[begin..].starts_with(BEGIN) {
+        if begin < covered || !text[begin..].starts_with(BEGIN) {
             continue; // the prefilter matched ignoring case; PEM is upper case
         }
         let label_start = begin + BEGIN.len();
@@ -313,16 +351,7 @@ fn pem_blocks(text: &str, begins: &[usize], ends: &[usize], out: &mut Vec<Findin
                 && (bytes[end].is_ascii_alphanumeric()
                     || matches!(
                         bytes[end],
-                        b'+' | b'/'
-                            | b'='
-                            | b'\\'
-                            | b'\r'
-                            | b'\n'
-                            | b' '
-                            | b'\t'
-                            | b':'
-                            | b','
-                            | b'-'
+                        b'+' | b'/' | b'=' | b'\\' | b'\r' | b'\n' | b' ' | b'\t' | b':' | b','
                     ))
             {
                 end += 1;
@@ -341,6 +370,7 @@ fn pem_blocks(text: &str, begins: &[usize], ends: &[usize], out: &mut Vec<Findin
             end,
             Encoding::Plain,
         ));
+        covered = end;
     }
 }
 

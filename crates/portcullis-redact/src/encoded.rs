@@ -45,14 +45,28 @@ fn report(
     }
 }
 
+/// Base64 (standard and URL-safe) characters, as a table: this test runs on every byte of
+/// the text.
+const BASE64_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
+        b += 1;
+    }
+    table
+};
+
 fn is_base64_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+    BASE64_BYTES[usize::from(b)]
 }
 
 /// Finds maximal runs of base64 characters (with up to two `=` of padding) of at least
 /// `MIN_BASE64_LEN` bytes, decodes those that decode to UTF-8 text and scans them.
 pub(crate) fn base64_runs(scanner: &SecretScanner, text: &str, out: &mut Vec<Finding>) {
     let bytes = text.as_bytes();
+    let mut decoded = Vec::new();
     let mut index = 0;
     while index < bytes.len() {
         if !is_base64_byte(bytes[index]) {
@@ -77,21 +91,31 @@ pub(crate) fn base64_runs(scanner: &SecretScanner, text: &str, out: &mut Vec<Fin
         if url_safe && body.contains(['+', '/']) {
             continue; // two alphabets mixed: not base64
         }
-        // Runs made only of letters, or only of hex digits, are words and hashes: their
-        // decoded bytes are not text.
+        // Words, hashes and UUIDs: runs of only letters, or only hex digits and dashes, do
+        // not decode to text.
         if body.bytes().all(|b| b.is_ascii_alphabetic())
-            || body.bytes().all(|b| b.is_ascii_hexdigit())
+            || body.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
         {
             continue;
         }
         let engine = if url_safe { &URL_SAFE } else { &STANDARD };
-        let Ok(decoded) = engine.decode(body) else {
+        // Most runs are random bytes: decoding the first 24 characters usually shows that
+        // they are not text, before the whole run is decoded.
+        decoded.clear();
+        if engine
+            .decode_vec(&body[..MIN_BASE64_LEN], &mut decoded)
+            .is_err()
+            || std::str::from_utf8(&decoded).is_err_and(|e| e.error_len().is_some())
+        {
             continue;
-        };
-        let Ok(decoded) = String::from_utf8(decoded) else {
+        }
+        decoded.clear();
+        if engine.decode_vec(body, &mut decoded).is_err() {
             continue;
-        };
-        report(scanner, &decoded, start, index, Encoding::Base64, out);
+        }
+        if let Ok(text) = std::str::from_utf8(&decoded) {
+            report(scanner, text, start, index, Encoding::Base64, out);
+        }
     }
 }
 

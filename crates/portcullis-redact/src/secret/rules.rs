@@ -112,7 +112,7 @@ secret_rules! {
     AwsSessionToken = "aws_session_token" {
         anchors: &["aws_session_token", "awssessiontoken", "x-amz-security-token"],
         max_len: 1400, min_entropy: 3.0,
-        regex: concat!("(?i:aws_?session_?token|x-amz-security-token)", sep!(), "(?P<s>[A-Za-z0-9/+=]{100,1300})"),
+        regex: concat!("(?i:aws_?session_?token|x-amz-security-token)", sep!(), "(?P<s>[A-Za-z0-9/+=]{100,})"),
     }
     /// Google Cloud / Gemini API key (`AIza…`).
     GcpApiKey = "gcp_api_key" {
@@ -186,17 +186,17 @@ secret_rules! {
     }
     /// Atlassian (Jira, Confluence) API token (`ATATT3…`).
     AtlassianApiToken = "atlassian_api_token" {
-        anchors: &["ATATT3"], max_len: 310, regex: r"ATATT3[A-Za-z0-9_=-]{100,300}",
+        anchors: &["ATATT3"], max_len: 310, regex: r"ATATT3[A-Za-z0-9_=-]{100,}",
     }
     /// npm access token (`npm_…`).
     NpmToken = "npm_token" { anchors: &["npm_"], max_len: 40, regex: r"npm_[A-Za-z0-9]{36}" }
     /// PyPI upload token (`pypi-AgE…`, a macaroon).
-    PypiToken = "pypi_token" { anchors: &["pypi-AgE"], max_len: 310, regex: r"pypi-AgE[A-Za-z0-9_-]{50,300}" }
+    PypiToken = "pypi_token" { anchors: &["pypi-AgE"], max_len: 310, regex: r"pypi-AgE[A-Za-z0-9_-]{50,}" }
     /// Docker Hub personal access token (`dckr_pat_…`).
     DockerHubPat = "docker_hub_pat" { anchors: &["dckr_pat_"], max_len: 36, regex: r"dckr_pat_[A-Za-z0-9_-]{27}" }
     /// HashiCorp Vault service, batch and recovery tokens (`hvs.…`).
     VaultToken = "vault_token" {
-        anchors: &["hvs.", "hvb.", "hvr."], max_len: 204, min_entropy: 3.0, regex: r"hv[sbr]\.[A-Za-z0-9_-]{24,200}",
+        anchors: &["hvs.", "hvb.", "hvr."], max_len: 204, min_entropy: 3.0, regex: r"hv[sbr]\.[A-Za-z0-9_-]{24,}",
     }
     /// HashiCorp Terraform Cloud API token (`….atlasv1.…`).
     TerraformCloudToken = "terraform_cloud_token" {
@@ -244,16 +244,16 @@ secret_rules! {
 
     // Payments and commerce.
     /// Stripe live secret key (`sk_live_…`).
-    StripeSecretKey = "stripe_secret_key" { anchors: &["sk_live_"], max_len: 108, regex: r"sk_live_[A-Za-z0-9]{24,99}" }
+    StripeSecretKey = "stripe_secret_key" { anchors: &["sk_live_"], max_len: 108, regex: r"sk_live_[A-Za-z0-9]{24,}" }
     /// Stripe live restricted key (`rk_live_…`).
-    StripeRestrictedKey = "stripe_restricted_key" { anchors: &["rk_live_"], max_len: 108, regex: r"rk_live_[A-Za-z0-9]{24,99}" }
+    StripeRestrictedKey = "stripe_restricted_key" { anchors: &["rk_live_"], max_len: 108, regex: r"rk_live_[A-Za-z0-9]{24,}" }
     /// Stripe test-mode secret or restricted key (`sk_test_…`).
     StripeTestKey = "stripe_test_key" {
-        anchors: &["sk_test_", "rk_test_"], max_len: 108, regex: r"[sr]k_test_[A-Za-z0-9]{24,99}",
+        anchors: &["sk_test_", "rk_test_"], max_len: 108, regex: r"[sr]k_test_[A-Za-z0-9]{24,}",
     }
     /// Webhook signing secret (`whsec_…`: Stripe, Standard Webhooks, Portcullis itself).
     WebhookSigningSecret = "webhook_signing_secret" {
-        anchors: &["whsec_"], max_len: 106, min_entropy: 3.0, regex: r"whsec_[A-Za-z0-9+/=]{24,100}",
+        anchors: &["whsec_"], max_len: 106, min_entropy: 3.0, regex: r"whsec_[A-Za-z0-9+/=]{24,}",
     }
     /// Square access token (`sq0atp-…`, `EAAA…`).
     SquareAccessToken = "square_access_token" {
@@ -278,7 +278,7 @@ secret_rules! {
     /// OpenAI project, service-account and admin keys (`sk-proj-…`).
     OpenaiApiKey = "openai_api_key" {
         anchors: &["sk-proj-", "sk-svcacct-", "sk-admin-"], max_len: 262,
-        regex: r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,250}",
+        regex: r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}",
     }
     /// OpenAI user key of the older format (`sk-…T3BlbkFJ…`).
     OpenaiLegacyApiKey = "openai_legacy_api_key" {
@@ -286,11 +286,11 @@ secret_rules! {
     }
     /// Anthropic API key (`sk-ant-api03-…`).
     AnthropicApiKey = "anthropic_api_key" {
-        anchors: &["sk-ant-api"], max_len: 135, regex: r"sk-ant-api[0-9]{2}-[A-Za-z0-9_-]{80,120}",
+        anchors: &["sk-ant-api"], max_len: 135, regex: r"sk-ant-api[0-9]{2}-[A-Za-z0-9_-]{80,}",
     }
     /// Anthropic Admin API key (`sk-ant-admin01-…`).
     AnthropicAdminKey = "anthropic_admin_key" {
-        anchors: &["sk-ant-admin"], max_len: 137, regex: r"sk-ant-admin[0-9]{2}-[A-Za-z0-9_-]{80,120}",
+        anchors: &["sk-ant-admin"], max_len: 137, regex: r"sk-ant-admin[0-9]{2}-[A-Za-z0-9_-]{80,}",
     }
     /// Hugging Face access token (`hf_…`).
     HuggingfaceToken = "huggingface_token" {
@@ -355,7 +355,7 @@ secret_rules! {
     }
     /// Sentry auth token (`sntrys_…`, `sntryu_…`).
     SentryAuthToken = "sentry_auth_token" {
-        anchors: &["sntrys_", "sntryu_"], max_len: 260, regex: r"sntry[su]_[A-Za-z0-9+/=_-]{60,250}",
+        anchors: &["sntrys_", "sntryu_"], max_len: 260, regex: r"sntry[su]_[A-Za-z0-9+/=_-]{60,}",
     }
 
     // Developer tools and platforms.
@@ -403,7 +403,7 @@ secret_rules! {
     DatabricksToken = "databricks_token" { anchors: &["dapi"], max_len: 38, regex: r"dapi[a-f0-9]{32}(?:-[0-9])?" }
     /// Grafana Cloud access policy token (`glc_…`).
     GrafanaCloudToken = "grafana_cloud_token" {
-        anchors: &["glc_"], max_len: 406, min_entropy: 3.0, regex: r"glc_[A-Za-z0-9+/]{32,400}={0,2}",
+        anchors: &["glc_"], max_len: 406, min_entropy: 3.0, regex: r"glc_[A-Za-z0-9+/]{32,}={0,2}",
     }
     /// Grafana service account token (`glsa_…`).
     GrafanaServiceAccountToken = "grafana_service_account_token" {
@@ -420,11 +420,11 @@ secret_rules! {
     PulumiAccessToken = "pulumi_access_token" { anchors: &["pul-"], max_len: 44, regex: r"pul-[a-f0-9]{40}" }
     /// Mapbox secret token (`sk.eyJ…`).
     MapboxSecretToken = "mapbox_secret_token" {
-        anchors: &["sk.eyJ"], max_len: 350, regex: r"sk\.eyJ[A-Za-z0-9_-]{50,300}\.[A-Za-z0-9_-]{20,40}",
+        anchors: &["sk.eyJ"], max_len: 350, regex: r"sk\.eyJ[A-Za-z0-9_-]{50,}\.[A-Za-z0-9_-]{20,40}",
     }
     /// 1Password service account token (`ops_eyJ…`).
     OnepasswordServiceAccountToken = "onepassword_service_account_token" {
-        anchors: &["ops_eyJ"], max_len: 1010, regex: r"ops_eyJ[A-Za-z0-9+/=_-]{100,1000}",
+        anchors: &["ops_eyJ"], max_len: 1010, regex: r"ops_eyJ[A-Za-z0-9+/=_-]{100,}",
     }
     /// Figma personal access token (`figd_…`).
     FigmaPat = "figma_pat" { anchors: &["figd_"], max_len: 45, regex: r"figd_[A-Za-z0-9_-]{40}" }
@@ -446,7 +446,7 @@ secret_rules! {
     /// The password in a URL (`postgres://user:<password>@host`).
     UrlCredentials = "url_credentials" {
         anchors: &["://"], back: 20, max_len: 200, check: Some(not_a_placeholder),
-        regex: r#"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s:@/?#"'<>\[\]]{1,64}:(?P<s>[^\s:@/?#"'<>\[\]]{1,128})@"#,
+        regex: r#"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s:@/?#"'<>\[\]]{1,64}:(?P<s>[^\s:@/?#"'<>\[\]]{1,})@"#,
     }
     /// HTTP basic credentials (`Authorization: Basic <base64 of user:password>`).
     HttpBasicAuth = "http_basic_auth" {

@@ -1,7 +1,6 @@
 //! The `Redactor`: built once from `Rules` (every regex and the keyword automaton compiled
 //! then), shared freely across threads, and asked to `scan` or `redact` text.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -82,9 +81,9 @@ impl Redactor {
         &self.rules
     }
 
-    /// The findings in `text`: sorted by position, never overlapping. Where candidates
-    /// overlap, the more specific kind wins (credentials over personal data, a provider rule
-    /// over a generic bearer value), then the longer span.
+    /// The findings in `text`: sorted by position, never overlapping. Candidates that overlap
+    /// become one finding over all of them, of the most specific kind among them (credentials
+    /// over personal data, a provider rule over a generic bearer value), then the longest.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut candidates = Vec::new();
         if let Some(secrets) = &self.secrets {
@@ -109,34 +108,46 @@ impl fmt::Debug for Redactor {
     }
 }
 
-/// Keeps the best of overlapping candidates: lowest precedence value, then longest, then
-/// leftmost.
+/// Turns candidates into findings: overlapping candidates become one finding that covers all
+/// of them (so no byte any detector flagged is left out), of the kind of the best of them:
+/// lowest precedence value, then longest, then leftmost.
 fn resolve(mut candidates: Vec<Finding>) -> Vec<Finding> {
-    candidates.sort_by_key(|f| {
+    candidates.retain(|f| f.start() < f.end());
+    candidates.sort_by_key(|f| (f.start(), std::cmp::Reverse(f.end())));
+    let better = |a: &Finding, b: &Finding| {
         (
-            f.kind().precedence(),
-            std::cmp::Reverse(f.end() - f.start()),
-            f.start(),
+            a.kind().precedence(),
+            std::cmp::Reverse(a.end() - a.start()),
+            a.start(),
+        ) < (
+            b.kind().precedence(),
+            std::cmp::Reverse(b.end() - b.start()),
+            b.start(),
         )
-    });
-    // INVARIANT: the taken spans are disjoint, so only the one starting last before a
-    // candidate's end can overlap it.
-    let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut findings = Vec::new();
+    };
+    let mut findings: Vec<Finding> = Vec::with_capacity(candidates.len());
+    // The current group: its best candidate and the end of the union so far.
+    let mut group: Option<(Finding, usize, usize)> = None;
     for candidate in candidates {
-        if candidate.start() >= candidate.end() {
-            continue;
-        }
-        let overlaps = taken
-            .range(..candidate.end())
-            .next_back()
-            .is_some_and(|(_, &end)| end > candidate.start());
-        if !overlaps {
-            taken.insert(candidate.start(), candidate.end());
-            findings.push(candidate);
-        }
+        group = match group {
+            Some((best, start, end)) if candidate.start() < end => {
+                let best = if better(&candidate, &best) {
+                    candidate
+                } else {
+                    best
+                };
+                Some((best, start, end.max(candidate.end())))
+            }
+            Some((best, start, end)) => {
+                findings.push(Finding::new(best.kind(), start, end, best.encoding()));
+                Some((candidate, candidate.start(), candidate.end()))
+            }
+            None => Some((candidate, candidate.start(), candidate.end())),
+        };
     }
-    findings.sort_by_key(Finding::start);
+    if let Some((best, start, end)) = group {
+        findings.push(Finding::new(best.kind(), start, end, best.encoding()));
+    }
     findings
 }
 
@@ -153,6 +164,22 @@ mod tests {
         let email = Finding::new(Kind::Email, 60, 70, Encoding::Plain);
         let found = resolve(vec![phone, email, bearer, secret]);
         assert_eq!(found, [secret, email]);
+    }
+
+    #[test]
+    fn partly_overlapping_candidates_are_covered_whole() {
+        let jwt = Finding::new(Kind::Jwt, 0, 50, Encoding::Plain);
+        let bearer = Finding::new(Kind::HighEntropyBearer, 40, 90, Encoding::Plain);
+        let email = Finding::new(Kind::Email, 85, 100, Encoding::Plain);
+        let ip = Finding::new(Kind::IpAddress, 100, 110, Encoding::Plain);
+        let found = resolve(vec![ip, email, bearer, jwt]);
+        assert_eq!(
+            found,
+            [
+                Finding::new(Kind::Jwt, 0, 100, Encoding::Plain),
+                Finding::new(Kind::IpAddress, 100, 110, Encoding::Plain)
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use regex::Regex;
 
 use crate::kind::{Encoding, Finding, Kind};
-use crate::text::byte_at;
+use crate::text::{byte_at, byte_before, ceil_boundary};
 
 pub(crate) struct Email {
     regex: Regex,
@@ -51,6 +51,19 @@ fn is_valid(text: &str, start: usize, end: usize) -> bool {
     if local.len() > 64 || domain.len() > 253 {
         return false;
     }
+    // `scheme://user:password@host` is a URL's user information, not an address (the
+    // password is a credential, found by the `url_credentials` rule).
+    if byte_before(text, start) == Some(b':') {
+        // Bounded look-back, so a text of many such candidates stays linear.
+        let window = &text[ceil_boundary(text, start.saturating_sub(256))..start];
+        let token = window
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or_default();
+        if token.contains("://") {
+            return false;
+        }
+    }
     let tld = domain.rsplit('.').next().unwrap_or_default();
     let alphabetic = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
     let punycode = tld.len() > 4 && tld[..4].eq_ignore_ascii_case("xn--");
@@ -92,6 +105,8 @@ mod tests {
         assert!(emails("user@example.123").is_empty());
         assert!(emails("@example.com").is_empty());
         assert!(emails("user@-example.com").is_empty());
+        assert!(emails("postgres://app:hunter2@db.example.com/app").is_empty());
+        assert_eq!(emails("mailto:ada@example.com"), ["ada@example.com"]);
         assert!(emails(&format!("{}@example.com", "a".repeat(65))).is_empty());
     }
 }

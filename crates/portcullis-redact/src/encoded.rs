@@ -3,6 +3,9 @@
 //! (not decoded again: depth 1), and a credential found inside is reported on the span of the
 //! whole run in the original text, so masking hides the run.
 //!
+//! Decoded bytes are read as UTF-8 lossily: an invalid byte (one stray `%FF`, or a byte
+//! appended before base64-encoding) must not hide a credential, and credentials are ASCII.
+//!
 //! The work is bounded: runs longer than `MAX_RUN_LEN` are not decoded, a run is decoded at
 //! most once (the scanner keeps a cursor per encoding and skips keyword hits inside a run it
 //! already handled), and decoded text is never decoded again. So the cost stays linear in the
@@ -99,24 +102,33 @@ pub(crate) fn base64_runs(scanner: &SecretScanner, text: &str, out: &mut Vec<Fin
             continue;
         }
         let engine = if url_safe { &URL_SAFE } else { &STANDARD };
-        // Most runs are random bytes: decoding the first 24 characters usually shows that
-        // they are not text, before the whole run is decoded.
         decoded.clear();
-        if engine
-            .decode_vec(&body[..MIN_BASE64_LEN], &mut decoded)
-            .is_err()
-            || std::str::from_utf8(&decoded).is_err_and(|e| e.error_len().is_some())
-        {
-            continue;
-        }
-        decoded.clear();
-        if engine.decode_vec(body, &mut decoded).is_err() {
-            continue;
-        }
-        if let Ok(text) = std::str::from_utf8(&decoded) {
-            report(scanner, text, start, index, Encoding::Base64, out);
+        if engine.decode_vec(body, &mut decoded).is_ok() && has_printable_stretch(&decoded) {
+            report(
+                scanner,
+                &String::from_utf8_lossy(&decoded),
+                start,
+                index,
+                Encoding::Base64,
+                out,
+            );
         }
     }
+}
+
+/// Every credential has at least this many printable ASCII characters in a row; decoded
+/// bytes without such a stretch are not scanned.
+const MIN_PRINTABLE_STRETCH: usize = 8;
+
+fn has_printable_stretch(bytes: &[u8]) -> bool {
+    let mut run = 0;
+    for &b in bytes {
+        run = if b.is_ascii_graphic() { run + 1 } else { 0 };
+        if run >= MIN_PRINTABLE_STRETCH {
+            return true;
+        }
+    }
+    false
 }
 
 /// Characters that may appear in a percent-encoded run (a URL or a form body).
@@ -191,9 +203,15 @@ pub(crate) fn percent_run(
             index += 1;
         }
     }
-    if let Ok(decoded) = String::from_utf8(decoded) {
-        report(scanner, &decoded, start, end, Encoding::Url, out);
-    }
+    // Lossy: a stray invalid escape must not hide the rest of the run (credentials are ASCII).
+    report(
+        scanner,
+        &String::from_utf8_lossy(&decoded),
+        start,
+        end,
+        Encoding::Url,
+        out,
+    );
     end
 }
 

@@ -86,10 +86,22 @@ impl Redactor {
     /// over personal data, a provider rule over a generic bearer value), then the longest.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let mut candidates = Vec::new();
+        let mut rejected = Vec::new();
         if let Some(secrets) = &self.secrets {
-            secrets.scan(text, self.rules.decode, &mut candidates);
+            secrets.scan_recording(text, self.rules.decode, &mut candidates, &mut rejected);
         }
+        let secret_count = candidates.len();
         self.pii.scan(text, &mut candidates);
+        if let Some(secrets) = &self.secrets
+            && !rejected.is_empty()
+        {
+            let mut pii_starts: Vec<usize> = candidates[secret_count..]
+                .iter()
+                .map(Finding::start)
+                .collect();
+            pii_starts.sort_unstable();
+            secrets.recheck_values(text, &rejected, &pii_starts, &mut candidates);
+        }
         resolve(candidates)
     }
 }

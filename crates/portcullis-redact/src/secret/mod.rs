@@ -12,6 +12,8 @@
 
 pub(crate) mod rules;
 
+use std::ops::Range;
+
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::Regex;
@@ -126,7 +128,8 @@ impl SecretScanner {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .expect("the keyword automaton builds");
-        let value = r#"[^\s"'`<>,;{}()\[\]\\&|=]"#;
+        // Values end at whitespace, quotes, separators, `=` and `:`.
+        let value = r#"[^\s"'`<>,;:{}()\[\]\\&|=]"#;
         SecretScanner {
             prefilter,
             targets,
@@ -146,14 +149,25 @@ impl SecretScanner {
     /// Appends every credential candidate in `text`. With `decode`, encoded runs are decoded
     /// once and their decoded text scanned too (without decoding again: depth 1).
     pub(crate) fn scan(&self, text: &str, decode: bool, out: &mut Vec<Finding>) {
+        self.scan_recording(text, decode, out, &mut Vec::new());
+    }
+
+    /// `scan`, also recording the bearer-style values that were read but failed their checks
+    /// (see `recheck_values`).
+    pub(crate) fn scan_recording(
+        &self,
+        text: &str,
+        decode: bool,
+        out: &mut Vec<Finding>,
+        rejected: &mut Vec<Range<usize>>,
+    ) {
         let mut pem_begins = Vec::new();
         let mut pem_ends = Vec::new();
-        // INVARIANT: a keyword hit inside the last match of its own rule (or of the bearer
-        // rules, or of an encoded run) is skipped: that text was read already. Without this,
+        // INVARIANT: a keyword hit inside the last match of its own rule (or inside an encoded
+        // run already decoded) is skipped: that text was read already. Without this,
         // input made of one keyword repeated would make each hit read a whole window again.
         let mut rule_cursors = vec![0usize; self.rules.len()];
         let mut jwt_cursor = 0;
-        let mut bearer_cursor = 0;
         let mut url_cursor = 0;
         let mut json_cursor = 0;
         for hit in self.prefilter.find_overlapping_iter(text) {
@@ -171,16 +185,10 @@ impl SecretScanner {
                 }
                 Target::PemBegin => pem_begins.push(at),
                 Target::PemEnd => pem_ends.push(at),
-                Target::Bearer if at >= bearer_cursor => {
-                    if let Some(end) = self.bearer_at(&self.bearer, text, at, out) {
-                        bearer_cursor = end;
-                    }
-                }
-                Target::Assignment if at >= bearer_cursor => {
-                    if let Some(end) = self.bearer_at(&self.assignment, text, at, out) {
-                        bearer_cursor = end;
-                    }
-                }
+                // No cursor here: values end at whitespace, `=` and `:`, so a keyword inside a
+                // value fails its regex at once.
+                Target::Bearer => self.bearer_at(&self.bearer, text, at, out, rejected),
+                Target::Assignment => self.bearer_at(&self.assignment, text, at, out, rejected),
                 Target::Percent if decode && at >= url_cursor => {
                     url_cursor = encoded::percent_run(self, text, at, url_cursor, out);
                 }
@@ -265,35 +273,72 @@ impl SecretScanner {
         Some(end)
     }
 
-    /// A bearer-style value at a keyword hit; returns the end of the value read, if any.
+    /// A bearer-style value at a keyword hit.
     fn bearer_at(
         &self,
         regex: &Regex,
         text: &str,
         at: usize,
         out: &mut Vec<Finding>,
-    ) -> Option<usize> {
+        rejected: &mut Vec<Range<usize>>,
+    ) {
         let window = &text[at..floor_boundary(text, at.saturating_add(BEARER_MAX_LEN + 64))];
-        let found = regex.find(window)?;
-        let value = regex
+        let Some(found) = regex.find(window) else {
+            return;
+        };
+        let Some(value) = regex
             .captures(&window[..found.end()])
-            .and_then(|caps| caps.name("s"))?;
-        // Trailing punctuation closes a sentence or a value; it is not part of the token.
-        let trimmed = value.as_str().trim_end_matches(['.', ':', '!', '?']);
-        let (start, end) = (at + value.start(), at + value.start() + trimmed.len());
-        if trimmed.len() < BEARER_MIN_LEN
-            || char_classes(trimmed) < 2
-            || shannon_entropy(trimmed) < self.bearer_min_entropy
-        {
-            return Some(end);
+            .and_then(|caps| caps.name("s"))
+        else {
+            return;
+        };
+        let value = at + value.start()..at + value.end();
+        match self.bearer_value(text, value.clone()) {
+            Some(end) => out.push(Finding::new(
+                Kind::HighEntropyBearer,
+                value.start,
+                end,
+                Encoding::Plain,
+            )),
+            None => rejected.push(value),
         }
-        out.push(Finding::new(
-            Kind::HighEntropyBearer,
-            start,
-            end,
-            Encoding::Plain,
-        ));
-        Some(end)
+    }
+
+    /// The end of the value when it reads as a credential: long enough, mixed classes,
+    /// high entropy. Trailing sentence punctuation is not part of it.
+    fn bearer_value(&self, text: &str, value: Range<usize>) -> Option<usize> {
+        let trimmed = text[value.clone()].trim_end_matches(['.', '!', '?']);
+        (trimmed.len() >= BEARER_MIN_LEN
+            && char_classes(trimmed) >= 2
+            && shannon_entropy(trimmed) >= self.bearer_min_entropy)
+            .then_some(value.start + trimmed.len())
+    }
+
+    /// Re-reads rejected bearer-style values as they will read once the personal data in
+    /// them is masked: a label (`[IP_ADDRESS]`) ends the value there, and the shorter value
+    /// may pass where the whole did not. Reporting it now keeps masking from uncovering a
+    /// credential in its own output. `pii_starts` must be sorted.
+    pub(crate) fn recheck_values(
+        &self,
+        text: &str,
+        rejected: &[Range<usize>],
+        pii_starts: &[usize],
+        out: &mut Vec<Finding>,
+    ) {
+        for value in rejected {
+            let next = pii_starts.partition_point(|&start| start <= value.start);
+            let Some(&cut) = pii_starts.get(next).filter(|&&start| start < value.end) else {
+                continue;
+            };
+            if let Some(end) = self.bearer_value(text, value.start..cut) {
+                out.push(Finding::new(
+                    Kind::HighEntropyBearer,
+                    value.start,
+                    end,
+                    Encoding::Plain,
+                ));
+            }
+        }
     }
 }
 
@@ -335,7 +380,11 @@ fn pem_blocks(text: &str, begins: &[usize], ends: &[usize], out: &mut Vec<Findin
             continue;
         };
         let label = &text[label_start..label_start + label_len];
-        if !(label.ends_with("PRIVATE KEY") || label == "PGP PRIVATE KEY BLOCK") {
+        // RFC 7468 labels are upper-case words.
+        let well_formed = label
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+        if !well_formed || !(label.ends_with("PRIVATE KEY") || label == "PGP PRIVATE KEY BLOCK") {
             continue;
         }
         let body_start = label_start + label_len + 5;
@@ -436,6 +485,14 @@ mod tests {
     }
 
     #[test]
+    fn pem_labels_are_upper_case_words() {
+        // Found by fuzzing: masking the email shortened the label into the 40-byte window,
+        // so the masked text held a "private key" the original did not.
+        let text = "-----BEGIN ooo[EMAIL] QQ!Q PRIVATE KEY-----\nMIIE";
+        assert!(scan(text).is_empty());
+    }
+
+    #[test]
     fn truncated_pem_block_still_covers_its_body() {
         let text = [
             "x -----BEGIN ",
@@ -456,6 +513,9 @@ mod tests {
         let found = scan(&format!("Authorization: Bearer {token}\n"));
         assert!(found.iter().any(|f| f.kind() == Kind::HighEntropyBearer));
         assert!(scan("Authorization: Bearer aaaaaaaaaaaaaaaaaaaaaaaaaaaa\n").is_empty());
+        // Found by fuzzing: a keyword at the end of a rejected value still counts.
+        let glued = format!("Bearer {}Bearer {token}", "U".repeat(40));
+        assert_eq!(scan(&glued).len(), 1);
         assert!(scan("password: this_is_a_placeholder_value").is_empty());
     }
 }

@@ -127,3 +127,20 @@ fn masking_hides_the_whole_run() {
     let masked = Redactor::default().mask(&text);
     assert_eq!(masked.text, "\"[SECRET:stripe_secret_key]\"");
 }
+
+#[test]
+fn invalid_bytes_around_an_encoded_secret_do_not_hide_it() {
+    let key = stripe_key();
+    // A byte that is not UTF-8 appended before encoding.
+    let mut bytes = format!("key={key}").into_bytes();
+    bytes.push(0xFF);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    assert_eq!(
+        only_finding(&encoded).0,
+        Kind::Secret(SecretRule::StripeSecretKey)
+    );
+    // A stray escape that decodes to an invalid byte, in the same percent-encoded run
+    // (found by fuzzing).
+    let run = format!("%ad%7B%22k%22%3A%22{}%22%7D", key.replacen('_', "%5F", 2));
+    assert_eq!(only_finding(&format!("q={run}")).1, Encoding::Url);
+}

@@ -222,7 +222,16 @@ impl SecretScanner {
         let window = &text[window_start..window_end];
         // The lazy DFA finds the match; only then do captures (a slower engine, whose cost
         // grows with the haystack) run, and only over the match itself.
-        let found = rule.regex.find(window)?;
+        // A rule with a look-behind window takes the match around its keyword, not an
+        // earlier one that also fits in the window (its own keyword was handled already).
+        let keyword = at - window_start;
+        let found = if rule.back == 0 {
+            rule.regex.find(window)?
+        } else {
+            rule.regex
+                .find_iter(window)
+                .find(|m| m.start() <= keyword && keyword < m.end())?
+        };
         let (start, end) = if rule.has_group {
             let matched = &window[..found.end()];
             let caps = rule.regex.captures_at(matched, found.start())?;

@@ -685,3 +685,17 @@ fn jwt_pem_and_bearer_have_samples_too() {
         );
     }
 }
+
+#[test]
+fn each_keyword_of_a_look_behind_rule_gets_its_own_match() {
+    // Found by fuzzing: the second URL's window also held the first URL, which was matched
+    // again, so the second password was left.
+    let first = random(ALNUM, 4);
+    let second = random(ALNUM, 12);
+    let text = format!("pg://u:{first}@h db://v:{second}@k");
+    let masked = Redactor::default().mask(&text);
+    assert_eq!(
+        masked.text,
+        "pg://u:[SECRET:url_credentials]@h db://v:[SECRET:url_credentials]@k"
+    );
+}

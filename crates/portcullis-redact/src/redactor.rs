@@ -90,17 +90,13 @@ impl Redactor {
         if let Some(secrets) = &self.secrets {
             secrets.scan_recording(text, self.rules.decode, &mut candidates, &mut rejected);
         }
-        let secret_count = candidates.len();
         self.pii.scan(text, &mut candidates);
         if let Some(secrets) = &self.secrets
             && !rejected.is_empty()
         {
-            let mut pii_starts: Vec<usize> = candidates[secret_count..]
-                .iter()
-                .map(Finding::start)
-                .collect();
-            pii_starts.sort_unstable();
-            secrets.recheck_values(text, &rejected, &pii_starts, &mut candidates);
+            let mut starts: Vec<usize> = candidates.iter().map(Finding::start).collect();
+            starts.sort_unstable();
+            secrets.recheck_values(text, &rejected, &starts, &mut candidates);
         }
         resolve(candidates)
     }

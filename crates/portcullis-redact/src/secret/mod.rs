@@ -323,20 +323,20 @@ impl SecretScanner {
             .then_some(value.start + trimmed.len())
     }
 
-    /// Re-reads rejected bearer-style values as they will read once the personal data in
+    /// Re-reads rejected bearer-style values as they will read once what was found inside
     /// them is masked: a label (`[IP_ADDRESS]`) ends the value there, and the shorter value
     /// may pass where the whole did not. Reporting it now keeps masking from uncovering a
-    /// credential in its own output. `pii_starts` must be sorted.
+    /// credential in its own output. `starts` (of every candidate) must be sorted.
     pub(crate) fn recheck_values(
         &self,
         text: &str,
         rejected: &[Range<usize>],
-        pii_starts: &[usize],
+        starts: &[usize],
         out: &mut Vec<Finding>,
     ) {
         for value in rejected {
-            let next = pii_starts.partition_point(|&start| start <= value.start);
-            let Some(&cut) = pii_starts.get(next).filter(|&&start| start < value.end) else {
+            let next = starts.partition_point(|&start| start <= value.start);
+            let Some(&cut) = starts.get(next).filter(|&&start| start < value.end) else {
                 continue;
             };
             if let Some(end) = self.bearer_value(text, value.start..cut) {

@@ -306,19 +306,25 @@ pub fn phone(rng: &mut Rng) -> String {
         0 => format!("+44 20 7{} {}", rng.digits(3), rng.digits(4)),
         1 => format!(
             "+44 7{}{} {}",
-            rng.range(4, 9),
+            rng.word(&["4", "5", "7", "8", "9"]),
             rng.digits(2),
             rng.digits(6)
         ),
         2 => format!("+49 30 {}{}", rng.range(2, 9), rng.digits(7)),
         3 => format!(
             "+33 6 {} {} {} {}",
-            rng.digits(2),
+            rng.range(10, 38),
             rng.digits(2),
             rng.digits(2),
             rng.digits(2)
         ),
-        4 => format!("+61 4{} {} {}", rng.digits(2), rng.digits(3), rng.digits(3)),
+        4 => format!(
+            "+61 4{}{} {} {}",
+            rng.range(0, 3),
+            rng.digits(1),
+            rng.digits(3),
+            rng.digits(3)
+        ),
         5 => format!("+91 9{} {}", rng.digits(4), rng.digits(5)),
         6 => format!("+34 6{} {} {}", rng.digits(2), rng.digits(3), rng.digits(3)),
         _ => {

@@ -27,7 +27,7 @@ toolchain=()
 if [ -z "${FUZZ_STABLE:-}" ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=(+nightly)
 else
-    echo "fuzz.sh: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1" >&2
+    echo "fuzz.sh: using stable with RUSTC_BOOTSTRAP=1 (no nightly toolchain, or FUZZ_STABLE set)" >&2
     export RUSTC_BOOTSTRAP=1
 fi
 

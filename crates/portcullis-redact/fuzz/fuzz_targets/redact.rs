@@ -15,17 +15,26 @@ fn redactor() -> &'static Redactor {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let masked = redactor().mask(text);
     let mut previous_end = 0;
     for finding in &masked.findings {
         assert!(finding.start() < finding.end() && finding.end() <= text.len());
         assert!(text.is_char_boundary(finding.start()) && text.is_char_boundary(finding.end()));
-        assert!(finding.start() >= previous_end, "findings overlap or are unsorted");
+        assert!(
+            finding.start() >= previous_end,
+            "findings overlap or are unsorted"
+        );
         previous_end = finding.end();
     }
     let again = redactor().scan(&masked.text);
     if let Some(left) = again.iter().find(|f| f.kind().is_secret()) {
-        panic!("masked output still holds a credential: {} at {:?}", left.kind(), left.span());
+        panic!(
+            "masked output still holds a credential: {} at {:?}",
+            left.kind(),
+            left.span()
+        );
     }
 });

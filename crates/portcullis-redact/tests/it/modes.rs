@@ -178,7 +178,7 @@ fn masking_uncovers_no_credential() {
 fn masking_an_encoded_secret_uncovers_no_credential() {
     // Found by fuzzing: a percent-encoded run inside a rejected bearer value was masked, and
     // the value before it then read as a credential.
-    let text = "token=gweg1ggEc0P67QQQQQ~c\0\0%22skicarzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzd4BbJtoken=ghp_hp_9K0pCvbfwfg1ggEc0P67%\u{17}\0\0\0\0\0\0\022skecard4BbJtoken=ghp_9K0pCSbfwfg1pCSbfwfg1ggEc0P67%20G25Nliv=";
+    let text = "token=gweg1ggEc0P67QQQQQ~c\0\0%22skicarzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzd4BbJtoken=ghp_hp_9K0pCvbfwfg1ggEc0P67%\u{17}\0\0\0\0\0\0\x0022skecard4BbJtoken=ghp_9K0pCSbfwfg1pCSbfwfg1ggEc0P67%20G25Nliv=";
     let redactor = Redactor::default();
     let masked = redactor.mask(text);
     assert!(

@@ -5,81 +5,15 @@
 //! Run: `cargo bench -p portcullis --bench gateway` (options: `-- --calls N --concurrency C`).
 //! Prints a Markdown table for BENCHMARKS.md.
 
-use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientLifecycleMode, ClientServiceExt as _, RoleClient};
-use serde_json::{Value, json};
-use std::process::Stdio;
+mod common;
+
+use common::{
+    BIN, Client, Proc, Stats, arg, client, gateway_env, seed_tenant, stats, upstream_leg,
+    wait_for_tool,
+};
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
-
-type Client = rmcp::service::RunningService<RoleClient, ()>;
-
-struct Proc {
-    child: tokio::process::Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Proc {
-    async fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn portcullis");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, lines }
-    }
-
-    /// Read stdout lines until one starts with `prefix`; return the rest of that line.
-    async fn line_after(&mut self, prefix: &str) -> String {
-        let read = async {
-            while let Some(line) = self.lines.next_line().await.expect("read stdout") {
-                if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    return rest.trim().to_owned();
-                }
-            }
-            panic!("process ended before printing `{prefix}`");
-        };
-        tokio::time::timeout(Duration::from_secs(60), read)
-            .await
-            .expect("timed out waiting for process output")
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-async fn client(url: &str, token: Option<&str>) -> Client {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
-    if let Some(token) = token {
-        config = config.auth_header(token.to_owned());
-    }
-    let transport = StreamableHttpClientTransport::from_config(config);
-    ().serve_with_lifecycle(
-        transport,
-        ClientLifecycleMode::Discover {
-            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        },
-    )
-    .await
-    .expect("client connects")
-}
 
 async fn call(client: &Client, tool: &str) -> Duration {
     let params = CallToolRequestParams::new(tool.to_owned())
@@ -93,23 +27,6 @@ async fn call(client: &Client, tool: &str) -> Duration {
         "read must be allowed: {result:?}"
     );
     elapsed
-}
-
-struct Stats {
-    p50: f64,
-    p99: f64,
-    per_sec: f64,
-}
-
-fn stats(mut samples: Vec<Duration>, wall: Duration) -> Stats {
-    samples.sort();
-    let pick =
-        |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3;
-    Stats {
-        p50: pick(0.5),
-        p99: pick(0.99),
-        per_sec: samples.len() as f64 / wall.as_secs_f64(),
-    }
 }
 
 async fn sequential(client: &Client, tool: &str, calls: usize) -> Stats {
@@ -152,51 +69,6 @@ async fn concurrent(
         samples.extend(t.await.expect("task"));
     }
     stats(samples, started.elapsed())
-}
-
-async fn admin(http: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{base}/admin/v1{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin api");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
-}
-
-/// The bearer token the bench's gateways accept on `/metrics`.
-const METRICS_TOKEN: &str = "bench-metrics-token";
-
-/// The gateway's own view of its upstream leg: (sum of seconds, count) from `/metrics`, to
-/// split the added latency into "second hop" and "gateway work".
-async fn upstream_leg(http: &reqwest::Client, base: &str) -> (f64, f64) {
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let metric = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (
-        metric("portcullis_upstream_latency_seconds_sum"),
-        metric("portcullis_upstream_latency_seconds_count"),
-    )
 }
 
 /// A throw-away PostgreSQL database (`--postgres`), migrated by the real binary and dropped
@@ -268,15 +140,6 @@ impl Drop for ScratchDatabase {
     }
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let calls = arg("--calls", 3000);
@@ -298,21 +161,7 @@ async fn main() {
     let upstream_url = format!("http://127.0.0.1:{upstream_port}/mcp");
 
     let data_dir = |replica: usize| dir.path().join(format!("replica-{replica}"));
-    let mut env = vec![
-        ("PORTCULLIS_DATA__DIR", data_dir(1).display().to_string()),
-        ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0".into()),
-        (
-            "PORTCULLIS_AUTH__RATE_LIMIT_PER_MINUTE",
-            "1000000000".into(),
-        ),
-        ("PORTCULLIS_AUTH__RATE_LIMIT_BURST", "1000000".into()),
-        ("PORTCULLIS_LOG__FILTER", "warn".into()),
-        // `/metrics` needs a token: the bench reads the gateway's own upstream histogram.
-        (
-            "PORTCULLIS_METRICS__TOKEN_SHA256",
-            portcullis_core::sha256_hex(METRICS_TOKEN.as_bytes()),
-        ),
-    ];
+    let mut env = gateway_env(&data_dir(1));
     if let Some(database) = &database {
         env.push(("PORTCULLIS_DATA__DATABASE_URL", database.app_url.clone()));
     }
@@ -334,85 +183,26 @@ async fn main() {
     }
 
     let http = reqwest::Client::new();
-    admin(
+    let token = seed_tenant(
         &http,
         &base,
         &admin_token,
-        "/tenants",
-        json!({ "name": "bench" }),
+        "bench",
+        &upstream_url,
+        json!({ "get_contact": "read" }),
     )
     .await;
-    let connection = admin(
-        &http,
-        &base,
-        &admin_token,
-        "/tenants/bench/connections",
-        json!({ "name": "crm", "kind": "http", "url": upstream_url, "classify": { "get_contact": "read" } }),
-    )
-    .await;
-    let agent = admin(
-        &http,
-        &base,
-        &admin_token,
-        "/tenants/bench/agents",
-        json!({ "name": "bench" }),
-    )
-    .await;
-    let agent_id = agent["id"].as_str().expect("id");
-    admin(
-        &http,
-        &base,
-        &admin_token,
-        "/tenants/bench/grants",
-        json!({ "agent": agent_id, "connection": connection["id"] }),
-    )
-    .await;
-    let token = admin(
-        &http,
-        &base,
-        &admin_token,
-        &format!("/tenants/bench/agents/{agent_id}/tokens"),
-        json!({}),
-    )
-    .await;
-    let token = token["token"].as_str().expect("token").to_owned();
     let gateway_url = format!("{base}/t/bench/mcp");
     let gateway_urls: Vec<String> = bases.iter().map(|b| format!("{b}/t/bench/mcp")).collect();
 
     let direct = client(&upstream_url, None).await;
     let through = client(&gateway_url, Some(&token)).await;
     // The connection comes up asynchronously: wait until the tool is visible.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !through
-        .list_all_tools()
-        .await
-        .expect("tools/list")
-        .iter()
-        .any(|t| t.name == "crm__get_contact")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "gateway never listed the upstream's tools"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_tool(&through, "crm__get_contact", "gateway").await;
 
     for url in &gateway_urls[1..] {
         let other = client(url, Some(&token)).await;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !other
-            .list_all_tools()
-            .await
-            .expect("tools/list")
-            .iter()
-            .any(|t| t.name == "crm__get_contact")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "a replica never listed the upstream's tools"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_tool(&other, "crm__get_contact", "a replica").await;
     }
 
     for _ in 0..200 {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod gate;
 pub mod guards;
 pub mod identity;
+pub mod logs;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;
@@ -577,7 +578,7 @@ async fn checkpoint_worker(state: Arc<AppState>, stop: tokio_util::sync::Cancell
 /// gateway's own code never logs them; the libraries that would (rmcp logs whole messages at
 /// debug and notifications at info; HTTP and database drivers log bodies or statements at
 /// debug and trace) are capped by [`payload_guard`], a second filter every event must also
-/// pass.
+/// pass. Every line is then masked by the redactor ([`logs::Redacting`]) on its way out.
 pub fn init_tracing(config: &config::LogConfig) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -593,13 +594,16 @@ pub fn init_tracing(config: &config::LogConfig) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(logs::Redacting::new(std::io::stderr)),
             )
             .try_init(),
         config::LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer().with_writer(logs::Redacting::new(std::io::stderr)),
+            )
             .try_init(),
     };
+    logs::warm();
 }
 
 /// The most any library may log: rmcp warnings (it logs messages and notifications below

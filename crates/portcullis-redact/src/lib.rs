@@ -2,6 +2,9 @@
 //! pseudonymises or refuses it. Pure domain code (no IO, no async) so it can be benchmarked
 //! and fuzzed alone.
 //!
+//! [`injection::spot`] looks for signs that tool output tries to instruct the model reading
+//! it; its `Signal`s, like findings, carry a kind and a span only.
+//!
 //! Build a [`Redactor`] once from [`Rules`]; it compiles every regex and the keyword
 //! automaton then. [`Redactor::scan`] returns sorted, non-overlapping [`Finding`]s (a
 //! [`Kind`] and a byte span). [`Redactor::mask`], [`Redactor::pseudonymise`] and
@@ -39,6 +42,7 @@
 //! ```
 
 mod encoded;
+pub mod injection;
 mod kind;
 mod pii;
 mod pseudonym;

@@ -3,6 +3,7 @@
 mod corpus_quality;
 mod encoded;
 mod fake;
+mod injection;
 mod modes;
 mod pii;
 mod properties;

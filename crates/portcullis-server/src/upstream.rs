@@ -377,7 +377,19 @@ struct RouteTable {
     /// Progress that arrived before its call was registered (the upstream can answer faster
     /// than `call` records the route). Bounded: stale entries are dropped oldest first.
     early: Vec<ProgressNotificationParam>,
+    /// Log messages that arrived while no call was registered: the upstream can log and
+    /// answer before `call` records the route. Handed to the next call registered within
+    /// `EARLY_LOG_MS` (calls of one connection are one tenant's); bounded, oldest dropped.
+    early_logs: Vec<(std::time::Instant, LogMessage)>,
 }
+
+/// An upstream's log message (MCP logging is deprecated by SEP-2577 but still relayed).
+#[allow(deprecated)]
+type LogMessage = LoggingMessageNotificationParam;
+
+/// Early log messages kept at most (per connection), and for how long.
+const EARLY_LOGS: usize = 32;
+const EARLY_LOG_MS: u64 = 5_000;
 
 /// Early progress kept at most (per connection).
 const EARLY_PROGRESS: usize = 256;
@@ -393,19 +405,45 @@ impl Routes {
             .collect()
     }
 
-    /// Register a call; returns progress that arrived for it before registration.
-    fn register(&self, token: ProgressToken, call: InFlight) -> Vec<ProgressNotificationParam> {
-        let mine = {
+    /// Register a call; returns progress that arrived for it before registration, and log
+    /// messages that arrived while no call was registered.
+    fn register(
+        &self,
+        token: ProgressToken,
+        call: InFlight,
+    ) -> (Vec<ProgressNotificationParam>, Vec<LogMessage>) {
+        let early = {
             let mut table = self.inner.lock().expect("lock poisoned");
             table.calls.insert(token.clone(), call);
             let (mine, rest) = std::mem::take(&mut table.early)
                 .into_iter()
                 .partition(|p| p.progress_token == token);
             table.early = rest;
-            mine
+            let fresh = std::time::Duration::from_millis(EARLY_LOG_MS);
+            let logs = std::mem::take(&mut table.early_logs)
+                .into_iter()
+                .filter(|(at, _)| at.elapsed() <= fresh)
+                .map(|(_, log)| log)
+                .collect();
+            (mine, logs)
         };
         self.registered.notify_waiters();
-        mine
+        early
+    }
+
+    /// The calls a log message goes to; none registered: keep it for the next one.
+    fn route_log(&self, log: &LogMessage) -> Vec<InFlight> {
+        let mut table = self.inner.lock().expect("lock poisoned");
+        if table.calls.is_empty() {
+            if table.early_logs.len() >= EARLY_LOGS {
+                table.early_logs.remove(0);
+            }
+            table
+                .early_logs
+                .push((std::time::Instant::now(), log.clone()));
+            return Vec::new();
+        }
+        table.calls.values().cloned().collect()
     }
 
     fn unregister(&self, token: &ProgressToken) {
@@ -482,7 +520,7 @@ where
                         // Log messages carry no request id; deliver them to the agents with
                         // calls in flight on this connection (one tenant: the process is per
                         // tenant connection).
-                        for call in self.routes.snapshot() {
+                        for call in self.routes.route_log(&log.params) {
                             let _ = call.peer.notify_logging_message(log.params.clone()).await;
                         }
                         continue;
@@ -1029,8 +1067,13 @@ impl Upstreams {
                 can_list_roots: agent.can_list_roots,
                 questions: agent.questions,
             };
-            for early in slot.routes.register(upstream_token.clone(), call.clone()) {
+            let (progress, logs) = slot.routes.register(upstream_token.clone(), call.clone());
+            for early in progress {
                 forward_progress(&call, early).await;
+            }
+            for log in logs {
+                #[allow(deprecated)]
+                let _ = call.peer.notify_logging_message(log).await;
             }
         }
         let request_id = handle.id.clone();

@@ -110,6 +110,16 @@ pub enum AuditKind {
     ShareChanged,
     /// A share link was used to download its artifact.
     ShareDownloaded,
+    /// The redactor found data classes crossing the boundary: where (a tool result, an
+    /// effect's arguments, a model prompt or completion), what it did (masked, pseudonymised,
+    /// observed, blocked) and the kinds with their counts. Never a value or a span.
+    Redaction,
+    /// The injection spotter flagged what a tool returned: the session counts as having read
+    /// untrusted data from then on (flow escalation). Signal kinds and counts only.
+    UntrustedContent,
+    /// One request through a model route: provider, model, status, token counts, latency,
+    /// the provider's request id and the retention posture. Never a prompt or a completion.
+    ModelRequest,
 }
 
 impl AuditKind {
@@ -156,6 +166,9 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::SignedOut, "signed_out"),
     (AuditKind::ShareChanged, "share_changed"),
     (AuditKind::ShareDownloaded, "share_downloaded"),
+    (AuditKind::Redaction, "redaction"),
+    (AuditKind::UntrustedContent, "untrusted_content"),
+    (AuditKind::ModelRequest, "model_request"),
     (AuditKind::AuthFailed, "auth_failed"),
     (AuditKind::LockedOut, "locked_out"),
     (AuditKind::RateLimited, "rate_limited"),

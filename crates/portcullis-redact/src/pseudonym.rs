@@ -107,6 +107,26 @@ impl Pseudonyms {
         }
     }
 
+    /// The streaming restore without a borrow: `pending` is the caller's own holdback
+    /// buffer (start empty), for a stream whose owner also owns this map. Returns the
+    /// restored text that is ready; [`Pseudonyms::restore_rest`] ends the stream.
+    pub fn restore_streamed(&self, pending: &mut String, chunk: &str) -> String {
+        pending.push_str(chunk);
+        let hold = partial_label_start(pending);
+        let mut output = String::with_capacity(hold);
+        self.restore_into(&pending[..hold], &mut output);
+        pending.drain(..hold);
+        output
+    }
+
+    /// Whatever a [`Pseudonyms::restore_streamed`] stream kept back, restored; `pending` is
+    /// left empty.
+    pub fn restore_rest(&self, pending: &mut String) -> String {
+        let rest = self.restore(pending);
+        pending.clear();
+        rest
+    }
+
     fn restore_into(&self, text: &str, output: &mut String) {
         let mut rest = text;
         while let Some(open) = rest.find('[') {
@@ -228,13 +248,7 @@ pub struct Restorer<'p> {
 impl Restorer<'_> {
     /// The restored text that is ready, given the next chunk.
     pub fn push(&mut self, chunk: &str) -> String {
-        self.pending.push_str(chunk);
-        let hold = partial_label_start(&self.pending);
-        let mut output = String::with_capacity(hold);
-        self.pseudonyms
-            .restore_into(&self.pending[..hold], &mut output);
-        self.pending.drain(..hold);
-        output
+        self.pseudonyms.restore_streamed(&mut self.pending, chunk)
     }
 
     /// Whatever was kept back, restored: call it when the stream ends.

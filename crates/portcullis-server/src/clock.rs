@@ -53,6 +53,22 @@ pub fn parse_rfc3339(text: &str) -> Option<UnixMillis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// A period as people write it — `30d`, `12h`, `90m` — in milliseconds.
+pub fn period_ms(text: &str) -> Result<i64, String> {
+    let usage = || format!("a period is a number and d, h or m (`30d`), not `{text}`");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = number.parse().map_err(|_| usage())?;
+    let unit = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        _ => return Err(usage()),
+    };
+    n.checked_mul(unit)
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("the period `{text}` is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -64,5 +80,15 @@ mod tests {
             Some(951_782_400_123)
         );
         assert_eq!(super::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn periods_parse_or_explain() {
+        use super::period_ms;
+        assert_eq!(period_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(period_ms("12h"), Ok(12 * 3_600_000));
+        for bad in ["", "d", "30", "30w", "-1d", "0d", "99999999999999999d"] {
+            assert!(period_ms(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod logs;
 pub mod mcp;
 pub mod metrics;
+pub mod models;
 pub mod policy;
 pub mod programs;
 pub mod sessions;
@@ -177,6 +178,7 @@ impl Application {
             sites,
             bridges: bridge::Bridges::new(Duration::from_secs(state_call_timeout_secs)),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
+            redactor: Arc::new(portcullis_redact::Redactor::default()),
         });
         let metrics_listener = match state
             .config
@@ -222,6 +224,11 @@ impl Application {
                 Router::new()
                     .route("/t/{tenant}/http/{connection}/{*path}", any(api::endpoint))
                     .route("/t/{tenant}/sessions", post(sessions::exchange))
+                    .route(
+                        "/t/{tenant}/v1/chat/completions",
+                        post(models::chat_completions),
+                    )
+                    .route("/t/{tenant}/v1/messages", post(models::messages))
                     .route("/share/{token}", get(admin::shares::download))
                     .route("/t/{tenant}/hooks/{source}", post(webhooks::inbound))
                     .route(

@@ -37,6 +37,8 @@ pub struct AppState {
         crate::bridge::Bridges<Result<rmcp::model::CallToolResult, crate::upstream::UpstreamError>>,
     /// Wakes the webhook worker: an entry was appended here, or an attempt ended.
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// The redactor, built once (its automaton and expressions compiled at start-up).
+    pub redactor: Arc<portcullis_redact::Redactor>,
 }
 
 impl AppState {

@@ -12,6 +12,7 @@ mod approvals;
 mod audit;
 mod connections;
 mod group_commit;
+mod models;
 mod postgres;
 mod principals;
 mod records;
@@ -28,6 +29,7 @@ mod votes;
 mod webhooks;
 
 pub use accounts::{ConsoleSession, SignIn};
+pub use models::{ModelRouteRecord, ModelUsage, ModelUsageTotal};
 pub use postgres::{AccessChanges, PgStore};
 pub use records::*;
 pub use review::{AccessFacts, ReviewedAgent, ReviewedConnection, ReviewedGrant};

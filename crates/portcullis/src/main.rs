@@ -7,6 +7,7 @@ mod access_cli;
 mod admin_cli;
 mod audit_cli;
 mod mcp_cli;
+mod models_cli;
 mod policy_cli;
 mod shares_cli;
 mod trust_cli;
@@ -121,6 +122,14 @@ enum Command {
         #[command(subcommand)]
         command: shares_cli::SharesCommand,
     },
+    /// A tenant's model routes (OpenAI- and Anthropic-compatible, zero retention by
+    /// default), its provider allow and block lists, and the credits ledger.
+    Models {
+        #[command(flatten)]
+        remote: admin_cli::Remote,
+        #[command(subcommand)]
+        command: models_cli::ModelsCommand,
+    },
     /// The sources of signed inbound webhooks a tenant accepts (GitHub-style or Standard
     /// Webhooks).
     Inbound {
@@ -211,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             return webhooks_cli::run_webhooks(remote, command).await;
         }
         Command::Shares { remote, command } => return shares_cli::run(remote, command).await,
+        Command::Models { remote, command } => return models_cli::run(remote, command).await,
         Command::Inbound { remote, command } => {
             return webhooks_cli::run_inbound(remote, command).await;
         }

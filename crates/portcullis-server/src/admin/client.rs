@@ -900,6 +900,67 @@ impl AdminClient {
         .await
     }
 
+    // ---- model routes
+
+    /// The tenant's model routes and provider policy.
+    pub async fn models(&self, tenant: &str) -> ClientResult<super::models::ModelsView> {
+        self.get(&format!("/tenants/{}/models", segment(tenant)?))
+            .await
+    }
+
+    /// Create or replace a model route.
+    pub async fn put_model_route(
+        &self,
+        tenant: &str,
+        name: &str,
+        route: &crate::models::route::ModelRoute,
+    ) -> ClientResult<super::models::RouteView> {
+        self.put(
+            &format!("/tenants/{}/models/{}", segment(tenant)?, segment(name)?),
+            route,
+        )
+        .await
+    }
+
+    pub async fn delete_model_route(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> ClientResult<super::models::Deleted> {
+        self.send::<(), _>(
+            Method::DELETE,
+            &format!("/tenants/{}/models/{}", segment(tenant)?, segment(name)?),
+            None,
+        )
+        .await
+    }
+
+    pub async fn set_model_providers(
+        &self,
+        tenant: &str,
+        policy: &crate::models::route::ProviderPolicy,
+    ) -> ClientResult<crate::models::route::ProviderPolicy> {
+        self.put(
+            &format!("/tenants/{}/model-providers", segment(tenant)?),
+            policy,
+        )
+        .await
+    }
+
+    /// The credits ledger of model requests, summed per route, provider and model.
+    pub async fn model_usage(
+        &self,
+        tenant: &str,
+        query: &super::models::UsageQuery,
+    ) -> ClientResult<super::models::UsageReport> {
+        self.get(&format!(
+            "/tenants/{}/model-usage{}",
+            segment(tenant)?,
+            query_string(query)
+        ))
+        .await
+    }
+
     // ---- spend
 
     pub async fn spend(&self, tenant: &str, query: &SpendQuery) -> ClientResult<SpendReport> {

@@ -19,6 +19,7 @@ pub mod connections;
 pub mod grants;
 pub mod guardrails;
 pub mod humans;
+pub mod models;
 pub mod policy;
 pub mod programs;
 pub mod review;
@@ -54,4 +55,5 @@ pub fn router() -> Router<AppRef> {
         .merge(secrets::routes())
         .merge(webhooks::routes())
         .merge(shares::routes())
+        .merge(models::routes())
 }

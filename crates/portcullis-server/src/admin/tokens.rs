@@ -29,7 +29,8 @@ pub(super) fn routes() -> Router<AppRef> {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenIn {
-    /// Connection names (`crm`) or single tools (`crm/send_email`); empty: everything granted.
+    /// Connection names (`crm`) or single tools (`crm/send_email`), `@models` or
+    /// `@models/ROUTE` for model routes; empty: everything granted and every model route.
     #[serde(default)]
     pub scope: Vec<String>,
     /// Life in seconds; none: the configured default.
@@ -115,6 +116,15 @@ pub(crate) async fn create_token(
         )));
     }
     for entry in &body.scope {
+        // `@models` (every model route) or `@models/NAME` (one route).
+        if entry == crate::models::SCOPE
+            || entry
+                .strip_prefix(crate::models::SCOPE)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(crate::models::route::valid_name)
+        {
+            continue;
+        }
         let (connection, tool) = entry.split_once('/').unwrap_or((entry, ""));
         valid_name("connection", connection)?;
         if entry.contains('/') && tool.is_empty() {

@@ -17,6 +17,7 @@ mod console_pages;
 mod crash;
 mod hardening;
 mod inbound;
+mod models;
 mod offerings;
 mod pinning;
 mod policy;

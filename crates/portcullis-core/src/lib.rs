@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod action;
+pub mod attestation;
 pub mod audit;
 pub mod decision;
 pub mod effect;

@@ -9,6 +9,7 @@ mod audit_cli;
 mod mcp_cli;
 mod models_cli;
 mod policy_cli;
+mod posture_cli;
 mod shares_cli;
 mod trust_cli;
 mod webhooks_cli;
@@ -130,6 +131,13 @@ enum Command {
         #[command(subcommand)]
         command: models_cli::ModelsCommand,
     },
+    /// Which connections, tools and model providers received or returned which data
+    /// classes (from the redactor's findings in the audit trail).
+    Dataflow(posture_cli::DataflowArgs),
+    /// A tenant's posture over a period, signed by the gateway (zero-retention share,
+    /// BYO-key requests, providers and their policy, redaction rules, configuration
+    /// changes); `attest verify FILE --public-key K` checks one offline.
+    Attest(posture_cli::AttestArgs),
     /// The sources of signed inbound webhooks a tenant accepts (GitHub-style or Standard
     /// Webhooks).
     Inbound {
@@ -221,6 +229,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Shares { remote, command } => return shares_cli::run(remote, command).await,
         Command::Models { remote, command } => return models_cli::run(remote, command).await,
+        Command::Dataflow(args) => return posture_cli::dataflow(args).await,
+        Command::Attest(args) => return posture_cli::attest(args).await,
         Command::Inbound { remote, command } => {
             return webhooks_cli::run_inbound(remote, command).await;
         }

@@ -961,6 +961,36 @@ impl AdminClient {
         .await
     }
 
+    // ---- data posture
+
+    /// Which connections, tools and model providers received or returned which data classes.
+    pub async fn dataflow(
+        &self,
+        tenant: &str,
+        query: &super::posture::PeriodQuery,
+    ) -> ClientResult<super::posture::DataflowReport> {
+        self.get(&format!(
+            "/tenants/{}/dataflow{}",
+            segment(tenant)?,
+            query_string(query)
+        ))
+        .await
+    }
+
+    /// The tenant's posture over the period, signed by the gateway.
+    pub async fn attestation(
+        &self,
+        tenant: &str,
+        query: &super::posture::PeriodQuery,
+    ) -> ClientResult<portcullis_core::attestation::SignedAttestation> {
+        self.get(&format!(
+            "/tenants/{}/attestation{}",
+            segment(tenant)?,
+            query_string(query)
+        ))
+        .await
+    }
+
     // ---- spend
 
     pub async fn spend(&self, tenant: &str, query: &SpendQuery) -> ClientResult<SpendReport> {

@@ -21,6 +21,7 @@ pub mod guardrails;
 pub mod humans;
 pub mod models;
 pub mod policy;
+pub mod posture;
 pub mod programs;
 pub mod review;
 pub mod secrets;
@@ -56,4 +57,5 @@ pub fn router() -> Router<AppRef> {
         .merge(webhooks::routes())
         .merge(shares::routes())
         .merge(models::routes())
+        .merge(posture::routes())
 }

@@ -565,3 +565,201 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
     let response = post("{", Some(&tenant.agent_token)).await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+/// Post one OpenAI-shaped request with a plain HTTP client.
+async fn plain_chat(app: &TestApp, tenant: &Tenant, prompt: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/t/{}/v1/chat/completions",
+            app.base, tenant.name
+        ))
+        .bearer_auth(&tenant.agent_token)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
+    let app = TestApp::spawn().await;
+    let tenant = app.seed_tenant("posture").await;
+    let api = app.admin_api();
+    let (fake, received) = fake_provider().await;
+    api.put_secret(
+        &tenant.name,
+        "openai-key",
+        &SecretIn {
+            value: OPENAI_KEY.to_owned().into(),
+            rotate_every_days: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut gpt = route(
+        Api::Openai,
+        "openai",
+        format!("{fake}/v1"),
+        &["gpt-4o-mini"],
+        "openai-key",
+    );
+    api.put_model_route(&tenant.name, "gpt", &gpt)
+        .await
+        .unwrap();
+    // Two requests with personal data, one without; then the route loses zero retention
+    // and one more goes out with the operator's key.
+    for prompt in [
+        format!("mail {EMAIL}"),
+        format!("call {EMAIL} or +44 20 7946 0958"),
+        "hello".into(),
+    ] {
+        assert_eq!(plain_chat(&app, &tenant, &prompt).await.status(), 200);
+    }
+    gpt.zero_retention = false;
+    gpt.byo = false;
+    api.put_model_route(&tenant.name, "gpt", &gpt)
+        .await
+        .unwrap();
+    assert_eq!(plain_chat(&app, &tenant, "hi").await.status(), 200);
+    assert_eq!(received.lock().unwrap().len(), 4);
+    let key_github = ["ghp_", "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"].concat();
+    assert_eq!(
+        plain_chat(&app, &tenant, &format!("use {key_github}"))
+            .await
+            .status(),
+        400
+    );
+
+    // The data-flow map: the provider received e-mail twice and a phone once, four requests.
+    let run = app
+        .cli_as(
+            &app.admin_token,
+            &["dataflow", "--tenant", &tenant.name, "--json"],
+        )
+        .await;
+    assert!(run.ok(), "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    let flows = report["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "{report}");
+    assert_eq!(flows[0]["party"], "openai (route gpt)");
+    assert_eq!(flows[0]["direction"], "received");
+    assert_eq!(flows[0]["classes"], json!({"email": 2, "phone": 1}));
+    assert_eq!(flows[0]["actions"]["masked"], 2);
+    assert_eq!(flows[0]["actions"]["requests"], 4);
+    let table = app
+        .cli_as(&app.admin_token, &["dataflow", "--tenant", &tenant.name])
+        .await;
+    assert!(
+        table.stdout.contains("email×2, phone×1"),
+        "{}",
+        table.stdout
+    );
+
+    // The attestation: signed, checked offline with the gateway's public key.
+    let file = app.dir.path().join("attestation.json");
+    let file_arg = file.display().to_string();
+    let run = app
+        .cli_as(
+            &app.admin_token,
+            &[
+                "attest",
+                "--tenant",
+                &tenant.name,
+                "--since",
+                "90d",
+                "--out",
+                &file_arg,
+            ],
+        )
+        .await;
+    assert!(run.ok(), "{}", run.stderr);
+    let signed: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let a = &signed["attestation"];
+    assert_eq!(a["model_requests"]["total"], 4);
+    assert_eq!(a["model_requests"]["zero_retention"], 3);
+    assert_eq!(a["model_requests"]["zero_retention_permille"], 750);
+    assert_eq!(a["model_requests"]["byo_key"], 3);
+    assert_eq!(a["model_requests"]["refused"], 1);
+    assert_eq!(a["model_requests"]["by_provider"]["openai"]["requests"], 4);
+    assert_eq!(a["redaction"]["found"]["email"], 2);
+    assert!(a["redaction"]["secret_rules"].as_u64().unwrap() >= 50);
+    assert_eq!(a["routes"][0]["name"], "gpt");
+    assert!(
+        a["config_changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["resource"] == "model_route:gpt")
+            .count()
+            == 2,
+        "{a}"
+    );
+    let text = signed.to_string();
+    assert!(!text.contains(EMAIL) && !text.contains(OPENAI_KEY) && !text.contains(&key_github));
+
+    let public = app.cli_local(&["public-key"]).await;
+    assert!(public.ok(), "{}", public.stderr);
+    let public = public.stdout.trim().to_owned();
+    let verify = |path: String, key: String| {
+        let dir = app.dir.path().to_path_buf();
+        async move {
+            run_cli(
+                &dir,
+                &["attest", "verify", &path, "--public-key", &key],
+                &[],
+            )
+            .await
+        }
+    };
+    let run = verify(file_arg.clone(), public.clone()).await;
+    assert!(run.ok(), "{} {}", run.stdout, run.stderr);
+    assert!(run.stdout.starts_with("valid"), "{}", run.stdout);
+
+    // Tampered (a better zero-retention share), or checked against another key: refused.
+    let mut tampered = signed.clone();
+    tampered["attestation"]["model_requests"]["zero_retention"] = json!(4);
+    tampered["attestation"]["model_requests"]["zero_retention_permille"] = json!(1000);
+    let tampered_file = app.dir.path().join("tampered.json");
+    std::fs::write(&tampered_file, tampered.to_string()).unwrap();
+    let run = verify(tampered_file.display().to_string(), public.clone()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("changed after signing"),
+        "{}",
+        run.stdout
+    );
+    let other = hex_key_of_another_gateway();
+    let run = verify(file_arg, other).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stdout.contains("not signed by the given key"),
+        "{}",
+        run.stdout
+    );
+
+    // Viewers do not read the trail, so neither its reports.
+    let viewer = api
+        .create_admin(&portcullis_server::admin::humans::AdminIn {
+            name: "posture-viewer".into(),
+            role: "viewer".into(),
+            tenant: Some(tenant.name.clone()),
+            ttl_secs: None,
+        })
+        .await
+        .unwrap();
+    let error = app
+        .api_as(&viewer.token)
+        .dataflow(&tenant.name, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("viewer"), "{error}");
+}
+
+fn hex_key_of_another_gateway() -> String {
+    let key = portcullis_core::keys::KeyRing::generate();
+    key.verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -107,6 +107,23 @@ async fn put_route(
     {
         return Err(ApiError::BadRequest(reason));
     }
+    let hosts = crate::egress::HostAllowList::parse(&tenant.egress_hosts)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Err(refusal) = state.egress.check_url(&route.base_url, &hosts) {
+        let draft = portcullis_core::audit::AuditDraft::new(
+            tenant.id.clone(),
+            ctx.actor(),
+            portcullis_core::audit::AuditKind::EgressRefused,
+        )
+        .resource(format!("model_route:{name}"))
+        .detail(serde_json::json!({ "rule": refusal.rule.name() }));
+        state.store.append_audit(draft, state.clock.now()).await?;
+        return Err(ApiError::BadRequest(format!(
+            "the base URL is refused by the egress policy ({}): {}",
+            refusal.rule.name(),
+            refusal.detail
+        )));
+    }
     match state.store.secret_meta(&tenant.id, &route.key_secret).await {
         Ok(_) => {}
         Err(StoreError::NotFound) => {

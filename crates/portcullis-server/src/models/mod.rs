@@ -328,9 +328,34 @@ async fn handle(
             Ok(outbound) => outbound,
             Err(response) => return response,
         };
-    let sent = state.egress.send(outbound, &HostAllowList::any()).await;
+    // The tenant's own host allow list narrows the operator's egress policy here too.
+    let hosts = match state.store.tenant(&ctx.tenant).await {
+        Ok(tenant) => HostAllowList::parse(&tenant.egress_hosts).unwrap_or_else(|e| {
+            tracing::error!(tenant = %ctx.tenant_name, error = %e, "unreadable egress hosts; refusing every host");
+            HostAllowList::parse(["refuse.invalid"]).expect("a valid pattern")
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the tenant");
+            return unavailable(api);
+        }
+    };
+    let sent = state.egress.send(outbound, &hosts).await;
     let answer = match sent {
         Ok(answer) => answer,
+        Err(crate::egress::EgressError::Refused(refusal)) => {
+            let message = format!(
+                "the route's base URL is refused by the egress policy ({})",
+                refusal.rule.name()
+            );
+            return refuse(
+                state,
+                &facts,
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                message,
+            )
+            .await;
+        }
         Err(e) => {
             tracing::warn!(tenant = %ctx.tenant_name, route = %name, error = %e, "model provider unreachable");
             let draft = facts.draft(

@@ -552,6 +552,56 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("vault"), "{error}");
+    bad.base_url = "http://169.254.169.254/v1".into();
+    let error = api
+        .put_model_route(&tenant.name, "r", &bad)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("egress policy (metadata)"),
+        "{error}"
+    );
+    // The tenant's own host list narrows where routes may point.
+    let (fake, received) = fake_provider().await;
+    api.put_secret(
+        &tenant.name,
+        "k",
+        &SecretIn {
+            value: OPENAI_KEY.to_owned().into(),
+            rotate_every_days: None,
+        },
+    )
+    .await
+    .unwrap();
+    let good = route(Api::Openai, "openai", format!("{fake}/v1"), &["m"], "k");
+    api.put_model_route(&tenant.name, "r", &good).await.unwrap();
+    api.set_tenant_egress(
+        &tenant.name,
+        &portcullis_server::admin::tenants::EgressHosts {
+            hosts: vec!["api.openai.com".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let response = post(r#"{"model":"m","messages":[]}"#, Some(&tenant.agent_token))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("egress policy"),
+        "{body}"
+    );
+    assert!(received.lock().unwrap().is_empty(), "nothing was sent");
+    let error = api
+        .put_model_route(&tenant.name, "r2", &good)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("egress policy"), "{error}");
+    api.delete_model_route(&tenant.name, "r").await.unwrap();
     assert!(api.models(&tenant.name).await.unwrap().routes.is_empty());
     // An approver may read routes but not change them.
     let approver = app.api_as(&tenant.approver_token);
@@ -564,6 +614,14 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
     // Still serving.
     let response = post("{", Some(&tenant.agent_token)).await.unwrap();
     assert_eq!(response.status(), 400);
+    // A suspended agent reaches no model.
+    api.suspend_agent(&tenant.name, &tenant.agent_id)
+        .await
+        .unwrap();
+    let response = post(r#"{"model":"m","messages":[]}"#, Some(&tenant.agent_token))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
 }
 
 /// Post one OpenAI-shaped request with a plain HTTP client.

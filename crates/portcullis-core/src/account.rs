@@ -100,6 +100,16 @@ impl TotpSecret {
         &self.0
     }
 
+    /// The secret as an authenticator app holds it: base32, any case, padded or not (what
+    /// [`TotpSecret::base32`] wrote, or a human typed); `None` if it is not base32.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        let upper = Zeroizing::new(text.trim().trim_end_matches('=').to_ascii_uppercase());
+        data_encoding::BASE32_NOPAD
+            .decode(upper.as_bytes())
+            .ok()
+            .map(|bytes| Self(Zeroizing::new(bytes)))
+    }
+
     /// Base32 (RFC 4648, no padding), as authenticator apps take it.
     pub fn base32(&self) -> Zeroizing<String> {
         Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&self.0))
@@ -220,5 +230,19 @@ mod tests {
             hash_password(&"x".repeat(MAX_PASSWORD_BYTES + 1)),
             Err(AccountError::PasswordTooLong)
         );
+    }
+
+    #[test]
+    fn base32_secrets_read_back_in_any_case_and_refuse_what_is_not_base32() {
+        let secret = TotpSecret::generate();
+        let text = secret.base32();
+        let back = TotpSecret::from_base32(&text.to_ascii_lowercase()).unwrap();
+        assert_eq!(back.expose(), secret.expose());
+        assert_eq!(
+            TotpSecret::from_base32("MZXW6===").unwrap().expose(),
+            b"foo"
+        );
+        assert!(TotpSecret::from_base32("not base32!").is_none());
+        assert!(TotpSecret::from_base32("0189").is_none());
     }
 }

@@ -55,28 +55,6 @@ impl ClientHandler for TaskClient {
 
 type Agent = RunningService<RoleClient, TaskClient>;
 
-/// RFC 4648 base32 without padding (the TOTP enrollment's `secret`).
-fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits: u64 = 0;
-    let mut held = 0u32;
-    let mut out = Vec::new();
-    for c in text.trim_end_matches('=').bytes() {
-        let value = ALPHABET
-            .iter()
-            .position(|a| *a == c.to_ascii_uppercase())
-            .unwrap_or_else(|| panic!("not base32: {:?}", c as char)) as u64;
-        bits = (bits << 5) | value;
-        held += 5;
-        if held >= 8 {
-            held -= 8;
-            out.push((bits >> held) as u8);
-            bits &= (1 << held) - 1;
-        }
-    }
-    out
-}
-
 /// `application/x-www-form-urlencoded`, as a browser sends a form.
 fn form_body(fields: &[(&str, &str)]) -> String {
     let encode = |text: &str| -> String {
@@ -349,7 +327,7 @@ async fn main() {
     .await;
     let enrolled = common::admin(&http, &base, approver_token, "/admins/me/totp", json!({})).await;
     let secret =
-        TotpSecret::from_bytes(&base32_decode(enrolled["secret"].as_str().expect("secret")));
+        TotpSecret::from_base32(enrolled["secret"].as_str().expect("secret")).expect("base32");
     let console = Console::sign_in(&base, &secret).await;
 
     let agent = client_with(

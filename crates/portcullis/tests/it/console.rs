@@ -29,28 +29,6 @@ pub(crate) fn refund(amount_cents: i64, reason: &str) -> Value {
     json!({ "customer_id": "c_1", "amount_cents": amount_cents, "reason": reason })
 }
 
-/// RFC 4648 base32 without padding (the enrollment's `secret`).
-pub(crate) fn base32_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits: u64 = 0;
-    let mut held = 0u32;
-    let mut out = Vec::new();
-    for c in text.trim_end_matches('=').bytes() {
-        let value = ALPHABET
-            .iter()
-            .position(|a| *a == c.to_ascii_uppercase())
-            .unwrap_or_else(|| panic!("not base32: {:?}", c as char)) as u64;
-        bits = (bits << 5) | value;
-        held += 5;
-        if held >= 8 {
-            held -= 8;
-            out.push((bits >> held) as u8);
-            bits &= (1 << held) - 1;
-        }
-    }
-    out
-}
-
 /// `application/x-www-form-urlencoded`, as a browser sends a form.
 pub(crate) fn form_body(fields: &[(&str, &str)]) -> String {
     let encode = |text: &str| -> String {
@@ -177,7 +155,7 @@ pub(crate) async fn enroll_totp(app: &TestApp, token: &str) -> TotpSecret {
             .starts_with("otpauth://totp/"),
         "an otpauth URI"
     );
-    TotpSecret::from_bytes(&base32_decode(enrolled.secret.expose_secret()))
+    TotpSecret::from_base32(enrolled.secret.expose_secret()).expect("base32")
 }
 
 /// A human in `tenant` with `role`; returns their name and token.

@@ -115,6 +115,7 @@ fn main() {
             session_read_classes: &read_classes,
             session_reads: 3,
             has_session: true,
+            argument_classes: &[],
             guardrail: None,
             definition_changed: false,
             stated_reason: true,

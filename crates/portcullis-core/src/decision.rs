@@ -89,6 +89,8 @@ pub struct Call<'a> {
     pub session_read_classes: &'a [String],
     pub session_reads: i64,
     pub has_session: bool,
+    /// Data classes found in the call's arguments (the gateway scans an effect's).
+    pub argument_classes: &'a [String],
     pub coverage: Option<Coverage>,
     /// The agent stated a reason or plan in the call's metadata.
     pub stated_reason: bool,
@@ -118,6 +120,7 @@ impl<'a> Call<'a> {
             session_read_classes: &[],
             session_reads: 0,
             has_session: false,
+            argument_classes: &[],
             coverage: None,
             stated_reason: false,
             now,
@@ -185,6 +188,7 @@ pub fn decide(engine: &Engine, call: &Call<'_>, action: HashedAction) -> Decided
             session_read_classes: call.session_read_classes,
             session_reads: call.session_reads,
             has_session: call.has_session,
+            argument_classes: call.argument_classes,
             guardrail: call.coverage.as_ref().map(|c| (c.id().as_str(), c.mode())),
             definition_changed: call.class.definition_changed(),
             stated_reason: call.stated_reason,

@@ -53,6 +53,7 @@ fn facts<'a>(profile: &'a ToolProfile, arguments: &'a serde_json::Value) -> Call
         session_read_classes: &[],
         session_reads: 0,
         has_session: false,
+        argument_classes: &[],
         guardrail: None,
         definition_changed: false,
         stated_reason: false,

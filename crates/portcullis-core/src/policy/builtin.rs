@@ -9,7 +9,7 @@ use super::settings::{Point, PolicySettings};
 use std::fmt::Write as _;
 
 /// Bumped whenever the text below changes meaning, so the policy-set hash changes with it.
-pub const BUILTIN_VERSION: u32 = 4;
+pub const BUILTIN_VERSION: u32 = 5;
 
 /// Reserved id prefix of built-in policies.
 pub const PREFIX: &str = "builtin.";
@@ -82,7 +82,8 @@ when {{ context.session.read_classes.containsAny([{}]) }};"#,
             r#"forbid (principal, action in Portcullis::Action::"effect", resource)
 when { action == Portcullis::Action::"export" ||
        resource.tags.containsAny(["share", "integration"]) ||
-       resource.data_classes.contains("customer") };"#,
+       resource.data_classes.contains("customer") ||
+       context.argument_classes.contains("customer") };"#,
         ),
         (
             Point::Production,

@@ -69,6 +69,7 @@ fn str_expr() -> impl Strategy<Value = String> {
 fn set_expr() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
         "context.session.read_classes",
+        "context.argument_classes",
         "context.escalate_classes",
         "resource.tags",
         "resource.data_classes",
@@ -204,6 +205,7 @@ struct Call {
     agent_spent: i64,
     read: Vec<String>,
     reads: i64,
+    argument_classes: Vec<String>,
     guardrail: bool,
     changed: bool,
     reason: bool,
@@ -227,6 +229,7 @@ impl Call {
             session_read_classes: &self.read,
             session_reads: self.reads,
             has_session: true,
+            argument_classes: &self.argument_classes,
             guardrail: self.guardrail.then_some(("grd_1", GuardrailMode::Auto)),
             definition_changed: self.changed,
             stated_reason: self.reason,
@@ -277,12 +280,22 @@ fn call() -> impl Strategy<Value = Call> {
             0i64..5,
             any::<(bool, bool, bool)>(),
             0i64..2_000_000_000_000,
+            subset(&["customer", "secret"]),
         ),
     )
         .prop_map(
             |(
                 (agent, owner, (connection, tool), effect, tags, classes, arguments),
-                (cost, spent, agent_spent, read, reads, (guardrail, changed, reason), now),
+                (
+                    cost,
+                    spent,
+                    agent_spent,
+                    read,
+                    reads,
+                    (guardrail, changed, reason),
+                    now,
+                    argument_classes,
+                ),
             )| Call {
                 agent,
                 owner,
@@ -297,6 +310,7 @@ fn call() -> impl Strategy<Value = Call> {
                 agent_spent,
                 read,
                 reads,
+                argument_classes,
                 guardrail,
                 changed,
                 reason,
@@ -541,6 +555,7 @@ fn simple_call<'a>(
         session_read_classes: &[],
         session_reads: 0,
         has_session: false,
+        argument_classes: &[],
         guardrail: None,
         definition_changed: false,
         stated_reason: false,

@@ -114,6 +114,7 @@ fn noun(path: &str) -> String {
         "context.limits.per_day_cents" => "the daily cap".into(),
         "context.session.read_classes" => "the data classes the session has read".into(),
         "context.session.reads" => "the number of reads in the session".into(),
+        "context.argument_classes" => "the data classes found in the arguments".into(),
         "context.escalate_classes" => "the escalating data classes".into(),
         "context.guardrail.covered" => "a guardrail covers the call".into(),
         "context.definition_changed" => "the tool's definition changed".into(),

@@ -90,6 +90,7 @@ pub(super) enum Fact {
     ReadClasses,
     Reads,
     HasSession,
+    ArgumentClasses,
     EscalateClasses,
     Covered,
     GuardrailId,
@@ -125,7 +126,7 @@ impl Fact {
             Cost | Spent | AgentSpent | PerAction | PerDay | PerAgentDay | Reads | Hour
             | Weekday => Ty::Long,
             HasSession | Covered | DefinitionChanged | StatedReason => Ty::Bool,
-            ReadClasses | EscalateClasses | ToolTags | ToolDataClasses => Ty::Set,
+            ReadClasses | ArgumentClasses | EscalateClasses | ToolTags | ToolDataClasses => Ty::Set,
         }
     }
 
@@ -143,6 +144,7 @@ impl Fact {
             ("session", Some("read_classes")) => ReadClasses,
             ("session", Some("reads")) => Reads,
             ("session", Some("has_session")) => HasSession,
+            ("argument_classes", None) => ArgumentClasses,
             ("escalate_classes", None) => EscalateClasses,
             ("guardrail", Some("covered")) => Covered,
             ("guardrail", Some("id")) => GuardrailId,
@@ -167,7 +169,7 @@ const RECORDS: [(&str, &[&str]); 3] = [
 ];
 
 /// The top-level context attributes (for `context has …`).
-const CONTEXT: [&str; 14] = [
+const CONTEXT: [&str; 15] = [
     "args",
     "numbers",
     "effect",
@@ -176,6 +178,7 @@ const CONTEXT: [&str; 14] = [
     "agent_spent_today_cents",
     "limits",
     "session",
+    "argument_classes",
     "escalate_classes",
     "guardrail",
     "definition_changed",
@@ -535,6 +538,7 @@ impl<'a> Facts<'a> {
             Fact::ReadClasses => Value::Strs(c.session_read_classes),
             Fact::Reads => Value::Long(c.session_reads),
             Fact::HasSession => Value::Bool(c.has_session),
+            Fact::ArgumentClasses => Value::Strs(c.argument_classes),
             Fact::EscalateClasses => Value::Strs(&self.settings.escalation.classes),
             Fact::Covered => Value::Bool(c.guardrail.is_some()),
             Fact::GuardrailId => s(c.guardrail.map_or("", |(id, _)| id)),

@@ -292,6 +292,8 @@ pub struct CallFacts<'a> {
     pub session_read_classes: &'a [String],
     pub session_reads: i64,
     pub has_session: bool,
+    /// Data classes found in the call's arguments (an effect's; empty for reads).
+    pub argument_classes: &'a [String],
     /// The guardrail that covers this call, if one does (mode above approve-each, inside its
     /// limits and expiry).
     pub guardrail: Option<(&'a str, GuardrailMode)>,
@@ -1415,7 +1417,7 @@ fn request<'b>(
         Some((id, mode)) => (id, mode.as_str()),
         None => ("", "none"),
     };
-    let attrs: [(&str, &BuildAttr<'_>); 12] = [
+    let attrs: [(&str, &BuildAttr<'_>); 13] = [
         ("effect", &|_| Ok(s(facts.effect.as_str()))),
         ("cost_cents", &|_| Ok(long(facts.cost_cents))),
         ("spent_today_cents", &|_| Ok(long(facts.spent_today_cents))),
@@ -1443,6 +1445,7 @@ fn request<'b>(
                 ],
             )
         }),
+        ("argument_classes", &|_| Ok(strings(facts.argument_classes))),
         ("escalate_classes", &|_| {
             Ok(strings(&settings.escalation.classes))
         }),

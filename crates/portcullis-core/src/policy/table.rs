@@ -9,6 +9,7 @@
 //!
 //! Options: `tags=a,b` `classes=a,b` (the tool's profile), `cost_arg=NAME` `cost=CENTS`,
 //! `spent=CENTS` (today's spend so far), `agent_spent=CENTS` (the agent's), `read=a,b` (classes the session has read),
+//! `arg_classes=a,b` (data classes found in the arguments, e.g. `customer`),
 //! `guardrail=auto|auto_with_notice`, `changed` (definition changed), `owner=NAME`,
 //! `reason` (the agent stated one), `at=UNIX_MS`, `by=POLICY_ID` (must be among the
 //! deciding policies; repeatable).
@@ -34,6 +35,8 @@ pub struct Case {
     pub spent_today_cents: i64,
     pub agent_spent_today_cents: i64,
     pub session_classes: Vec<String>,
+    /// Data classes the gateway would find in the arguments (it scans an effect's).
+    pub argument_classes: Vec<String>,
     pub guardrail: Option<GuardrailMode>,
     pub definition_changed: bool,
     pub owner: Option<String>,
@@ -128,6 +131,7 @@ fn parse_line(line: &str) -> Result<Case, String> {
         spent_today_cents: 0,
         agent_spent_today_cents: 0,
         session_classes: Vec::new(),
+        argument_classes: Vec::new(),
         guardrail: None,
         definition_changed: false,
         owner: None,
@@ -150,6 +154,7 @@ fn parse_line(line: &str) -> Result<Case, String> {
             "spent" => case.spent_today_cents = number()?,
             "agent_spent" => case.agent_spent_today_cents = number()?,
             "read" => case.session_classes = list(value),
+            "arg_classes" => case.argument_classes = list(value),
             "guardrail" => {
                 case.guardrail = Some(
                     GuardrailMode::parse(value)
@@ -186,6 +191,7 @@ pub fn evaluate(engine: &Engine, case: &Case) -> Result<Evaluation, String> {
         session_read_classes: &case.session_classes,
         session_reads: case.session_classes.len() as i64,
         has_session: true,
+        argument_classes: &case.argument_classes,
         guardrail: guardrail.filter(|(_, m)| *m != GuardrailMode::ApproveEach),
         definition_changed: case.definition_changed,
         stated_reason: case.stated_reason,

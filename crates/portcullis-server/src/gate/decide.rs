@@ -113,6 +113,7 @@ pub async fn decide(
         session_read_classes: &facts.session.classes,
         session_reads: facts.session.reads,
         has_session: caller.session.is_some(),
+        argument_classes: &[],
         coverage: cover.covering.as_ref().map(|(c, _)| c.clone()),
         stated_reason: caller.stated_reason,
         now,

@@ -176,6 +176,7 @@ async fn policy(
         session_read_classes: &[],
         session_reads: 0,
         has_session: caller.session.is_some(),
+        argument_classes: &[],
         guardrail: None,
         definition_changed: false,
         stated_reason: false,

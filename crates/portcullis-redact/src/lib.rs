@@ -8,7 +8,8 @@
 //! Build a [`Redactor`] once from [`Rules`]; it compiles every regex and the keyword
 //! automaton then. [`Redactor::scan`] returns sorted, non-overlapping [`Finding`]s (a
 //! [`Kind`] and a byte span). [`Redactor::mask`], [`Redactor::pseudonymise`] and
-//! [`Redactor::check`] (or [`Redactor::redact`] with a [`Mode`]) turn them into output.
+//! [`Redactor::check`] (or [`Redactor::redact`] with a [`Mode`]) turn them into output;
+//! [`Redactor::redact_each`] treats each kind as the caller says (a [`Treatment`]).
 //!
 //! ```
 //! use portcullis_redact::{Kind, Pseudonyms, Redactor};
@@ -53,5 +54,5 @@ mod text;
 
 pub use kind::{Encoding, Finding, Kind, SecretRule};
 pub use pseudonym::{Pseudonyms, Restorer};
-pub use redact::{Blocked, Mode, Redacted};
+pub use redact::{Blocked, Mode, Redacted, Treatment};
 pub use redactor::{Redactor, Rules};

@@ -20,6 +20,18 @@ pub enum Mode<'p> {
     Block,
 }
 
+/// What to do with the findings of one kind, for callers whose treatment depends on the kind
+/// (see [`Redactor::redact_each`]): credentials masked while personal data passes, say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Treatment {
+    /// Leave the text as it is.
+    Keep,
+    /// Replace it with `[TAG]`.
+    Mask,
+    /// Replace it with its label in the caller's `Pseudonyms` (`[EMAIL_1]`).
+    Pseudonymise,
+}
+
 /// Redacted text and what was found in the input (spans into the input).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redacted<'t> {
@@ -90,6 +102,34 @@ impl Redactor {
             pseudonyms
                 .label_for(finding.kind(), &text[finding.span()])
                 .map_or_else(|| mask_label(finding.kind()), str::to_owned)
+        });
+        Redacted {
+            text: output,
+            findings,
+        }
+    }
+
+    /// Scans `text` once and treats each finding as `treat` says for its kind. The findings
+    /// returned are the ones replaced (those kept are left out). `Pseudonymise` without a
+    /// `pseudonyms` map masks, so a value meant to be hidden never passes.
+    pub fn redact_each<'t>(
+        &self,
+        text: &'t str,
+        treat: impl Fn(Kind) -> Treatment,
+        mut pseudonyms: Option<&mut Pseudonyms>,
+    ) -> Redacted<'t> {
+        let findings: Vec<Finding> = self
+            .scan(text)
+            .into_iter()
+            .filter(|finding| treat(finding.kind()) != Treatment::Keep)
+            .collect();
+        let output = replace(text, &findings, |finding| {
+            match (treat(finding.kind()), pseudonyms.as_deref_mut()) {
+                (Treatment::Pseudonymise, Some(pseudonyms)) => pseudonyms
+                    .label_for(finding.kind(), &text[finding.span()])
+                    .map_or_else(|| mask_label(finding.kind()), str::to_owned),
+                _ => mask_label(finding.kind()),
+            }
         });
         Redacted {
             text: output,

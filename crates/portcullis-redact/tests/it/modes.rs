@@ -1,6 +1,6 @@
 //! Masking, pseudonymisation and its restoration (whole and streamed), and blocking.
 
-use portcullis_redact::{Kind, Mode, Pseudonyms, Redactor, SecretRule};
+use portcullis_redact::{Kind, Mode, Pseudonyms, Redactor, SecretRule, Treatment};
 
 use crate::fake::{ALNUM, random};
 
@@ -189,4 +189,43 @@ fn masking_an_encoded_secret_uncovers_no_credential() {
         "{}",
         masked.text
     );
+}
+
+#[test]
+fn each_kind_is_treated_as_the_caller_says() {
+    let (text, token) = sample();
+    let redactor = Redactor::default();
+    let treat = |kind: Kind| match kind {
+        kind if kind.is_secret() => Treatment::Mask,
+        Kind::Email => Treatment::Pseudonymise,
+        _ => Treatment::Keep,
+    };
+    let mut session = Pseudonyms::new();
+    let sent = redactor.redact_each(&text, treat, Some(&mut session));
+    assert!(
+        sent.text
+            .starts_with("From [EMAIL_1] to [EMAIL_2] (cc [EMAIL_1]), call +44 20 7946 0958"),
+        "{}",
+        sent.text
+    );
+    assert!(
+        sent.text.contains("token [SECRET:github_pat]."),
+        "{}",
+        sent.text
+    );
+    assert!(!sent.text.contains(&token));
+    // Only what was replaced is reported: three addresses and the token.
+    assert_eq!(sent.findings.len(), 4);
+    assert_eq!(session.len(), 2);
+
+    // Without a map, pseudonymising masks; keeping everything borrows the input.
+    let masked = redactor.redact_each(&text, treat, None);
+    assert!(
+        masked.text.starts_with("From [EMAIL] to [EMAIL]"),
+        "{}",
+        masked.text
+    );
+    let kept = redactor.redact_each(&text, |_| Treatment::Keep, None);
+    assert!(matches!(kept.text, std::borrow::Cow::Borrowed(_)));
+    assert!(kept.findings.is_empty());
 }

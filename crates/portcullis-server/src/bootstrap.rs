@@ -486,7 +486,14 @@ pub async fn seed_demo(
     };
     let spec = crate::upstream::ConnectionSpec::new(transport, classify);
     let connection = store
-        .create_connection(&tenant.id, "crm", &spec.to_json(), actor, now)
+        .create_connection(
+            &tenant.id,
+            "crm",
+            &spec.to_json(),
+            portcullis_store::ResultRedaction::default(),
+            actor,
+            now,
+        )
         .await?;
     let agent = store
         .create_agent(&tenant.id, "demo-agent", actor, now)

@@ -28,6 +28,7 @@ impl Store {
         tenant: &TenantId,
         name: &str,
         transport: &serde_json::Value,
+        redaction: ResultRedaction,
         actor: &str,
         now: UnixMillis,
     ) -> StoreResult<Connection> {
@@ -38,22 +39,58 @@ impl Store {
             transport: transport.clone(),
             created_at: now,
             revoked_at: None,
+            redaction,
         };
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Self::require_tenant(&mut tx, tenant).await?;
         tx.execute(
-            &sql("INSERT INTO connections (id, tenant_id, name, transport, created_at) VALUES ($1, $2, $3, $4, $5)")
+            &sql("INSERT INTO connections (id, tenant_id, name, transport, created_at, result_pii, result_secrets) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .text(connection.id.as_str())
                 .text(tenant.as_str())
                 .text(name)
                 .text(json(transport))
-                .int(now),
+                .int(now)
+                .text(redaction.pii.as_str())
+                .text(redaction.secrets.as_str()),
         )
         .await?;
         // The audit records the transport's kind only: arguments and URLs may embed secrets.
         let draft = AuditDraft::new(tenant.clone(), actor, AuditKind::ConnectionCreated)
             .resource(format!("connection:{}", connection.id))
-            .detail(serde_json::json!({ "name": name, "kind": transport.get("kind") }));
+            .detail(serde_json::json!({
+                "name": name,
+                "kind": transport.get("kind"),
+                "redaction": redaction,
+            }));
+        Ok(tx.audited(connection, draft, now).await?.0)
+    }
+
+    /// Set how the connection's tool results are redacted, with its audit event
+    /// (`config_changed`) in the same transaction. Applies from the next call on.
+    pub async fn set_connection_redaction(
+        &self,
+        tenant: &TenantId,
+        id: &ConnectionId,
+        redaction: ResultRedaction,
+        draft: AuditDraft,
+        now: UnixMillis,
+    ) -> StoreResult<Connection> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let change = sql(
+            "UPDATE connections SET result_pii = $1, result_secrets = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .text(redaction.pii.as_str())
+        .text(redaction.secrets.as_str())
+        .text(tenant.as_str())
+        .text(id.as_str());
+        if tx.execute(&change).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let read = sql("SELECT * FROM connections WHERE tenant_id = $1 AND id = $2")
+            .text(tenant.as_str())
+            .text(id.as_str());
+        let connection = parse::connection(&tx.one(&read).await?)?;
         Ok(tx.audited(connection, draft, now).await?.0)
     }
 

@@ -188,6 +188,79 @@ pub struct Connection {
     pub transport: serde_json::Value,
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
+    /// What the gateway hides in what the connection's tools return to agents.
+    pub redaction: ResultRedaction,
+}
+
+/// How a connection's tool results are redacted before an agent reads them.
+///
+/// Personal data passes by default: agents are often granted a CRM or a mailbox precisely to
+/// work with names, addresses and numbers, and hiding them by default would break the tools
+/// people connect. Credentials are masked by default: an agent never needs a key an upstream
+/// happens to return, and the design promises keys never reach the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResultRedaction {
+    pub pii: PiiMode,
+    pub secrets: SecretsMode,
+}
+
+/// What becomes of personal data (e-mail, phone, SSN, card, IBAN, IP address) in results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiMode {
+    /// Passed as the upstream returned it (the default).
+    #[default]
+    Off,
+    /// Replaced by its kind: `[EMAIL]`.
+    Mask,
+    /// Replaced by a label stable within the agent's session: `[EMAIL_1]`.
+    Pseudonymise,
+}
+
+/// What becomes of credentials (provider keys, tokens, private keys, JWTs) in results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsMode {
+    /// Replaced by their kind: `[SECRET:github_pat]` (the default).
+    #[default]
+    Mask,
+    /// Passed as the upstream returned them (an admin's explicit choice).
+    Off,
+}
+
+impl PiiMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Mask => "mask",
+            Self::Pseudonymise => "pseudonymise",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "off" => Some(Self::Off),
+            "mask" => Some(Self::Mask),
+            "pseudonymise" => Some(Self::Pseudonymise),
+            _ => None,
+        }
+    }
+}
+
+impl SecretsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mask => "mask",
+            Self::Off => "off",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "mask" => Some(Self::Mask),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -154,6 +154,18 @@ pub(crate) fn connection(row: &Row) -> StoreResult<Connection> {
         transport: parse_json("transport", &row.text("transport")?)?,
         created_at: row.int("created_at")?,
         revoked_at: row.opt_int("revoked_at")?,
+        redaction: ResultRedaction {
+            pii: {
+                let text = row.text("result_pii")?;
+                PiiMode::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("result_pii `{text}`")))?
+            },
+            secrets: {
+                let text = row.text("result_secrets")?;
+                SecretsMode::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("result_secrets `{text}`")))?
+            },
+        },
     })
 }
 

@@ -7,7 +7,7 @@ use portcullis_core::effect::EffectClass;
 use portcullis_server::admin::approvals::{ApprovalQuery, ApprovalView, VerdictIn};
 use portcullis_server::admin::client::AdminClient;
 use portcullis_server::admin::common::TenantQuery;
-use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn};
+use portcullis_server::admin::connections::{ClassifyIn, ConnectionIn, RedactionIn};
 use portcullis_server::admin::grants::GrantIn;
 use portcullis_server::admin::humans::{AdminIn, AdminView, ExpiryIn, RotateIn};
 use portcullis_server::admin::secrets::SecretIn;
@@ -316,6 +316,18 @@ pub enum ConnectionsCommand {
         id: String,
         tool: String,
     },
+    /// Set what the connection's tool results hide from agents (from the next call on).
+    Redaction {
+        #[arg(long)]
+        tenant: String,
+        id: String,
+        /// Personal data: `off` (passed), `mask` or `pseudonymise`.
+        #[arg(long, value_parser = ["off", "mask", "pseudonymise"])]
+        pii: Option<String>,
+        /// Credentials: `mask` or `off` (passed).
+        #[arg(long, value_parser = ["mask", "off"])]
+        secrets: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -532,6 +544,13 @@ pub struct AddConnection {
     classify: Vec<String>,
     #[command(flatten)]
     exposure: ExposureArgs,
+    /// Personal data in what the tools return: `off` (passed; the default), `mask`
+    /// (`[EMAIL]`) or `pseudonymise` (`[EMAIL_1]`, stable within the agent's session).
+    #[arg(long = "redact-pii", value_parser = ["off", "mask", "pseudonymise"], default_value = "off")]
+    redact_pii: String,
+    /// Credentials in what the tools return: `mask` (the default) or `off` (passed).
+    #[arg(long = "redact-secrets", value_parser = ["mask", "off"], default_value = "mask")]
+    redact_secrets: String,
 }
 
 /// An OAuth 2 client for an HTTP API connection: the gateway mints access tokens (at most 15
@@ -894,6 +913,8 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                         oauth,
                         classify,
                         exposure,
+                        redact_pii,
+                        redact_secrets,
                     } = *add;
                     let upstream = Upstream {
                         program,
@@ -907,7 +928,17 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                         oauth,
                     };
                     let spec = connection_spec(upstream, &classify, &exposure)?;
-                    let body = ConnectionIn { name, spec };
+                    let redaction = portcullis_store::ResultRedaction {
+                        pii: portcullis_store::PiiMode::parse(&redact_pii)
+                            .context("--redact-pii")?,
+                        secrets: portcullis_store::SecretsMode::parse(&redact_secrets)
+                            .context("--redact-secrets")?,
+                    };
+                    let body = ConnectionIn {
+                        name,
+                        spec,
+                        redaction,
+                    };
                     print_json(&c.create_connection(&tenant, &body).await?);
                 }
                 ConnectionsCommand::List { tenant } => {
@@ -933,6 +964,18 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 }
                 ConnectionsCommand::Accept { tenant, id, tool } => {
                     print_json(&c.accept_tool(&tenant, &id, &tool).await?);
+                }
+                ConnectionsCommand::Redaction {
+                    tenant,
+                    id,
+                    pii,
+                    secrets,
+                } => {
+                    if pii.is_none() && secrets.is_none() {
+                        bail!("nothing to change: pass --pii and/or --secrets");
+                    }
+                    let body = RedactionIn { pii, secrets };
+                    print_json(&c.set_connection_redaction(&tenant, &id, &body).await?);
                 }
             }
         }

@@ -11,7 +11,7 @@ use super::approvals::{ApprovalQuery, ApprovalView, BatchIn, BatchPreview, Verdi
 use super::audit::{Checkpoints, EventsQuery, Verification};
 use super::common::{Revoked, TenantQuery};
 use super::connections::{
-    ClassifyIn, ConnectionIn, ConnectionView, CreatedConnection, Restarting, ToolView,
+    ClassifyIn, ConnectionIn, ConnectionView, CreatedConnection, RedactionIn, Restarting, ToolView,
 };
 use super::grants::{GrantIn, Granted, Removed};
 use super::guardrails::{GuardrailIn, GuardrailView, ModeIn, SuggestionQuery, SuggestionView};
@@ -638,6 +638,20 @@ impl AdminClient {
             segment(connection)?
         ))
         .await
+    }
+
+    pub async fn set_connection_redaction(
+        &self,
+        tenant: &str,
+        connection: &str,
+        body: &RedactionIn,
+    ) -> ClientResult<ConnectionView> {
+        let path = format!(
+            "/tenants/{}/connections/{}/redaction",
+            segment(tenant)?,
+            segment(connection)?
+        );
+        self.put(&path, body).await
     }
 
     pub async fn list_tools(&self, tenant: &str, connection: &str) -> ClientResult<Vec<ToolView>> {

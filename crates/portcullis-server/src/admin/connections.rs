@@ -1,7 +1,7 @@
 //! Upstream connections of a tenant and their tools: register (a program from the operator's
-//! catalog, or a streamable-HTTP URL), list with their live status, revoke, restart; list the
-//! tools with their classification and pins, classify one, accept a changed definition, and
-//! set a tool's profile.
+//! catalog, or a streamable-HTTP URL), list with their live status, revoke, restart, set what
+//! their tool results hide from agents (redaction); list the tools with their classification
+//! and pins, classify one, accept a changed definition, and set a tool's profile.
 
 use super::common::{
     ApiResult, AppRef, Revoked, connection_in, draft, parse_id, require_admin, tenant_for,
@@ -19,7 +19,7 @@ use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::effect::EffectClass;
 use portcullis_core::id::ConnectionId;
 use portcullis_core::profile::ToolProfile;
-use portcullis_store::{StoreError, ToolRecord};
+use portcullis_store::{PiiMode, ResultRedaction, SecretsMode, StoreError, ToolRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -36,6 +36,10 @@ pub(super) fn routes() -> Router<AppRef> {
         .route(
             "/tenants/{tenant}/connections/{connection}/restart",
             post(restart_connection),
+        )
+        .route(
+            "/tenants/{tenant}/connections/{connection}/redaction",
+            put(set_redaction),
         )
         .route(
             "/tenants/{tenant}/connections/{connection}/tools",
@@ -61,6 +65,10 @@ pub struct ConnectionIn {
     pub name: String,
     #[serde(flatten)]
     pub spec: ConnectionSpec,
+    /// What the connection's tool results hide from agents; by default personal data passes
+    /// and credentials are masked (see [`ResultRedaction`]).
+    #[serde(default)]
+    pub redaction: ResultRedaction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +91,21 @@ pub struct ConnectionView {
     pub created_at: UnixMillis,
     pub revoked_at: Option<UnixMillis>,
     pub status: ConnectionState,
+    /// What the connection's tool results hide from agents.
+    pub redaction: ResultRedaction,
+}
+
+/// A change to what a connection's tool results hide; an absent field keeps its setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionIn {
+    /// Personal data: `off` (passed), `mask` (`[EMAIL]`) or `pseudonymise` (`[EMAIL_1]`,
+    /// stable within the agent's session); checked by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<String>,
+    /// Credentials: `mask` (`[SECRET:github_pat]`) or `off` (passed); checked by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<String>,
 }
 
 /// The upstream supervisor's view of a connection right now.
@@ -266,6 +289,7 @@ async fn create_connection(
             &tenant.id,
             &body.name,
             &spec.to_json(),
+            body.redaction,
             &ctx.actor(),
             state.clock.now(),
         )
@@ -285,26 +309,76 @@ pub(crate) async fn list_connections(
 ) -> ApiResult<Vec<ConnectionView>> {
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let connections = state.store.list_connections(&tenant.id).await?;
-    let text = |c: &portcullis_store::Connection, key: &str| {
+    Ok(Json(connections.iter().map(|c| view(&state, c)).collect()))
+}
+
+fn view(state: &crate::state::AppState, c: &portcullis_store::Connection) -> ConnectionView {
+    let text = |key: &str| {
         c.transport
             .get(key)
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    Ok(Json(
-        connections
-            .iter()
-            .map(|c| ConnectionView {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                kind: text(c, "kind"),
-                program: text(c, "program"),
-                created_at: c.created_at,
-                revoked_at: c.revoked_at,
-                status: state.upstreams.status(&c.id).into(),
-            })
-            .collect(),
-    ))
+    ConnectionView {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind: text("kind"),
+        program: text("program"),
+        created_at: c.created_at,
+        revoked_at: c.revoked_at,
+        status: state.upstreams.status(&c.id).into(),
+        redaction: c.redaction,
+    }
+}
+
+/// Admins only. Set what the connection's tool results hide from agents, from the next call
+/// on; audited as `config_changed` with the old and new settings.
+async fn set_redaction(
+    State(state): State<AppRef>,
+    ctx: AdminContext,
+    Path((tenant, connection)): Path<(String, String)>,
+    Json(body): Json<RedactionIn>,
+) -> ApiResult<ConnectionView> {
+    require_admin(&ctx)?;
+    let (tenant, connection) = connection_in(&state, &ctx, &tenant, &connection).await?;
+    if connection.revoked_at.is_some() {
+        return Err(ApiError::Conflict("connection is revoked".into()));
+    }
+    let mut redaction = connection.redaction;
+    if let Some(pii) = &body.pii {
+        redaction.pii = PiiMode::parse(pii).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "pii must be `off`, `mask` or `pseudonymise`, not `{pii}`"
+            ))
+        })?;
+    }
+    if let Some(secrets) = &body.secrets {
+        redaction.secrets = SecretsMode::parse(secrets).ok_or_else(|| {
+            ApiError::BadRequest(format!("secrets must be `mask` or `off`, not `{secrets}`"))
+        })?;
+    }
+    let audit = draft(
+        &tenant.id,
+        &ctx,
+        AuditKind::ConfigChanged,
+        format!("connection:{}", connection.id),
+    )
+    .detail(json!({
+        "name": connection.name,
+        "redaction": redaction,
+        "previous_redaction": connection.redaction,
+    }));
+    let changed = state
+        .store
+        .set_connection_redaction(
+            &tenant.id,
+            &connection.id,
+            redaction,
+            audit,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(Json(view(&state, &changed)))
 }
 
 pub(crate) async fn revoke_connection(

@@ -16,7 +16,78 @@ contract_tests!(
     lookups_across_tenants_see_every_tenant,
     tools_are_pinned_classified_and_accepted,
     grants_are_added_listed_and_removed,
+    result_redaction_is_kept_per_connection,
 );
+
+async fn result_redaction_is_kept_per_connection(f: &Fixture) {
+    let s = seed(&f.store, "acme").await;
+    let other = seed(&f.store, "other").await;
+    // The defaults: personal data passes, credentials are masked.
+    assert_eq!(
+        s.connection.redaction,
+        ResultRedaction {
+            pii: PiiMode::Off,
+            secrets: SecretsMode::Mask
+        }
+    );
+    let wanted = ResultRedaction {
+        pii: PiiMode::Pseudonymise,
+        secrets: SecretsMode::Off,
+    };
+    let audit = AuditDraft::new(s.tenant.id.clone(), "admin:x", AuditKind::ConfigChanged)
+        .resource(format!("connection:{}", s.connection.id));
+    let changed = f
+        .store
+        .set_connection_redaction(&s.tenant.id, &s.connection.id, wanted, audit.clone(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(changed.redaction, wanted);
+    let read = f
+        .store
+        .connection(&s.tenant.id, &s.connection.id)
+        .await
+        .unwrap();
+    assert_eq!(read.redaction, wanted);
+    assert_eq!(
+        f.store.list_connections(&s.tenant.id).await.unwrap()[0].redaction,
+        wanted
+    );
+    let events = f.store.audit_page(&s.tenant.id, 0, 100).await.unwrap();
+    assert_eq!(events.last().unwrap().draft.kind, AuditKind::ConfigChanged);
+    // Another tenant's connection is not found, and nothing changes.
+    assert!(matches!(
+        f.store
+            .set_connection_redaction(
+                &other.tenant.id,
+                &s.connection.id,
+                ResultRedaction::default(),
+                audit,
+                NOW
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let created = f
+        .store
+        .create_connection(
+            &s.tenant.id,
+            "mail",
+            &json!({"kind": "stdio", "command": "x"}),
+            wanted,
+            "test",
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .connection(&s.tenant.id, &created.id)
+            .await
+            .unwrap()
+            .redaction,
+        wanted
+    );
+}
 
 async fn every_mutation_lands_in_one_gapless_verifiable_chain(f: &Fixture) {
     let s = seed(&f.store, "acme").await;

@@ -236,6 +236,7 @@ pub async fn seed(store: &Store, name: &str) -> Seeded {
             &tenant.id,
             "crm",
             &json!({"kind": "stdio", "command": "x"}),
+            ResultRedaction::default(),
             "test",
             NOW,
         )

@@ -109,6 +109,7 @@ async fn billing(app: &TestApp) -> Billing {
                     },
                     Default::default(),
                 ),
+                redaction: Default::default(),
             },
         )
         .await
@@ -318,6 +319,7 @@ async fn an_api_at_a_refused_address_is_refused_at_creation() {
                     },
                     Default::default(),
                 ),
+                redaction: Default::default(),
             },
         )
         .await
@@ -421,6 +423,7 @@ async fn an_oauth_connection_gets_short_lived_tokens_and_needs_reconnection_when
                     },
                     Default::default(),
                 ),
+                redaction: Default::default(),
             },
         )
         .await

@@ -1070,6 +1070,7 @@ async fn a_connection_created_on_one_replica_is_served_by_the_others_and_revoked
             },
             demo_classification(),
         ),
+        redaction: Default::default(),
     };
     let billing = cluster
         .admin(0)
@@ -1182,6 +1183,7 @@ async fn a_secret_changed_on_one_replica_is_injected_by_the_others_on_their_next
                     },
                     Default::default(),
                 ),
+                redaction: Default::default(),
             },
         )
         .await

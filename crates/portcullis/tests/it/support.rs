@@ -209,6 +209,7 @@ pub fn demo_connection(files: &Path, tenant: &str) -> ConnectionIn {
             },
             demo_classification(),
         ),
+        redaction: Default::default(),
     }
 }
 
@@ -1575,6 +1576,7 @@ pub async fn add_http_connection(
                             .collect(),
                     )
                 },
+                redaction: Default::default(),
             },
         )
         .await

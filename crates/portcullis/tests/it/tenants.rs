@@ -242,6 +242,7 @@ async fn tenants_see_only_their_own_tools_and_effects() {
             },
             demo_classification(),
         ),
+        redaction: Default::default(),
     };
     let billing = app
         .admin_api()

@@ -53,6 +53,7 @@ fn http_connection(name: &str, url: String, auth: Option<Credential>) -> Connect
     ConnectionIn {
         name: name.into(),
         spec: ConnectionSpec::new(Transport::Http { url, auth }, Default::default()),
+        redaction: Default::default(),
     }
 }
 

@@ -175,6 +175,7 @@ async fn upstream_error_bodies_are_not_reflected_to_tenant_admins() {
     let internal = ConnectionIn {
         name: "internal".into(),
         spec: ConnectionSpec::new(Transport::Http { url, auth: None }, Default::default()),
+        redaction: Default::default(),
     };
     let created = app
         .admin_api()

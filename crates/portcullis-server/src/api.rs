@@ -24,6 +24,10 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Set on an answer the injection spotter flagged (the counterpart of the MCP result's
+/// `_meta` `dev.portcullis/untrusted`).
+pub const UNTRUSTED_HEADER: &str = "x-portcullis-untrusted";
+
 /// Largest upstream response body handed back to an agent.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -431,7 +435,19 @@ fn render(outcome: CallOutcome) -> Response {
             else {
                 return problem(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream's answer is unreadable");
             };
-            answer.into_response()
+            let untrusted = result
+                .meta
+                .as_ref()
+                .is_some_and(|meta| meta.0.contains_key(gate::scrub::UNTRUSTED_META_KEY));
+            let mut response = answer.into_response();
+            // The body is passed on as data; the injection spotter's flag travels beside it.
+            if untrusted {
+                response.headers_mut().insert(
+                    UNTRUSTED_HEADER,
+                    http::HeaderValue::from_static("true"),
+                );
+            }
+            response
         }
         CallOutcome::UpstreamFailed(reason) => {
             problem(StatusCode::BAD_GATEWAY, "upstream_error", reason)

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// The data class a session has read once the injection spotter flagged a tool result in it.
+pub const UNTRUSTED_CLASS: &str = "untrusted";
+
 /// How far back an agent's reads in other sessions (and sessionless reads) count for a call.
 pub const SESSIONLESS_WINDOW_MS: UnixMillis = 60 * 60 * 1000;
 /// How many of the tools read an approval request shows as evidence (every read counts for
@@ -107,7 +110,8 @@ pub struct SessionFacts {
 }
 
 /// The reads that count for a call, and the data classes they carried (from the tools'
-/// profiles).
+/// profiles, and `untrusted` once a result in the history was flagged by the injection
+/// spotter).
 ///
 /// INVARIANT: flow escalation follows the agent, not the connection. A call sees the union of
 /// its own session's reads (any age) and every read the agent made in any session, of either
@@ -135,6 +139,11 @@ pub async fn session_facts(
     let mut facts = SessionFacts::default();
     let mut tools_by_connection = HashMap::new();
     for read in touched {
+        // A result the injection spotter flagged marks the history untrusted, whatever
+        // became of its tool since (revoked, reclassified, gone): fail closed.
+        if read.untrusted {
+            classes.insert(UNTRUSTED_CLASS.to_owned());
+        }
         // Resources of allowed calls are `tool:{connection id}/{tool}`.
         let Some((connection_id, tool_name)) = read
             .resource
@@ -159,7 +168,7 @@ pub async fn session_facts(
         else {
             continue;
         };
-        if tool.effect.is_effect() {
+        if tool.effect.is_effect() || read.calls == 0 {
             continue;
         }
         facts.reads += read.calls;
@@ -171,6 +180,7 @@ pub async fn session_facts(
                 "tool": format!("{}.{}", connection.name, tool.name),
                 "calls": read.calls,
                 "data_classes": tool.profile.data_classes,
+                "untrusted": read.untrusted,
             }));
         }
     }

@@ -1,5 +1,5 @@
-//! Shared state of one running server: configuration, store, keys, clock, metrics, guards
-//! and the upstream supervisor.
+//! Shared state of one running server: configuration, store, keys, clock, metrics, guards,
+//! the upstream supervisor and the redactor.
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -37,8 +37,11 @@ pub struct AppState {
         crate::bridge::Bridges<Result<rmcp::model::CallToolResult, crate::upstream::UpstreamError>>,
     /// Wakes the webhook worker: an entry was appended here, or an attempt ended.
     pub webhook_wake: Arc<tokio::sync::Notify>,
-    /// The redactor, built once (its automaton and expressions compiled at start-up).
+    /// The redactor, built once (its automaton and expressions compiled at start-up): tool
+    /// results and effect arguments (`gate::scrub`), model prompts (`models`).
     pub redactor: Arc<portcullis_redact::Redactor>,
+    /// Per-session pseudonym maps for connections that pseudonymise personal data.
+    pub pseudonyms: Arc<crate::gate::scrub::SessionPseudonyms>,
 }
 
 impl AppState {

@@ -251,6 +251,10 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("the upstream could not be reached or answered outside the protocol")]
     Transport,
+    /// The upstream answered, but what the gate must record about the answer (redaction,
+    /// untrusted content) could not be written: the answer is withheld (fail closed).
+    #[error("the result was withheld: the gateway could not record it")]
+    Withheld,
 }
 
 /// A failure to reach an upstream as tenants see it: a generic reason and, for HTTP, the

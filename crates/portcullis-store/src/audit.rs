@@ -43,10 +43,11 @@ impl Store {
     }
 
     /// The tools a call's history touched, one row each: every allowed call (`tool_call`,
-    /// decision `allow`) recorded under `session` (an MCP session, whatever its age) or made
-    /// by `actor` at or after `since` in any session. Aggregated in the database and never
-    /// truncated, so no number of later calls can push an earlier read out of the history.
-    /// Most recent first.
+    /// decision `allow`) and every result the injection spotter flagged
+    /// (`untrusted_content`), recorded under `session` (an MCP session, whatever its age) or
+    /// made by `actor` at or after `since` in any session. Aggregated in the database and
+    /// never truncated, so no number of later calls can push an earlier read out of the
+    /// history. Most recent first.
     pub async fn session_reads(
         &self,
         tenant: &TenantId,
@@ -55,8 +56,11 @@ impl Store {
         since: UnixMillis,
     ) -> StoreResult<Vec<SessionRead>> {
         let q = sql(
-            "SELECT resource, COUNT(*) AS calls, MAX(seq) AS last_seq, MAX(time) AS last_time \
-                     FROM audit_events WHERE tenant_id = $1 AND kind = $2 AND decision = 'allow' \
+            "SELECT resource, COUNT(CASE WHEN kind = $2 THEN 1 END) AS calls, \
+                     COUNT(CASE WHEN kind = $6 THEN 1 END) AS untrusted, \
+                     MAX(seq) AS last_seq, MAX(time) AS last_time \
+                     FROM audit_events WHERE tenant_id = $1 \
+                     AND ((kind = $2 AND decision = 'allow') OR kind = $6) \
                      AND (session = $3 OR (actor = $4 AND time >= $5)) AND resource IS NOT NULL \
                      GROUP BY resource ORDER BY last_seq DESC",
         )
@@ -64,7 +68,8 @@ impl Store {
         .text(AuditKind::ToolCall.as_str())
         .opt_text(session)
         .text(actor)
-        .int(since);
+        .int(since)
+        .text(AuditKind::UntrustedContent.as_str());
         self.read_all(Scope::Tenant(tenant), &q, Freshness::Any)
             .await?
             .iter()
@@ -74,6 +79,7 @@ impl Store {
                     calls: row.int("calls")?,
                     last_seq: row.int("last_seq")?,
                     last_time: row.int("last_time")?,
+                    untrusted: row.int("untrusted")? != 0,
                 })
             })
             .collect()

@@ -631,6 +631,9 @@ pub struct SessionRead {
     /// The newest of them: its sequence number and time.
     pub last_seq: i64,
     pub last_time: UnixMillis,
+    /// The injection spotter flagged what the tool returned in this history
+    /// (`untrusted_content`): the session has read untrusted data.
+    pub untrusted: bool,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -2,17 +2,19 @@
 //! [`run_approved`] turns an approved request into a permit and runs it exactly once:
 //! verify the receipt, check the target still looks as approved, redeem the receipt (nonce,
 //! status and the `execute` audit event in one transaction), charge the ledger, call the
-//! upstream, record the outcome.
+//! upstream, record the outcome. Every answer comes back through [`reach`], which hands it
+//! to [`super::scrub`] before anything else sees it.
 //!
 //! INVARIANT: a receipt executes at most once — redemption is the store's single-winner
 //! transaction, and the upstream is called only after it committed.
 
+use super::scrub::{ResultScope, Scrub};
 use super::{CallOutcome, NotRun, call_draft};
 use crate::bridge::{Owner, Waited};
 use crate::identity::AgentContext;
 use crate::policy::Caller;
 use crate::state::AppState;
-use crate::upstream::{AgentSide, UpstreamError};
+use crate::upstream::{AgentSide, UpstreamError, Upstreams};
 use portcullis_core::action::HashedAction;
 use portcullis_core::audit::AuditKind;
 use portcullis_core::decision;
@@ -20,19 +22,34 @@ use portcullis_core::decision::Permit;
 use portcullis_store::{Approval, Charge, ExecutionOutcome, StoreError};
 use serde_json::json;
 
-/// Send a permitted action upstream. Returns what the agent gets and what it means for the
-/// execution record.
+/// Send a permitted action upstream for `caller`. Returns what the agent gets and what it
+/// means for the execution record.
 pub async fn forward(
     state: &AppState,
+    caller: &Caller,
     permit: Permit,
     agent: Option<AgentSide>,
 ) -> (CallOutcome, ExecutionOutcome) {
     let started = std::time::Instant::now();
-    let result = match agent {
-        Some(agent) => state.upstreams.call(permit, agent).await,
-        None => state.upstreams.call_unattended(permit).await,
-    };
+    let scope = ResultScope::of(state, caller, permit.hashed());
+    let result = reach(&state.upstreams, &Scrub::of(state), permit, agent, scope).await;
     settle(state, result, started)
+}
+
+/// The one way a tool result comes back from an upstream: the upstream's answer, scrubbed
+/// (redacted per its connection, read by the injection spotter, both audited).
+async fn reach(
+    upstreams: &Upstreams,
+    scrub: &Scrub,
+    permit: Permit,
+    agent: Option<AgentSide>,
+    scope: ResultScope,
+) -> Result<rmcp::model::CallToolResult, UpstreamError> {
+    let result = match agent {
+        Some(agent) => upstreams.call(permit, agent).await?,
+        None => upstreams.call_unattended(permit).await?,
+    };
+    scrub.result(scope, result).await
 }
 
 /// Who may resume a bridged call: this agent, calling this tool name with these arguments.
@@ -55,12 +72,13 @@ fn owner(ctx: &AgentContext, name: &str, arguments: &serde_json::Value) -> Optio
 pub async fn forward_for(
     state: &AppState,
     ctx: &AgentContext,
+    caller: &Caller,
     name: &str,
     permit: Permit,
     agent: Option<AgentSide>,
 ) -> CallOutcome {
     let Some(mut agent) = agent else {
-        return forward(state, permit, None).await.0;
+        return forward(state, caller, permit, None).await.0;
     };
     // Only a call that may be suspended needs its owner (the hash of name and arguments).
     let owner = match agent.multi_round_trip {
@@ -68,20 +86,22 @@ pub async fn forward_for(
         false => None,
     };
     let Some(owner) = owner else {
-        return forward(state, permit, Some(agent)).await.0;
+        return forward(state, caller, permit, Some(agent)).await.0;
     };
     let (questions, asked) = tokio::sync::mpsc::unbounded_channel();
     agent.questions = Some(questions);
     // The call outlives this HTTP request when it is suspended; the agent's request
     // cancellation no longer applies (an unanswered question lapses with the call timeout).
     agent.cancel = tokio_util::sync::CancellationToken::new();
-    let upstreams = state.upstreams.clone();
+    let (upstreams, scrub) = (state.upstreams.clone(), Scrub::of(state));
+    let scope = ResultScope::of(state, caller, permit.hashed());
     let started = std::time::Instant::now();
+    // The answer is scrubbed inside the detached call, so a resumed call's answer is too.
     let waited = state
         .bridges
         .start(
             owner,
-            async move { upstreams.call(permit, agent).await },
+            async move { reach(&upstreams, &scrub, permit, Some(agent), scope).await },
             asked,
         )
         .await;
@@ -154,6 +174,14 @@ fn settle(
                 ExecutionOutcome::Ok
             };
             (CallOutcome::Completed(result), outcome)
+        }
+        Err(UpstreamError::Withheld) => {
+            // The upstream answered (the action ran); only the answer is kept from the agent.
+            label("withheld");
+            (
+                CallOutcome::UpstreamFailed(UpstreamError::Withheld.to_string()),
+                ExecutionOutcome::Ok,
+            )
         }
         Err(e) => {
             label(match e {
@@ -281,7 +309,7 @@ pub async fn run_approved(
     if let Err(e) = state.store.charge(&charge, None, now).await {
         tracing::error!(error = %e, approval = %approval.id, "could not record an approved call's spend");
     }
-    let (outcome, recorded) = forward(state, permit, agent).await;
+    let (outcome, recorded) = forward(state, caller, permit, agent).await;
     let mut draft = call_draft(state, caller, &action, AuditKind::ExecutionResult);
     draft.receipt_id = Some(approved_by.receipt_id().to_string());
     draft.detail = json!({

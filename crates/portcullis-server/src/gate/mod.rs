@@ -4,10 +4,11 @@
 //!    in the token's scope); any other name is an unknown tool.
 //! 2. [`decide`]: gather what the policies need (engine, cost, the agent's reads, the day's
 //!    spend, a covering guardrail), let core decide, charge a guardrail-covered call.
-//! 3. Allow: [`execute::forward`] the permit upstream. Hold: [`hold`] joins or opens the one
-//!    live approval request for the action, and an approved one runs through
-//!    [`execute::run_approved`] (verify the receipt, redeem it with the `execute` event, call
-//!    once, record the outcome). Deny: record and refuse.
+//! 3. Allow: [`execute::forward`] the permit upstream; its answer passes [`scrub`] (redacted
+//!    per the connection, read by the injection spotter) before anyone sees it. Hold:
+//!    [`hold`] joins or opens the one live approval request for the action, and an approved
+//!    one runs through [`execute::run_approved`] (verify the receipt, redeem it with the
+//!    `execute` event, call once, record the outcome). Deny: record and refuse.
 //!
 //! The people's side — votes, denials, batches — is [`approve`]; reverts are [`revert`]. The
 //! gate answers with a typed [`CallOutcome`]; only the MCP layer renders it.
@@ -25,6 +26,7 @@ pub mod offer;
 pub mod preview;
 pub mod resolve;
 pub mod revert;
+pub mod scrub;
 
 use crate::policy::Caller;
 use crate::state::AppState;
@@ -191,7 +193,7 @@ pub async fn call_tool(
                 // result waits for the commit (withheld if it fails).
                 let (committed, outcome) = tokio::join!(
                     state.store.append_audit(draft, now),
-                    execute::forward_for(state, ctx, &req.name, *permit, req.agent),
+                    execute::forward_for(state, ctx, &caller, &req.name, *permit, req.agent),
                 );
                 committed?;
                 return Ok(outcome);
@@ -208,7 +210,8 @@ pub async fn call_tool(
                 });
                 state.store.append_audit(notice, now).await?;
             }
-            let outcome = execute::forward_for(state, ctx, &req.name, *permit, req.agent).await;
+            let outcome =
+                execute::forward_for(state, ctx, &caller, &req.name, *permit, req.agent).await;
             // An effect run under a guardrail is an execution too: anchored soon after.
             state.anchors.nudge(&caller.tenant);
             Ok(outcome)

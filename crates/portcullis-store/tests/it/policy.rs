@@ -22,6 +22,7 @@ contract_tests!(
     charges_fit_their_guardrails_budget,
     concurrent_charges_stop_exactly_at_the_limit,
     session_calls_are_the_allowed_calls_of_one_session,
+    flagged_results_mark_the_history_untrusted,
     the_database_refuses_to_rewrite_policies_votes_and_the_ledger,
 );
 
@@ -1380,6 +1381,60 @@ async fn session_calls_are_the_allowed_calls_of_one_session(f: &Fixture) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn flagged_results_mark_the_history_untrusted(f: &Fixture) {
+    let s = seed(&f.store, "acme").await;
+    let event = |actor: &str, session: &str, kind: AuditKind, n: i64| {
+        let mut draft =
+            AuditDraft::new(s.tenant.id.clone(), actor, kind).resource(format!("tool:crm/{n}"));
+        draft.session = Some(session.into());
+        if kind == AuditKind::ToolCall {
+            draft.decision = Some("allow".into());
+        }
+        draft
+    };
+    for (i, draft) in [
+        event("agent:x", "ses-1", AuditKind::ToolCall, 1),
+        event("agent:x", "ses-1", AuditKind::UntrustedContent, 1),
+        event("agent:x", "ses-1", AuditKind::ToolCall, 2),
+        // Another agent's flagged result in another session is not this history.
+        event("agent:y", "ses-9", AuditKind::UntrustedContent, 3),
+        // Only the two kinds count: a redaction event is no read.
+        event("agent:x", "ses-1", AuditKind::Redaction, 4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        f.store.append_audit(draft, NOW + i as i64).await.unwrap();
+    }
+    let reads = f
+        .store
+        .session_reads(&s.tenant.id, Some("ses-1"), "agent:x", NOW + 1_000)
+        .await
+        .unwrap();
+    let seen: Vec<(String, i64, bool)> = reads
+        .into_iter()
+        .map(|r| (r.resource, r.calls, r.untrusted))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("tool:crm/2".to_owned(), 1, false),
+            ("tool:crm/1".to_owned(), 1, true),
+        ]
+    );
+    // A fresh session of the same agent inside the window sees the flag too.
+    let fresh = f
+        .store
+        .session_reads(&s.tenant.id, None, "agent:x", NOW)
+        .await
+        .unwrap();
+    assert!(
+        fresh
+            .iter()
+            .any(|r| r.resource == "tool:crm/1" && r.untrusted)
     );
 }
 

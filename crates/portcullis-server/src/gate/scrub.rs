@@ -1,0 +1,413 @@
+//! Scrub: what crosses the gate as data is checked on its way. An upstream's tool result is
+//! redacted per its connection's setting (personal data off, masked or pseudonymised within
+//! the agent's session; credentials masked unless an admin turned that off) and read by the
+//! injection spotter.
+//!
+//! INVARIANT: one place. Every tool result an agent receives passes [`Scrub::result`]
+//! (called by `execute` on the upstream's answer, before it becomes a
+//! `CallOutcome::Completed`). Each redaction and each flagged result writes one audit event
+//! of kinds and counts — never a value, a span or the text — and the result reaches the
+//! agent only once those events are durable (withheld otherwise).
+
+use super::call_draft;
+use crate::cache::AccessCache;
+use crate::clock::Clock;
+use crate::policy::Caller;
+use crate::state::AppState;
+use crate::upstream::UpstreamError;
+use portcullis_core::UnixMillis;
+use portcullis_core::action::HashedAction;
+use portcullis_core::audit::{AuditDraft, AuditKind};
+use portcullis_core::id::{AgentId, ConnectionId, TenantId};
+use portcullis_redact::injection::{self, SignalKind};
+use portcullis_redact::{Finding, Kind, Pseudonyms, Redactor, Treatment};
+use portcullis_store::{PiiMode, ResultRedaction, SecretsMode, Store};
+use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// The `_meta` key a tool result carries when the injection spotter flagged it.
+pub const UNTRUSTED_META_KEY: &str = "dev.portcullis/untrusted";
+
+/// Most sessions with a pseudonym map at once; past it, expired maps go, then the least
+/// recently used.
+const MAX_SESSIONS: usize = 4_096;
+/// Most distinct values one session's map labels; later ones are masked instead.
+const MAX_VALUES_PER_SESSION: usize = 1_000;
+/// A map unused this long is forgotten (and zeroized).
+const SESSION_IDLE_MS: UnixMillis = 60 * 60 * 1000;
+/// A map is forgotten this long after it was made, however busy: labels do not outlive a day.
+const SESSION_MAX_AGE_MS: UnixMillis = 24 * 60 * 60 * 1000;
+
+/// Everything one tool result is checked for, on behalf of one call: owned, so a call that
+/// runs detached (a 2026-07-28 agent's, see `bridge`) can carry it.
+pub struct ResultScope {
+    tenant: TenantId,
+    agent: AgentId,
+    session_key: String,
+    connection: ConnectionId,
+    tool: String,
+    /// The call's audit skeleton: tool as resource, session, actor, arguments hash.
+    draft: AuditDraft,
+}
+
+impl ResultScope {
+    pub fn of(state: &AppState, caller: &Caller, action: &HashedAction) -> Self {
+        let a = action.action();
+        Self {
+            tenant: caller.tenant.clone(),
+            agent: caller.agent.clone(),
+            session_key: caller.session_key(),
+            connection: a.connection.clone(),
+            tool: a.tool.clone(),
+            draft: call_draft(state, caller, action, AuditKind::Redaction),
+        }
+    }
+}
+
+/// What checks a result: the redactor, the session pseudonym maps and what the audit needs.
+/// Cheap to clone (handles only).
+#[derive(Clone)]
+pub struct Scrub {
+    redactor: Arc<Redactor>,
+    pseudonyms: Arc<SessionPseudonyms>,
+    store: Store,
+    cache: Arc<AccessCache>,
+    clock: Clock,
+}
+
+impl Scrub {
+    pub fn of(state: &AppState) -> Self {
+        Self {
+            redactor: state.redactor.clone(),
+            pseudonyms: state.pseudonyms.clone(),
+            store: state.store.clone(),
+            cache: state.cache.clone(),
+            clock: state.clock.clone(),
+        }
+    }
+
+    /// The result as the agent may read it: redacted per the connection's setting, marked
+    /// when the spotter flagged it, with the audit events of both written. A connection no
+    /// longer found is treated with everything masked; a store that cannot be read or an
+    /// event that cannot be written withholds the result.
+    pub async fn result(
+        &self,
+        scope: ResultScope,
+        mut result: CallToolResult,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let connections = self
+            .cache
+            .connections(&self.store, &scope.tenant)
+            .await
+            .map_err(|e| withheld(&e))?;
+        let (connection, redaction) = match connections.iter().find(|c| c.id == scope.connection) {
+            Some(c) => (c.name.clone(), c.redaction),
+            None => (
+                scope.connection.to_string(),
+                ResultRedaction {
+                    pii: PiiMode::Mask,
+                    secrets: SecretsMode::Mask,
+                },
+            ),
+        };
+        let now = self.clock.now();
+        let session = (redaction.pii == PiiMode::Pseudonymise).then(|| {
+            self.pseudonyms
+                .session(&scope.tenant, &scope.agent, &scope.session_key, now)
+        });
+        let tally = self.check(&mut result, redaction, session.as_deref());
+        let event = |kind: AuditKind, detail: Value| {
+            let mut draft = scope.draft.clone();
+            draft.kind = kind;
+            draft.detail = detail;
+            draft
+        };
+        let mut events = Vec::new();
+        if !tally.signals.is_empty() {
+            let signals: BTreeMap<String, usize> = tally
+                .signals
+                .iter()
+                .map(|(kind, n)| (signal_name(*kind), *n))
+                .collect();
+            events.push(event(
+                AuditKind::UntrustedContent,
+                json!({ "signals": signals, "connection": connection, "tool": scope.tool }),
+            ));
+            result
+                .meta
+                .get_or_insert_with(Default::default)
+                .0
+                .insert(UNTRUSTED_META_KEY.to_owned(), Value::Bool(true));
+        }
+        for (action, kinds) in [
+            ("masked", &tally.masked),
+            ("pseudonymised", &tally.pseudonymised),
+        ] {
+            if !kinds.is_empty() {
+                events.push(event(
+                    AuditKind::Redaction,
+                    redaction_detail("tool_result", action, kinds, &connection, &scope.tool),
+                ));
+            }
+        }
+        for draft in events {
+            self.store
+                .append_audit(draft, now)
+                .await
+                .map_err(|e| withheld(&e))?;
+        }
+        Ok(result)
+    }
+
+    /// Redact every text block (and embedded text resource) and every string of the
+    /// structured content, and run the spotter over each as the upstream sent it.
+    fn check(
+        &self,
+        result: &mut CallToolResult,
+        redaction: ResultRedaction,
+        session: Option<&Mutex<Pseudonyms>>,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        let mut pseudonyms = session.map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
+        let treat = |kind: Kind| treatment(redaction, kind);
+        let mut visit = |text: &mut String| {
+            for signal in injection::spot(text) {
+                *tally.signals.entry(signal.kind()).or_default() += 1;
+            }
+            let redacted = self
+                .redactor
+                .redact_each(text, treat, pseudonyms.as_deref_mut());
+            if redacted.findings.is_empty() {
+                return;
+            }
+            let findings: Vec<Finding> = redacted.findings;
+            let replaced = redacted.text.into_owned();
+            for finding in findings {
+                let counts = match treat(finding.kind()) {
+                    Treatment::Pseudonymise => &mut tally.pseudonymised,
+                    _ => &mut tally.masked,
+                };
+                *counts.entry(finding.kind().to_string()).or_default() += 1;
+            }
+            *text = replaced;
+        };
+        for block in &mut result.content {
+            match block {
+                ContentBlock::Text(content) => visit(&mut content.text),
+                ContentBlock::Resource(embedded) => {
+                    if let ResourceContents::TextResourceContents { text, .. } =
+                        &mut embedded.resource
+                    {
+                        visit(text);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(structured) = &mut result.structured_content {
+            strings_of(structured, &mut visit);
+        }
+        tally
+    }
+}
+
+/// How the connection's setting treats one kind of finding.
+fn treatment(redaction: ResultRedaction, kind: Kind) -> Treatment {
+    if kind.is_secret() {
+        return match redaction.secrets {
+            SecretsMode::Mask => Treatment::Mask,
+            SecretsMode::Off => Treatment::Keep,
+        };
+    }
+    match redaction.pii {
+        PiiMode::Off => Treatment::Keep,
+        PiiMode::Mask => Treatment::Mask,
+        PiiMode::Pseudonymise => Treatment::Pseudonymise,
+    }
+}
+
+/// Every string value inside `value`, depth first. Object keys stay as they are (renaming
+/// them could merge two keys into one).
+fn strings_of(value: &mut Value, visit: &mut impl FnMut(&mut String)) {
+    match value {
+        Value::String(text) => visit(text),
+        Value::Array(items) => items.iter_mut().for_each(|v| strings_of(v, visit)),
+        Value::Object(map) => map.values_mut().for_each(|v| strings_of(v, visit)),
+        _ => {}
+    }
+}
+
+/// What one result held: spotter signals and the findings replaced, by what replaced them.
+#[derive(Default)]
+struct Tally {
+    signals: BTreeMap<SignalKind, usize>,
+    masked: BTreeMap<String, usize>,
+    pseudonymised: BTreeMap<String, usize>,
+}
+
+/// The detail of a `redaction` event: where, what was done, the kinds with their counts and
+/// the connection and tool by name.
+fn redaction_detail(
+    surface: &str,
+    action: &str,
+    kinds: &BTreeMap<String, usize>,
+    connection: &str,
+    tool: &str,
+) -> Value {
+    json!({
+        "surface": surface,
+        "action": action,
+        "kinds": kinds,
+        "connection": connection,
+        "tool": tool,
+    })
+}
+
+/// `instruction_phrase`, `unicode_tags`, … (the spotter's own serialised names).
+fn signal_name(kind: SignalKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(Value::String(name)) => name,
+        _ => format!("{kind:?}"),
+    }
+}
+
+fn withheld(error: &portcullis_store::StoreError) -> UpstreamError {
+    tracing::error!(%error, "a tool result's scrub could not be recorded; the result is withheld");
+    UpstreamError::Withheld
+}
+
+/// The pseudonym maps of agent sessions, in memory only: a label means the same value for
+/// the whole of one session (an MCP session, or for sessionless agents the agent itself),
+/// and nothing in another. Bounded in sessions and in values per session; a map is dropped —
+/// and its values zeroized (`Pseudonyms` does so on drop) — after an hour unused or a day
+/// after it was made, or when the table is full and it is the least recently used.
+#[derive(Default)]
+pub struct SessionPseudonyms {
+    maps: Mutex<HashMap<SessionKey, SessionMap>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SessionKey {
+    tenant: TenantId,
+    agent: AgentId,
+    session: String,
+}
+
+struct SessionMap {
+    pseudonyms: Arc<Mutex<Pseudonyms>>,
+    created: UnixMillis,
+    used: UnixMillis,
+}
+
+impl SessionMap {
+    fn live(&self, now: UnixMillis) -> bool {
+        now - self.used < SESSION_IDLE_MS && now - self.created < SESSION_MAX_AGE_MS
+    }
+}
+
+impl SessionPseudonyms {
+    /// The map of one session, made when first needed (or when the old one expired).
+    fn session(
+        &self,
+        tenant: &TenantId,
+        agent: &AgentId,
+        session: &str,
+        now: UnixMillis,
+    ) -> Arc<Mutex<Pseudonyms>> {
+        let key = SessionKey {
+            tenant: tenant.clone(),
+            agent: agent.clone(),
+            session: session.to_owned(),
+        };
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = maps.get_mut(&key)
+            && map.live(now)
+        {
+            map.used = now;
+            return map.pseudonyms.clone();
+        }
+        maps.remove(&key);
+        if maps.len() >= MAX_SESSIONS {
+            maps.retain(|_, map| map.live(now));
+        }
+        if maps.len() >= MAX_SESSIONS
+            && let Some(oldest) = maps
+                .iter()
+                .min_by_key(|(_, map)| map.used)
+                .map(|(key, _)| key.clone())
+        {
+            maps.remove(&oldest);
+        }
+        let pseudonyms = Arc::new(Mutex::new(Pseudonyms::with_max_entries(
+            MAX_VALUES_PER_SESSION,
+        )));
+        maps.insert(
+            key,
+            SessionMap {
+                pseudonyms: pseudonyms.clone(),
+                created: now,
+                used: now,
+            },
+        );
+        pseudonyms
+    }
+
+    /// How many sessions hold a map (for tests).
+    pub fn len(&self) -> usize {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_maps_are_per_session_bounded_and_expire() {
+        let table = SessionPseudonyms::default();
+        let (tenant, agent) = (TenantId::generate(), AgentId::generate());
+        let a = table.session(&tenant, &agent, "s1", 0);
+        assert!(Arc::ptr_eq(&a, &table.session(&tenant, &agent, "s1", 10)));
+        assert!(!Arc::ptr_eq(&a, &table.session(&tenant, &agent, "s2", 10)));
+        // Idle past its hour: a fresh map.
+        assert!(!Arc::ptr_eq(
+            &a,
+            &table.session(&tenant, &agent, "s1", 10 + SESSION_IDLE_MS)
+        ));
+        for n in 0..MAX_SESSIONS + 10 {
+            table.session(&tenant, &agent, &format!("many-{n}"), 20 + SESSION_IDLE_MS);
+        }
+        assert_eq!(table.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn results_are_treated_per_setting() {
+        let redaction = |pii, secrets| ResultRedaction { pii, secrets };
+        let key = Kind::Jwt;
+        assert_eq!(
+            treatment(redaction(PiiMode::Off, SecretsMode::Mask), key),
+            Treatment::Mask
+        );
+        assert_eq!(
+            treatment(redaction(PiiMode::Pseudonymise, SecretsMode::Off), key),
+            Treatment::Keep
+        );
+        assert_eq!(
+            treatment(redaction(PiiMode::Off, SecretsMode::Mask), Kind::Email),
+            Treatment::Keep
+        );
+        assert_eq!(
+            treatment(
+                redaction(PiiMode::Pseudonymise, SecretsMode::Mask),
+                Kind::Email
+            ),
+            Treatment::Pseudonymise
+        );
+    }
+}

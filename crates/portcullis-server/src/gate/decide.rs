@@ -1,6 +1,7 @@
 //! Decide: read what the policies need beyond the call — the tenant's engine, the call's
 //! cost, the agent's recent reads, the day's spend (one query), the guardrail that covers the
-//! call — and let core decide. A guardrail-covered call is charged here: the charge is the
+//! call, for an effect what its arguments carry (customer data; a credential refuses it) —
+//! and let core decide. A guardrail-covered call is charged here: the charge is the
 //! exact, concurrency-safe check of the guardrail's day, and when it refuses, the call is
 //! decided again without the guardrail (and so held, saying which guardrail is used up).
 
@@ -82,6 +83,30 @@ pub async fn decide(
         });
     }
     let class = target.tool.classification();
+    // An effect's arguments are scanned: customer data becomes a data class for the
+    // policies (the export point), a credential refuses the call. Reads and drafts stay
+    // inside the boundary and are not scanned (`context.argument_classes` is empty).
+    let mut found = super::scrub::ArgumentFindings::default();
+    if class.effective().is_effect() {
+        found = super::scrub::arguments(&state.redactor, &action.action().arguments);
+        super::scrub::record_arguments(
+            state,
+            caller,
+            &action,
+            &target.connection.name,
+            &found,
+            now,
+        )
+        .await?;
+        if let Some(refusal) = found.refusal() {
+            return Ok(Verdict {
+                decided: decision::refuse(&facts.engine, action, refusal),
+                facts,
+                extra_reasons: Vec::new(),
+                covering: None,
+            });
+        }
+    }
     // History, spend and guardrails matter to world-changing calls; reads and drafts skip
     // these lookups (their `context.session` is empty, see the schema).
     let mut spend = Spend::default();
@@ -113,7 +138,7 @@ pub async fn decide(
         session_read_classes: &facts.session.classes,
         session_reads: facts.session.reads,
         has_session: caller.session.is_some(),
-        argument_classes: &[],
+        argument_classes: &found.classes,
         coverage: cover.covering.as_ref().map(|(c, _)| c.clone()),
         stated_reason: caller.stated_reason,
         now,

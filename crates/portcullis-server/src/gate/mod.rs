@@ -3,7 +3,8 @@
 //! 1. [`resolve`]: find the tool among those the agent may see (a live connection, granted,
 //!    in the token's scope); any other name is an unknown tool.
 //! 2. [`decide`]: gather what the policies need (engine, cost, the agent's reads, the day's
-//!    spend, a covering guardrail), let core decide, charge a guardrail-covered call.
+//!    spend, a covering guardrail, what an effect's arguments carry), let core decide, charge
+//!    a guardrail-covered call.
 //! 3. Allow: [`execute::forward`] the permit upstream; its answer passes [`scrub`] (redacted
 //!    per the connection, read by the injection spotter) before anyone sees it. Hold:
 //!    [`hold`] joins or opens the one live approval request for the action, and an approved

@@ -1,13 +1,15 @@
 //! Scrub: what crosses the gate as data is checked on its way. An upstream's tool result is
 //! redacted per its connection's setting (personal data off, masked or pseudonymised within
 //! the agent's session; credentials masked unless an admin turned that off) and read by the
-//! injection spotter.
+//! injection spotter; an effect's arguments are scanned for personal data (which becomes the
+//! data class `customer` for the policies) and for credentials (which refuse the call).
 //!
-//! INVARIANT: one place. Every tool result an agent receives passes [`Scrub::result`]
-//! (called by `execute` on the upstream's answer, before it becomes a
-//! `CallOutcome::Completed`). Each redaction and each flagged result writes one audit event
-//! of kinds and counts — never a value, a span or the text — and the result reaches the
-//! agent only once those events are durable (withheld otherwise).
+//! INVARIANT: one place per direction. Every tool result an agent receives passes
+//! [`Scrub::result`] (called by `execute` on the upstream's answer, before it becomes a
+//! `CallOutcome::Completed`), and every effect is decided with [`arguments`]' findings
+//! (`decide`). Each redaction, each flagged result and each observed or blocked argument
+//! writes one audit event of kinds and counts — never a value, a span or the text — and the
+//! result reaches the agent only once those events are durable (withheld otherwise).
 
 use super::call_draft;
 use crate::cache::AccessCache;
@@ -30,6 +32,9 @@ use std::sync::{Arc, Mutex};
 /// The `_meta` key a tool result carries when the injection spotter flagged it.
 pub const UNTRUSTED_META_KEY: &str = "dev.portcullis/untrusted";
 
+/// The data class personal data found in an effect's arguments counts as.
+pub const CUSTOMER_CLASS: &str = "customer";
+
 /// Most sessions with a pseudonym map at once; past it, expired maps go, then the least
 /// recently used.
 const MAX_SESSIONS: usize = 4_096;
@@ -39,6 +44,19 @@ const MAX_VALUES_PER_SESSION: usize = 1_000;
 const SESSION_IDLE_MS: UnixMillis = 60 * 60 * 1000;
 /// A map is forgotten this long after it was made, however busy: labels do not outlive a day.
 const SESSION_MAX_AGE_MS: UnixMillis = 24 * 60 * 60 * 1000;
+
+/// The data class each kind of personal data in an effect's arguments counts as, for the
+/// policies (`context.argument_classes`). Every kind that identifies or reaches a person, or
+/// their money, is customer data; IP addresses are left out (they name machines far more
+/// often than people in the calls agents make: firewall rules, deploys, lookups).
+pub fn argument_class(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Email | Kind::Phone | Kind::UsSsn | Kind::PaymentCard | Kind::Iban => {
+            Some(CUSTOMER_CLASS)
+        }
+        _ => None,
+    }
+}
 
 /// Everything one tool result is checked for, on behalf of one call: owned, so a call that
 /// runs detached (a 2026-07-28 agent's, see `bridge`) can carry it.
@@ -278,6 +296,114 @@ fn withheld(error: &portcullis_store::StoreError) -> UpstreamError {
     UpstreamError::Withheld
 }
 
+/// What the redactor found in an effect's arguments.
+#[derive(Debug, Default)]
+pub struct ArgumentFindings {
+    /// The data classes for the policies (`context.argument_classes`), sorted, distinct.
+    pub classes: Vec<String>,
+    /// Personal data that counted, by kind name.
+    pub observed: BTreeMap<String, usize>,
+    /// Credentials, by kind name: any one refuses the call.
+    pub secrets: BTreeMap<String, usize>,
+}
+
+impl ArgumentFindings {
+    /// Why the call is refused, naming the kinds (never a value); `None` without credentials.
+    pub fn refusal(&self) -> Option<String> {
+        (!self.secrets.is_empty()).then(|| {
+            let kinds: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+            format!(
+                "the arguments carry a credential ({}): credentials never leave through a tool call",
+                kinds.join(", ")
+            )
+        })
+    }
+}
+
+/// Scan an effect's arguments: every string value, at any depth.
+///
+/// An addressee is not counted as customer data: a top-level argument whose whole value is
+/// one e-mail address or phone number (or a list of them) — the `to` of a send, the number
+/// an SMS goes to — is where the action goes, not data it carries. The same address inside a
+/// body, a note or a nested record counts; so does every SSN, card and IBAN, wherever it is.
+/// Credentials count everywhere.
+pub fn arguments(redactor: &Redactor, arguments: &Value) -> ArgumentFindings {
+    let mut found = ArgumentFindings::default();
+    let mut note = |text: &str, top_level: bool| {
+        let findings = redactor.scan(text);
+        let addressee = top_level
+            && findings.len() == 1
+            && matches!(findings[0].kind(), Kind::Email | Kind::Phone)
+            && findings[0].span() == trimmed_span(text);
+        for finding in findings {
+            let kind = finding.kind();
+            if kind.is_secret() {
+                *found.secrets.entry(kind.to_string()).or_default() += 1;
+            } else if let Some(class) = argument_class(kind)
+                && !addressee
+            {
+                *found.observed.entry(kind.to_string()).or_default() += 1;
+                if !found.classes.iter().any(|c| c == class) {
+                    found.classes.push(class.to_owned());
+                }
+            }
+        }
+    };
+    let Value::Object(map) = arguments else {
+        return found;
+    };
+    for value in map.values() {
+        match value {
+            Value::String(text) => note(text, true),
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                for item in items.iter().filter_map(Value::as_str) {
+                    note(item, true);
+                }
+            }
+            nested => nested_strings(nested, &mut |text| note(text, false)),
+        }
+    }
+    found.classes.sort();
+    found
+}
+
+fn nested_strings(value: &Value, visit: &mut impl FnMut(&str)) {
+    match value {
+        Value::String(text) => visit(text),
+        Value::Array(items) => items.iter().for_each(|v| nested_strings(v, visit)),
+        Value::Object(map) => map.values().for_each(|v| nested_strings(v, visit)),
+        _ => {}
+    }
+}
+
+/// The span of `text` without its surrounding whitespace.
+fn trimmed_span(text: &str) -> std::ops::Range<usize> {
+    let start = text.len() - text.trim_start().len();
+    start..text.trim_end().len().max(start)
+}
+
+/// Write the `redaction` event for an effect's arguments: `observed` personal data, or
+/// `blocked` credentials. Nothing when nothing was found.
+pub async fn record_arguments(
+    state: &AppState,
+    caller: &Caller,
+    action: &HashedAction,
+    connection: &str,
+    found: &ArgumentFindings,
+    now: UnixMillis,
+) -> Result<(), portcullis_store::StoreError> {
+    let tool = &action.action().tool;
+    for (what, kinds) in [("blocked", &found.secrets), ("observed", &found.observed)] {
+        if kinds.is_empty() {
+            continue;
+        }
+        let mut draft = call_draft(state, caller, action, AuditKind::Redaction);
+        draft.detail = redaction_detail("effect_arguments", what, kinds, connection, tool);
+        state.store.append_audit(draft, now).await?;
+    }
+    Ok(())
+}
+
 /// The pseudonym maps of agent sessions, in memory only: a label means the same value for
 /// the whole of one session (an MCP session, or for sessionless agents the agent itself),
 /// and nothing in another. Bounded in sessions and in values per session; a map is dropped —
@@ -367,6 +493,47 @@ impl SessionPseudonyms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classes(arguments: Value) -> (Vec<String>, BTreeMap<String, usize>) {
+        let found = super::arguments(&Redactor::default(), &arguments);
+        (found.classes, found.secrets)
+    }
+
+    #[test]
+    fn customer_data_in_arguments_is_found_but_an_addressee_is_not() {
+        let none: Vec<String> = Vec::new();
+        let customer = vec!["customer".to_owned()];
+        assert_eq!(
+            classes(json!({ "to": "ada@example.com", "body": "Lunch?" })).0,
+            none
+        );
+        assert_eq!(
+            classes(json!({ "to": ["ada@example.com", " +44 20 7946 0958 "] })).0,
+            none
+        );
+        assert_eq!(
+            classes(json!({ "to": "grace@example.com", "body": "Ada is ada@example.com" })).0,
+            customer
+        );
+        assert_eq!(
+            classes(json!({ "contact": { "email": "ada@example.com" } })).0,
+            customer
+        );
+        assert_eq!(classes(json!({ "ssn": "123-45-6789" })).0, customer);
+        assert_eq!(classes(json!({ "host": "10.0.0.7" })).0, none);
+    }
+
+    #[test]
+    fn a_credential_in_arguments_refuses_by_kind() {
+        let key = ["ghp_", "0123456789abcdefghijABCDEFGHIJ012345"].concat();
+        let found = super::arguments(
+            &Redactor::default(),
+            &json!({ "body": format!("use {key}") }),
+        );
+        let refusal = found.refusal().expect("refused");
+        assert!(refusal.contains("secret:github_pat"), "{refusal}");
+        assert!(!refusal.contains(&key));
+    }
 
     #[test]
     fn session_maps_are_per_session_bounded_and_expire() {

@@ -23,6 +23,7 @@ mod pinning;
 mod policy;
 mod protocol;
 mod receipts;
+mod redaction;
 mod replicas;
 mod review;
 mod sessions;

@@ -92,6 +92,12 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// What one rotation attempt came to.
+enum Rotation {
+    Done(u32),
+    Again,
+}
+
 fn sealed_of(blobs: &SealedBlobs) -> Sealed {
     Sealed {
         wrapped_dek: blobs.wrapped_dek.clone(),
@@ -346,6 +352,43 @@ impl Vault {
         Ok(Revealed(value))
     }
 
+    /// Seal data the gateway keeps for a while (a session's pseudonym map) under the
+    /// tenant's current key, bound to `place` (never a secret's id: those start `sec_`).
+    /// Returns the key version it was sealed under.
+    pub(crate) async fn seal_data(
+        &self,
+        tenant: &TenantId,
+        place: &str,
+        plaintext: &[u8],
+        now: UnixMillis,
+    ) -> Result<(u32, SealedBlobs), VaultError> {
+        let (kek_version, kek) = self.current_key(tenant, now).await?;
+        let at = SecretAt {
+            tenant,
+            secret_id: place,
+            version: 0,
+        };
+        Ok((kek_version, blobs_of(seal::seal(&kek, &at, plaintext))))
+    }
+
+    /// Open what [`seal_data`](Self::seal_data) sealed for `place` (any other place, tenant
+    /// or altered byte refuses).
+    pub(crate) async fn open_data(
+        &self,
+        tenant: &TenantId,
+        place: &str,
+        key: &TenantKey,
+        blobs: &SealedBlobs,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+        let kek = self.open_key(key).await?;
+        let at = SecretAt {
+            tenant,
+            secret_id: place,
+            version: 0,
+        };
+        Ok(seal::unseal(&kek, &at, &sealed_of(blobs), self.min_format)?)
+    }
+
     /// Replace the tenant's key-encryption key: every secret's data key is rewrapped under
     /// a new one (no value is decrypted) and the old key is destroyed, in one transaction.
     /// Returns the new key version.
@@ -356,66 +399,88 @@ impl Vault {
         now: UnixMillis,
     ) -> Result<u32, VaultError> {
         for _ in 0..ATTEMPTS {
-            let Some(current) = self.store.current_tenant_key(tenant).await? else {
-                // Nothing sealed yet: make the first key now.
-                return Ok(self.current_key(tenant, now).await?.0);
-            };
-            let version = current.version + 1;
-            let (new_kek, wrapped) = self.new_key(tenant, version).await?;
-            let mut rewrapped = Vec::new();
-            let mut olds: HashMap<u32, Arc<Key256>> = HashMap::new();
-            for (meta, wrapped_dek) in self.store.sealed_data_keys(tenant).await? {
-                let old = match olds.get(&meta.kek_version) {
-                    Some(kek) => kek.clone(),
-                    None => {
-                        let (_, _, key) = match self.store.sealed_secret(tenant, &meta.name).await {
-                            Ok(found) => found,
-                            Err(StoreError::NotFound) => continue,
-                            Err(e) => return Err(e.into()),
-                        };
-                        let kek = self.open_key(&key).await?;
-                        olds.insert(meta.kek_version, kek.clone());
-                        kek
-                    }
-                };
-                let at = SecretAt {
-                    tenant,
-                    secret_id: meta.id.as_str(),
-                    version: meta.version,
-                };
-                let sealed = Sealed {
-                    wrapped_dek,
-                    ciphertext: Vec::new(),
-                };
-                let moved = seal::rewrap(&old, &new_kek, &at, &sealed)?;
-                rewrapped.push(Rewrapped {
-                    name: meta.name,
-                    version: meta.version,
-                    wrapped_dek: moved.wrapped_dek,
-                });
-            }
-            let new = TenantKey {
-                tenant: tenant.clone(),
-                version,
-                master_id: wrapped.master_id,
-                wrapped: wrapped.bytes,
-                created_at: now,
-            };
-            match self
-                .store
-                .rotate_tenant_key(tenant, &new, &rewrapped, actor, now)
-                .await
+            let data_keys = self.store.sealed_data_keys(tenant).await?;
+            if let Rotation::Done(version) = self.rotate_with(tenant, data_keys, actor, now).await?
             {
-                Err(StoreError::Conflict(Conflict::VaultChanged)) => continue,
-                other => other?,
+                return Ok(version);
             }
-            self.changed();
-            let mut keks = self.keks.lock().expect("lock poisoned");
-            keks.retain(|(t, v), _| t != tenant || *v >= version);
-            keks.insert((tenant.clone(), version), Arc::new(new_kek));
-            return Ok(version);
         }
         Err(VaultError::Busy)
+    }
+
+    /// One rotation from the data keys the caller read (`sealed_data_keys`). `Again` when
+    /// the vault moved since (another rotation or write): read again and retry.
+    async fn rotate_with(
+        &self,
+        tenant: &TenantId,
+        data_keys: Vec<(SecretMeta, Vec<u8>)>,
+        actor: &str,
+        now: UnixMillis,
+    ) -> Result<Rotation, VaultError> {
+        let Some(current) = self.store.current_tenant_key(tenant).await? else {
+            // Nothing sealed yet: make the first key now.
+            return Ok(Rotation::Done(self.current_key(tenant, now).await?.0));
+        };
+        let version = current.version + 1;
+        let (new_kek, wrapped) = self.new_key(tenant, version).await?;
+        let mut rewrapped = Vec::new();
+        let mut olds: HashMap<u32, Arc<Key256>> = HashMap::new();
+        for (meta, wrapped_dek) in data_keys {
+            let old = match olds.get(&meta.kek_version) {
+                Some(kek) => kek.clone(),
+                None => {
+                    let (_, _, key) = match self.store.sealed_secret(tenant, &meta.name).await {
+                        Ok(found) => found,
+                        Err(StoreError::NotFound) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    // Another rotation moved the secret between the two reads: its data
+                    // key read first is wrapped under a key this one no longer names.
+                    // Start again from the new state (the store would refuse ours anyway).
+                    if key.version != meta.kek_version {
+                        return Ok(Rotation::Again);
+                    }
+                    let kek = self.open_key(&key).await?;
+                    olds.insert(meta.kek_version, kek.clone());
+                    kek
+                }
+            };
+            let at = SecretAt {
+                tenant,
+                secret_id: meta.id.as_str(),
+                version: meta.version,
+            };
+            let sealed = Sealed {
+                wrapped_dek,
+                ciphertext: Vec::new(),
+            };
+            let moved = seal::rewrap(&old, &new_kek, &at, &sealed)?;
+            rewrapped.push(Rewrapped {
+                name: meta.name,
+                version: meta.version,
+                wrapped_dek: moved.wrapped_dek,
+            });
+        }
+        let new = TenantKey {
+            tenant: tenant.clone(),
+            version,
+            master_id: wrapped.master_id,
+            wrapped: wrapped.bytes,
+            created_at: now,
+        };
+        match self
+            .store
+            .rotate_tenant_key(tenant, &new, &rewrapped, actor, now)
+            .await
+        {
+            Err(StoreError::Conflict(Conflict::VaultChanged)) => return Ok(Rotation::Again),
+            other => other?,
+        }
+        self.changed();
+        let mut keks = self.keks.lock().expect("lock poisoned");
+        keks.retain(|(t, v), _| t != tenant || *v >= version);
+        keks.insert((tenant.clone(), version), Arc::new(new_kek));
+        Ok(Rotation::Done(version))
     }
 
     /// Rewrap every tenant key not yet wrapped by the provider's current master key (after
@@ -690,6 +755,30 @@ mod tests {
         // A master-key rotation needs a new master key; rewrapping under the current one is
         // a no-op here.
         assert_eq!(v.rewrap_under_current_master().await.unwrap(), 0);
+    }
+
+    /// Concurrent rotations race between reading the data keys and reading the key that
+    /// opens them. Played out in order: a rotation whose data keys were read before another
+    /// rotation committed must start again, not fail (it once answered `Unauthentic`: it
+    /// unwrapped an old data key with the new key; CI caught it once in the suite above).
+    #[tokio::test]
+    async fn a_rotation_that_read_before_another_committed_starts_again() {
+        let f = fixture(Arc::new(KeyFileProvider::new(&KeyRing::generate()))).await;
+        let a = tenant(&f.store, "acme").await;
+        f.vault
+            .put(&a, "s", b"value", None, "ann", 1)
+            .await
+            .unwrap();
+        let stale = f.store.sealed_data_keys(&a).await.unwrap();
+        assert_eq!(f.vault.rotate_tenant_key(&a, "bob", 2).await.unwrap(), 2);
+        match f.vault.rotate_with(&a, stale, "ann", 3).await {
+            Ok(Rotation::Again) => {}
+            Ok(Rotation::Done(v)) => panic!("rotated to {v} from a stale read"),
+            Err(e) => panic!("a stale read must retry, not fail: {e:?}"),
+        }
+        assert_eq!(f.vault.rotate_tenant_key(&a, "ann", 4).await.unwrap(), 3);
+        let fresh = Vault::new(f.store.clone(), f.vault.provider.clone(), seal::FORMAT_V1);
+        assert_eq!(value(&fresh, &a, "s").await.unwrap(), b"value");
     }
 
     #[tokio::test]

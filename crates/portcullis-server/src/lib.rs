@@ -179,7 +179,6 @@ impl Application {
             bridges: bridge::Bridges::new(Duration::from_secs(state_call_timeout_secs)),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             redactor: Arc::new(portcullis_redact::Redactor::default()),
-            pseudonyms: Arc::default(),
         });
         let metrics_listener = match state
             .config

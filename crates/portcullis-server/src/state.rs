@@ -40,8 +40,6 @@ pub struct AppState {
     /// The redactor, built once (its automaton and expressions compiled at start-up): tool
     /// results and effect arguments (`gate::scrub`), model prompts (`models`).
     pub redactor: Arc<portcullis_redact::Redactor>,
-    /// Per-session pseudonym maps for connections that pseudonymise personal data.
-    pub pseudonyms: Arc<crate::gate::scrub::SessionPseudonyms>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 //! Scrub: what crosses the gate as data is checked on its way. An upstream's tool result is
 //! redacted per its connection's setting (personal data off, masked or pseudonymised within
-//! the agent's session; credentials masked unless an admin turned that off) and read by the
+//! the agent's session — the session's map sealed in the store under the tenant's vault key,
+//! for a day; credentials masked unless an admin turned that off) and read by the
 //! injection spotter; an effect's arguments are scanned for personal data (which becomes the
 //! data class `customer` for the policies) and for credentials (which refuse the call).
 //!
@@ -23,11 +24,11 @@ use portcullis_core::audit::{AuditDraft, AuditKind};
 use portcullis_core::id::{AgentId, ConnectionId, TenantId};
 use portcullis_redact::injection::{self, SignalKind};
 use portcullis_redact::{Finding, Kind, Pseudonyms, Redactor, Treatment};
-use portcullis_store::{PiiMode, ResultRedaction, SecretsMode, Store};
+use portcullis_store::{MapKey, PiiMode, ResultRedaction, SecretsMode, Store};
 use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The `_meta` key a tool result carries when the injection spotter flagged it.
 pub const UNTRUSTED_META_KEY: &str = "dev.portcullis/untrusted";
@@ -35,15 +36,13 @@ pub const UNTRUSTED_META_KEY: &str = "dev.portcullis/untrusted";
 /// The data class personal data found in an effect's arguments counts as.
 pub const CUSTOMER_CLASS: &str = "customer";
 
-/// Most sessions with a pseudonym map at once; past it, expired maps go, then the least
-/// recently used.
-const MAX_SESSIONS: usize = 4_096;
 /// Most distinct values one session's map labels; later ones are masked instead.
 const MAX_VALUES_PER_SESSION: usize = 1_000;
-/// A map unused this long is forgotten (and zeroized).
-const SESSION_IDLE_MS: UnixMillis = 60 * 60 * 1000;
-/// A map is forgotten this long after it was made, however busy: labels do not outlive a day.
-const SESSION_MAX_AGE_MS: UnixMillis = 24 * 60 * 60 * 1000;
+/// A map's lifetime from when it was made, however busy: labels do not outlive a day.
+const SESSION_MAP_LIFETIME_MS: UnixMillis = 24 * 60 * 60 * 1000;
+/// How often a result is redacted again when another request of the same session stored
+/// new labels meanwhile.
+const MAP_ATTEMPTS: usize = 4;
 
 /// The data class each kind of personal data in an effect's arguments counts as, for the
 /// policies (`context.argument_classes`). Every kind that identifies or reaches a person, or
@@ -89,7 +88,7 @@ impl ResultScope {
 #[derive(Clone)]
 pub struct Scrub {
     redactor: Arc<Redactor>,
-    pseudonyms: Arc<SessionPseudonyms>,
+    vault: Arc<crate::vault::Vault>,
     store: Store,
     cache: Arc<AccessCache>,
     clock: Clock,
@@ -99,7 +98,7 @@ impl Scrub {
     pub fn of(state: &AppState) -> Self {
         Self {
             redactor: state.redactor.clone(),
-            pseudonyms: state.pseudonyms.clone(),
+            vault: state.vault.clone(),
             store: state.store.clone(),
             cache: state.cache.clone(),
             clock: state.clock.clone(),
@@ -131,11 +130,12 @@ impl Scrub {
             ),
         };
         let now = self.clock.now();
-        let session = (redaction.pii == PiiMode::Pseudonymise).then(|| {
-            self.pseudonyms
-                .session(&scope.tenant, &scope.agent, &scope.session_key, now)
-        });
-        let tally = self.check(&mut result, redaction, session.as_deref());
+        let tally = if redaction.pii == PiiMode::Pseudonymise {
+            self.pseudonymised(&scope, &mut result, redaction, now)
+                .await?
+        } else {
+            self.check(&mut result, redaction, None)
+        };
         let event = |kind: AuditKind, detail: Value| {
             let mut draft = scope.draft.clone();
             draft.kind = kind;
@@ -179,16 +179,83 @@ impl Scrub {
         Ok(result)
     }
 
+    /// Redact with the session's pseudonym map: read (sealed, from the store), extended,
+    /// stored again if it grew. When another request of the session stored the map
+    /// meanwhile, the result is redacted again from the upstream's text with the newer map.
+    async fn pseudonymised(
+        &self,
+        scope: &ResultScope,
+        result: &mut CallToolResult,
+        redaction: ResultRedaction,
+        now: UnixMillis,
+    ) -> Result<Tally, UpstreamError> {
+        let at = MapKey {
+            tenant: &scope.tenant,
+            agent: &scope.agent,
+            session: &scope.session_key,
+        };
+        let place = map_place(&scope.agent, &scope.session_key);
+        let original = result.clone();
+        for _ in 0..MAP_ATTEMPTS {
+            let stored = self
+                .store
+                .pseudonym_map(at, now)
+                .await
+                .map_err(|e| withheld(&e))?;
+            let (mut map, read, created_at) = match stored {
+                Some(sealed) => {
+                    let plain = self
+                        .vault
+                        .open_data(&scope.tenant, &place, &sealed.key, &sealed.blobs)
+                        .await
+                        .map_err(|e| map_unusable(&e))?;
+                    let map: Pseudonyms =
+                        serde_json::from_slice(&plain).map_err(|e| map_unusable(&e))?;
+                    (map, Some(sealed.version), sealed.created_at)
+                }
+                None => (
+                    Pseudonyms::with_max_entries(MAX_VALUES_PER_SESSION),
+                    None,
+                    now,
+                ),
+            };
+            let before = map.len();
+            *result = original.clone();
+            let tally = self.check(result, redaction, Some(&mut map));
+            if map.len() == before {
+                return Ok(tally);
+            }
+            let plain =
+                zeroize::Zeroizing::new(serde_json::to_vec(&map).map_err(|e| map_unusable(&e))?);
+            let (kek_version, blobs) = self
+                .vault
+                .seal_data(&scope.tenant, &place, &plain, now)
+                .await
+                .map_err(|e| map_unusable(&e))?;
+            let lifetime = created_at + SESSION_MAP_LIFETIME_MS;
+            match self
+                .store
+                .put_pseudonym_map(at, kek_version, &blobs, read, created_at, lifetime, now)
+                .await
+            {
+                Ok(()) => return Ok(tally),
+                Err(portcullis_store::StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(withheld(&e)),
+            }
+        }
+        tracing::error!("a session's pseudonym map kept changing; the result is withheld");
+        Err(UpstreamError::Withheld)
+    }
+
     /// Redact every text block (and embedded text resource) and every string of the
     /// structured content, and run the spotter over each as the upstream sent it.
     fn check(
         &self,
         result: &mut CallToolResult,
         redaction: ResultRedaction,
-        session: Option<&Mutex<Pseudonyms>>,
+        mut pseudonyms: Option<&mut Pseudonyms>,
     ) -> Tally {
         let mut tally = Tally::default();
-        let mut pseudonyms = session.map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
         let treat = |kind: Kind| treatment(redaction, kind);
         let mut visit = |text: &mut String| {
             for signal in injection::spot(text) {
@@ -404,90 +471,15 @@ pub async fn record_arguments(
     Ok(())
 }
 
-/// The pseudonym maps of agent sessions, in memory only: a label means the same value for
-/// the whole of one session (an MCP session, or for sessionless agents the agent itself),
-/// and nothing in another. Bounded in sessions and in values per session; a map is dropped —
-/// and its values zeroized (`Pseudonyms` does so on drop) — after an hour unused or a day
-/// after it was made, or when the table is full and it is the least recently used.
-#[derive(Default)]
-pub struct SessionPseudonyms {
-    maps: Mutex<HashMap<SessionKey, SessionMap>>,
+/// Where a session's map is sealed: binds the ciphertext to the agent and session (and, by
+/// the vault, to the tenant), so a row copied to another session does not open.
+fn map_place(agent: &AgentId, session: &str) -> String {
+    format!("pseudonyms/{agent}/{session}")
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct SessionKey {
-    tenant: TenantId,
-    agent: AgentId,
-    session: String,
-}
-
-struct SessionMap {
-    pseudonyms: Arc<Mutex<Pseudonyms>>,
-    created: UnixMillis,
-    used: UnixMillis,
-}
-
-impl SessionMap {
-    fn live(&self, now: UnixMillis) -> bool {
-        now - self.used < SESSION_IDLE_MS && now - self.created < SESSION_MAX_AGE_MS
-    }
-}
-
-impl SessionPseudonyms {
-    /// The map of one session, made when first needed (or when the old one expired).
-    fn session(
-        &self,
-        tenant: &TenantId,
-        agent: &AgentId,
-        session: &str,
-        now: UnixMillis,
-    ) -> Arc<Mutex<Pseudonyms>> {
-        let key = SessionKey {
-            tenant: tenant.clone(),
-            agent: agent.clone(),
-            session: session.to_owned(),
-        };
-        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(map) = maps.get_mut(&key)
-            && map.live(now)
-        {
-            map.used = now;
-            return map.pseudonyms.clone();
-        }
-        maps.remove(&key);
-        if maps.len() >= MAX_SESSIONS {
-            maps.retain(|_, map| map.live(now));
-        }
-        if maps.len() >= MAX_SESSIONS
-            && let Some(oldest) = maps
-                .iter()
-                .min_by_key(|(_, map)| map.used)
-                .map(|(key, _)| key.clone())
-        {
-            maps.remove(&oldest);
-        }
-        let pseudonyms = Arc::new(Mutex::new(Pseudonyms::with_max_entries(
-            MAX_VALUES_PER_SESSION,
-        )));
-        maps.insert(
-            key,
-            SessionMap {
-                pseudonyms: pseudonyms.clone(),
-                created: now,
-                used: now,
-            },
-        );
-        pseudonyms
-    }
-
-    /// How many sessions hold a map (for tests).
-    pub fn len(&self) -> usize {
-        self.maps.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+fn map_unusable(error: &dyn std::fmt::Display) -> UpstreamError {
+    tracing::error!(%error, "a session's pseudonym map cannot be used; the result is withheld");
+    UpstreamError::Withheld
 }
 
 #[cfg(test)]
@@ -533,24 +525,6 @@ mod tests {
         let refusal = found.refusal().expect("refused");
         assert!(refusal.contains("secret:github_pat"), "{refusal}");
         assert!(!refusal.contains(&key));
-    }
-
-    #[test]
-    fn session_maps_are_per_session_bounded_and_expire() {
-        let table = SessionPseudonyms::default();
-        let (tenant, agent) = (TenantId::generate(), AgentId::generate());
-        let a = table.session(&tenant, &agent, "s1", 0);
-        assert!(Arc::ptr_eq(&a, &table.session(&tenant, &agent, "s1", 10)));
-        assert!(!Arc::ptr_eq(&a, &table.session(&tenant, &agent, "s2", 10)));
-        // Idle past its hour: a fresh map.
-        assert!(!Arc::ptr_eq(
-            &a,
-            &table.session(&tenant, &agent, "s1", 10 + SESSION_IDLE_MS)
-        ));
-        for n in 0..MAX_SESSIONS + 10 {
-            table.session(&tenant, &agent, &format!("many-{n}"), 20 + SESSION_IDLE_MS);
-        }
-        assert_eq!(table.len(), MAX_SESSIONS);
     }
 
     #[test]

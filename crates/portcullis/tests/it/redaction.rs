@@ -366,6 +366,43 @@ async fn pseudonyms_hold_within_a_session_and_differ_across_sessions() {
     let trail = export(&app).await;
     assert!(!trail.contains("ada@analytical.example.com"));
     assert!(!trail.contains("[EMAIL_1]"));
+
+    // The maps are kept sealed under the tenant's key: the database holds no value and no
+    // label in the clear.
+    if app.backend() == Backend::Sqlite {
+        for suffix in ["", "-wal"] {
+            let path = format!("{}{suffix}", app.db_path().display());
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains("analytical.example.com"),
+                "{path} holds a value"
+            );
+            assert!(!text.contains("[EMAIL_"), "{path} holds a label");
+        }
+    }
+    // Two calls of one session at once: each value gets its own label, and keeps it (a
+    // writer that lost the race redacts again with the map the other stored).
+    let third = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let (a, b) = tokio::join!(
+        third.call("crm__get_contact", json!({ "id": "c_1" })),
+        third.call("crm__get_contact", json!({ "id": "c_2" })),
+    );
+    let (a, b) = (email(&a), email(&b));
+    assert_ne!(a, b, "two values, one label");
+    assert_eq!(
+        email(&third.call("crm__get_contact", json!({ "id": "c_1" })).await),
+        a
+    );
+    assert_eq!(
+        email(&third.call("crm__get_contact", json!({ "id": "c_2" })).await),
+        b
+    );
+
+    // A map lives a day: then the session starts over.
+    app.clock.advance(24 * 60 * 60 * 1000 + 1);
+    let later = email(&first.call("crm__get_contact", json!({ "id": "c_2" })).await);
+    assert_eq!(later, "[EMAIL_1]", "a fresh map after its lifetime");
     app.stop().await;
 }
 

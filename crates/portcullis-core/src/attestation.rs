@@ -67,6 +67,10 @@ pub struct RedactionPosture {
     pub secret_rules: u64,
     /// Every log line is masked (always true: it cannot be switched off).
     pub logs_masked: bool,
+    /// What each live connection does to what its tools return: `{"crm": {"pii": "mask",
+    /// "secrets": "mask"}}`. Effect arguments are always scanned (credentials refused,
+    /// personal data held at the export point).
+    pub tool_results: BTreeMap<String, serde_json::Value>,
     /// What was found in the period, by kind (from the `redaction` audit events).
     pub found: BTreeMap<String, u64>,
 }
@@ -175,6 +179,7 @@ mod tests {
                 pii_kinds: vec!["email".into()],
                 secret_rules: 93,
                 logs_masked: true,
+                tool_results: BTreeMap::new(),
                 found: BTreeMap::from([("email".into(), 2)]),
             },
             config_changes: vec![],

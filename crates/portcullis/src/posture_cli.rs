@@ -40,8 +40,9 @@ pub struct AttestArgs {
 
 #[derive(Subcommand)]
 enum AttestCommand {
-    /// Check a signed report offline against the gateway's public key (hex Ed25519, as
-    /// `portcullis public-key` prints it). Exits 1 naming the problem.
+    /// Check a signed report offline against the gateway's public key (hex Ed25519 as
+    /// `portcullis public-key` prints it, or `name+id+base64` from `--note`). Exits 1 naming
+    /// the problem.
     Verify {
         file: PathBuf,
         #[arg(long)]
@@ -127,9 +128,10 @@ pub async fn attest(args: AttestArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(file: &std::path::Path, public_key: &str) -> anyhow::Result<ExitCode> {
-    let key = portcullis_core::keys::parse_verifying_key(public_key).ok_or_else(|| {
-        anyhow::anyhow!("--public-key is a hex Ed25519 key (`portcullis public-key`)")
-    })?;
+    // Hex (`portcullis public-key`) or the signed-note form (`portcullis public-key --note`).
+    let key = portcullis_core::note::parse_vkey(public_key)
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?
+        .key;
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let signed: SignedAttestation = match serde_json::from_str(&text) {

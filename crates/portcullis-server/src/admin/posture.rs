@@ -286,6 +286,17 @@ async fn attest(
         .model_providers(&tenant.id)
         .await?
         .unwrap_or(Value::Null);
+    let tool_results = state
+        .store
+        .list_connections(&tenant.id)
+        .await?
+        .into_iter()
+        .filter(|c| c.revoked_at.is_none())
+        .map(|c| {
+            let setting = serde_json::to_value(c.redaction).unwrap_or(Value::Null);
+            (c.name, setting)
+        })
+        .collect();
     let (seq, hash) = state.store.audit_head(&tenant.id).await?;
     let report = Attestation {
         format: attestation::FORMAT.into(),
@@ -304,6 +315,7 @@ async fn attest(
             // Provider rules, plus JWTs, PEM private keys and high-entropy bearer values.
             secret_rules: portcullis_redact::SecretRule::ALL.len() as u64 + 3,
             logs_masked: true,
+            tool_results,
             found,
         },
         config_changes: changes,

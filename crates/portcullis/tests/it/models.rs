@@ -772,6 +772,23 @@ async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
     let run = verify(file_arg.clone(), public.clone()).await;
     assert!(run.ok(), "{} {}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("valid"), "{}", run.stdout);
+    let note_key = app
+        .cli_local(&["public-key", "--note"])
+        .await
+        .stdout
+        .trim()
+        .to_owned();
+    let run = verify(file_arg.clone(), note_key).await;
+    assert!(
+        run.ok(),
+        "the signed-note key form: {} {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(
+        a["redaction"]["tool_results"]["crm"]["secrets"], "mask",
+        "{a}"
+    );
 
     // Tampered (a better zero-retention share), or checked against another key: refused.
     let mut tampered = signed.clone();

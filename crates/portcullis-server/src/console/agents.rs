@@ -102,6 +102,7 @@ async fn render(
                 @if admin && agent.revoked_at.is_none() {
                     form method="post" action={ (base) "/agents/" (agent.id) "/tokens" } {
                         input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="once" value=(once::fresh());
                         label for={ "scope-" (agent.id) } { "Scope of a new token (connections or connection/tool, comma-separated; empty: everything granted)" }
                         input id={ "scope-" (agent.id) } name="scope";
                         label for={ "days-" (agent.id) } { "Life in days (empty: the configured default)" }
@@ -172,6 +173,10 @@ pub async fn create_agent(
 pub struct MintForm {
     #[serde(default)]
     csrf: String,
+    /// The form's one-time value: a reload of the page that showed a token re-sends the
+    /// form, and must not mint another.
+    #[serde(default)]
+    once: String,
     #[serde(default)]
     scope: String,
     #[serde(default)]
@@ -187,6 +192,11 @@ pub async fn mint(
     Form(form): Form<MintForm>,
 ) -> Result<Response, Failure> {
     let ctx = signed.widen(&form.csrf)?;
+    if !once::spend(&form.once) {
+        return Err(Failure::BadRequest(
+            "This form was sent already (a reload?): each form mints one token. Open the agents page again to mint another.",
+        ));
+    }
     let ttl_secs = match form.days.trim() {
         "" => None,
         days => Some(
@@ -239,19 +249,13 @@ pub async fn switch(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let suspend = direction(&to)?;
-    let ctx = if suspend {
-        signed.change(&form.csrf)?
-    } else {
-        signed.widen(&form.csrf)?
-    };
-    let _changed = crate::admin::suspension::agent_switch(
-        State(state),
-        ctx,
-        Path((tenant.clone(), agent)),
-        suspend,
+    let ctx = switch_context(&signed, suspend, &form.csrf)?;
+    let path = Path((tenant.clone(), agent));
+    done(
+        &tenant,
+        crate::admin::suspension::agent_switch(State(state), ctx, path, suspend),
     )
-    .await?;
-    Ok(back(&tenant))
+    .await
 }
 
 /// The tenant's kill switch, the same way.
@@ -262,15 +266,13 @@ pub async fn tenant_switch(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let suspend = direction(&to)?;
-    let ctx = if suspend {
-        signed.change(&form.csrf)?
-    } else {
-        signed.widen(&form.csrf)?
-    };
-    let _changed =
-        crate::admin::suspension::tenant_switch(State(state), ctx, Path(tenant.clone()), suspend)
-            .await?;
-    Ok(back(&tenant))
+    let ctx = switch_context(&signed, suspend, &form.csrf)?;
+    let path = Path(tenant.clone());
+    done(
+        &tenant,
+        crate::admin::suspension::tenant_switch(State(state), ctx, path, suspend),
+    )
+    .await
 }
 
 pub async fn revoke_agent(
@@ -280,10 +282,12 @@ pub async fn revoke_agent(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let ctx = signed.change(&form.csrf)?;
-    let _changed =
-        crate::admin::agents::revoke_agent(State(state), ctx, Path((tenant.clone(), agent)))
-            .await?;
-    Ok(back(&tenant))
+    let path = Path((tenant.clone(), agent));
+    done(
+        &tenant,
+        crate::admin::agents::revoke_agent(State(state), ctx, path),
+    )
+    .await
 }
 
 pub async fn revoke_token(
@@ -293,8 +297,71 @@ pub async fn revoke_token(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Failure> {
     let ctx = signed.change(&form.csrf)?;
-    let _changed =
-        crate::admin::tokens::revoke_token(State(state), ctx, Path((tenant.clone(), token)))
-            .await?;
-    Ok(back(&tenant))
+    let path = Path((tenant.clone(), token));
+    done(
+        &tenant,
+        crate::admin::tokens::revoke_token(State(state), ctx, path),
+    )
+    .await
+}
+
+/// Suspending makes the gateway stricter (any human who may change things); resuming widens
+/// it again (a session that began with a second factor).
+fn switch_context(
+    signed: &Signed,
+    suspend: bool,
+    csrf: &str,
+) -> Result<crate::identity::AdminContext, Failure> {
+    if suspend {
+        signed.change(csrf)
+    } else {
+        signed.widen(csrf)
+    }
+}
+
+/// Wait for the admin handler's answer, then back to the agents page.
+async fn done<T>(
+    tenant: &str,
+    change: impl std::future::Future<Output = Result<T, crate::error::ApiError>>,
+) -> Result<Response, Failure> {
+    change.await?;
+    Ok(back(tenant))
+}
+
+/// One-time values of the mint form, spent in this process (bounded: the oldest are
+/// forgotten first, and a form is only ever served to a signed-in human with its CSRF token).
+mod once {
+    use std::collections::{HashSet, VecDeque};
+    use std::sync::{LazyLock, Mutex};
+
+    const REMEMBERED: usize = 4096;
+
+    type Spent = (VecDeque<String>, HashSet<String>);
+    static SPENT: LazyLock<Mutex<Spent>> = LazyLock::new(Mutex::default);
+
+    /// A fresh value for a form.
+    pub fn fresh() -> String {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        hex::encode(bytes)
+    }
+
+    /// Spend `value`: false when it is not one of ours or was spent already.
+    pub fn spend(value: &str) -> bool {
+        if value.len() != 32 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        let mut spent = SPENT.lock().unwrap_or_else(|p| p.into_inner());
+        let (order, set) = &mut *spent;
+        if !set.insert(value.to_owned()) {
+            return false;
+        }
+        order.push_back(value.to_owned());
+        if order.len() > REMEMBERED
+            && let Some(oldest) = order.pop_front()
+        {
+            set.remove(&oldest);
+        }
+        true
+    }
 }

@@ -53,14 +53,30 @@ async fn agents_tokens_and_kill_switches_work_from_the_console_within_each_role(
     assert!(token_in(&page.text).is_none(), "no token secret on a list");
 
     // Minting shows the token once; it works at the gateway; the list never shows it again.
-    let minted = web
-        .post(
-            &format!("{base}/agents/{}/tokens", acme.agent_id),
-            Some(&admin),
-            &[("csrf", &admin.csrf), ("scope", "crm"), ("days", "2")],
-        )
-        .await;
+    let once = regex::Regex::new(r#"name="once" value="([0-9a-f]{32})""#)
+        .unwrap()
+        .captures(&page.text)
+        .expect("the mint form carries a one-time value")[1]
+        .to_owned();
+    let mint_form = [
+        ("csrf", admin.csrf.as_str()),
+        ("scope", "crm"),
+        ("days", "2"),
+        ("once", once.as_str()),
+    ];
+    let mint_url = format!("{base}/agents/{}/tokens", acme.agent_id);
+    let minted = web.post(&mint_url, Some(&admin), &mint_form).await;
     ok(&minted, "minted");
+    // Reloading that page sends the form again: refused, nothing minted.
+    let tokens_before = app.admin_api().tokens("acme").await.expect("tokens").len();
+    let reload = web.post(&mint_url, Some(&admin), &mint_form).await;
+    assert_eq!(reload.status, StatusCode::BAD_REQUEST, "{}", reload.text);
+    assert!(token_in(&reload.text).is_none());
+    assert_eq!(
+        app.admin_api().tokens("acme").await.expect("tokens").len(),
+        tokens_before,
+        "a reload mints nothing"
+    );
     let token = token_in(&minted.text).expect("the new token is shown");
     let agent = app.client("acme", &token, Era::Discover).await;
     assert!(

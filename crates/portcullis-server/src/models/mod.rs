@@ -571,6 +571,36 @@ struct Done {
 }
 
 impl Done {
+    /// Personal data the provider returned of its own: a `redaction` event (observed).
+    async fn observed_in_answer(&self, kinds: std::collections::BTreeMap<String, usize>) {
+        let facts = Facts {
+            ctx: &self.ctx,
+            api: self.api,
+            route: Some(&self.route_name),
+            model: Some(&self.model),
+        };
+        let mut draft = facts.draft(
+            "allow",
+            json!({
+                "surface": "model_completion",
+                "action": "observed",
+                "kinds": kinds,
+                "route": self.route_name,
+                "provider": self.route.provider,
+            }),
+        );
+        draft.kind = AuditKind::Redaction;
+        draft.decision = None;
+        if let Err(e) = self
+            .state
+            .store
+            .append_audit(draft, self.state.clock.now())
+            .await
+        {
+            tracing::error!(error = %e, "cannot audit what a model answer carried");
+        }
+    }
+
     /// The ledger line and the `model_request` event, in one transaction.
     async fn record(
         &self,
@@ -673,6 +703,10 @@ async fn whole(
     }
     let (body, tokens, answer_id) = match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut value) => {
+            let observed = prompt::observed_in_answer(&done.state.redactor, &mut value);
+            if !observed.is_empty() {
+                done.observed_in_answer(observed).await;
+            }
             prompt::finish_answer(&done.route, &mut value, &pseudonyms);
             let tokens = prompt::usage_of(done.api, &value);
             let id = value.get("id").and_then(Value::as_str).map(str::to_owned);

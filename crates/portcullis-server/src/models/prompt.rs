@@ -278,6 +278,20 @@ pub fn finish_answer(route: &ModelRoute, body: &mut Value, pseudonyms: &Pseudony
     });
 }
 
+/// Personal data a provider's answer carries of its own (read before labels are restored,
+/// so the caller's own values put back are not counted), by kind.
+pub fn observed_in_answer(redactor: &Redactor, body: &mut Value) -> BTreeMap<String, usize> {
+    let mut found = BTreeMap::new();
+    visit_strings_mut(body, &mut |text| {
+        for finding in redactor.scan(text) {
+            if !finding.kind().is_secret() {
+                *found.entry(finding.kind().to_string()).or_insert(0) += 1;
+            }
+        }
+    });
+    found
+}
+
 /// Token counts an answer (or a stream event) reports: (input, output).
 pub fn usage_of(api: Api, body: &Value) -> (Option<i64>, Option<i64>) {
     let usage = match api {

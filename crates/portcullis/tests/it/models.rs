@@ -55,6 +55,9 @@ fn reply_text(body: &Value) -> String {
         };
         return format!("My instructions: {system}");
     }
+    if last.contains("who is on call") {
+        return "Grace is on call: grace.hopper@example.org".into();
+    }
     format!("echo: {last}")
 }
 
@@ -680,6 +683,11 @@ async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
         .unwrap();
     assert_eq!(plain_chat(&app, &tenant, "hi").await.status(), 200);
     assert_eq!(received.lock().unwrap().len(), 4);
+    // The provider answers with personal data of its own: observed as returned.
+    assert_eq!(
+        plain_chat(&app, &tenant, "who is on call?").await.status(),
+        200
+    );
     let key_github = ["ghp_", "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"].concat();
     assert_eq!(
         plain_chat(&app, &tenant, &format!("use {key_github}"))
@@ -698,12 +706,22 @@ async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
     assert!(run.ok(), "{}", run.stderr);
     let report: Value = serde_json::from_str(&run.stdout).unwrap();
     let flows = report["flows"].as_array().unwrap();
-    assert_eq!(flows.len(), 1, "{report}");
-    assert_eq!(flows[0]["party"], "openai (route gpt)");
-    assert_eq!(flows[0]["direction"], "received");
-    assert_eq!(flows[0]["classes"], json!({"email": 2, "phone": 1}));
-    assert_eq!(flows[0]["actions"]["masked"], 2);
-    assert_eq!(flows[0]["actions"]["requests"], 4);
+    assert_eq!(flows.len(), 2, "{report}");
+    let flow = |direction: &str| {
+        flows
+            .iter()
+            .find(|f| f["direction"] == direction)
+            .unwrap_or_else(|| panic!("no {direction} flow: {report}"))
+    };
+    let received_flow = flow("received");
+    assert_eq!(received_flow["party"], "openai (route gpt)");
+    assert_eq!(received_flow["classes"], json!({"email": 2, "phone": 1}));
+    assert_eq!(received_flow["actions"]["masked"], 2);
+    assert_eq!(received_flow["actions"]["requests"], 5);
+    let returned = flow("returned");
+    assert_eq!(returned["party"], "openai (route gpt)");
+    assert_eq!(returned["classes"], json!({"email": 1}));
+    assert_eq!(returned["actions"]["observed"], 1);
     let table = app
         .cli_as(&app.admin_token, &["dataflow", "--tenant", &tenant.name])
         .await;
@@ -733,13 +751,13 @@ async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
     assert!(run.ok(), "{}", run.stderr);
     let signed: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let a = &signed["attestation"];
-    assert_eq!(a["model_requests"]["total"], 4);
+    assert_eq!(a["model_requests"]["total"], 5);
     assert_eq!(a["model_requests"]["zero_retention"], 3);
-    assert_eq!(a["model_requests"]["zero_retention_permille"], 750);
+    assert_eq!(a["model_requests"]["zero_retention_permille"], 600);
     assert_eq!(a["model_requests"]["byo_key"], 3);
     assert_eq!(a["model_requests"]["refused"], 1);
-    assert_eq!(a["model_requests"]["by_provider"]["openai"]["requests"], 4);
-    assert_eq!(a["redaction"]["found"]["email"], 2);
+    assert_eq!(a["model_requests"]["by_provider"]["openai"]["requests"], 5);
+    assert_eq!(a["redaction"]["found"]["email"], 3);
     assert!(a["redaction"]["secret_rules"].as_u64().unwrap() >= 50);
     assert_eq!(a["routes"][0]["name"], "gpt");
     assert!(

@@ -63,6 +63,10 @@ def run(base, tenant, token, scenario, arg):
             text = "".join(stream.text_stream)
             final = stream.get_final_message()
         return {"text": text, "usage": [final.usage.input_tokens, final.usage.output_tokens]}
+    if scenario == "openai_models":
+        return {"models": [m.id for m in openai_client(base, tenant, token).models.list()]}
+    if scenario == "anthropic_models":
+        return {"models": [m.id for m in anthropic_client(base, tenant, token).models.list()]}
     raise SystemExit(f"unknown scenario {scenario}")
 
 

@@ -229,6 +229,7 @@ impl Application {
                         post(models::chat_completions),
                     )
                     .route("/t/{tenant}/v1/messages", post(models::messages))
+                    .route("/t/{tenant}/v1/models", get(models::list_models))
                     .route("/share/{token}", get(admin::shares::download))
                     .route("/t/{tenant}/hooks/{source}", post(webhooks::inbound))
                     .route(

@@ -61,6 +61,73 @@ pub async fn messages(
     handle(&state, Api::Anthropic, peer, &tenant, &headers, &body).await
 }
 
+/// `GET /t/{tenant}/v1/models`: the models this agent may ask for, in the OpenAI shape, or
+/// the Anthropic one when the caller sends `anthropic-version` (both SDKs list models from
+/// the same path). Only exact names are listed (a prefix pattern cannot be enumerated), and
+/// only from routes the provider policy and the token's scope allow.
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let api = if headers.contains_key("anthropic-version") {
+        Api::Anthropic
+    } else {
+        Api::Openai
+    };
+    state.metrics.request("model");
+    let ip = crate::auth::client_ip(
+        peer.ip(),
+        &headers,
+        &state.trusted_proxies,
+        state.config.server.forwarded_header,
+    );
+    let ctx =
+        match authenticate_agent(&state, ip, &tenant, authorization(&headers).as_deref()).await {
+            Ok(ctx) => ctx,
+            Err(refusal) => return auth_refusal(api, refusal),
+        };
+    let (routes, policy) = match tenant_routes(&state, &ctx).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read model routes");
+            return unavailable(api);
+        }
+    };
+    let mut models: Vec<(String, String)> = routes
+        .iter()
+        .filter(|(name, r)| {
+            r.api == api && scope_allows(&ctx, name) && policy.refusal(&r.provider).is_none()
+        })
+        .flat_map(|(_, r)| {
+            r.models
+                .iter()
+                .filter(|m| !m.ends_with('*'))
+                .map(|m| (m.clone(), r.provider.clone()))
+        })
+        .collect();
+    models.sort();
+    models.dedup_by(|a, b| a.0 == b.0);
+    let body = match api {
+        Api::Openai => json!({
+            "object": "list",
+            "data": models.iter().map(|(id, provider)| json!({
+                "id": id, "object": "model", "created": 0, "owned_by": provider,
+            })).collect::<Vec<_>>(),
+        }),
+        Api::Anthropic => json!({
+            "data": models.iter().map(|(id, _)| json!({
+                "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z",
+            })).collect::<Vec<_>>(),
+            "has_more": false,
+            "first_id": models.first().map(|m| m.0.clone()),
+            "last_id": models.last().map(|m| m.0.clone()),
+        }),
+    };
+    axum::Json(body).into_response()
+}
+
 /// A refusal in the caller's API's own error shape, so its SDK raises a typed error with
 /// our message.
 fn error(api: Api, status: StatusCode, kind: &str, message: impl Into<String>) -> Response {

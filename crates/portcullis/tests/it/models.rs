@@ -283,7 +283,7 @@ async fn the_official_sdks_reach_providers_only_through_the_rules() {
         Api::Anthropic,
         "anthropic",
         fake.clone(),
-        &["claude-*"],
+        &["claude-*", "claude-sonnet-5"],
         "anthropic-key",
     );
     api.put_model_route(&tenant.name, "claude", &claude)
@@ -378,6 +378,11 @@ async fn the_official_sdks_reach_providers_only_through_the_rules() {
     assert!(last.headers.get("anthropic-version").is_some());
     let calls = sent().len();
     assert_eq!(calls, 5);
+    // Both SDKs list what they may ask for (exact names; a prefix cannot be listed).
+    let out = sdk.run("openai_models", json!({})).await;
+    assert_eq!(out["models"], json!(["gpt-4o-mini"]), "{out}");
+    let out = sdk.run("anthropic_models", json!({})).await;
+    assert_eq!(out["models"], json!(["claude-sonnet-5"]), "{out}");
 
     // 5. Refusals send nothing: a credential in the prompt (named by kind, not value), a
     //    retaining feature, a model no route offers, a blocked provider, a scope without

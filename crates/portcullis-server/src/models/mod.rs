@@ -768,7 +768,31 @@ async fn whole(
             }
         }
     }
+    // The provider refused the route's key: its own words may quote part of the key, which
+    // the agent must never see. Our words instead (the operator's log has the status).
+    if matches!(status.as_u16(), 401 | 403) {
+        tracing::warn!(tenant = %done.ctx.tenant_name, route = %done.route_name, status = status.as_u16(), "the model provider refused the route's key");
+        done.record(status.as_u16(), (None, None), request_id).await;
+        return error(
+            done.api,
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            format!(
+                "the model provider refused this route's key (HTTP {}); ask the tenant's admin to check it",
+                status.as_u16()
+            ),
+        );
+    }
     let (body, tokens, answer_id) = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) if !status.is_success() => {
+            // Any other refusal is passed on, with whatever looks like a credential masked.
+            prompt::mask_credentials(&done.state.redactor, &mut value);
+            (
+                serde_json::to_vec(&value).unwrap_or_default(),
+                (None, None),
+                None,
+            )
+        }
         Ok(mut value) => {
             let observed = prompt::observed_in_answer(&done.state.redactor, &mut value);
             if !observed.is_empty() {
@@ -779,7 +803,12 @@ async fn whole(
             let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
             (serde_json::to_vec(&value).unwrap_or_default(), tokens, id)
         }
-        Err(_) => (bytes, (None, None), None),
+        // Not JSON: passed on with whatever looks like a credential masked.
+        Err(_) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let masked = prompt::mask_credentials_in(&done.state.redactor, &text);
+            (masked.into_bytes(), (None, None), None)
+        }
     };
     let request_id = request_id.or(answer_id);
     done.record(status.as_u16(), tokens, request_id.clone())

@@ -292,6 +292,34 @@ pub fn observed_in_answer(redactor: &Redactor, body: &mut Value) -> BTreeMap<Str
     found
 }
 
+/// Every string of `body` with credential-shaped text masked (personal data left as is).
+pub fn mask_credentials(redactor: &Redactor, body: &mut Value) {
+    visit_strings_mut(body, &mut |text| {
+        let masked = mask_credentials_in(redactor, text);
+        if masked != *text {
+            *text = masked;
+        }
+    });
+}
+
+/// `text` with credential-shaped runs replaced by their kind's tag.
+pub fn mask_credentials_in(redactor: &Redactor, text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for finding in redactor.scan(text) {
+        if !finding.kind().is_secret() {
+            continue;
+        }
+        out.push_str(&text[at..finding.start()]);
+        out.push('[');
+        out.push_str(finding.kind().tag());
+        out.push(']');
+        at = finding.end();
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 /// Token counts an answer (or a stream event) reports: (input, output).
 pub fn usage_of(api: Api, body: &Value) -> (Option<i64>, Option<i64>) {
     let usage = match api {

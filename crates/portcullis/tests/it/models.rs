@@ -75,6 +75,23 @@ async fn fake_openai(State(log): State<Log>, headers: HeaderMap, body: Bytes) ->
         body: body.clone(),
     });
     let text = reply_text(&body);
+    // Providers' own refusals quote what they were sent: a key (in part), a token.
+    if text.contains("provider-401") {
+        let key = headers_key(&log);
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"message": format!("Incorrect API key provided: {key}"), "type": "invalid_request_error", "code": "invalid_api_key"}})),
+        )
+            .into_response();
+    }
+    if text.contains("provider-400") {
+        let token = ["ghp_", "zYxWvUtSrQpOnMlKjIhGfEdCbA9876543210"].concat();
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": format!("cannot parse near {token}"), "type": "invalid_request_error"}})),
+        )
+            .into_response();
+    }
     let mut response = if body["stream"] == json!(true) {
         let mut sse = String::new();
         for piece in pieces(&text) {
@@ -105,6 +122,18 @@ async fn fake_openai(State(log): State<Log>, headers: HeaderMap, body: Bytes) ->
         .headers_mut()
         .insert("x-request-id", "req_fake_openai".parse().unwrap());
     response
+}
+
+/// The key the last request to the fake carried.
+fn headers_key(log: &Log) -> String {
+    log.lock()
+        .unwrap()
+        .last()
+        .and_then(|r| r.headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim_start_matches("Bearer ")
+        .to_owned()
 }
 
 async fn fake_anthropic(State(log): State<Log>, headers: HeaderMap, body: Bytes) -> Response {
@@ -583,6 +612,32 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
     .unwrap();
     let good = route(Api::Openai, "openai", format!("{fake}/v1"), &["m"], "k");
     api.put_model_route(&tenant.name, "r", &good).await.unwrap();
+    // The provider refuses the key, quoting it: the agent reads our words, not the key.
+    let response = post(
+        r#"{"model":"m","messages":[{"role":"user","content":"provider-401"}]}"#,
+        Some(&tenant.agent_token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains(OPENAI_KEY) && !text.contains("sk-fake"),
+        "{text}"
+    );
+    assert!(text.contains("refused this route's key"), "{text}");
+    // Other refusals pass on, with credential-shaped text masked.
+    let response = post(
+        r#"{"model":"m","messages":[{"role":"user","content":"provider-400"}]}"#,
+        Some(&tenant.agent_token),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("ghp_zYx"), "{text}");
+    assert!(text.contains("[SECRET:github"), "{text}");
+    received.lock().unwrap().clear();
     api.set_tenant_egress(
         &tenant.name,
         &portcullis_server::admin::tenants::EgressHosts {

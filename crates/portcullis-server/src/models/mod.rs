@@ -216,6 +216,18 @@ impl Facts<'_> {
         }
         draft
     }
+
+    /// A `redaction` event of this request: kinds and counts crossing at `surface`.
+    fn redaction(&self, surface: &str, action: &str, detail: Value) -> AuditDraft {
+        let mut draft = self.draft("allow", detail);
+        draft.kind = AuditKind::Redaction;
+        draft.decision = None;
+        if let Some(object) = draft.detail.as_object_mut() {
+            object.insert("surface".into(), surface.into());
+            object.insert("action".into(), action.into());
+        }
+        draft
+    }
 }
 
 /// Refuse a request: audited (the reason names kinds, never values), then answered.
@@ -265,10 +277,22 @@ async fn handle(
             "the body is not JSON",
         );
     };
+    // The model name is the caller's text and goes into the audit: it must look like a
+    // model name, and never like a credential, before anything records it.
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    if let Some(model) = &model
+        && !usable_model_name(&state.redactor, model)
+    {
+        return error(
+            api,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "`model` must be a model name: 1-128 characters, no spaces, not credential-shaped",
+        );
+    }
     let mut facts = Facts {
         ctx: &ctx,
         api,
@@ -336,7 +360,8 @@ async fn handle(
         && let Some(beta) = &beta
         && retaining_beta(beta)
     {
-        let message = Refusal::Retains(format!("the beta features `{beta}`")).message();
+        // Named generically: the header is the caller's text, and the audit keeps the reason.
+        let message = Refusal::Retains("the requested beta features".into()).message();
         return refuse(
             state,
             &facts,
@@ -372,19 +397,11 @@ async fn handle(
             route::PiiMode::Pseudonymise => "pseudonymised",
             route::PiiMode::Off => "observed",
         };
-        let draft = facts.draft(
-            "allow",
-            json!({
-                "surface": "model_prompt",
-                "action": action,
-                "kinds": prepared.pii,
-                "route": name,
-                "provider": route.provider,
-            }),
+        let draft = facts.redaction(
+            "model_prompt",
+            action,
+            json!({ "kinds": prepared.pii, "route": name, "provider": route.provider }),
         );
-        let mut draft = draft;
-        draft.kind = AuditKind::Redaction;
-        draft.decision = None;
         if let Err(e) = state.store.append_audit(draft, now).await {
             tracing::error!(error = %e, "cannot audit a model prompt's redaction");
             return unavailable(api);
@@ -467,6 +484,14 @@ async fn handle(
         return streamed(done, answer, pseudonyms, request_id);
     }
     whole(done, answer, pseudonyms, request_id).await
+}
+
+/// Whether a caller's `model` may be named in answers and the audit.
+fn usable_model_name(redactor: &portcullis_redact::Redactor, model: &str) -> bool {
+    !model.is_empty()
+        && model.len() <= 128
+        && !model.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !redactor.scan(model).iter().any(|f| f.kind().is_secret())
 }
 
 /// Anthropic beta features that keep data at the provider (files, batches, containers).
@@ -646,18 +671,11 @@ impl Done {
             route: Some(&self.route_name),
             model: Some(&self.model),
         };
-        let mut draft = facts.draft(
-            "allow",
-            json!({
-                "surface": "model_completion",
-                "action": "observed",
-                "kinds": kinds,
-                "route": self.route_name,
-                "provider": self.route.provider,
-            }),
+        let draft = facts.redaction(
+            "model_completion",
+            "observed",
+            json!({ "kinds": kinds, "route": self.route_name, "provider": self.route.provider }),
         );
-        draft.kind = AuditKind::Redaction;
-        draft.decision = None;
         if let Err(e) = self
             .state
             .store

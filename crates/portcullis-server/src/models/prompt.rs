@@ -304,20 +304,14 @@ pub fn mask_credentials(redactor: &Redactor, body: &mut Value) {
 
 /// `text` with credential-shaped runs replaced by their kind's tag.
 pub fn mask_credentials_in(redactor: &Redactor, text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for finding in redactor.scan(text) {
-        if !finding.kind().is_secret() {
-            continue;
+    let treat = |kind: Kind| {
+        if kind.is_secret() {
+            portcullis_redact::Treatment::Mask
+        } else {
+            portcullis_redact::Treatment::Keep
         }
-        out.push_str(&text[at..finding.start()]);
-        out.push('[');
-        out.push_str(finding.kind().tag());
-        out.push(']');
-        at = finding.end();
-    }
-    out.push_str(&text[at..]);
-    out
+    };
+    redactor.redact_each(text, treat, None).text.into_owned()
 }
 
 /// Token counts an answer (or a stream event) reports: (input, output).

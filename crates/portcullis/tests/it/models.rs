@@ -221,6 +221,15 @@ fn route(api: Api, provider: &str, base: String, models: &[&str], key: &str) -> 
     }
 }
 
+/// Put a provider key into the tenant's vault.
+async fn put_key(api: &AdminClient, tenant: &str, name: &str, value: &str) {
+    let secret = SecretIn {
+        value: value.to_owned().into(),
+        rotate_every_days: None,
+    };
+    api.put_secret(tenant, name, &secret).await.unwrap();
+}
+
 /// The SDK check's Python, or `None` (with a note) where it is not installed; CI requires it.
 fn sdk_python() -> Option<String> {
     match std::env::var("PORTCULLIS_TEST_INDEPENDENT_PYTHON") {
@@ -282,16 +291,7 @@ async fn the_official_sdks_reach_providers_only_through_the_rules() {
     let api = app.admin_api();
     let (fake, received) = fake_provider().await;
     for (name, value) in [("openai-key", OPENAI_KEY), ("anthropic-key", ANTHROPIC_KEY)] {
-        api.put_secret(
-            &tenant.name,
-            name,
-            &SecretIn {
-                value: value.to_owned().into(),
-                rotate_every_days: None,
-            },
-        )
-        .await
-        .unwrap();
+        put_key(api, &tenant.name, name, value).await;
     }
     let mut gpt = route(
         Api::Openai,
@@ -569,6 +569,24 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
         let response = post(body, Some(&tenant.agent_token)).await.unwrap();
         assert_eq!(response.status(), status, "{body}");
     }
+    // A model name that is no name, or is credential-shaped, is refused before anything
+    // records it.
+    let key = ["ghp_", "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"].concat();
+    let secret_model: &'static str = Box::leak(
+        json!({"model": key, "messages": []})
+            .to_string()
+            .into_boxed_str(),
+    );
+    for body in [r#"{"model":"a b","messages":[]}"#, secret_model] {
+        let response = post(body, Some(&tenant.agent_token)).await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert!(!response.text().await.unwrap().contains(&key));
+    }
+    let trail = serde_json::to_string(&app.audit_events(&tenant.name).await).unwrap();
+    assert!(
+        !trail.contains(&key),
+        "the audit holds the credential-shaped model name"
+    );
     // Routes are checked whole before they are stored.
     let api = app.admin_api();
     let mut bad = route(
@@ -600,16 +618,7 @@ async fn bad_model_requests_are_refused_and_change_nothing() {
     );
     // The tenant's own host list narrows where routes may point.
     let (fake, received) = fake_provider().await;
-    api.put_secret(
-        &tenant.name,
-        "k",
-        &SecretIn {
-            value: OPENAI_KEY.to_owned().into(),
-            rotate_every_days: None,
-        },
-    )
-    .await
-    .unwrap();
+    put_key(api, &tenant.name, "k", OPENAI_KEY).await;
     let good = route(Api::Openai, "openai", format!("{fake}/v1"), &["m"], "k");
     api.put_model_route(&tenant.name, "r", &good).await.unwrap();
     // The provider refuses the key, quoting it: the agent reads our words, not the key.
@@ -707,16 +716,7 @@ async fn the_dataflow_map_and_a_signed_attestation_come_from_the_trail() {
     let tenant = app.seed_tenant("posture").await;
     let api = app.admin_api();
     let (fake, received) = fake_provider().await;
-    api.put_secret(
-        &tenant.name,
-        "openai-key",
-        &SecretIn {
-            value: OPENAI_KEY.to_owned().into(),
-            rotate_every_days: None,
-        },
-    )
-    .await
-    .unwrap();
+    put_key(api, &tenant.name, "openai-key", OPENAI_KEY).await;
     let mut gpt = route(
         Api::Openai,
         "openai",

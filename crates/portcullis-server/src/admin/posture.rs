@@ -74,13 +74,16 @@ fn period(state: &AppState, query: &PeriodQuery, default: &str) -> Result<UnixMi
     Ok(state.clock.now().saturating_sub(ms))
 }
 
-/// Every event of `kind` since `from`, in order.
-async fn events(
+/// Every event of `kind` (any kind: `None`) since `from`, in order, handed to `each` a
+/// page at a time (a long period is never held in memory whole).
+async fn each_event(
     state: &AppState,
     tenant: &TenantId,
     kind: Option<AuditKind>,
     from: UnixMillis,
-) -> Result<Vec<AuditEvent>, ApiError> {
+    mut each: impl FnMut(&AuditEvent),
+) -> Result<(), ApiError> {
+    const PAGE: usize = 1000;
     let filter = AuditFilter {
         tenant: Some(tenant.clone()),
         from: Some(from),
@@ -88,18 +91,26 @@ async fn events(
         actor: None,
         kind: kind.map(|k| k.as_str().to_owned()),
     };
-    let mut out = Vec::new();
     let mut after = None;
     loop {
-        let page = state.store.audit_query(&filter, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = Some((tenant.clone(), last.seq));
-        let full = page.len() == 1000;
-        out.extend(page);
-        if !full {
-            break;
+        let page = state.store.audit_query(&filter, after, PAGE as i64).await?;
+        page.iter().for_each(&mut each);
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some((tenant.clone(), last.seq)),
+            _ => return Ok(()),
         }
     }
+}
+
+/// Every event of `kind` since `from`, in order.
+async fn events(
+    state: &AppState,
+    tenant: &TenantId,
+    kind: AuditKind,
+    from: UnixMillis,
+) -> Result<Vec<AuditEvent>, ApiError> {
+    let mut out = Vec::new();
+    each_event(state, tenant, Some(kind), from, |e| out.push(e.clone())).await?;
     Ok(out)
 }
 
@@ -174,8 +185,8 @@ async fn dataflow(
     require_audit_reader(&ctx)?;
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let since = period(&state, &query, "30d")?;
-    let redactions = events(&state, &tenant.id, Some(AuditKind::Redaction), since).await?;
-    let requests = events(&state, &tenant.id, Some(AuditKind::ModelRequest), since).await?;
+    let redactions = events(&state, &tenant.id, AuditKind::Redaction, since).await?;
+    let requests = events(&state, &tenant.id, AuditKind::ModelRequest, since).await?;
     Ok(Json(DataflowReport {
         tenant: tenant.name,
         since,
@@ -220,12 +231,11 @@ async fn attest(
     let tenant = tenant_for(&state, &ctx, &tenant).await?;
     let now = state.clock.now();
     let from = period(&state, &query, "90d")?;
-    let all = events(&state, &tenant.id, None, from).await?;
     let mut model = attestation::ModelRequests::default();
     let mut found: BTreeMap<String, u64> = BTreeMap::new();
     let mut changes = Vec::new();
     let mut changes_total = 0u64;
-    for event in &all {
+    each_event(&state, &tenant.id, None, from, |event| {
         let d = &event.draft.detail;
         match event.draft.kind {
             AuditKind::ModelRequest => match event.draft.decision.as_deref() {
@@ -264,7 +274,8 @@ async fn attest(
             }
             _ => {}
         }
-    }
+    })
+    .await?;
     // With no request at all, nothing left with retention: 1000.
     model.zero_retention_permille = (model.zero_retention * 1000)
         .checked_div(model.total)

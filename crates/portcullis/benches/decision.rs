@@ -57,22 +57,12 @@ type Agent = RunningService<RoleClient, TaskClient>;
 
 /// `application/x-www-form-urlencoded`, as a browser sends a form.
 fn form_body(fields: &[(&str, &str)]) -> String {
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                    (b as char).to_string()
-                }
-                b' ' => "+".to_owned(),
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    // The URL library's own `application/x-www-form-urlencoded` serialiser.
+    reqwest::Url::parse_with_params("http://form.invalid/", fields)
+        .expect("a constant base URL")
+        .query()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The console as a browser without script uses it: no cookie store, no redirects followed.

@@ -209,8 +209,9 @@ impl Scrub {
                         .open_data(&scope.tenant, &place, &sealed.key, &sealed.blobs)
                         .await
                         .map_err(|e| map_unusable(&e))?;
-                    let map: Pseudonyms =
-                        serde_json::from_slice(&plain).map_err(|e| map_unusable(&e))?;
+                    let map: Pseudonyms = serde_json::from_slice(&plain)
+                        // Not the parser's message: it can quote a value of the map.
+                        .map_err(|_| map_unusable(&"the opened map does not parse"))?;
                     (map, Some(sealed.version), sealed.created_at)
                 }
                 None => (

@@ -77,17 +77,10 @@ pub async fn list_models(
         Api::Openai
     };
     state.metrics.request("model");
-    let ip = crate::auth::client_ip(
-        peer.ip(),
-        &headers,
-        &state.trusted_proxies,
-        state.config.server.forwarded_header,
-    );
-    let ctx =
-        match authenticate_agent(&state, ip, &tenant, authorization(&headers).as_deref()).await {
-            Ok(ctx) => ctx,
-            Err(refusal) => return auth_refusal(api, refusal),
-        };
+    let ctx = match agent_of(&state, api, peer, &tenant, &headers).await {
+        Ok(ctx) => ctx,
+        Err(refused) => return refused,
+    };
     let (routes, policy) = match tenant_routes(&state, &ctx).await {
         Ok(found) => found,
         Err(e) => {
@@ -181,6 +174,26 @@ fn unavailable(api: Api) -> Response {
     )
 }
 
+/// The agent a model request comes from (from the client address the proxies
+/// configuration names); a refusal answered in the caller's API's shape.
+async fn agent_of(
+    state: &AppState,
+    api: Api,
+    peer: SocketAddr,
+    tenant: &str,
+    headers: &HeaderMap,
+) -> Result<AgentContext, Response> {
+    let ip = crate::auth::client_ip(
+        peer.ip(),
+        headers,
+        &state.trusted_proxies,
+        state.config.server.forwarded_header,
+    );
+    authenticate_agent(state, ip, tenant, authorization(headers).as_deref())
+        .await
+        .map_err(|refusal| auth_refusal(api, refusal))
+}
+
 /// The agent token: `Authorization: Bearer` (OpenAI SDKs), or `x-api-key` (Anthropic SDKs).
 fn authorization(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
@@ -259,15 +272,9 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     state.metrics.request("model");
-    let ip = crate::auth::client_ip(
-        peer.ip(),
-        headers,
-        &state.trusted_proxies,
-        state.config.server.forwarded_header,
-    );
-    let ctx = match authenticate_agent(state, ip, tenant, authorization(headers).as_deref()).await {
+    let ctx = match agent_of(state, api, peer, tenant, headers).await {
         Ok(ctx) => ctx,
-        Err(refusal) => return auth_refusal(api, refusal),
+        Err(refused) => return refused,
     };
     let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
         return error(

@@ -120,6 +120,10 @@ pub enum AuditKind {
     /// One request through a model route: provider, model, status, token counts, latency,
     /// the provider's request id and the retention posture. Never a prompt or a completion.
     ModelRequest,
+    /// A launched tool server ended without being asked to: its exit (code or signal), and
+    /// the limit it ran into when one is known (CPU time, file size, its folder's size).
+    /// Audited, then restarted with backoff.
+    UpstreamExited,
 }
 
 impl AuditKind {
@@ -169,6 +173,7 @@ const ALL_KINDS: &[(AuditKind, &str)] = &[
     (AuditKind::Redaction, "redaction"),
     (AuditKind::UntrustedContent, "untrusted_content"),
     (AuditKind::ModelRequest, "model_request"),
+    (AuditKind::UpstreamExited, "upstream_exited"),
     (AuditKind::AuthFailed, "auth_failed"),
     (AuditKind::LockedOut, "locked_out"),
     (AuditKind::RateLimited, "rate_limited"),

@@ -25,6 +25,7 @@
 
 pub mod conformance;
 mod effect_log;
+pub mod probe;
 mod server;
 
 use std::future::Future;

@@ -26,6 +26,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub sandbox: SandboxConfig,
     /// The operator's program catalog: what stdio connections may launch, by name.
     #[serde(default)]
     pub programs: BTreeMap<String, crate::programs::ProgramConfig>,
@@ -45,6 +46,36 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     /// The one header those proxies write the client into: `x-forwarded-for` or `forwarded`.
     pub forwarded_header: ForwardedHeader,
+}
+
+/// How launched programs are confined (see `crate::sandbox`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Protections switched off on this host, by name.
+    pub off: Vec<String>,
+    /// The first user id of launched programs when the gateway runs as root.
+    pub uid_base: u32,
+    /// The folder of the connections' own folders (empty: see the defaults file).
+    pub rooms: String,
+}
+
+impl SandboxConfig {
+    /// The protections switched off, checked.
+    pub fn off(
+        &self,
+    ) -> Result<std::collections::BTreeSet<portcullis_sandbox::Protection>, String> {
+        use portcullis_sandbox::Protection;
+        self.off
+            .iter()
+            .map(|name| match Protection::parse(name) {
+                Some(Protection::Environment | Protection::ProcessGroup) | None => Err(format!(
+                    "sandbox.off: `{name}` is not a protection that can be switched off"
+                )),
+                Some(p) => Ok(p),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +358,10 @@ impl Config {
         let hash = &self.metrics.token_sha256;
         if !hash.is_empty() && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit())) {
             return invalid("metrics.token_sha256 must be 64 hex digits (sha256 of the token)");
+        }
+        self.sandbox.off().map_err(ConfigError::Invalid)?;
+        if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 65_536 - 1 {
+            return invalid("sandbox.uid_base must be between 1000 and 4294901758");
         }
         // `@self` resolves later, to the running binary.
         crate::programs::Catalog::build(&self.programs, Some(std::path::Path::new("/")))

@@ -863,6 +863,53 @@ impl Egress {
         &self.policy
     }
 
+    /// Where a tunnel to `target` (`host:port`, as a CONNECT request names it) may go: the
+    /// destination vetted as an `https://` URL would be, then every address its name resolves
+    /// to (the whole answer refused if any address is). The launched programs' egress proxy
+    /// connects only to what this returns.
+    pub async fn tunnel_addrs(
+        &self,
+        target: &str,
+        hosts: &HostAllowList,
+    ) -> Result<Vec<SocketAddr>, Refusal> {
+        // Only `host:port`: nothing that would make the URL mean something else.
+        if target.is_empty()
+            || target.len() > 300
+            || target
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "/?#@\\".contains(c))
+        {
+            return Err(Refusal::new(Rule::InvalidUrl, "not a host:port"));
+        }
+        let url = self.check_url(&format!("https://{target}/"), hosts)?;
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(443);
+        if let Some(ip) = ip_literal(host) {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let answer = self
+            .resolver
+            .lookup
+            .lookup(host)
+            .await
+            .map_err(|e| Refusal::new(Rule::Unresolvable, format!("`{host}`: {}", e.kind())));
+        let answer = answer.and_then(|answer| {
+            self.policy
+                .check_answer(host, Some(port), &answer)
+                .map(|()| answer)
+        });
+        match answer {
+            Ok(answer) => Ok(answer
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()),
+            Err(refusal) => {
+                note_refusal(&self.resolver.refusals, &refusal);
+                Err(refusal)
+            }
+        }
+    }
+
     /// The pooled client, for building requests. Send them with [`send`](Self::send).
     pub fn client(&self) -> &reqwest::Client {
         &self.client

@@ -28,8 +28,10 @@ pub mod metrics;
 pub mod models;
 pub mod policy;
 pub mod programs;
+pub mod sandbox;
 pub mod sessions;
 pub mod state;
+pub mod tunnel;
 pub mod upstream;
 pub mod vault;
 pub mod web;
@@ -116,6 +118,19 @@ impl Application {
             .with_cache(cache.clone()),
         );
         let egress = Arc::new(bootstrap::egress(&config, options.lookup.clone())?);
+        let sandbox = Arc::new(
+            sandbox::Sandbox::new(&config, options.self_exe.as_deref())
+                .map_err(BootstrapError::Config)?,
+        );
+        let host = sandbox.host_report();
+        let names = |set: &std::collections::BTreeSet<portcullis_sandbox::Protection>| {
+            set.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+        };
+        if host.missing.is_empty() {
+            tracing::info!(active = %names(&host.active), landlock_abi = sandbox.landlock_abi(), "sandbox: every protection available for launched programs");
+        } else {
+            tracing::warn!(active = %names(&host.active), missing = %names(&host.missing), landlock_abi = sandbox.landlock_abi(), "sandbox: this host cannot give launched programs every protection; only catalog entries that allow the missing ones (allow_missing) start");
+        }
         // Environments stored in plain text before the vault existed are sealed now (also
         // done by `portcullis migrate`); nothing is launched with a plain value.
         bootstrap::seal_plain_environments(&store, &vault, now).await?;
@@ -147,6 +162,7 @@ impl Application {
                 )),
                 vault: vault.clone(),
                 egress: egress.clone(),
+                sandbox,
             },
         );
         let trusted_proxies = config
@@ -239,7 +255,7 @@ impl Application {
                     .with_state(state.clone()),
             );
         let router = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics_handler))
             .nest(
@@ -397,6 +413,56 @@ pub(crate) async fn invalidate_after_writes(
 
 /// Ready when the store answers. Upstreams are counted by state, never named (anyone may
 /// ask); one tenant's dead upstream does not take the gateway out of a load balancer.
+/// Liveness, and what confines launched programs: the host's protections and how many
+/// running programs lack some, for anyone; each connection's protections only for an admin
+/// who presents a token (and only the connections that admin may see). A request without a
+/// token is never an authentication attempt (it cannot lock anyone out).
+async fn healthz(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, _) = request.into_parts();
+    let admin = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+        match identity::AdminContext::from_request_parts(&mut parts, &state).await {
+            Ok(admin) => Some(admin),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
+    let sandbox = state.upstreams.sandbox();
+    let host = sandbox.host_report();
+    let running = state.upstreams.confinements();
+    let lacking = running
+        .iter()
+        .filter(|(_, _, r)| !r.missing.is_empty())
+        .count();
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "sandbox": {
+            "landlock_abi": sandbox.landlock_abi(),
+            "host": host,
+            "programs": { "running": running.len(), "lacking_protections": lacking },
+        },
+    });
+    if let Some(admin) = admin {
+        body["sandbox"]["connections"] = running
+            .iter()
+            .filter(|(tenant, _, _)| admin.may_access(tenant))
+            .map(|(tenant, connection, report)| {
+                serde_json::json!({
+                    "tenant": tenant,
+                    "connection": connection,
+                    "active": report.active,
+                    "missing": report.missing,
+                })
+            })
+            .collect();
+    }
+    axum::Json(body).into_response()
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     match state.store.health().await {
         Ok(()) => (

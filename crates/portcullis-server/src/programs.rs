@@ -49,6 +49,115 @@ pub struct ProgramConfig {
     /// that tool arguments and results never reach the log).
     #[serde(default)]
     pub stderr: StderrMode,
+    /// How the program is confined: what else it may read or write, its limits, and which
+    /// protections it may start without on a host that cannot give them.
+    #[serde(default)]
+    pub sandbox: SandboxEntry,
+}
+
+/// The `[programs.NAME.sandbox]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxEntry {
+    /// Folders (absolute) the program may read and execute besides the system's and its own
+    /// command's folder.
+    pub read: Vec<PathBuf>,
+    /// Folders (absolute) it may read and write, never execute, besides its connection's own
+    /// folder. Shared by every connection of the entry: grant with care.
+    pub write: Vec<PathBuf>,
+    /// Protections (by name) it may start without where the host cannot give them. Empty:
+    /// every protection must be active or the program does not start.
+    pub allow_missing: Vec<String>,
+    /// Resource limits.
+    pub limits: portcullis_sandbox::Limits,
+    /// The most its connection's own folder may hold, in MiB (then it is killed).
+    pub folder_mb: u64,
+    /// `none` (the default): no network at all. `egress`: a network namespace holding only
+    /// the gateway's egress proxy (`HTTPS_PROXY`), through which it reaches what the egress
+    /// policy and its tenant's host list allow.
+    pub network: NetworkGrant,
+}
+
+/// What network a program gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkGrant {
+    #[default]
+    None,
+    Egress,
+}
+
+impl Default for SandboxEntry {
+    fn default() -> Self {
+        Self {
+            read: Vec::new(),
+            write: Vec::new(),
+            allow_missing: Vec::new(),
+            limits: portcullis_sandbox::Limits::default(),
+            folder_mb: 64,
+            network: NetworkGrant::None,
+        }
+    }
+}
+
+/// A checked `[programs.NAME.sandbox]` table.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    pub allow_missing: std::collections::BTreeSet<portcullis_sandbox::Protection>,
+    pub limits: portcullis_sandbox::Limits,
+    pub folder_bytes: u64,
+    /// Its network namespace holds the egress proxy.
+    pub egress: bool,
+}
+
+impl Confinement {
+    fn build(what: &str, entry: &SandboxEntry) -> Result<Self, String> {
+        for path in entry.read.iter().chain(&entry.write) {
+            if !path.is_absolute() || path.components().any(|c| c.as_os_str() == "..") {
+                return Err(format!(
+                    "{what}.sandbox: `{}` must be an absolute path without `..`",
+                    path.display()
+                ));
+            }
+        }
+        let allow_missing = entry
+            .allow_missing
+            .iter()
+            .map(|name| {
+                portcullis_sandbox::Protection::parse(name).ok_or_else(|| {
+                    format!(
+                        "{what}.sandbox.allow_missing: `{name}` is not a protection (one of {})",
+                        portcullis_sandbox::Protection::ALL
+                            .map(|p| p.name())
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let l = &entry.limits;
+        if [
+            l.processes,
+            l.open_files,
+            l.memory_mb,
+            l.file_size_mb,
+            l.cpu_seconds,
+        ]
+        .contains(&0)
+            || entry.folder_mb == 0
+        {
+            return Err(format!("{what}.sandbox: every limit must be above 0"));
+        }
+        Ok(Self {
+            read: entry.read.clone(),
+            write: entry.write.clone(),
+            allow_missing,
+            limits: entry.limits,
+            folder_bytes: entry.folder_mb.saturating_mul(1024 * 1024),
+            egress: entry.network == NetworkGrant::Egress,
+        })
+    }
 }
 
 /// Where a launched program's standard error goes.
@@ -124,6 +233,7 @@ pub struct Program {
     tenants: Vec<String>,
     pub description: String,
     pub stderr: StderrMode,
+    pub confinement: Confinement,
 }
 
 /// What a launch needs: the entry's fixed parts plus the tenant's checked values.
@@ -133,6 +243,9 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub stderr: StderrMode,
+    /// The entry's name (for messages) and how it is confined.
+    pub program: String,
+    pub confinement: Confinement,
 }
 
 /// The catalog, validated once at start-up.
@@ -299,6 +412,7 @@ impl Program {
             tenants: entry.tenants.clone(),
             description: entry.description.clone(),
             stderr: entry.stderr,
+            confinement: Confinement::build(&what, &entry.sandbox)?,
         })
     }
 
@@ -379,6 +493,8 @@ impl Program {
             args: full_args,
             env: full_env,
             stderr: self.stderr,
+            program: self.name.clone(),
+            confinement: self.confinement.clone(),
         })
     }
 }
@@ -400,6 +516,7 @@ mod tests {
                 description: "files".into(),
                 tenants: vec!["acme".into(), "globex".into()],
                 stderr: StderrMode::Discard,
+                sandbox: SandboxEntry::default(),
             },
         );
         Catalog::build(&entries, None).expect("valid catalog")
@@ -523,5 +640,67 @@ mod tests {
         };
         let entries = [("p".to_owned(), relative)].into();
         assert!(Catalog::build(&entries, None).is_err());
+    }
+
+    #[test]
+    fn a_sandbox_table_with_an_unknown_protection_a_relative_path_or_a_zero_limit_is_refused() {
+        let bad = [
+            SandboxEntry {
+                allow_missing: vec!["firewall".into()],
+                ..Default::default()
+            },
+            SandboxEntry {
+                read: vec!["srv/tools".into()],
+                ..Default::default()
+            },
+            SandboxEntry {
+                write: vec!["/srv/../etc".into()],
+                ..Default::default()
+            },
+            SandboxEntry {
+                folder_mb: 0,
+                ..Default::default()
+            },
+            SandboxEntry {
+                limits: portcullis_sandbox::Limits {
+                    processes: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        ];
+        for sandbox in bad {
+            let mut entries = BTreeMap::new();
+            entries.insert(
+                "files".to_owned(),
+                ProgramConfig {
+                    command: "/usr/bin/files-server".into(),
+                    sandbox: sandbox.clone(),
+                    ..Default::default()
+                },
+            );
+            assert!(Catalog::build(&entries, None).is_err(), "{sandbox:?}");
+        }
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            "files".to_owned(),
+            ProgramConfig {
+                command: "/usr/bin/files-server".into(),
+                sandbox: SandboxEntry {
+                    allow_missing: vec!["network".into(), "user".into()],
+                    read: vec!["/srv/tools".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        let catalog = Catalog::build(&entries, None).expect("valid");
+        let entry = catalog.get("files").expect("entry");
+        assert!(
+            entry
+                .confinement
+                .allow_missing
+                .contains(&portcullis_sandbox::Protection::Network)
+        );
     }
 }

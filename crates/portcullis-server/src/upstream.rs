@@ -790,6 +790,10 @@ struct Slot {
     suspect: tokio::sync::Notify,
     /// Set for an HTTP API connection once its routes are synced (it has no MCP peer).
     api: Mutex<Option<Arc<crate::api::ApiUpstream>>>,
+    /// The protections of a stdio connection's program, from its latest launch.
+    confinement: Mutex<Option<portcullis_sandbox::Report>>,
+    /// The process id of its program while it runs.
+    pid: Mutex<Option<u32>>,
 }
 
 /// The supervisor of every tenant's upstream connections.
@@ -820,6 +824,8 @@ pub struct Outbound {
     pub broker: Arc<crate::vault::oauth::Broker>,
     pub vault: Arc<crate::vault::Vault>,
     pub egress: Arc<crate::egress::Egress>,
+    /// Confines every launched program.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 /// How a live connection is watched: a ping every `interval` (none when zero), and after any
@@ -873,6 +879,8 @@ impl Upstreams {
             subscribers: Arc::default(),
             suspect: tokio::sync::Notify::new(),
             api: Mutex::new(None),
+            confinement: Mutex::new(None),
+            pid: Mutex::new(None),
         });
         slots.insert(connection.id.clone(), slot.clone());
         tokio::spawn(supervise(self.inner.clone(), connection, slot));
@@ -903,9 +911,13 @@ impl Upstreams {
         Ok(())
     }
 
-    /// Stop a connection's upstream at once (revocation).
+    /// Stop a connection's upstream at once (revocation); its program's folder goes too.
     pub fn stop(&self, id: &ConnectionId) {
-        if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").remove(id) {
+        let removed = self.inner.slots.lock().expect("lock poisoned").remove(id);
+        if let Some(slot) = removed {
+            if slot.confinement.lock().expect("lock poisoned").is_some() {
+                self.inner.outbound.sandbox.remove_room(id);
+            }
             // Revoking a connection drops every access token minted for it at once.
             self.inner.outbound.broker.drop_connection(&slot.tenant, id);
             slot.stop.cancel();
@@ -929,6 +941,48 @@ impl Upstreams {
     /// Stop everything (server shutdown).
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
+    }
+
+    /// The protections of a stdio connection's program (None: not launched here yet, or not
+    /// a stdio connection).
+    pub fn confinement(&self, id: &ConnectionId) -> Option<portcullis_sandbox::Report> {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .cloned()?;
+        slot.confinement.lock().expect("lock poisoned").clone()
+    }
+
+    /// The process id of a stdio connection's running program (for the operator's tools).
+    pub fn program_pid(&self, id: &ConnectionId) -> Option<u32> {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .cloned()?;
+        *slot.pid.lock().expect("lock poisoned")
+    }
+
+    /// Every launched program's protections, by tenant and connection.
+    pub fn confinements(&self) -> Vec<(TenantId, ConnectionId, portcullis_sandbox::Report)> {
+        let slots = self.inner.slots.lock().expect("lock poisoned");
+        slots
+            .iter()
+            .filter_map(|(id, slot)| {
+                let report = slot.confinement.lock().expect("lock poisoned").clone()?;
+                Some((slot.tenant.clone(), id.clone(), report))
+            })
+            .collect()
+    }
+
+    /// What this host gives every launched program.
+    pub fn sandbox(&self) -> &crate::sandbox::Sandbox {
+        &self.inner.outbound.sandbox
     }
 
     pub fn status(&self, id: &ConnectionId) -> Status {
@@ -1348,8 +1402,10 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             subscribers: slot.subscribers.clone(),
             forward_roots: spec.forward_roots,
         };
-        let reason = match connect(&inner, &connection, &spec.transport, client).await {
-            Ok(running) => {
+        let mut process = None;
+        let reason = match connect(&inner, &connection, &slot, &spec.transport, client).await {
+            Ok((running, launched)) => {
+                process = launched;
                 let peer = running.peer().clone();
                 // The gateway must see what the upstream serves now, never a cached list.
                 peer.set_response_cache_config(rmcp::service::ClientCacheConfig::disabled())
@@ -1401,6 +1457,20 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             }
         };
         *slot.peer.lock().expect("lock poisoned") = None;
+        if let Some(process) = process {
+            *slot.pid.lock().expect("lock poisoned") = None;
+            let ended = process.end().await;
+            // Asked to stop or restart: not an event. Anything else (it quit, crashed, ran
+            // into a limit, stopped answering and was killed) is audited.
+            if !matches!(reason.as_str(), STOPPED | RESTART_REQUESTED) {
+                audit_exit(&inner, &connection, &ended, &reason).await;
+            }
+            // A folder over its cap would end the next start at once: the program overran
+            // its scratch space, which starts again empty.
+            if ended.limit == Some("folder_mb") {
+                inner.outbound.sandbox.remove_room(&connection.id);
+            }
+        }
         if slot.stop.is_cancelled() {
             return;
         }
@@ -1415,6 +1485,35 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             () = slot.stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(inner.max_backoff);
+    }
+}
+
+/// Why a connection went down when it was asked to (not audited as an exit).
+const STOPPED: &str = "stopped";
+const RESTART_REQUESTED: &str = "restart requested";
+
+/// Record how a launched program ended when nobody asked it to: its exit, the limit it ran
+/// into (when known) and why the gateway saw it go.
+async fn audit_exit(
+    inner: &Inner,
+    connection: &Connection,
+    ended: &crate::sandbox::Ended,
+    reason: &str,
+) {
+    tracing::warn!(connection = %connection.id, tenant = %connection.tenant, exit = %ended.exit, limit = ?ended.limit, "upstream program ended");
+    let draft = portcullis_core::audit::AuditDraft::new(
+        connection.tenant.clone(),
+        "gateway",
+        portcullis_core::audit::AuditKind::UpstreamExited,
+    )
+    .resource(format!("connection:{}", connection.id))
+    .detail(serde_json::json!({
+        "exit": ended.exit,
+        "limit": ended.limit,
+        "reason": reason.chars().take(200).collect::<String>(),
+    }));
+    if let Err(e) = inner.store.append_audit(draft, inner.clock.now()).await {
+        tracing::error!(error = %e, "cannot audit an upstream's exit");
     }
 }
 
@@ -1580,12 +1679,12 @@ async fn serve_until_closed(
             }
             () = slot.stop.cancelled() => {
                 cancel.cancel();
-                return "stopped".into();
+                return STOPPED.into();
             }
             () = slot.restart.notified() => {
                 cancel.cancel();
                 let _ = waiting.await;
-                return "restart requested".into();
+                return RESTART_REQUESTED.into();
             }
             () = tools_changed.notified() => {
                 if let Err(reason) = sync_tools(inner, connection, spec, &peer).await {
@@ -1651,12 +1750,18 @@ enum ConnectError {
     Failed(String),
 }
 
+type Connected = (
+    RunningService<RoleClient, UpstreamClient>,
+    Option<crate::sandbox::Process>,
+);
+
 async fn connect(
     inner: &Inner,
     connection: &Connection,
+    slot: &Slot,
     transport: &Transport,
     client: UpstreamClient,
-) -> Result<RunningService<RoleClient, UpstreamClient>, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let routes = client.routes.clone();
     let failed = ConnectError::Failed;
     match transport {
@@ -1686,34 +1791,44 @@ async fn connect(
                 .catalog
                 .resolve(&tenant.name, program, args, &env)
                 .map_err(|refusal| ConnectError::Refused(refusal.to_string()))?;
-            let mut cmd = tokio::process::Command::new(&launch.command);
-            // The gateway's own environment (admin tokens, database URLs) never reaches an
-            // upstream: start from nothing and add only PATH and the entry's environment.
-            cmd.args(&launch.args).env_clear().kill_on_drop(true);
-            if let Ok(path) = std::env::var("PATH") {
-                cmd.env("PATH", path);
-            }
-            cmd.envs(&launch.env);
-            // A program's standard error is its own output, which may echo tool arguments:
-            // dropped unless the operator asked for it in the catalog entry.
-            let stderr = match launch.stderr {
-                crate::programs::StderrMode::Discard => std::process::Stdio::null(),
-                crate::programs::StderrMode::Log => std::process::Stdio::piped(),
+            // Confined before its first instruction (see `crate::sandbox`); the report of what
+            // protects it is what `/healthz` and `connections list` show.
+            let tunnels = if launch.confinement.egress {
+                Some(crate::tunnel::Tunnels {
+                    egress: inner.outbound.egress.clone(),
+                    hosts: tenant_hosts(inner, &connection.tenant).await?,
+                    store: inner.store.clone(),
+                    clock: inner.clock.clone(),
+                    tenant: connection.tenant.clone(),
+                    connection: connection.id.clone(),
+                })
+            } else {
+                None
             };
-            let (transport, child_stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
-                .stderr(stderr)
-                .spawn()
-                .map_err(|e| {
-                    failed(generic_failure(
+            let launched = inner
+                .outbound
+                .sandbox
+                .launch(&connection.id, &launch, tunnels)
+                .map_err(|e| match e {
+                    crate::sandbox::LaunchError::Refused(reason) => ConnectError::Refused(reason),
+                    crate::sandbox::LaunchError::Failed(reason) => failed(generic_failure(
                         &format!("cannot launch program `{program}`"),
-                        &e.to_string(),
+                        &reason,
                         &connection.id,
-                    ))
+                    )),
                 })?;
-            if let Some(child_stderr) = child_stderr {
+            tracing::info!(connection = %connection.id, tenant = %connection.tenant, program = %program, active = ?names(&launched.report.active), missing = ?names(&launched.report.missing), "upstream program confined");
+            *slot.confinement.lock().expect("lock poisoned") = Some(launched.report.clone());
+            *slot.pid.lock().expect("lock poisoned") = Some(launched.process.pid());
+            if let Some(child_stderr) = launched.stderr {
                 tokio::spawn(relay_stderr(connection.id.clone(), child_stderr));
             }
-            client
+            let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(
+                launched.stdout,
+                launched.stdin,
+            );
+            let process = launched.process;
+            let running = client
                 .serve(InOrder {
                     inner: transport,
                     routes,
@@ -1725,7 +1840,8 @@ async fn connect(
                         &e.to_string(),
                         &connection.id,
                     ))
-                })
+                })?;
+            Ok((running, Some(process)))
         }
         Transport::Http { url, auth } => {
             // INVARIANT: the URL is vetted by the egress policy at every (re)connection and
@@ -1771,7 +1887,7 @@ async fn connect(
             }
             let transport =
                 rmcp::transport::StreamableHttpClientTransport::with_client(http, config);
-            client
+            let running = client
                 .serve(InOrder {
                     inner: transport,
                     routes,
@@ -1783,9 +1899,15 @@ async fn connect(
                         &e.to_string(),
                         &connection.id,
                     ))
-                })
+                })?;
+            Ok((running, None))
         }
     }
+}
+
+/// Protection names, for the log.
+fn names(set: &std::collections::BTreeSet<portcullis_sandbox::Protection>) -> Vec<&'static str> {
+    set.iter().map(|p| p.name()).collect()
 }
 
 /// Relay a program's standard error to the log, line by line (each line cut at 2 KiB), when

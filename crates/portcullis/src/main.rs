@@ -88,6 +88,10 @@ enum Command {
         /// Serve the MCP conformance-suite fixture server instead of the demo CRM.
         #[arg(long)]
         conformance: bool,
+        /// Serve the sandbox escape probe (stdio only): one tool, `attempt`, that tries one
+        /// way out of its sandbox and says whether it was blocked.
+        #[arg(long, conflicts_with_all = ["http", "conformance"])]
+        probe: bool,
     },
     /// Talk to a tenant's MCP endpoint as an agent would (list tools, call one).
     Mcp(mcp_cli::McpArgs),
@@ -211,7 +215,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             checkpoint,
             json,
         } => return audit_cli::verify_export(&file, &public_key, &checkpoint, json),
-        Command::DemoUpstream { http, conformance } => demo_upstream(http, conformance).await?,
+        Command::DemoUpstream {
+            http: _,
+            conformance: _,
+            probe: true,
+        } => portcullis_demo::probe::serve_stdio().await?,
+        Command::DemoUpstream {
+            http, conformance, ..
+        } => demo_upstream(http, conformance).await?,
         Command::Mcp(args) => return mcp_cli::run(args).await,
         Command::Admin(command) => return admin_cli::run(command).await,
         Command::Policy(command) => return policy_cli::run(command).await,

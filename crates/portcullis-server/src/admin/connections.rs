@@ -93,6 +93,10 @@ pub struct ConnectionView {
     pub status: ConnectionState,
     /// What the connection's tool results hide from agents.
     pub redaction: ResultRedaction,
+    /// A stdio connection's program: the protections it runs with and those this host
+    /// could not give (absent until it is launched on the answering gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<portcullis_sandbox::Report>,
 }
 
 /// A change to what a connection's tool results hide; an absent field keeps its setting.
@@ -328,6 +332,7 @@ fn view(state: &crate::state::AppState, c: &portcullis_store::Connection) -> Con
         revoked_at: c.revoked_at,
         status: state.upstreams.status(&c.id).into(),
         redaction: c.redaction,
+        sandbox: state.upstreams.confinement(&c.id),
     }
 }
 

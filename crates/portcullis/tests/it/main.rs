@@ -26,6 +26,7 @@ mod receipts;
 mod redaction;
 mod replicas;
 mod review;
+mod sandbox;
 mod sessions;
 mod shares;
 mod smoke;

@@ -80,10 +80,13 @@ async fn health_readiness_and_metrics_are_served() {
         }
     };
     let get = |path: &'static str| get_as(path, None);
-    assert_eq!(
-        get("/healthz").await,
-        (reqwest::StatusCode::OK, "ok".to_owned())
-    );
+    let (status, health) = get("/healthz").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(health["status"], "ok");
+    // Anyone sees what the host gives launched programs, never which connections run.
+    assert!(health["sandbox"]["host"]["active"].is_array(), "{health}");
+    assert!(health["sandbox"].get("connections").is_none(), "{health}");
     let (status, ready) = get("/readyz").await;
     assert_eq!(status, reqwest::StatusCode::OK);
     let ready: serde_json::Value = serde_json::from_str(&ready).expect("readiness is JSON");

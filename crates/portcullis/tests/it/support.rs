@@ -59,6 +59,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub dir: tempfile::TempDir,
+    /// The data folder (database, key file, witness log), apart from `dir`: the demo
+    /// upstream may write in `dir`, and no launched program may see the data folder.
+    data: tempfile::TempDir,
     pub state: Arc<AppState>,
     pub clock: Clock,
     pub admin_token: String,
@@ -113,17 +116,50 @@ pub fn demo_program(files: &Path) -> portcullis_server::programs::ProgramConfig 
         .into(),
         description: "the demo CRM/mail/billing server".into(),
         tenants: vec!["*".into()],
+        sandbox: portcullis_server::programs::SandboxEntry {
+            write: vec![files.to_path_buf()],
+            // Whatever this machine cannot give (not root, an older kernel): the sandbox's
+            // own tests check each mode; the rest of the suite runs with what there is.
+            allow_missing: host_missing(),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
 
-/// The same entry as configuration-file text, for `portcullis serve` child processes.
+/// The protections this machine cannot give launched programs, by name.
+pub fn host_missing() -> Vec<String> {
+    let host = portcullis_sandbox::Host::detect(Default::default());
+    let offers = host.offers();
+    portcullis_sandbox::Protection::ALL
+        .into_iter()
+        .filter(|p| !offers.contains(p))
+        .map(|p| p.name().to_owned())
+        .collect()
+}
+
+/// Let launched programs (each its own user when the tests run as root) enter and write a
+/// test's folder: the demo upstream writes its effect log there.
+pub fn open_to_programs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+}
+
+/// The same entry as configuration-file text, for `portcullis serve` child processes. Their
+/// data folder lies inside `files` (which the demo writes), so the file-system view cannot be
+/// given: they run the demo with every other protection (`[sandbox] off = ["filesystem"]`).
 pub fn demo_program_toml(files: &Path) -> String {
     let entry = demo_program(files);
     let mut toml = format!(
-        "[programs.demo]\ncommand = {:?}\nargs = [\"demo-upstream\"]\ntenants = [\"*\"]\n",
+        "[sandbox]\noff = [\"filesystem\", \"signals\"]\nrooms = {:?}\n\n[programs.demo]\ncommand = {:?}\nargs = [\"demo-upstream\"]\ntenants = [\"*\"]\n",
+        files.join("rooms"),
         entry.command
     );
+    let mut allow = host_missing();
+    allow.extend(["filesystem".to_owned(), "signals".to_owned()]);
+    toml.push_str(&format!(
+        "[programs.demo.sandbox]\nallow_missing = {allow:?}\n"
+    ));
     toml.push_str("[programs.demo.tenant_env]\n");
     for (name, pattern) in &entry.tenant_env {
         toml.push_str(&format!("{name} = {}\n", toml_string(pattern)));
@@ -222,9 +258,12 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
         init_logs();
         let dir = test_dir();
+        let data = test_dir();
+        open_to_programs(dir.path());
         let db = TestDatabase::create(Backend::from_env()).await;
         let mut config = Config::defaults();
-        config.data.dir = dir.path().join("data");
+        config.data.dir = data.path().join("data");
+        config.sandbox.rooms = dir.path().join("rooms").display().to_string();
         config.audit.checkpoint_interval_secs = 0;
         // The tests' HTTP upstreams listen on loopback: the operator's setting allows it
         // (the gateway's own listener stays refused).
@@ -280,6 +319,7 @@ impl TestApp {
             addr,
             base,
             dir,
+            data,
             state,
             clock,
             admin_token,
@@ -313,7 +353,7 @@ impl TestApp {
             Backend::Sqlite,
             "no database file on PostgreSQL"
         );
-        self.dir.path().join("data").join("portcullis.db")
+        self.data_dir().join("portcullis.db")
     }
 
     /// The MCP endpoint of a tenant.
@@ -1038,7 +1078,7 @@ where
 impl TestApp {
     /// The data folder (database and key file).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.path().join("data")
     }
 
     /// Run an admin CLI command against this server as `token`.
@@ -1174,6 +1214,19 @@ async fn seed(api: &AdminClient, files: &Path, name: &str) -> Tenant {
         .create_admin(&approver)
         .await
         .unwrap_or_else(|e| panic!("seeding {name}: approver: {e}"));
+    // Replicas run the same connection's demo program, each as its own user: the effect log
+    // they all append to is made writable for every one of them up front.
+    let effect_log = files.join(format!("{name}-effects.jsonl"));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&effect_log)
+            .expect("effect log");
+        std::fs::set_permissions(&effect_log, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod effect log");
+    }
     Tenant {
         name: name.to_owned(),
         id: tenant.id.to_string(),
@@ -1181,7 +1234,7 @@ async fn seed(api: &AdminClient, files: &Path, name: &str) -> Tenant {
         agent_id: agent.id.to_string(),
         agent_token: token.token,
         approver_token: approver.token,
-        effect_log: files.join(format!("{name}-effects.jsonl")),
+        effect_log,
         variant_file: files.join(format!("{name}-variant")),
         hold_file: files.join(format!("{name}-hold")),
     }
@@ -1254,6 +1307,7 @@ impl ServeProcess {
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let aside = cwd.join(format!("portcullis.toml.{n}"));
         std::fs::write(&aside, demo_program_toml(cwd)).expect("write portcullis.toml");
+        open_to_programs(cwd);
         std::fs::rename(&aside, cwd.join("portcullis.toml")).expect("replace portcullis.toml");
         let mut command = tokio::process::Command::new(BIN);
         command

@@ -1,0 +1,697 @@
+//! Each launched program in its own locked room: the escape probe (`portcullis demo-upstream
+//! --probe`, a real confined upstream) tries every way out, under full confinement and under
+//! degraded modes, and what it observes must match the protections the gateway reports; the
+//! gateway keeps serving another tenant throughout. Then supervision: a program over a limit,
+//! or one that stops answering, is killed, audited and restarted.
+
+use crate::support::*;
+use portcullis_sandbox::Protection;
+use portcullis_server::admin::connections::{ConnectionIn, ConnectionState};
+use portcullis_server::admin::grants::GrantIn;
+use portcullis_server::config::Config;
+use portcullis_server::programs::{ProgramConfig, SandboxEntry};
+use portcullis_server::upstream::{ConnectionSpec, Transport};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use Protection::*;
+
+/// The probe's catalog entry: this binary's `demo-upstream --probe`, allowed to start without
+/// whatever this host (or the test's `off`) cannot give.
+fn probe_program(off: &BTreeSet<Protection>, read: Vec<PathBuf>) -> ProgramConfig {
+    let host = portcullis_sandbox::Host::detect(BTreeSet::new());
+    let mut allow: BTreeSet<Protection> = Protection::ALL
+        .into_iter()
+        .filter(|p| !host.offers().contains(p))
+        .collect();
+    allow.extend(off.iter().copied());
+    if allow.contains(&User) {
+        allow.insert(Processes);
+    }
+    if allow.contains(&Filesystem) {
+        allow.insert(Signals);
+    }
+    ProgramConfig {
+        command: BIN.into(),
+        args: vec!["demo-upstream".into(), "--probe".into()],
+        description: "the sandbox escape probe".into(),
+        tenants: vec!["*".into()],
+        sandbox: SandboxEntry {
+            read,
+            allow_missing: allow.iter().map(|p| p.name().to_owned()).collect(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Switch protections off on the gateway; the demo upstream may start without them.
+fn switch_off(config: &mut Config, off: &BTreeSet<Protection>) {
+    config.sandbox.off = off.iter().map(|p| p.name().to_owned()).collect();
+    let demo = config.programs.get_mut("demo").expect("the demo entry");
+    demo.sandbox
+        .allow_missing
+        .extend(off.iter().map(|p| p.name().to_owned()));
+}
+
+/// Add the probe as a tenant's `probe` connection, granted to its agent; its id.
+async fn add_probe(app: &TestApp, tenant: &Tenant) -> String {
+    let api = app.api_as(&app.admin_token);
+    let connection = api
+        .create_connection(
+            &tenant.name,
+            &ConnectionIn {
+                name: "probe".into(),
+                spec: ConnectionSpec::new(
+                    Transport::Stdio {
+                        program: "probe".into(),
+                        args: Vec::new(),
+                        env: Default::default(),
+                    },
+                    [(
+                        "attempt".to_owned(),
+                        portcullis_core::effect::EffectClass::Read,
+                    )]
+                    .into(),
+                ),
+                redaction: Default::default(),
+            },
+        )
+        .await
+        .expect("probe connection");
+    api.add_grant(
+        &tenant.name,
+        &GrantIn {
+            agent: tenant.agent_id.clone(),
+            connection: connection.id.to_string(),
+            tool: "*".into(),
+        },
+    )
+    .await
+    .expect("grant");
+    connection.id.to_string()
+}
+
+/// One escape attempt through the gateway, as the tenant's agent.
+async fn attempt(client: &Client, escape: &str, target: &str) -> (bool, String) {
+    let result = client
+        .try_call(
+            "probe__attempt",
+            json!({ "escape": escape, "target": target }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{escape} {target}: {e}"));
+    let text = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{escape}: the probe's answer: {result:?}"));
+    (
+        body["blocked"].as_bool().expect("blocked"),
+        body["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The probe connection's protections, as `connections list` reports them.
+async fn reported(
+    app: &TestApp,
+    tenant: &str,
+    connection: &str,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let list = app
+        .api_as(&app.admin_token)
+        .list_connections(tenant)
+        .await
+        .expect("connections");
+    let view = list
+        .into_iter()
+        .find(|c| c.id.as_str() == connection)
+        .expect("the probe connection is listed");
+    let report = view.sandbox.expect("a launched program has a report");
+    let names = |set: &BTreeSet<Protection>| set.iter().map(|p| p.name().to_owned()).collect();
+    (names(&report.active), names(&report.missing))
+}
+
+/// Every escape, with the protections any one of which must stop it. When one of them is
+/// reported active the attempt must be blocked; when none is, the probe must get through
+/// (the report is exact, not merely cautious).
+struct Escape {
+    name: &'static str,
+    escape: &'static str,
+    target: String,
+    stopped_by: &'static [Protection],
+}
+
+fn escapes(app: &TestApp, gateway_pid: u32, other_room: &Path, own_room: &Path) -> Vec<Escape> {
+    let dir = app.dir.path();
+    let mut list = vec![
+        Escape {
+            name: "write outside its folder (an open test folder)",
+            escape: "write_file",
+            target: dir.join("escaped").display().to_string(),
+            stopped_by: &[Filesystem],
+        },
+        Escape {
+            name: "write to /tmp",
+            escape: "write_file",
+            target: format!("/tmp/portcullis-escaped-{gateway_pid}"),
+            stopped_by: &[Filesystem],
+        },
+        Escape {
+            name: "read another tenant's folder",
+            escape: "read_file",
+            target: other_room.join("secret.txt").display().to_string(),
+            stopped_by: &[Filesystem, User],
+        },
+        Escape {
+            name: "list the gateway's data folder",
+            escape: "list_folder",
+            target: app.data_dir().display().to_string(),
+            stopped_by: &[Filesystem, User],
+        },
+        Escape {
+            name: "read the gateway's key file",
+            escape: "read_file",
+            target: app.state.config.key_file().display().to_string(),
+            stopped_by: &[Filesystem, User],
+        },
+        Escape {
+            name: "read the gateway's environment",
+            escape: "read_file",
+            target: format!("/proc/{gateway_pid}/environ"),
+            stopped_by: &[Filesystem, User],
+        },
+        Escape {
+            name: "open a socket to the gateway",
+            escape: "connect_tcp",
+            target: app.addr.to_string(),
+            stopped_by: &[Network],
+        },
+        Escape {
+            name: "fork without bound",
+            escape: "fork_many",
+            target: "200".into(),
+            stopped_by: &[Processes],
+        },
+        Escape {
+            name: "exceed memory",
+            escape: "allocate",
+            target: "8192".into(),
+            stopped_by: &[Limits],
+        },
+        Escape {
+            name: "ptrace the gateway",
+            escape: "ptrace",
+            target: gateway_pid.to_string(),
+            stopped_by: &[Seccomp, User, Filesystem],
+        },
+        Escape {
+            name: "signal the gateway",
+            escape: "signal",
+            target: gateway_pid.to_string(),
+            stopped_by: &[User, Signals],
+        },
+        Escape {
+            name: "load a kernel module",
+            escape: "load_module",
+            target: String::new(),
+            stopped_by: &[Capabilities, Seccomp],
+        },
+        Escape {
+            name: "mount a file system",
+            escape: "mount",
+            target: own_room.display().to_string(),
+            stopped_by: &[Capabilities, Seccomp],
+        },
+    ];
+    let postgres = Path::new("/var/run/postgresql/.s.PGSQL.5432");
+    if postgres.exists() {
+        list.push(Escape {
+            name: "reach the database's unix socket",
+            escape: "connect_unix",
+            target: postgres.display().to_string(),
+            stopped_by: &[Seccomp],
+        });
+    }
+    list
+}
+
+/// A setuid-root copy of `id` in a folder the probe may read (only when the tests run as
+/// root, the one case where it could raise privileges).
+fn setuid_id(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if gateway_uid() != "0" {
+        return None;
+    }
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).ok()?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).ok()?;
+    let id = bin.join("id");
+    std::fs::copy("/usr/bin/id", &id).ok()?;
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).ok()?;
+    Some(id)
+}
+
+/// Run the whole probe under `off` (protections switched off on the gateway) and check that
+/// every attempt matches the report.
+async fn probe_under(off: &[Protection]) {
+    let off: BTreeSet<Protection> = off.iter().copied().collect();
+    let bin = tempfile::tempdir().expect("bin dir");
+    open_to_programs(bin.path());
+    let setuid = setuid_id(bin.path());
+    let read = vec![bin.path().join("bin")];
+    let app = TestApp::spawn_with(|config: &mut Config| {
+        switch_off(config, &off);
+        config
+            .programs
+            .insert("probe".into(), probe_program(&off, read));
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let globex = app.seed_tenant("globex").await;
+    let acme_probe = add_probe(&app, &acme).await;
+    let globex_probe = add_probe(&app, &globex).await;
+    app.wait_ready(&acme_probe).await;
+    app.wait_ready(&globex_probe).await;
+    let sandbox = app.state.upstreams.sandbox();
+    let other_room = sandbox.room(&globex_probe.parse().expect("id"));
+    std::fs::write(other_room.join("secret.txt"), "globex's own").expect("globex's file");
+    let own_room = sandbox.room(&acme_probe.parse().expect("id"));
+
+    let (active, missing) = reported(&app, "acme", &acme_probe).await;
+    let expected_missing: BTreeSet<String> = off.iter().map(|p| p.name().to_owned()).collect();
+    assert!(
+        expected_missing.is_subset(&missing),
+        "switched off {expected_missing:?}, reported missing {missing:?}"
+    );
+    assert!(active.is_disjoint(&missing));
+    for always in ["no-new-privs", "environment", "process-group"] {
+        assert!(
+            active.contains(always),
+            "{always} is always given: {active:?}"
+        );
+    }
+
+    let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let neighbour = app
+        .client("globex", &globex.agent_token, Era::Initialize)
+        .await;
+    let gateway_pid = std::process::id();
+    let mut mismatches = Vec::new();
+    for escape in escapes(&app, gateway_pid, &other_room, &own_room) {
+        let (blocked, detail) = attempt(&client, escape.escape, &escape.target).await;
+        if detail.contains("os error 38") {
+            // This kernel has no such mechanism at all (no module support): nothing to see.
+            continue;
+        }
+        let guarded = escape.stopped_by.iter().any(|p| active.contains(p.name()));
+        if blocked != guarded {
+            mismatches.push(format!(
+                "{}: blocked={blocked} ({detail}) but the report makes it {} (active {active:?})",
+                escape.name,
+                if guarded { "blocked" } else { "possible" }
+            ));
+        }
+        // The other tenant is served after every attempt.
+        let served = neighbour.call("crm__list_contacts", json!({})).await;
+        assert_ne!(served.is_error, Some(true), "globex after {}", escape.name);
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+
+    // What the process is, from its own /proc entry, matches the report.
+    let (_, facts) = attempt(&client, "whoami", "").await;
+    let field = |name: &str| {
+        facts
+            .split("; ")
+            .find_map(|f| f.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let own_user = field("Uid: ") != "0" && field("Uid: ") != gateway_uid();
+    assert_eq!(own_user, active.contains("user"), "{facts}");
+    assert_eq!(field("NoNewPrivs: "), "1", "{facts}");
+    assert_eq!(
+        field("Seccomp: ") == "2",
+        active.contains("seccomp"),
+        "{facts}"
+    );
+    if active.contains("capabilities") {
+        assert_eq!(field("CapEff: "), "0000000000000000", "{facts}");
+    }
+
+    // A setuid-root binary gives nothing back.
+    if let Some(id) = setuid {
+        let (_, euid) = attempt_run(&client, &id).await;
+        if field("Uid: ") != "0" {
+            assert_ne!(euid, "0", "a setuid-root binary ran as root");
+        }
+    }
+
+    // /healthz reports the same, per connection, to an admin; counts only to anyone.
+    let anonymous: Value = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(anonymous["status"], "ok");
+    assert!(
+        anonymous["sandbox"].get("connections").is_none(),
+        "{anonymous}"
+    );
+    let as_admin: Value = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
+    let entry = as_admin["sandbox"]["connections"]
+        .as_array()
+        .expect("connections for an admin")
+        .iter()
+        .find(|c| c["connection"] == acme_probe.as_str())
+        .cloned()
+        .expect("the probe is listed");
+    let listed: BTreeSet<String> = serde_json::from_value(entry["active"].clone()).expect("names");
+    assert_eq!(listed, active);
+}
+
+fn gateway_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn attempt_run(client: &Client, program: &Path) -> (bool, String) {
+    let result = client
+        .try_call(
+            "probe__attempt",
+            json!({ "escape": "run", "target": program.display().to_string(), "args": ["-u"] }),
+        )
+        .await
+        .expect("run");
+    let text = result.content[0].as_text().expect("text").text.clone();
+    let body: Value = serde_json::from_str(&text).expect("json");
+    (
+        body["blocked"].as_bool().unwrap_or_default(),
+        body["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fully_confined_probe_escapes_nowhere_and_the_report_says_so() {
+    probe_under(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_landlock_network_or_seccomp_the_probe_sees_exactly_what_the_report_admits() {
+    probe_under(&[Filesystem, Signals, Network, Seccomp]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_its_own_user_the_probe_sees_exactly_what_the_report_admits() {
+    probe_under(&[User, Processes]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_protection_the_catalog_entry_does_not_allow_keeps_the_program_from_starting() {
+    let app = TestApp::spawn_with(|config: &mut Config| {
+        switch_off(config, &BTreeSet::from([Network]));
+        let mut entry = probe_program(&BTreeSet::new(), Vec::new());
+        entry.sandbox.allow_missing.retain(|p| p != "network");
+        config.programs.insert("probe".into(), entry);
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let probe = add_probe(&app, &acme).await;
+    let api = app.api_as(&app.admin_token);
+    eventually("the probe refused", || async {
+        let list = api.list_connections("acme").await.expect("list");
+        list.iter().any(|c| {
+            c.id.as_str() == probe
+                && matches!(&c.status, ConnectionState::Down { reason, .. } if reason.contains("without network"))
+        })
+    })
+    .await;
+    let events = app.audit_events("acme").await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "config_refused"
+            && e["detail"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("network"))),
+        "{events:?}"
+    );
+    assert!(
+        !app.state
+            .upstreams
+            .confinements()
+            .iter()
+            .any(|(_, id, _)| id.as_str() == probe)
+    );
+}
+
+/// A probe whose limits are tightened by `limit`; returns the app, tenant, connection and
+/// an agent client.
+async fn limited(
+    limit: impl FnOnce(&mut SandboxEntry),
+    tweak: impl FnOnce(&mut Config),
+) -> (TestApp, Tenant, String, Client) {
+    let app = TestApp::spawn_with(|config: &mut Config| {
+        let mut entry = probe_program(&BTreeSet::new(), Vec::new());
+        limit(&mut entry.sandbox);
+        config.programs.insert("probe".into(), entry);
+        tweak(config);
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let probe = add_probe(&app, &acme).await;
+    app.wait_ready(&probe).await;
+    let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    (app, acme, probe, client)
+}
+
+/// Wait for the `upstream_exited` event of `connection`; its detail.
+async fn exit_event(app: &TestApp, tenant: &str, connection: &str) -> Value {
+    let resource = format!("connection:{connection}");
+    let found = std::sync::Mutex::new(Value::Null);
+    eventually("an upstream_exited event", || async {
+        let events = app.audit_events(tenant).await;
+        match events
+            .iter()
+            .find(|e| e["kind"] == "upstream_exited" && e["resource"] == resource.as_str())
+        {
+            Some(e) => {
+                *found.lock().expect("lock") = e["detail"].clone();
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    found.into_inner().expect("lock")
+}
+
+async fn restarted(app: &TestApp, client: &Client, probe: &str) {
+    app.wait_ready(probe).await;
+    eventually("the restarted probe answers", || async {
+        client
+            .try_call("probe__attempt", json!({ "escape": "whoami" }))
+            .await
+            .is_ok_and(|r| r.is_error != Some(true))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_program_over_its_cpu_time_is_killed_audited_and_restarted() {
+    let (app, _acme, probe, client) = limited(|s| s.limits.cpu_seconds = 1, |_| {}).await;
+    let _ = client
+        .try_call(
+            "probe__attempt",
+            json!({ "escape": "spin", "target": "20" }),
+        )
+        .await;
+    let detail = exit_event(&app, "acme", &probe).await;
+    assert_eq!(detail["limit"], "cpu_seconds", "{detail}");
+    restarted(&app, &client, &probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_program_writing_past_its_file_size_is_killed_audited_and_restarted() {
+    let (app, _acme, probe, client) = limited(|s| s.limits.file_size_mb = 1, |_| {}).await;
+    let _ = client
+        .try_call("probe__attempt", json!({ "escape": "fill", "target": "4" }))
+        .await;
+    let detail = exit_event(&app, "acme", &probe).await;
+    assert_eq!(detail["limit"], "file_size_mb", "{detail}");
+    restarted(&app, &client, &probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_program_filling_its_folder_past_the_cap_is_killed_audited_and_restarted() {
+    let (app, _acme, probe, client) = limited(|s| s.folder_mb = 2, |_| {}).await;
+    let (blocked, detail) = attempt(&client, "fill", "6").await;
+    assert!(!blocked, "{detail}");
+    let detail = exit_event(&app, "acme", &probe).await;
+    assert_eq!(detail["limit"], "folder_mb", "{detail}");
+    restarted(&app, &client, &probe).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_program_is_killed_audited_and_restarted() {
+    let (app, _acme, probe, client) = limited(
+        |_| {},
+        |config| {
+            config.upstream.call_timeout_secs = 2;
+            config.upstream.ping_interval_secs = 1;
+            config.upstream.ping_timeout_secs = 1;
+        },
+    )
+    .await;
+    let _ = client
+        .try_call("probe__attempt", json!({ "escape": "freeze" }))
+        .await;
+    let detail = exit_event(&app, "acme", &probe).await;
+    assert!(
+        detail["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not answering")),
+        "{detail}"
+    );
+    assert_eq!(detail["exit"], format!("signal {}", 9), "{detail}");
+    restarted(&app, &client, &probe).await;
+}
+
+/// A loopback echo server (the destination a program granted egress may reach).
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_program_granted_egress_reaches_only_what_the_egress_policy_allows_through_the_proxy() {
+    let app = TestApp::spawn_with(|config: &mut Config| {
+        let mut entry = probe_program(&BTreeSet::new(), Vec::new());
+        entry.sandbox.network = portcullis_server::programs::NetworkGrant::Egress;
+        config.programs.insert("probe".into(), entry);
+    })
+    .await;
+    let acme = app.seed_tenant("acme").await;
+    let probe = add_probe(&app, &acme).await;
+    app.wait_ready(&probe).await;
+    let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let echo = echo_server().await;
+    let report = app
+        .state
+        .upstreams
+        .confinement(&probe.parse().expect("id"))
+        .expect("report");
+    assert!(report.egress, "{report:?}");
+
+    // Allowed (the operator admits loopback in the tests): through the proxy, both ways.
+    let (blocked, detail) = attempt(&client, "through_proxy", &echo.to_string()).await;
+    assert!(!blocked, "{detail}");
+    assert!(
+        detail.contains("200") && detail.contains("echo: ping"),
+        "{detail}"
+    );
+
+    let network = report.active.contains(&Network);
+    // Around the proxy: only where the program has the host's network.
+    let (blocked, detail) = attempt(&client, "connect_tcp", &echo.to_string()).await;
+    assert_eq!(blocked, network, "{detail}");
+
+    // Refused by the egress policy, answered 403 and audited: a private address the operator
+    // did not admit, the gateway's own listener, a name that does not resolve, and a target
+    // that is not a host:port.
+    for target in [
+        "10.11.12.13:443".to_owned(),
+        app.addr.to_string(),
+        "no-such-host.invalid:443".to_owned(),
+        "example.com/../x:443".to_owned(),
+    ] {
+        let (blocked, detail) = attempt(&client, "through_proxy", &target).await;
+        assert!(blocked, "{target}: {detail}");
+        assert!(detail.contains("403"), "{target}: {detail}");
+    }
+    let events = app.audit_events("acme").await;
+    let refusals = events
+        .iter()
+        .filter(|e| e["kind"] == "egress_refused" && e["detail"]["via"] == "program egress proxy")
+        .count();
+    assert_eq!(refusals, 4, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_action_survives_its_upstream_crashing_and_runs_once_on_the_restarted_one() {
+    let app = TestApp::spawn().await;
+    let acme = app.seed_tenant("acme").await;
+    let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
+    let send = json!({ "to": "ada@example.com", "subject": "Hi", "body": "Hello" });
+    let held = client.call("crm__send_email", send.clone()).await;
+    let id = approval_id(&held);
+
+    let connection = acme.connection_id.parse().expect("id");
+    let pid = app
+        .state
+        .upstreams
+        .program_pid(&connection)
+        .expect("the demo runs");
+    // A crash: killed from outside, not asked to stop.
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let detail = exit_event(&app, "acme", &acme.connection_id).await;
+    assert_eq!(detail["exit"], "signal 9", "{detail}");
+    eventually("a new demo process", || async {
+        app.state
+            .upstreams
+            .program_pid(&connection)
+            .is_some_and(|now| now != pid)
+    })
+    .await;
+    app.wait_ready(&acme.connection_id).await;
+
+    eventually("the restarted demo answers a read", || async {
+        client
+            .try_call("crm__get_contact", json!({ "id": "c_1" }))
+            .await
+            .is_ok_and(|r| r.is_error != Some(true))
+    })
+    .await;
+
+    app.approve(&acme, &id).await;
+    let executed = client.call("crm__send_email", send).await;
+    assert_eq!(structured(&executed)["status"], "sent", "{executed:?}");
+    assert_eq!(
+        effect_lines(&acme.effect_log).len(),
+        1,
+        "executed exactly once"
+    );
+}

@@ -14,6 +14,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 canary="canary$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 mkdir -p "$work/data"
+# Launched programs run as their own users: they must be able to enter the kept folders
+# (the tests' own folders below are opened to them; nothing else is kept here).
+chmod 711 "$work" "$work/data"
+
 
 echo "canary run: data kept in $work/data" >&2
 status=0

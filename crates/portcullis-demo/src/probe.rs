@@ -81,6 +81,7 @@ impl ProbeServer {
             "fill" => probe::fill(Path::new("probe-fill"), number(target)),
             "freeze" => probe::freeze(),
             "through_proxy" => probe::through_proxy(target),
+            "x32" => probe::x32_call(),
             other => {
                 return CallToolResult::error(vec![ContentBlock::text(format!(
                     "unknown escape `{other}`"

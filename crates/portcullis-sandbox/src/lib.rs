@@ -250,6 +250,9 @@ pub struct Plan {
     pub write: Vec<PathBuf>,
     /// A fresh network namespace with nothing in it.
     pub isolate_network: bool,
+    /// A descriptor the program is run through (`/proc/self/fd/N`): kept close-on-exec in
+    /// the gateway, made inheritable in this child only.
+    pub inherit_fd: Option<std::os::fd::RawFd>,
     /// Instead of a fresh one, join this network namespace (made by [`egress_namespace`]:
     /// a loopback holding only the gateway's egress proxy). Only when the gateway is root.
     pub join_network: Option<std::os::fd::RawFd>,
@@ -315,7 +318,9 @@ pub fn confine(
         None
     };
     let filters = if on(Protection::Seccomp) {
-        seccomp::filters()?
+        // Without its own user, nothing could kill what leaves the process group: leaving
+        // it (setsid, setpgid) is refused too.
+        seccomp::filters(!on(Protection::User))?
     } else {
         Vec::new()
     };
@@ -357,6 +362,7 @@ pub fn confine(
         limits.push(same(libc::RLIMIT_NPROC, plan.limits.processes));
     }
     let child = sys::Child {
+        inherit_fd: plan.inherit_fd,
         network,
         limits,
         ids,
@@ -458,14 +464,58 @@ pub fn egress_namespace() -> std::io::Result<(std::os::fd::OwnedFd, std::net::Tc
     .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
 }
 
-/// Open `path` for reading with an descriptor that children inherit, so a program the
-/// launched user could not reach by path (this binary under a private home folder) can
-/// still be executed as `/proc/self/fd/N`.
-pub fn inheritable(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-    let file = std::fs::File::open(path)?;
-    let fd = std::os::fd::OwnedFd::from(file);
-    sys::clear_cloexec(&fd)?;
-    Ok(fd)
+/// Hand a folder and everything in it to `uid`/`gid` without ever following a symbolic
+/// link: each level is opened from its parent's descriptor with `O_NOFOLLOW` and each entry
+/// changed with `AT_SYMLINK_NOFOLLOW`, so a program renaming things meanwhile cannot turn
+/// the walk onto a file outside.
+pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use rustix::fs::{CWD, Mode, OFlags, fchown, openat};
+    let (owner, group) = (
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = openat(CWD, root, flags, Mode::empty())?;
+    fchown(&dir, owner, group)?;
+    chown_below(dir, owner, group, 0)
+}
+
+fn chown_below(
+    dir: std::os::fd::OwnedFd,
+    owner: Option<rustix::fs::Uid>,
+    group: Option<rustix::fs::Gid>,
+    depth: usize,
+) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, chownat, openat};
+    if depth > 256 {
+        return Err(std::io::Error::other("the folder is nested too deeply"));
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut entries = Dir::read_from(&dir)?;
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        match chownat(&dir, name, owner, group, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(()) => {}
+            // Removed meanwhile: nothing to hand over.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if entry.file_type() == FileType::Directory {
+            match openat(&dir, name, flags, Mode::empty()) {
+                Ok(sub) => chown_below(sub, owner, group, depth + 1)?,
+                // Replaced by a link or a file, or removed, since it was listed.
+                Err(
+                    rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT,
+                ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How the child's network is set up.
@@ -734,6 +784,22 @@ mod sys {
         Ok(())
     }
 
+    pub fn x32_getpid() -> super::probe::Outcome {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: getpid takes no argument, whatever its number.
+            let rc = unsafe { libc::syscall(libc::SYS_getpid | 0x4000_0000) };
+            outcome(rc, "answered")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            super::probe::Outcome {
+                blocked: true,
+                detail: Error::from_raw_os_error(libc::ENOSYS).to_string(),
+            }
+        }
+    }
+
     pub fn stop_self() {
         // SAFETY: raise takes a signal number only.
         unsafe {
@@ -741,15 +807,9 @@ mod sys {
         }
     }
 
-    pub fn clear_cloexec(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: F_SETFD on a descriptor we own; no pointer.
-        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
-        check(rc as libc::c_long)
-    }
-
     /// What the child does between fork and exec, all prepared in the parent.
     pub struct Child {
+        pub inherit_fd: Option<std::os::fd::RawFd>,
         pub network: Net,
         /// Resource, soft and hard limit.
         pub limits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
@@ -794,6 +854,9 @@ mod sys {
             unsafe {
                 // Its own session: its own process group, no controlling terminal.
                 check(libc::setsid() as libc::c_long)?;
+                if let Some(fd) = self.inherit_fd {
+                    check(libc::fcntl(fd, libc::F_SETFD, 0) as libc::c_long)?;
+                }
                 match &self.network {
                     Net::Shared => {}
                     Net::Unshare => check(libc::unshare(libc::CLONE_NEWNET) as libc::c_long)?,

@@ -67,6 +67,9 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_nfsservctl,
 ];
 
+/// The socket families a program may open.
+const ALLOWED_FAMILIES: &[libc::c_int] = &[libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+
 /// `clone` flags that make a namespace.
 const NAMESPACE_FLAGS: &[libc::c_int] = &[
     libc::CLONE_NEWUSER,
@@ -84,26 +87,28 @@ fn fail(e: impl std::fmt::Display) -> SandboxError {
 
 /// The filters, compiled for this machine: the refusals (EPERM), and `clone3` answered with
 /// ENOSYS, so C libraries fall back to `clone`, whose flags the first filter can read.
-pub fn filters() -> Result<Vec<BpfProgram>, SandboxError> {
+pub fn filters(refuse_sessions: bool) -> Result<Vec<BpfProgram>, SandboxError> {
     let arch = seccompiler::TargetArch::try_from(std::env::consts::ARCH).map_err(fail)?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         REFUSED.iter().map(|&call| (call, Vec::new())).collect();
-    // Unix sockets reach local services by path (a database's socket, say) whatever the
-    // network namespace; socketpair (which reaches nothing) stays allowed.
+    if refuse_sessions {
+        rules.insert(libc::SYS_setsid, Vec::new());
+        rules.insert(libc::SYS_setpgid, Vec::new());
+    }
+    // Sockets of IPv4, IPv6 and netlink only (which the network namespace confines). Unix
+    // sockets reach local services by path (a database's socket, say) whatever the
+    // namespace; vsock reaches the hypervisor; the rest is kernel surface no tool server
+    // needs. socketpair (which reaches nothing) stays allowed.
+    let other_family = ALLOWED_FAMILIES
+        .iter()
+        .map(|&family| {
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, family as u64)
+                .map_err(fail)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     rules.insert(
         libc::SYS_socket,
-        vec![
-            SeccompRule::new(vec![
-                SeccompCondition::new(
-                    0,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::Eq,
-                    libc::AF_UNIX as u64,
-                )
-                .map_err(fail)?,
-            ])
-            .map_err(fail)?,
-        ],
+        vec![SeccompRule::new(other_family).map_err(fail)?],
     );
     let namespaces = NAMESPACE_FLAGS
         .iter()
@@ -135,8 +140,31 @@ pub fn filters() -> Result<Vec<BpfProgram>, SandboxError> {
         arch,
     )
     .map_err(fail)?;
-    Ok(vec![
+    let mut filters = vec![
         refuse.try_into().map_err(fail)?,
         clone3.try_into().map_err(fail)?,
-    ])
+    ];
+    #[cfg(target_arch = "x86_64")]
+    filters.push(x32());
+    Ok(filters)
+}
+
+/// An x86-64 kernel built with x32 support takes the same calls under other numbers
+/// (`nr | 0x4000_0000`) and the same audit architecture, so a rule keyed by number never
+/// sees them: every x32 call is refused (no tool server is an x32 program). seccompiler has
+/// no rule over a range of numbers, hence these four instructions by hand.
+#[cfg(target_arch = "x86_64")]
+fn x32() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const LOAD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, offset 0: seccomp_data.nr
+    const JUMP_IF_SET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        op(LOAD_NR, 0, 0, 0),
+        op(JUMP_IF_SET, 0, 1, X32_SYSCALL_BIT),
+        op(RETURN, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(RETURN, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }

@@ -360,8 +360,12 @@ impl Config {
             return invalid("metrics.token_sha256 must be 64 hex digits (sha256 of the token)");
         }
         self.sandbox.off().map_err(ConfigError::Invalid)?;
-        if self.sandbox.uid_base < 1000 || self.sandbox.uid_base > u32::MAX - 65_536 - 1 {
-            return invalid("sandbox.uid_base must be between 1000 and 4294901758");
+        // Every program user (uid_base .. uid_base + 65535) must be above the usual account
+        // ranges and below the invalid id 4294967295.
+        if self.sandbox.uid_base < 100_000
+            || self.sandbox.uid_base > u32::MAX - crate::sandbox::USER_IDS - 1
+        {
+            return invalid("sandbox.uid_base must be between 100000 and 4294901758");
         }
         // `@self` resolves later, to the running binary.
         crate::programs::Catalog::build(&self.programs, Some(std::path::Path::new("/")))

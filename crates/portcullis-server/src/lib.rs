@@ -60,6 +60,8 @@ pub struct BuildOptions {
     pub clock: Clock,
     /// The `portcullis` binary: what `@self` means in the program catalog.
     pub self_exe: Option<PathBuf>,
+    /// The configuration file read (no launched program may see it).
+    pub config_file: Option<PathBuf>,
     /// Add the demo upstream to the catalog (as `demo`, unless configured) and seed the demo
     /// tenant on first start.
     pub demo: bool,
@@ -119,8 +121,12 @@ impl Application {
         );
         let egress = Arc::new(bootstrap::egress(&config, options.lookup.clone())?);
         let sandbox = Arc::new(
-            sandbox::Sandbox::new(&config, options.self_exe.as_deref())
-                .map_err(BootstrapError::Config)?,
+            sandbox::Sandbox::new(
+                &config,
+                options.self_exe.as_deref(),
+                options.config_file.as_deref(),
+            )
+            .map_err(BootstrapError::Config)?,
         );
         let host = sandbox.host_report();
         let names = |set: &std::collections::BTreeSet<portcullis_sandbox::Protection>| {
@@ -423,7 +429,15 @@ async fn healthz(
 ) -> axum::response::Response {
     use axum::extract::FromRequestParts as _;
     let (mut parts, _) = request.into_parts();
-    let admin = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+    // Only an admin's bearer token is an authentication attempt; any other header (a
+    // monitor's, a proxy's) is ignored rather than counted toward a lockout.
+    let admin_token = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| token.starts_with("pcadm_"));
+    let admin = if admin_token {
         match identity::AdminContext::from_request_parts(&mut parts, &state).await {
             Ok(admin) => Some(admin),
             Err(e) => return e.into_response(),

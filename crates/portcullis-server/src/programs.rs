@@ -76,6 +76,9 @@ pub struct SandboxEntry {
     /// the gateway's egress proxy (`HTTPS_PROXY`), through which it reaches what the egress
     /// policy and its tenant's host list allow.
     pub network: NetworkGrant,
+    /// With `egress`: the destination ports its tunnels may reach (empty: any the egress
+    /// policy allows). Default: 443 only.
+    pub egress_ports: Vec<u16>,
 }
 
 /// What network a program gets.
@@ -96,6 +99,7 @@ impl Default for SandboxEntry {
             limits: portcullis_sandbox::Limits::default(),
             folder_mb: 64,
             network: NetworkGrant::None,
+            egress_ports: vec![443],
         }
     }
 }
@@ -110,6 +114,7 @@ pub struct Confinement {
     pub folder_bytes: u64,
     /// Its network namespace holds the egress proxy.
     pub egress: bool,
+    pub egress_ports: Vec<u16>,
 }
 
 impl Confinement {
@@ -156,6 +161,7 @@ impl Confinement {
             limits: entry.limits,
             folder_bytes: entry.folder_mb.saturating_mul(1024 * 1024),
             egress: entry.network == NetworkGrant::Egress,
+            egress_ports: entry.egress_ports.clone(),
         })
     }
 }

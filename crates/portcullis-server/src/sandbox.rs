@@ -18,20 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How many user ids a gateway draws from (`uid_base` up).
-pub const USER_IDS: u32 = 1 << 24;
+pub const USER_IDS: u32 = 65_536;
 
 /// What this gateway confines launched programs with.
 pub struct Sandbox {
     host: Host,
+    /// Programs' users are `uid_base .. uid_base + USER_IDS`: stable per connection (a hash
+    /// of its id), so its folder keeps its owner across gateway restarts. Replicas on one
+    /// host each need their own range (and so their own rooms folder, the default).
     uid_base: u32,
-    /// Drawn at start-up: two gateways on one host (replicas) never give the same
-    /// connection's programs the same user, so one never kills the other's.
-    salt: [u8; 16],
     rooms: PathBuf,
-    /// What no program may see: the data folder, the key file, the witness log.
+    /// What no program may see: the data folder, the key file, the witness log, the
+    /// configuration file.
     hidden: Vec<PathBuf>,
-    /// This binary, opened once: `@self` runs as `/proc/self/fd/N` under a user that could
-    /// not reach it by path.
+    /// This binary, opened once (close-on-exec): `@self` runs as `/proc/self/fd/N` under a
+    /// user that could not reach it by path; only that child inherits it.
     self_exe: Option<(PathBuf, std::os::fd::OwnedFd)>,
 }
 
@@ -162,12 +163,19 @@ fn describe(status: Option<std::process::ExitStatus>, over_folder: bool) -> Ende
 
 impl Sandbox {
     /// Probe the host and fix where rooms live and what stays hidden.
-    pub fn new(config: &crate::config::Config, self_exe: Option<&Path>) -> Result<Self, String> {
+    pub fn new(
+        config: &crate::config::Config,
+        self_exe: Option<&Path>,
+        config_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let host = Host::detect(config.sandbox.off()?);
         let rooms = if !config.sandbox.rooms.is_empty() {
             PathBuf::from(&config.sandbox.rooms)
         } else if host.is_root() {
-            PathBuf::from("/var/lib/portcullis-rooms")
+            PathBuf::from(format!(
+                "/var/lib/portcullis-rooms/{}",
+                config.sandbox.uid_base
+            ))
         } else {
             let mut name = config.data.dir.clone().into_os_string();
             name.push("-rooms");
@@ -179,6 +187,7 @@ impl Sandbox {
             config.witness_file(),
         ]
         .into_iter()
+        .chain(config_file.map(Path::to_path_buf))
         .map(|p| p.canonicalize().unwrap_or(p))
         .collect();
         let self_exe = match self_exe {
@@ -186,18 +195,15 @@ impl Sandbox {
                 let real = path
                     .canonicalize()
                     .map_err(|e| format!("cannot find this binary {}: {e}", path.display()))?;
-                let fd = portcullis_sandbox::inheritable(&real)
+                let file = std::fs::File::open(&real)
                     .map_err(|e| format!("cannot open this binary {}: {e}", real.display()))?;
-                Some((real, fd))
+                Some((real, std::os::fd::OwnedFd::from(file)))
             }
             None => None,
         };
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
         Ok(Self {
             host,
             uid_base: config.sandbox.uid_base,
-            salt,
             rooms,
             hidden,
             self_exe,
@@ -213,6 +219,7 @@ impl Sandbox {
             write: Vec::new(),
             isolate_network: true,
             join_network: None,
+            inherit_fd: None,
         })
     }
 
@@ -267,6 +274,14 @@ impl Sandbox {
             None
         };
         let room = self.room(connection);
+        if lease.is_some()
+            && let Some(closed) = self.closed_ancestor()
+        {
+            return Err(refused(format!(
+                "the programs' users cannot enter {}: every folder above `[sandbox] rooms` must be enterable by others (mode o+x)",
+                closed.display()
+            )));
+        }
         self.prepare_room(&room, lease.as_ref().map(|l| l.uid))
             .map_err(|e| failed(format!("cannot prepare the connection's folder: {e}")))?;
         // `@self` (this binary) is run through the descriptor opened at start-up.
@@ -274,12 +289,13 @@ impl Sandbox {
             .command
             .canonicalize()
             .unwrap_or_else(|_| launch.command.clone());
-        let program: std::ffi::OsString = match &self.self_exe {
+        let (program, inherit_fd): (std::ffi::OsString, _) = match &self.self_exe {
             Some((path, fd)) if *path == real_command => {
                 use std::os::fd::AsRawFd as _;
-                format!("/proc/self/fd/{}", fd.as_raw_fd()).into()
+                let fd = fd.as_raw_fd();
+                (format!("/proc/self/fd/{fd}").into(), Some(fd))
             }
-            _ => launch.command.clone().into_os_string(),
+            _ => (launch.command.clone().into_os_string(), None),
         };
         // The program file itself, not its folder (which may hold anything); what else it
         // needs to read the catalog entry names.
@@ -347,6 +363,7 @@ impl Sandbox {
             write,
             isolate_network: !entry.egress || join_network.is_some(),
             join_network,
+            inherit_fd,
         };
         let mut report = self.host.report(&plan);
         report.egress = proxy.is_some();
@@ -469,14 +486,12 @@ impl Sandbox {
     /// another live program of this process holds.
     fn lease(&self, connection: &ConnectionId) -> Result<Lease, LaunchError> {
         use sha2::Digest as _;
-        let digest = sha2::Sha256::new()
-            .chain_update(self.salt)
-            .chain_update(connection.as_str().as_bytes())
-            .finalize();
+        let digest = sha2::Sha256::digest(connection.as_str().as_bytes());
         let start = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % USER_IDS;
         let mut users = USERS.lock().expect("lock poisoned");
-        for step in 0..USER_IDS.min(4096) {
-            let uid = self.uid_base + (start + step) % USER_IDS;
+        for step in 0..USER_IDS {
+            // uid_base + USER_IDS fits a u32: the configuration checks it.
+            let uid = self.uid_base.saturating_add((start + step) % USER_IDS);
             if users.insert(uid) {
                 return Ok(Lease { uid });
             }
@@ -484,6 +499,24 @@ impl Sandbox {
         Err(LaunchError::Failed(
             "no free user id for the program".into(),
         ))
+    }
+
+    /// A folder above the rooms folder that other users cannot enter (a private home, a
+    /// 0700 temporary folder): a program running as its own user could not reach its folder.
+    fn closed_ancestor(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let rooms = std::path::absolute(&self.rooms).ok()?;
+        rooms
+            .ancestors()
+            .skip(1)
+            .filter_map(|dir| Some((dir, std::fs::metadata(dir).ok()?)))
+            .find(|(_, meta)| meta.permissions().mode() & 0o001 == 0)
+            .map(|(dir, _)| dir.to_path_buf())
+    }
+
+    /// Whether `uid` is one of this gateway's program users.
+    fn ours(&self, uid: u32) -> bool {
+        uid >= self.uid_base && uid - self.uid_base < USER_IDS
     }
 
     /// Create the folder (the rooms folder only enterable, each room its user's alone) and
@@ -499,11 +532,23 @@ impl Sandbox {
         if !room.exists() {
             std::fs::DirBuilder::new().mode(0o700).create(room)?;
         }
+        let meta = std::fs::symlink_metadata(room)?;
+        if !meta.is_dir() {
+            return Err(std::io::Error::other(
+                "the connection's folder is not a folder",
+            ));
+        }
         std::fs::set_permissions(room, std::fs::Permissions::from_mode(0o700))?;
         if let Some(uid) = uid
-            && std::fs::symlink_metadata(room)?.uid() != uid
+            && meta.uid() != uid
         {
-            chown_all(room, uid)?;
+            // Its earlier owner (another id of ours, when this connection's usual one was
+            // taken) may still run something: nothing of it survives the hand-over.
+            let before = meta.uid();
+            if self.ours(before) && !USERS.lock().expect("lock poisoned").contains(&before) {
+                portcullis_sandbox::kill_user(before);
+            }
+            portcullis_sandbox::chown_tree(room, uid, uid)?;
         }
         Ok(())
     }
@@ -512,21 +557,6 @@ impl Sandbox {
 /// Whether one path holds the other.
 fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
-}
-
-/// Hand a folder and everything in it to `uid` (the program's user changes with each
-/// gateway start). Symbolic links are changed themselves, never followed.
-fn chown_all(root: &Path, uid: u32) -> std::io::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
-        if std::fs::symlink_metadata(&path)?.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The bytes a folder takes on disk (stops counting past `cap`).

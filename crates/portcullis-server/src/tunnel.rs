@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a program has to send its head, and the proxy to reach the destination.
 const DEADLINE: Duration = Duration::from_secs(10);
+/// Most tunnels one program holds open at once (each is two of the gateway's descriptors).
+pub const MAX_TUNNELS: usize = 32;
 
 /// Whose tunnels these are and what may leave.
 #[derive(Clone)]
@@ -26,6 +28,10 @@ pub struct Tunnels {
     pub clock: crate::clock::Clock,
     pub tenant: TenantId,
     pub connection: ConnectionId,
+    /// Destination ports allowed (empty: any the egress policy allows).
+    pub ports: Vec<u16>,
+    /// Open tunnels, at most [`MAX_TUNNELS`].
+    pub open: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serve `listener` until `stop` is cancelled (the program ended).
@@ -37,11 +43,20 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                        accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Ok(permit) = tunnels.open.clone().try_acquire_owned() else {
+                    answer(&mut stream, "503 Service Unavailable", "too many open tunnels").await;
+                    continue;
+                };
                 let tunnels = tunnels.clone();
                 let stop = stop.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tunnel(stream, &tunnels) => {}
@@ -92,7 +107,10 @@ async fn answer(stream: &mut tokio::net::TcpStream, status: &str, why: &str) {
 }
 
 async fn tunnel(mut stream: tokio::net::TcpStream, tunnels: &Tunnels) {
-    let (target, rest) = match read_head(&mut stream).await {
+    let head = tokio::time::timeout(DEADLINE, read_head(&mut stream))
+        .await
+        .unwrap_or(Err("408 Request Timeout"));
+    let (target, rest) = match head {
         Ok(head) => head,
         Err("") => return,
         Err(status) => {
@@ -108,11 +126,30 @@ async fn tunnel(mut stream: tokio::net::TcpStream, tunnels: &Tunnels) {
             return answer(&mut stream, "403 Forbidden", &why).await;
         }
     };
+    if let Some(addr) = addrs.first()
+        && !tunnels.ports.is_empty()
+        && !tunnels.ports.contains(&addr.port())
+    {
+        audit_refusal(tunnels, "port_not_allowed").await;
+        let why = "refused: the program's catalog entry does not allow that port";
+        return answer(&mut stream, "403 Forbidden", why).await;
+    }
     let mut upstream = None;
     for addr in addrs {
         if let Ok(Ok(connected)) =
             tokio::time::timeout(DEADLINE, tokio::net::TcpStream::connect(addr)).await
         {
+            // An address of this very host that the policy took for public (an interface's
+            // own address) would reach the host's own services: refused.
+            let own = match (connected.peer_addr(), connected.local_addr()) {
+                (Ok(peer), Ok(local)) => !peer.ip().is_loopback() && peer.ip() == local.ip(),
+                _ => true,
+            };
+            if own {
+                audit_refusal(tunnels, "own_address").await;
+                let why = "refused by the gateway's egress policy (own address)";
+                return answer(&mut stream, "403 Forbidden", why).await;
+            }
             upstream = Some(connected);
             break;
         }

@@ -794,6 +794,8 @@ struct Slot {
     confinement: Mutex<Option<portcullis_sandbox::Report>>,
     /// The process id of its program while it runs.
     pid: Mutex<Option<u32>>,
+    /// Revoked: once its program has ended, its folder is removed.
+    discard_room: std::sync::atomic::AtomicBool,
 }
 
 /// The supervisor of every tenant's upstream connections.
@@ -881,9 +883,18 @@ impl Upstreams {
             api: Mutex::new(None),
             confinement: Mutex::new(None),
             pid: Mutex::new(None),
+            discard_room: std::sync::atomic::AtomicBool::new(false),
         });
         slots.insert(connection.id.clone(), slot.clone());
-        tokio::spawn(supervise(self.inner.clone(), connection, slot));
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let id = connection.id.clone();
+            supervise(inner.clone(), connection, slot.clone()).await;
+            // Its program is killed and reaped by now: nothing writes the folder any more.
+            if slot.discard_room.load(std::sync::atomic::Ordering::SeqCst) {
+                remove_room(&inner, &id).await;
+            }
+        });
     }
 
     /// Make the supervised set match the store: start every active connection that is not
@@ -903,7 +914,7 @@ impl Upstreams {
         let wanted: std::collections::HashSet<ConnectionId> =
             active.iter().map(|c| c.id.clone()).collect();
         for id in running.iter().filter(|id| !wanted.contains(*id)) {
-            self.stop(id);
+            self.revoke(id);
         }
         for connection in active {
             self.start(connection);
@@ -911,13 +922,20 @@ impl Upstreams {
         Ok(())
     }
 
-    /// Stop a connection's upstream at once (revocation); its program's folder goes too.
+    /// A connection revoked (or its tenant deleted): stop its upstream at once, and remove
+    /// its program's folder once the program has ended.
+    pub fn revoke(&self, id: &ConnectionId) {
+        if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").get(id) {
+            slot.discard_room
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.stop(id);
+    }
+
+    /// Stop a connection's upstream at once (its folder stays: see [`Upstreams::revoke`]).
     pub fn stop(&self, id: &ConnectionId) {
         let removed = self.inner.slots.lock().expect("lock poisoned").remove(id);
         if let Some(slot) = removed {
-            if slot.confinement.lock().expect("lock poisoned").is_some() {
-                self.inner.outbound.sandbox.remove_room(id);
-            }
             // Revoking a connection drops every access token minted for it at once.
             self.inner.outbound.broker.drop_connection(&slot.tenant, id);
             slot.stop.cancel();
@@ -1468,7 +1486,7 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
             // A folder over its cap would end the next start at once: the program overran
             // its scratch space, which starts again empty.
             if ended.limit == Some("folder_mb") {
-                inner.outbound.sandbox.remove_room(&connection.id);
+                remove_room(&inner, &connection.id).await;
             }
         }
         if slot.stop.is_cancelled() {
@@ -1486,6 +1504,13 @@ async fn supervise(inner: Arc<Inner>, connection: Connection, slot: Arc<Slot>) {
         }
         backoff = (backoff * 2).min(inner.max_backoff);
     }
+}
+
+/// Remove a connection's folder (off the async threads: it may be large).
+async fn remove_room(inner: &Inner, id: &ConnectionId) {
+    let sandbox = inner.outbound.sandbox.clone();
+    let id = id.clone();
+    let _ = tokio::task::spawn_blocking(move || sandbox.remove_room(&id)).await;
 }
 
 /// Why a connection went down when it was asked to (not audited as an exit).
@@ -1801,6 +1826,8 @@ async fn connect(
                     clock: inner.clock.clone(),
                     tenant: connection.tenant.clone(),
                     connection: connection.id.clone(),
+                    ports: launch.confinement.egress_ports.clone(),
+                    open: Arc::new(tokio::sync::Semaphore::new(crate::tunnel::MAX_TUNNELS)),
                 })
             } else {
                 None

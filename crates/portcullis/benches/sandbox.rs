@@ -83,8 +83,8 @@ async fn main() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
             .expect("chmod");
     }
-    let sandbox =
-        portcullis_server::sandbox::Sandbox::new(&config, Some(BIN.as_ref())).expect("sandbox");
+    let sandbox = portcullis_server::sandbox::Sandbox::new(&config, Some(BIN.as_ref()), None)
+        .expect("sandbox");
     let report = sandbox.host_report();
     let entry = ProgramConfig {
         command: BIN.into(),

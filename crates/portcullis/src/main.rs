@@ -256,8 +256,17 @@ async fn serve(config_file: Option<&std::path::Path>, demo: bool) -> anyhow::Res
     if !listen.ip().is_loopback() {
         tracing::warn!(%listen, "listening beyond loopback without TLS: put a TLS-terminating proxy in front");
     }
+    // The file read (an explicit one, or `portcullis.toml` here when present).
+    let config_file = config_file
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| {
+            let default = std::path::PathBuf::from("portcullis.toml");
+            default.exists().then_some(default)
+        })
+        .map(|file| file.canonicalize().unwrap_or(file));
     let options = portcullis_server::BuildOptions {
         self_exe: Some(std::env::current_exe()?),
+        config_file,
         demo,
         ..Default::default()
     };

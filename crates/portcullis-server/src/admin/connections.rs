@@ -398,7 +398,7 @@ pub(crate) async fn revoke_connection(
         .store
         .revoke_connection(&tenant.id, &id, &ctx.actor(), state.clock.now())
         .await?;
-    state.upstreams.stop(&id);
+    state.upstreams.revoke(&id);
     Ok(Json(Revoked { revoked: id }))
 }
 

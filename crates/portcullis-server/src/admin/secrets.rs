@@ -192,7 +192,7 @@ async fn delete_tenant(
         .await?;
     state.cache.invalidate();
     for connection in state.store.list_connections(&tenant.id).await? {
-        state.upstreams.stop(&connection.id);
+        state.upstreams.revoke(&connection.id);
     }
     Ok(Json(()))
 }

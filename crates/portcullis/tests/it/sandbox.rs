@@ -222,6 +222,12 @@ fn escapes(app: &TestApp, gateway_pid: u32, other_room: &Path, own_room: &Path) 
             stopped_by: &[Capabilities, Seccomp],
         },
         Escape {
+            name: "a system call under its x32 number",
+            escape: "x32",
+            target: String::new(),
+            stopped_by: &[Seccomp],
+        },
+        Escape {
             name: "mount a file system",
             escape: "mount",
             target: own_room.display().to_string(),
@@ -304,6 +310,10 @@ async fn probe_under(off: &[Protection]) {
     let mut mismatches = Vec::new();
     for escape in escapes(&app, gateway_pid, &other_room, &own_room) {
         let (blocked, detail) = attempt(&client, escape.escape, &escape.target).await;
+        if escape.escape == "x32" && active.contains("seccomp") {
+            // The filter must see it before the kernel says it has no such call.
+            assert!(detail.contains("os error 1)"), "x32 call: {detail}");
+        }
         if detail.contains("os error 38") {
             // This kernel has no such mechanism at all (no module support): nothing to see.
             continue;
@@ -595,9 +605,13 @@ async fn echo_server() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_program_granted_egress_reaches_only_what_the_egress_policy_allows_through_the_proxy() {
+    let echo = echo_server().await;
+    let other_port = echo_server().await;
     let app = TestApp::spawn_with(|config: &mut Config| {
         let mut entry = probe_program(&BTreeSet::new(), Vec::new());
         entry.sandbox.network = portcullis_server::programs::NetworkGrant::Egress;
+        // The echo server's port only (the default allows 443 only).
+        entry.sandbox.egress_ports = vec![echo.port()];
         config.programs.insert("probe".into(), entry);
     })
     .await;
@@ -605,7 +619,6 @@ async fn a_program_granted_egress_reaches_only_what_the_egress_policy_allows_thr
     let probe = add_probe(&app, &acme).await;
     app.wait_ready(&probe).await;
     let client = app.client("acme", &acme.agent_token, Era::Initialize).await;
-    let echo = echo_server().await;
     let report = app
         .state
         .upstreams
@@ -626,10 +639,11 @@ async fn a_program_granted_egress_reaches_only_what_the_egress_policy_allows_thr
     let (blocked, detail) = attempt(&client, "connect_tcp", &echo.to_string()).await;
     assert_eq!(blocked, network, "{detail}");
 
-    // Refused by the egress policy, answered 403 and audited: a private address the operator
-    // did not admit, the gateway's own listener, a name that does not resolve, and a target
-    // that is not a host:port.
+    // Refused by the egress policy, answered 403 and audited: a port the entry does not
+    // allow, a private address the operator did not admit, the gateway's own listener, a
+    // name that does not resolve, and a target that is not a host:port.
     for target in [
+        other_port.to_string(),
         "10.11.12.13:443".to_owned(),
         app.addr.to_string(),
         "no-such-host.invalid:443".to_owned(),
@@ -644,7 +658,7 @@ async fn a_program_granted_egress_reaches_only_what_the_egress_policy_allows_thr
         .iter()
         .filter(|e| e["kind"] == "egress_refused" && e["detail"]["via"] == "program egress proxy")
         .count();
-    assert_eq!(refusals, 4, "{events:?}");
+    assert_eq!(refusals, 5, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -281,6 +281,7 @@ impl TestApp {
             BuildOptions {
                 clock: clock.clone(),
                 self_exe: Some(PathBuf::from(BIN)),
+                config_file: None,
                 demo: false,
                 lookup: None,
                 probe: canary().map(|canary| -> portcullis_server::Probe {
@@ -1323,7 +1324,12 @@ impl ServeProcess {
                 command.env_remove(key);
             }
         }
+        // Several gateways on one host (replicas) each need their own program users and
+        // rooms: one's ending program must never take another's along.
+        let uid_base = 3_000_000_000u64 + (n % 15_000) * 65_536;
         command
+            .env("PORTCULLIS_SANDBOX__UID_BASE", uid_base.to_string())
+            .env("PORTCULLIS_SANDBOX__ROOMS", cwd.join(format!("rooms-{n}")))
             .env("PORTCULLIS_DATA__DIR", data_dir)
             .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0")
             .env("PORTCULLIS_AUDIT__CHECKPOINT_INTERVAL_SECS", "0");

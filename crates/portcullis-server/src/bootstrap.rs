@@ -408,6 +408,16 @@ pub fn catalog(config: &Config, options: &crate::BuildOptions) -> Result<Catalog
                 args: vec!["demo-upstream".into()],
                 description: "The shipped demo CRM/mail/billing MCP server".into(),
                 tenants: vec!["*".into()],
+                // Our own program, for the quickstart: it starts with whatever this host
+                // gives (a laptop user is not root), and the report says what that is.
+                // Entries an operator writes must name each gap they accept.
+                sandbox: crate::programs::SandboxEntry {
+                    allow_missing: portcullis_sandbox::Protection::ALL
+                        .iter()
+                        .map(|p| p.name().to_owned())
+                        .collect(),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         );

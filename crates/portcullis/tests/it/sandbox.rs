@@ -146,8 +146,25 @@ struct Escape {
     stopped_by: &'static [Protection],
 }
 
-fn escapes(app: &TestApp, gateway_pid: u32, other_room: &Path, own_room: &Path) -> Vec<Escape> {
-    let dir = app.dir.path();
+/// What the escapes aim at.
+struct Targets {
+    /// A folder open to everyone (0777), outside the program's own.
+    open_dir: PathBuf,
+    data_dir: PathBuf,
+    key_file: PathBuf,
+    gateway: std::net::SocketAddr,
+    gateway_pid: u32,
+    other_room: PathBuf,
+    own_room: PathBuf,
+}
+
+fn escapes(t: &Targets) -> Vec<Escape> {
+    let (dir, gateway_pid, other_room, own_room) = (
+        t.open_dir.as_path(),
+        t.gateway_pid,
+        t.other_room.as_path(),
+        t.own_room.as_path(),
+    );
     let mut list = vec![
         Escape {
             name: "write outside its folder (an open test folder)",
@@ -170,13 +187,13 @@ fn escapes(app: &TestApp, gateway_pid: u32, other_room: &Path, own_room: &Path) 
         Escape {
             name: "list the gateway's data folder",
             escape: "list_folder",
-            target: app.data_dir().display().to_string(),
+            target: t.data_dir.display().to_string(),
             stopped_by: &[Filesystem, User],
         },
         Escape {
             name: "read the gateway's key file",
             escape: "read_file",
-            target: app.state.config.key_file().display().to_string(),
+            target: t.key_file.display().to_string(),
             stopped_by: &[Filesystem, User],
         },
         Escape {
@@ -188,7 +205,7 @@ fn escapes(app: &TestApp, gateway_pid: u32, other_room: &Path, own_room: &Path) 
         Escape {
             name: "open a socket to the gateway",
             escape: "connect_tcp",
-            target: app.addr.to_string(),
+            target: t.gateway.to_string(),
             stopped_by: &[Network],
         },
         Escape {
@@ -306,57 +323,28 @@ async fn probe_under(off: &[Protection]) {
     let neighbour = app
         .client("globex", &globex.agent_token, Era::Initialize)
         .await;
-    let gateway_pid = std::process::id();
-    let mut mismatches = Vec::new();
-    for escape in escapes(&app, gateway_pid, &other_room, &own_room) {
-        let (blocked, detail) = attempt(&client, escape.escape, &escape.target).await;
-        if escape.escape == "x32" && active.contains("seccomp") {
-            // The filter must see it before the kernel says it has no such call.
-            assert!(detail.contains("os error 1)"), "x32 call: {detail}");
-        }
-        if detail.contains("os error 38") {
-            // This kernel has no such mechanism at all (no module support): nothing to see.
-            continue;
-        }
-        let guarded = escape.stopped_by.iter().any(|p| active.contains(p.name()));
-        if blocked != guarded {
-            mismatches.push(format!(
-                "{}: blocked={blocked} ({detail}) but the report makes it {} (active {active:?})",
-                escape.name,
-                if guarded { "blocked" } else { "possible" }
-            ));
-        }
-        // The other tenant is served after every attempt.
-        let served = neighbour.call("crm__list_contacts", json!({})).await;
-        assert_ne!(served.is_error, Some(true), "globex after {}", escape.name);
-    }
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-
-    // What the process is, from its own /proc entry, matches the report.
-    let (_, facts) = attempt(&client, "whoami", "").await;
-    let field = |name: &str| {
-        facts
-            .split("; ")
-            .find_map(|f| f.strip_prefix(name))
-            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
-            .unwrap_or_default()
+    let targets = Targets {
+        open_dir: app.dir.path().to_path_buf(),
+        data_dir: app.data_dir(),
+        key_file: app.state.config.key_file(),
+        gateway: app.addr,
+        gateway_pid: std::process::id(),
+        other_room: other_room.clone(),
+        own_room: own_room.clone(),
     };
-    let own_user = field("Uid: ") != "0" && field("Uid: ") != gateway_uid();
-    assert_eq!(own_user, active.contains("user"), "{facts}");
-    assert_eq!(field("NoNewPrivs: "), "1", "{facts}");
-    assert_eq!(
-        field("Seccomp: ") == "2",
-        active.contains("seccomp"),
-        "{facts}"
+    check_escapes(&client, &targets, &active, &neighbour, "probe__attempt").await;
+    let served = neighbour.call("crm__list_contacts", json!({})).await;
+    assert_ne!(
+        served.is_error,
+        Some(true),
+        "globex's CRM after the escapes"
     );
-    if active.contains("capabilities") {
-        assert_eq!(field("CapEff: "), "0000000000000000", "{facts}");
-    }
-
+    check_whoami(&client, &active, &gateway_uid()).await;
     // A setuid-root binary gives nothing back.
     if let Some(id) = setuid {
         let (_, euid) = attempt_run(&client, &id).await;
-        if field("Uid: ") != "0" {
+        let (_, facts) = attempt(&client, "whoami", "").await;
+        if !facts.contains("Uid: 0 ") {
             assert_ne!(euid, "0", "a setuid-root binary ran as root");
         }
     }
@@ -395,6 +383,72 @@ async fn probe_under(off: &[Protection]) {
         .expect("the probe is listed");
     let listed: BTreeSet<String> = serde_json::from_value(entry["active"].clone()).expect("names");
     assert_eq!(listed, active);
+}
+
+/// Every escape through `client`; blocked exactly when the report says a protection that
+/// stops it is active; `neighbour` (another tenant) served after each.
+async fn check_escapes(
+    client: &Client,
+    targets: &Targets,
+    active: &BTreeSet<String>,
+    neighbour: &Client,
+    neighbour_tool: &str,
+) {
+    let mut mismatches = Vec::new();
+    for escape in escapes(targets) {
+        let (blocked, detail) = attempt(client, escape.escape, &escape.target).await;
+        if escape.escape == "x32" && active.contains("seccomp") {
+            // The filter must see it before the kernel says it has no such call.
+            assert!(detail.contains("os error 1)"), "x32 call: {detail}");
+        }
+        if detail.contains("os error 38") {
+            // This kernel has no such mechanism at all (no module support): nothing to see.
+            continue;
+        }
+        let guarded = escape.stopped_by.iter().any(|p| active.contains(p.name()));
+        if blocked != guarded {
+            mismatches.push(format!(
+                "{}: blocked={blocked} ({detail}) but the report makes it {} (active {active:?})",
+                escape.name,
+                if guarded { "blocked" } else { "possible" }
+            ));
+        }
+        // The other tenant is served after every attempt.
+        let served = neighbour
+            .try_call(neighbour_tool, json!({ "escape": "whoami" }))
+            .await
+            .unwrap_or_else(|e| panic!("the other tenant after {}: {e}", escape.name));
+        assert_ne!(
+            served.is_error,
+            Some(true),
+            "the other tenant after {}",
+            escape.name
+        );
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// What the process is, from its own /proc entry, matches the report.
+async fn check_whoami(client: &Client, active: &BTreeSet<String>, gateway_uid: &str) {
+    let (_, facts) = attempt(client, "whoami", "").await;
+    let field = |name: &str| {
+        facts
+            .split("; ")
+            .find_map(|f| f.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let own_user = field("Uid: ") != "0" && field("Uid: ") != gateway_uid;
+    assert_eq!(own_user, active.contains("user"), "{facts}");
+    assert_eq!(field("NoNewPrivs: "), "1", "{facts}");
+    assert_eq!(
+        field("Seccomp: ") == "2",
+        active.contains("seccomp"),
+        "{facts}"
+    );
+    if active.contains("capabilities") {
+        assert_eq!(field("CapEff: "), "0000000000000000", "{facts}");
+    }
 }
 
 fn gateway_uid() -> String {
@@ -708,4 +762,145 @@ async fn a_held_action_survives_its_upstream_crashing_and_runs_once_on_the_resta
         1,
         "executed exactly once"
     );
+}
+
+/// A tenant with a probe connection, an agent granted it and the agent's token, made through
+/// the admin API of any gateway; (connection id, agent token).
+async fn probe_tenant(api: &AdminClient, name: &str) -> (String, String) {
+    use portcullis_server::admin::tenants::NameIn;
+    use portcullis_server::admin::tokens::TokenIn;
+    api.create_tenant(&NameIn { name: name.into() })
+        .await
+        .expect("tenant");
+    let connection = api
+        .create_connection(
+            name,
+            &ConnectionIn {
+                name: "probe".into(),
+                spec: ConnectionSpec::new(
+                    Transport::Stdio {
+                        program: "probe".into(),
+                        args: Vec::new(),
+                        env: Default::default(),
+                    },
+                    [(
+                        "attempt".to_owned(),
+                        portcullis_core::effect::EffectClass::Read,
+                    )]
+                    .into(),
+                ),
+                redaction: Default::default(),
+            },
+        )
+        .await
+        .expect("probe connection");
+    let agent = api
+        .create_agent(
+            name,
+            &NameIn {
+                name: "agent".into(),
+            },
+        )
+        .await
+        .expect("agent");
+    api.add_grant(
+        name,
+        &GrantIn {
+            agent: agent.id.to_string(),
+            connection: connection.id.to_string(),
+            tool: "*".into(),
+        },
+    )
+    .await
+    .expect("grant");
+    let token = api
+        .create_token(name, agent.id.as_str(), &TokenIn::default())
+        .await
+        .expect("token");
+    (connection.id.to_string(), token.token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_that_is_not_root_confines_with_what_it_has_and_the_probe_sees_exactly_that() {
+    // Root is needed to start the gateway as someone else; a suite run by a user other
+    // than root runs every other test in this mode already.
+    if gateway_uid() != "0" {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    const USER: u32 = 1_999_100_000;
+    let root = tempfile::tempdir().expect("root");
+    open_to_programs(root.path());
+    // The binary where that user can run it (this one lives under root's home).
+    let bin_dir = root.path().join("bin");
+    std::fs::create_dir(&bin_dir).expect("bin");
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = bin_dir.join("portcullis");
+    std::fs::copy(BIN, &bin).expect("copy the binary");
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).expect("data");
+    std::os::unix::fs::chown(&data, Some(USER), Some(USER)).expect("chown");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let rooms = root.path().join("rooms");
+    let mut allow = host_missing();
+    allow.extend(["user", "processes", "network"].map(str::to_owned));
+    let toml = format!(
+        "[programs.probe]\ncommand = {bin:?}\nargs = [\"demo-upstream\", \"--probe\"]\ntenants = [\"*\"]\n[programs.probe.sandbox]\nallow_missing = {allow:?}\n"
+    );
+    let rooms_env = rooms.display().to_string();
+    let gateway = ServeProcess::start_custom(
+        root.path(),
+        &data,
+        None,
+        &[("PORTCULLIS_SANDBOX__ROOMS", rooms_env.as_str())],
+        Custom {
+            bin: &bin,
+            toml: &toml,
+            uid: Some(USER),
+        },
+    )
+    .await;
+    let api = AdminClient::new(&gateway.base, gateway.admin_token.clone().expect("token"));
+    let (acme_probe, acme_token) = probe_tenant(&api, "acme").await;
+    let (globex_probe, globex_token) = probe_tenant(&api, "globex").await;
+    wait_connection_ready(&api, "acme", &acme_probe).await;
+    wait_connection_ready(&api, "globex", &globex_probe).await;
+    let other_room = rooms.join(&globex_probe);
+    std::fs::write(other_room.join("secret.txt"), "globex's own").expect("globex's file");
+
+    let view = api
+        .list_connections("acme")
+        .await
+        .expect("connections")
+        .into_iter()
+        .find(|c| c.id.as_str() == acme_probe)
+        .expect("listed");
+    let report = view.sandbox.expect("report");
+    assert!(
+        report.missing.contains(&User) && report.missing.contains(&Processes),
+        "{report:?}"
+    );
+    let active: BTreeSet<String> = report.active.iter().map(|p| p.name().to_owned()).collect();
+
+    let client = connect(&gateway.mcp_url("acme"), &acme_token, Era::Initialize)
+        .await
+        .expect("client");
+    let neighbour = connect(&gateway.mcp_url("globex"), &globex_token, Era::Initialize)
+        .await
+        .expect("client");
+    let targets = Targets {
+        open_dir: root.path().to_path_buf(),
+        data_dir: data.clone(),
+        key_file: data.join("keys.json"),
+        gateway: gateway
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address"),
+        gateway_pid: gateway.pid().expect("pid"),
+        other_room,
+        own_room: rooms.join(&acme_probe),
+    };
+    check_escapes(&client, &targets, &active, &neighbour, "probe__attempt").await;
+    check_whoami(&client, &active, &USER.to_string()).await;
 }

@@ -1271,6 +1271,14 @@ pub async fn wait_connection_ready_within(
 }
 
 /// `portcullis serve` as a child process on its own data folder.
+/// What [`ServeProcess::start_custom`] runs: which binary, with which configuration file, as
+/// which user (None: this process's).
+pub struct Custom<'a> {
+    pub bin: &'a Path,
+    pub toml: &'a str,
+    pub uid: Option<u32>,
+}
+
 pub struct ServeProcess {
     pub child: tokio::process::Child,
     pub base: String,
@@ -1299,6 +1307,29 @@ impl ServeProcess {
         filter: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
+        let toml = demo_program_toml(cwd);
+        Self::start_custom(
+            cwd,
+            data_dir,
+            filter,
+            env,
+            Custom {
+                bin: Path::new(BIN),
+                toml: &toml,
+                uid: None,
+            },
+        )
+        .await
+    }
+
+    /// [`ServeProcess::start_with`] with another binary, configuration and user.
+    pub async fn start_custom(
+        cwd: &Path,
+        data_dir: &Path,
+        filter: Option<&str>,
+        env: &[(&str, &str)],
+        custom: Custom<'_>,
+    ) -> Self {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
         // The operator's configuration: the demo upstream in the program catalog.
         // Replicas start side by side from one folder: the file is replaced whole (written
@@ -1307,10 +1338,13 @@ impl ServeProcess {
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let aside = cwd.join(format!("portcullis.toml.{n}"));
-        std::fs::write(&aside, demo_program_toml(cwd)).expect("write portcullis.toml");
+        std::fs::write(&aside, custom.toml).expect("write portcullis.toml");
         open_to_programs(cwd);
         std::fs::rename(&aside, cwd.join("portcullis.toml")).expect("replace portcullis.toml");
-        let mut command = tokio::process::Command::new(BIN);
+        let mut command = tokio::process::Command::new(custom.bin);
+        if let Some(uid) = custom.uid {
+            command.uid(uid).gid(uid);
+        }
         command
             .arg("serve")
             .current_dir(cwd)

@@ -167,6 +167,11 @@ impl Host {
         if !offers.contains(&Protection::User) {
             offers.remove(&Protection::Processes);
         }
+        // Its group holds everything it starts only if leaving it is refused (seccomp) or
+        // what leaves is killed by its user.
+        if !offers.contains(&Protection::User) && !offers.contains(&Protection::Seccomp) {
+            offers.remove(&Protection::ProcessGroup);
+        }
         offers
     }
 
@@ -465,32 +470,38 @@ pub fn egress_namespace() -> std::io::Result<(std::os::fd::OwnedFd, std::net::Tc
 }
 
 /// Hand a folder and everything in it to `uid`/`gid` without ever following a symbolic
-/// link: each level is opened from its parent's descriptor with `O_NOFOLLOW` and each entry
-/// changed with `AT_SYMLINK_NOFOLLOW`, so a program renaming things meanwhile cannot turn
-/// the walk onto a file outside.
+/// link: each entry is opened from its folder's descriptor with `O_PATH | O_NOFOLLOW`,
+/// checked through that descriptor, and changed through it (`AT_EMPTY_PATH`), so a program
+/// renaming things meanwhile cannot turn the walk onto a file outside. A file with more
+/// than one name (a hard link to something elsewhere) is left as it is.
 pub fn chown_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     use rustix::fs::{CWD, Mode, OFlags, fchown, openat};
-    let (owner, group) = (
+    let ids = (
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     );
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let dir = openat(CWD, root, flags, Mode::empty())?;
-    fchown(&dir, owner, group)?;
-    chown_below(dir, owner, group, 0)
+    fchown(&dir, ids.0, ids.1)?;
+    let mut budget = MAX_ENTRIES;
+    chown_below(dir, ids, 0, &mut budget)
 }
+
+/// Most entries one hand-over walks (then it fails: the folder is not a scratch folder any
+/// more).
+const MAX_ENTRIES: usize = 200_000;
 
 fn chown_below(
     dir: std::os::fd::OwnedFd,
-    owner: Option<rustix::fs::Uid>,
-    group: Option<rustix::fs::Gid>,
+    ids: (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>),
     depth: usize,
+    budget: &mut usize,
 ) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, chownat, openat};
+    use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, chownat, fstat, openat};
+    use rustix::io::Errno;
     if depth > 256 {
         return Err(std::io::Error::other("the folder is nested too deeply"));
     }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut entries = Dir::read_from(&dir)?;
     while let Some(entry) = entries.read() {
         let entry = entry?;
@@ -498,24 +509,45 @@ fn chown_below(
         if name == c"." || name == c".." {
             continue;
         }
-        match chownat(&dir, name, owner, group, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(()) => {}
-            // Removed meanwhile: nothing to hand over.
-            Err(rustix::io::Errno::NOENT) => continue,
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| std::io::Error::other("the folder holds too many entries"))?;
+        let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let handle = match openat(&dir, name, path_flags, Mode::empty()) {
+            Ok(handle) => handle,
+            // Removed since it was listed.
+            Err(Errno::NOENT) => continue,
             Err(e) => return Err(e.into()),
+        };
+        let stat = fstat(&handle)?;
+        let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        if !is_dir && stat.st_nlink > 1 {
+            continue;
         }
-        if entry.file_type() == FileType::Directory {
+        chownat(&handle, c"", ids.0, ids.1, AtFlags::EMPTY_PATH)?;
+        if is_dir {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             match openat(&dir, name, flags, Mode::empty()) {
-                Ok(sub) => chown_below(sub, owner, group, depth + 1)?,
-                // Replaced by a link or a file, or removed, since it was listed.
-                Err(
-                    rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT,
-                ) => {}
+                Ok(sub) => chown_below(sub, ids, depth + 1, budget)?,
+                // Replaced by a link or a file, or removed, since it was opened.
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(())
+}
+
+/// Take an exclusive lock on `path` (created if missing) without waiting: `Err` with
+/// `WouldBlock` when another process holds it. Held until the descriptor is dropped.
+pub fn lock_exclusive(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(std::os::fd::OwnedFd::from(file))
 }
 
 /// How the child's network is set up.

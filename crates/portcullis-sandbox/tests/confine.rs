@@ -121,3 +121,24 @@ fn handing_a_folder_over_never_follows_a_link_out_of_it() {
         "a folder outside was handed over through a link"
     );
 }
+
+#[test]
+fn handing_a_folder_over_leaves_a_hard_link_to_a_file_elsewhere_alone() {
+    if !root() {
+        return;
+    }
+    let room = tempfile::tempdir().expect("room");
+    let outside = tempfile::tempdir().expect("outside");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "not yours").expect("victim");
+    std::fs::hard_link(&victim, room.path().join("linked")).expect("hard link");
+    std::fs::write(room.path().join("own"), "mine").expect("own");
+    portcullis_sandbox::chown_tree(room.path(), 1_999_000_125, 1_999_000_125).expect("hand over");
+    let owner = |p: &std::path::Path| std::fs::symlink_metadata(p).expect("meta").uid();
+    assert_eq!(owner(&room.path().join("own")), 1_999_000_125);
+    assert_eq!(
+        owner(&victim),
+        0,
+        "a file elsewhere was handed over through a hard link"
+    );
+}

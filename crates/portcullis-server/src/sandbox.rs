@@ -10,7 +10,7 @@
 use crate::programs::{Launch, StderrMode};
 use portcullis_core::id::ConnectionId;
 use portcullis_sandbox::{Host, Ids, Plan, Protection, Report};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,10 @@ pub struct Sandbox {
 
 /// User ids in use by this process's live programs (every gateway in the process).
 static USERS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// The user id ranges this process holds, by `uid_base`: a lock per range, so two gateway
+/// processes on one host never hand out (and kill) the same users.
+static RANGES: Mutex<BTreeMap<u32, std::os::fd::OwnedFd>> = Mutex::new(BTreeMap::new());
 
 /// Why a program was not started: a refusal stops retrying; a failure is retried.
 pub enum LaunchError {
@@ -486,6 +490,9 @@ impl Sandbox {
     /// another live program of this process holds.
     fn lease(&self, connection: &ConnectionId) -> Result<Lease, LaunchError> {
         use sha2::Digest as _;
+        // Claimed at the first program (a gateway that launches none, an HTTP-only
+        // replica, never needs it).
+        claim_range(self.uid_base).map_err(LaunchError::Refused)?;
         let digest = sha2::Sha256::digest(connection.as_str().as_bytes());
         let start = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % USER_IDS;
         let mut users = USERS.lock().expect("lock poisoned");
@@ -493,6 +500,10 @@ impl Sandbox {
             // uid_base + USER_IDS fits a u32: the configuration checks it.
             let uid = self.uid_base.saturating_add((start + step) % USER_IDS);
             if users.insert(uid) {
+                drop(users);
+                // This process holds the range: whatever still runs as this user was left
+                // by an earlier gateway that did not end cleanly.
+                portcullis_sandbox::kill_user(uid);
                 return Ok(Lease { uid });
             }
         }
@@ -529,6 +540,16 @@ impl Sandbox {
                 .mode(0o711)
                 .create(&self.rooms)?;
         }
+        // Nobody else may replace a folder in it (root would then follow their link).
+        let rooms = std::fs::symlink_metadata(&self.rooms)?;
+        if !rooms.is_dir()
+            || rooms.uid() != portcullis_sandbox_euid()
+            || rooms.permissions().mode() & 0o022 != 0
+        {
+            return Err(std::io::Error::other(
+                "the rooms folder must be a folder of the gateway's own user that no one else may write",
+            ));
+        }
         if !room.exists() {
             std::fs::DirBuilder::new().mode(0o700).create(room)?;
         }
@@ -545,12 +566,44 @@ impl Sandbox {
             // Its earlier owner (another id of ours, when this connection's usual one was
             // taken) may still run something: nothing of it survives the hand-over.
             let before = meta.uid();
-            if self.ours(before) && !USERS.lock().expect("lock poisoned").contains(&before) {
+            // Held while it is killed and the folder handed over: no launch takes it meanwhile.
+            let reserved = self.ours(before) && USERS.lock().expect("lock poisoned").insert(before);
+            if reserved {
                 portcullis_sandbox::kill_user(before);
             }
-            portcullis_sandbox::chown_tree(room, uid, uid)?;
+            let handed = portcullis_sandbox::chown_tree(room, uid, uid);
+            if reserved {
+                USERS.lock().expect("lock poisoned").remove(&before);
+            }
+            handed?;
         }
         Ok(())
+    }
+}
+
+/// The gateway's effective user id.
+fn portcullis_sandbox_euid() -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
+/// Hold the lock of the user ids from `uid_base` for this process's life (once per process:
+/// every gateway in it shares [`USERS`]).
+fn claim_range(uid_base: u32) -> Result<(), String> {
+    let mut ranges = RANGES.lock().expect("lock poisoned");
+    if ranges.contains_key(&uid_base) {
+        return Ok(());
+    }
+    let path = PathBuf::from(format!("/run/portcullis-uids-{uid_base}.lock"));
+    match portcullis_sandbox::lock_exclusive(&path) {
+        Ok(lock) => {
+            ranges.insert(uid_base, lock);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(format!(
+            "another gateway on this host gives its programs the users from {uid_base}: give each gateway its own [sandbox] uid_base"
+        )),
+        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
     }
 }
 

@@ -796,6 +796,8 @@ struct Slot {
     pid: Mutex<Option<u32>>,
     /// Revoked: once its program has ended, its folder is removed.
     discard_room: std::sync::atomic::AtomicBool,
+    /// Its supervisor has returned (nothing of it runs any more).
+    done: std::sync::atomic::AtomicBool,
 }
 
 /// The supervisor of every tenant's upstream connections.
@@ -884,12 +886,14 @@ impl Upstreams {
             confinement: Mutex::new(None),
             pid: Mutex::new(None),
             discard_room: std::sync::atomic::AtomicBool::new(false),
+            done: std::sync::atomic::AtomicBool::new(false),
         });
         slots.insert(connection.id.clone(), slot.clone());
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let id = connection.id.clone();
             supervise(inner.clone(), connection, slot.clone()).await;
+            slot.done.store(true, std::sync::atomic::Ordering::SeqCst);
             // Its program is killed and reaped by now: nothing writes the folder any more.
             if slot.discard_room.load(std::sync::atomic::Ordering::SeqCst) {
                 remove_room(&inner, &id).await;
@@ -925,11 +929,25 @@ impl Upstreams {
     /// A connection revoked (or its tenant deleted): stop its upstream at once, and remove
     /// its program's folder once the program has ended.
     pub fn revoke(&self, id: &ConnectionId) {
-        if let Some(slot) = self.inner.slots.lock().expect("lock poisoned").get(id) {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .cloned();
+        let running = slot.is_some_and(|slot| {
             slot.discard_room
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
+            !slot.done.load(std::sync::atomic::Ordering::SeqCst)
+        });
         self.stop(id);
+        // No supervisor left to do it (it gave up on a refused launch, or never ran here).
+        if !running {
+            let inner = self.inner.clone();
+            let id = id.clone();
+            tokio::spawn(async move { remove_room(&inner, &id).await });
+        }
     }
 
     /// Stop a connection's upstream at once (its folder stays: see [`Upstreams::revoke`]).
@@ -1832,18 +1850,24 @@ async fn connect(
             } else {
                 None
             };
-            let launched = inner
-                .outbound
-                .sandbox
-                .launch(&connection.id, &launch, tunnels)
-                .map_err(|e| match e {
-                    crate::sandbox::LaunchError::Refused(reason) => ConnectError::Refused(reason),
-                    crate::sandbox::LaunchError::Failed(reason) => failed(generic_failure(
-                        &format!("cannot launch program `{program}`"),
-                        &reason,
-                        &connection.id,
-                    )),
-                })?;
+            // Off the async threads: handing a folder over walks it, and killing what is
+            // left of a user forks and waits.
+            let sandbox = inner.outbound.sandbox.clone();
+            let id = connection.id.clone();
+            let launched =
+                tokio::task::spawn_blocking(move || sandbox.launch(&id, &launch, tunnels))
+                    .await
+                    .map_err(|e| failed(format!("the launch did not finish: {e}")))?
+                    .map_err(|e| match e {
+                        crate::sandbox::LaunchError::Refused(reason) => {
+                            ConnectError::Refused(reason)
+                        }
+                        crate::sandbox::LaunchError::Failed(reason) => failed(generic_failure(
+                            &format!("cannot launch program `{program}`"),
+                            &reason,
+                            &connection.id,
+                        )),
+                    })?;
             tracing::info!(connection = %connection.id, tenant = %connection.tenant, program = %program, active = ?names(&launched.report.active), missing = ?names(&launched.report.missing), "upstream program confined");
             *slot.confinement.lock().expect("lock poisoned") = Some(launched.report.clone());
             *slot.pid.lock().expect("lock poisoned") = Some(launched.process.pid());

@@ -904,3 +904,44 @@ async fn a_gateway_that_is_not_root_confines_with_what_it_has_and_the_probe_sees
     check_escapes(&client, &targets, &active, &neighbour, "probe__attempt").await;
     check_whoami(&client, &active, &USER.to_string()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_gateway_on_the_same_program_users_launches_nothing() {
+    if gateway_uid() != "0" {
+        return; // the users are only handed out by a gateway running as root
+    }
+    // This process holds the default range once one of its gateways launched a program.
+    let app = TestApp::spawn().await;
+    app.seed_tenant("acme").await;
+    let root = tempfile::tempdir().expect("root");
+    let data = root.path().join("data");
+    let mut allow = host_missing();
+    allow.push("filesystem".into());
+    let toml = format!(
+        "[programs.probe]\ncommand = {BIN:?}\nargs = [\"demo-upstream\", \"--probe\"]\ntenants = [\"*\"]\n[programs.probe.sandbox]\nallow_missing = {allow:?}\n"
+    );
+    let gateway = ServeProcess::start_custom(
+        root.path(),
+        &data,
+        None,
+        &[("PORTCULLIS_SANDBOX__UID_BASE", "1500000000")],
+        Custom {
+            bin: Path::new(BIN),
+            toml: &toml,
+            uid: None,
+        },
+    )
+    .await;
+    let api = AdminClient::new(&gateway.base, gateway.admin_token.clone().expect("token"));
+    let (probe, _) = probe_tenant(&api, "acme").await;
+    eventually("the launch refused for the shared users", || async {
+        api.list_connections("acme").await.is_ok_and(|list| {
+            list.iter().any(|c| {
+                c.id.as_str() == probe
+                    && matches!(&c.status, ConnectionState::Down { reason, .. }
+                        if reason.contains("another gateway on this host gives its programs the users from 1500000000"))
+            })
+        })
+    })
+    .await;
+}

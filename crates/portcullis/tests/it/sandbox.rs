@@ -836,7 +836,11 @@ async fn a_gateway_that_is_not_root_confines_with_what_it_has_and_the_probe_sees
     std::fs::create_dir(&bin_dir).expect("bin");
     std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let bin = bin_dir.join("portcullis");
-    std::fs::copy(BIN, &bin).expect("copy the binary");
+    // A second name for the same file (a copy would be open for writing while other tests
+    // fork, and its exec would then fail with "text file busy"); a copy only across devices.
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+    }
     let data = root.path().join("data");
     std::fs::create_dir(&data).expect("data");
     std::os::unix::fs::chown(&data, Some(USER), Some(USER)).expect("chown");

@@ -442,6 +442,11 @@ pub fn c_path(path: &Path) -> Result<CString, SandboxError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(path.to_owned()))
 }
 
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    sys::euid()
+}
+
 /// Send SIGKILL to a whole process group (a confined program and everything it started).
 pub fn kill_group(pgid: u32) {
     sys::kill_group(pgid);

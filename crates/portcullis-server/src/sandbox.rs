@@ -543,7 +543,7 @@ impl Sandbox {
         // Nobody else may replace a folder in it (root would then follow their link).
         let rooms = std::fs::symlink_metadata(&self.rooms)?;
         if !rooms.is_dir()
-            || rooms.uid() != portcullis_sandbox_euid()
+            || rooms.uid() != portcullis_sandbox::euid()
             || rooms.permissions().mode() & 0o022 != 0
         {
             return Err(std::io::Error::other(
@@ -579,12 +579,6 @@ impl Sandbox {
         }
         Ok(())
     }
-}
-
-/// The gateway's effective user id.
-fn portcullis_sandbox_euid() -> u32 {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
 /// Hold the lock of the user ids from `uid_base` for this process's life (once per process:

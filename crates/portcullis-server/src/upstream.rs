@@ -866,6 +866,16 @@ impl Upstreams {
         }
     }
 
+    /// The supervised slot of a connection, if any.
+    fn slot_of(&self, id: &ConnectionId) -> Option<Arc<Slot>> {
+        self.inner
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .cloned()
+    }
+
     /// Start supervising a connection (no-op if it is already supervised).
     pub fn start(&self, connection: Connection) {
         let mut slots = self.inner.slots.lock().expect("lock poisoned");
@@ -929,13 +939,7 @@ impl Upstreams {
     /// A connection revoked (or its tenant deleted): stop its upstream at once, and remove
     /// its program's folder once the program has ended.
     pub fn revoke(&self, id: &ConnectionId) {
-        let slot = self
-            .inner
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .get(id)
-            .cloned();
+        let slot = self.slot_of(id);
         let running = slot.is_some_and(|slot| {
             slot.discard_room
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -964,13 +968,7 @@ impl Upstreams {
 
     /// Ask a connection's supervisor to reconnect (and re-list its tools).
     pub fn restart(&self, id: &ConnectionId) -> bool {
-        let slot = self
-            .inner
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .get(id)
-            .cloned();
+        let slot = self.slot_of(id);
         slot.map(|s| s.restart.notify_one()).is_some()
     }
 
@@ -982,25 +980,13 @@ impl Upstreams {
     /// The protections of a stdio connection's program (None: not launched here yet, or not
     /// a stdio connection).
     pub fn confinement(&self, id: &ConnectionId) -> Option<portcullis_sandbox::Report> {
-        let slot = self
-            .inner
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .get(id)
-            .cloned()?;
+        let slot = self.slot_of(id)?;
         slot.confinement.lock().expect("lock poisoned").clone()
     }
 
     /// The process id of a stdio connection's running program (for the operator's tools).
     pub fn program_pid(&self, id: &ConnectionId) -> Option<u32> {
-        let slot = self
-            .inner
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .get(id)
-            .cloned()?;
+        let slot = self.slot_of(id)?;
         *slot.pid.lock().expect("lock poisoned")
     }
 
@@ -1052,14 +1038,7 @@ impl Upstreams {
     pub async fn wait_ready(&self, id: &ConnectionId, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let Some(slot) = self
-                .inner
-                .slots
-                .lock()
-                .expect("lock poisoned")
-                .get(id)
-                .cloned()
-            else {
+            let Some(slot) = self.slot_of(id) else {
                 return false;
             };
             let notified = slot.ready.notified();

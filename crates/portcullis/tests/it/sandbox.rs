@@ -55,42 +55,29 @@ fn switch_off(config: &mut Config, off: &BTreeSet<Protection>) {
         .extend(off.iter().map(|p| p.name().to_owned()));
 }
 
+/// The probe as a `probe` connection, its one tool a read.
+fn probe_connection() -> ConnectionIn {
+    ConnectionIn {
+        name: "probe".into(),
+        spec: ConnectionSpec::new(
+            Transport::Stdio {
+                program: "probe".into(),
+                args: Vec::new(),
+                env: Default::default(),
+            },
+            [(
+                "attempt".to_owned(),
+                portcullis_core::effect::EffectClass::Read,
+            )]
+            .into(),
+        ),
+        redaction: Default::default(),
+    }
+}
+
 /// Add the probe as a tenant's `probe` connection, granted to its agent; its id.
 async fn add_probe(app: &TestApp, tenant: &Tenant) -> String {
-    let api = app.api_as(&app.admin_token);
-    let connection = api
-        .create_connection(
-            &tenant.name,
-            &ConnectionIn {
-                name: "probe".into(),
-                spec: ConnectionSpec::new(
-                    Transport::Stdio {
-                        program: "probe".into(),
-                        args: Vec::new(),
-                        env: Default::default(),
-                    },
-                    [(
-                        "attempt".to_owned(),
-                        portcullis_core::effect::EffectClass::Read,
-                    )]
-                    .into(),
-                ),
-                redaction: Default::default(),
-            },
-        )
-        .await
-        .expect("probe connection");
-    api.add_grant(
-        &tenant.name,
-        &GrantIn {
-            agent: tenant.agent_id.clone(),
-            connection: connection.id.to_string(),
-            tool: "*".into(),
-        },
-    )
-    .await
-    .expect("grant");
-    connection.id.to_string()
+    add_connection(app, tenant, &probe_connection()).await
 }
 
 /// One escape attempt through the gateway, as the tenant's agent.
@@ -773,25 +760,7 @@ async fn probe_tenant(api: &AdminClient, name: &str) -> (String, String) {
         .await
         .expect("tenant");
     let connection = api
-        .create_connection(
-            name,
-            &ConnectionIn {
-                name: "probe".into(),
-                spec: ConnectionSpec::new(
-                    Transport::Stdio {
-                        program: "probe".into(),
-                        args: Vec::new(),
-                        env: Default::default(),
-                    },
-                    [(
-                        "attempt".to_owned(),
-                        portcullis_core::effect::EffectClass::Read,
-                    )]
-                    .into(),
-                ),
-                redaction: Default::default(),
-            },
-        )
+        .create_connection(name, &probe_connection())
         .await
         .expect("probe connection");
     let agent = api

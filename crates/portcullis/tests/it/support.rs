@@ -1654,25 +1654,29 @@ pub async fn add_http_connection(
     classify: &[(&str, EffectClass)],
     forward_roots: bool,
 ) -> String {
+    let connection = ConnectionIn {
+        name: name.into(),
+        spec: ConnectionSpec {
+            forward_roots,
+            ..ConnectionSpec::new(
+                Transport::Http { url, auth: None },
+                classify
+                    .iter()
+                    .map(|(tool, effect)| ((*tool).to_owned(), *effect))
+                    .collect(),
+            )
+        },
+        redaction: Default::default(),
+    };
+    add_connection(app, tenant, &connection).await
+}
+
+/// Add `connection` for `tenant`, granted whole to the tenant's agent. Returns its id; does
+/// not wait for the upstream.
+pub async fn add_connection(app: &TestApp, tenant: &Tenant, connection: &ConnectionIn) -> String {
     let api = app.admin_api();
     let connection = api
-        .create_connection(
-            &tenant.name,
-            &ConnectionIn {
-                name: name.into(),
-                spec: ConnectionSpec {
-                    forward_roots,
-                    ..ConnectionSpec::new(
-                        Transport::Http { url, auth: None },
-                        classify
-                            .iter()
-                            .map(|(tool, effect)| ((*tool).to_owned(), *effect))
-                            .collect(),
-                    )
-                },
-                redaction: Default::default(),
-            },
-        )
+        .create_connection(&tenant.name, connection)
         .await
         .expect("create connection");
     api.add_grant(
